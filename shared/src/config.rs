@@ -1,0 +1,182 @@
+//! Typed configuration. Every function reads its settings from the environment (the only
+//! configuration Lambda and Cloud Run give), parsed by clap so each setting also has a flag,
+//! a default and a line of `--help`.
+
+use chrono::TimeDelta;
+use clap::{ArgAction, Args};
+
+use crate::error::{Error, Result};
+
+/// Parses `90s`, `5m`, `1h 30m`, `30d` (humantime) into a chrono duration.
+pub fn parse_duration(text: &str) -> std::result::Result<TimeDelta, String> {
+    let std = humantime::parse_duration(text.trim()).map_err(|e| format!("{text:?}: {e}"))?;
+    TimeDelta::from_std(std).map_err(|e| format!("{text:?}: {e}"))
+}
+
+/// Parses a comma-separated list of durations, such as the retry schedule `1m,5m,15m,60m`.
+pub fn parse_schedule(text: &str) -> std::result::Result<Schedule, String> {
+    let steps = text
+        .split(',')
+        .filter(|s| !s.trim().is_empty())
+        .map(parse_duration)
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    if steps.is_empty() {
+        return Err("the schedule needs at least one duration".into());
+    }
+    Ok(Schedule(steps))
+}
+
+/// Retry delays in order; the last one repeats once the list is used up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Schedule(pub Vec<TimeDelta>);
+
+impl Schedule {
+    /// The delay before attempt number `failures + 1`, after `failures` (>= 1) failures.
+    pub fn delay_after(&self, failures: u32) -> TimeDelta {
+        let index = (failures.max(1) as usize - 1).min(self.0.len() - 1);
+        self.0[index]
+    }
+}
+
+impl Default for Schedule {
+    fn default() -> Self {
+        Self(vec![
+            TimeDelta::minutes(1),
+            TimeDelta::minutes(5),
+            TimeDelta::minutes(15),
+            TimeDelta::minutes(60),
+        ])
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DatabaseConfig {
+    /// Where events and the outbox live: `postgres://…`, `mysql://…` or `sqlite://path`.
+    #[arg(long, env = "DATABASE_URL")]
+    pub database_url: Option<String>,
+    /// Largest connection pool of one process.
+    #[arg(long, env = "FLUXGATE_DB_MAX_CONNECTIONS", default_value_t = 10)]
+    pub db_max_connections: u32,
+    /// Apply the SQL migrations at start-up.
+    #[arg(long, env = "FLUXGATE_DB_MIGRATE", default_value_t = true, action = ArgAction::Set)]
+    pub db_migrate: bool,
+}
+
+impl DatabaseConfig {
+    pub fn required_url(&self) -> Result<&str> {
+        self.database_url
+            .as_deref()
+            .ok_or_else(|| Error::Config("DATABASE_URL is required (postgres://, mysql:// or sqlite://)".into()))
+    }
+}
+
+/// Input limits, all enforced before anything is written.
+#[derive(Debug, Clone, Args)]
+pub struct Limits {
+    /// Largest request body, after gzip decoding.
+    #[arg(long, env = "FLUXGATE_MAX_BODY_BYTES", default_value_t = Limits::DEFAULT.max_body_bytes)]
+    pub max_body_bytes: usize,
+    /// Most events in one batch request.
+    #[arg(long, env = "FLUXGATE_MAX_BATCH_EVENTS", default_value_t = Limits::DEFAULT.max_batch_events)]
+    pub max_batch_events: usize,
+    /// Largest payload (canonical JSON) of one event; keeps a whole event within one SQS or
+    /// Pub/Sub message.
+    #[arg(long, env = "FLUXGATE_MAX_PAYLOAD_BYTES", default_value_t = Limits::DEFAULT.max_payload_bytes)]
+    pub max_payload_bytes: usize,
+    /// Longest tenantId, eventId, eventType and source, in characters.
+    #[arg(long, env = "FLUXGATE_MAX_FIELD_LENGTH", default_value_t = Limits::DEFAULT.max_field_length)]
+    pub max_field_length: usize,
+    /// How far in the future eventTs may be (clock skew of the sender).
+    #[arg(long, env = "FLUXGATE_MAX_FUTURE_SKEW", default_value = "15m", value_parser = parse_duration)]
+    pub max_future_skew: TimeDelta,
+    /// How far in the past eventTs may be.
+    #[arg(long, env = "FLUXGATE_MAX_EVENT_AGE", default_value = "30d", value_parser = parse_duration)]
+    pub max_event_age: TimeDelta,
+}
+
+impl Limits {
+    const DEFAULT: Limits = Limits {
+        max_body_bytes: 5 * 1024 * 1024,
+        max_batch_events: 500,
+        max_payload_bytes: 128 * 1024,
+        max_field_length: 128,
+        max_future_skew: TimeDelta::minutes(15),
+        max_event_age: TimeDelta::days(30),
+    };
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self::DEFAULT
+    }
+}
+
+/// How the outbox drain claims, retries and gives up.
+#[derive(Debug, Clone, Args)]
+pub struct DrainConfig {
+    /// Rows claimed per round.
+    #[arg(long, env = "FLUXGATE_DRAIN_BATCH_SIZE", default_value_t = 100)]
+    pub drain_batch_size: u32,
+    /// How long a claim holds before another run may take the rows (a crashed run's claims
+    /// come back after this).
+    #[arg(long, env = "FLUXGATE_DRAIN_LEASE_TTL", default_value = "2m", value_parser = parse_duration)]
+    pub drain_lease_ttl: TimeDelta,
+    /// Longest one drain run works when no invocation deadline tells it (HTTP trigger).
+    #[arg(long, env = "FLUXGATE_DRAIN_TIME_BUDGET", default_value = "50s", value_parser = parse_duration)]
+    pub drain_time_budget: TimeDelta,
+    /// Delays before re-publishing after a failed publish; the last repeats.
+    #[arg(long, env = "FLUXGATE_RETRY_BACKOFF", default_value = "1m,5m,15m,60m", value_parser = parse_schedule)]
+    pub retry_backoff: Schedule,
+    /// Failed publishes after which an event is DEAD.
+    #[arg(long, env = "FLUXGATE_MAX_ATTEMPTS", default_value_t = 5)]
+    pub max_attempts: u32,
+}
+
+impl Default for DrainConfig {
+    fn default() -> Self {
+        Self {
+            drain_batch_size: 100,
+            drain_lease_ttl: TimeDelta::minutes(2),
+            drain_time_budget: TimeDelta::seconds(50),
+            retry_backoff: Schedule::default(),
+            max_attempts: 5,
+        }
+    }
+}
+
+/// How the worker judges deliveries.
+#[derive(Debug, Clone, Args)]
+pub struct WorkerConfig {
+    /// Deliveries of one message after which a failure is final (DEAD); match the queue's
+    /// redrive max receive count / the subscription's max delivery attempts.
+    #[arg(long, env = "FLUXGATE_MAX_RECEIVE_COUNT", default_value_t = 5)]
+    pub max_receive_count: u32,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        Self { max_receive_count: 5 }
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServerConfig {
+    /// Port of the HTTP server when not running on Lambda.
+    #[arg(long, env = "PORT", default_value_t = 8080)]
+    pub port: u16,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schedule_repeats_its_last_step() {
+        let schedule = parse_schedule("1m, 5m,15m").expect("parses");
+        assert_eq!(schedule.delay_after(1), TimeDelta::minutes(1));
+        assert_eq!(schedule.delay_after(3), TimeDelta::minutes(15));
+        assert_eq!(schedule.delay_after(9), TimeDelta::minutes(15));
+        assert!(parse_schedule("").is_err());
+        assert!(parse_schedule("soon").is_err());
+    }
+}

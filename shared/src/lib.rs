@@ -1,0 +1,27 @@
+//! fluxgate: the common crate of the fluxgate functions.
+//!
+//! `event` (the event, its validation and hash), `config` (settings from the environment),
+//! `error` (one error type, rendered as problem+json), `store` (events + outbox on
+//! PostgreSQL / SQLite), `queue` (hand-off to the worker), `sink` (the warehouse),
+//! `tenant` (who a request acts for), `http`, `telemetry` and `runtime` (running a function).
+
+pub mod config;
+pub mod error;
+pub mod event;
+pub mod http;
+pub mod queue;
+pub mod runtime;
+pub mod sink;
+pub mod store;
+pub mod telemetry;
+pub mod tenant;
+
+pub use error::{Error, Result};
+
+use chrono::{DateTime, SubsecRound, Utc};
+
+/// The current time at the precision every store keeps (microseconds), so that a timestamp
+/// written and read back compares equal on PostgreSQL, MySQL and SQLite alike.
+pub fn now() -> DateTime<Utc> {
+    Utc::now().trunc_subsecs(6)
+}

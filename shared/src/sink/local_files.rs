@@ -1,0 +1,138 @@
+//! The warehouse as a folder: JSON Lines in Hive-style partitions
+//! `event_date=YYYY-MM-DD/tenant_id=…/part-….jsonl`, which DuckDB, Spark, Polars and friends
+//! read as they are (`read_json('…/**/*.jsonl', hive_partitioning = true)`).
+//!
+//! The partition columns live in the path only, as Hive layout expects (Spark refuses a column
+//! that is both in the path and in the file). Each write lands in a new file by an atomic
+//! rename, so a reader or a crash never sees half a file.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+
+use async_trait::async_trait;
+use serde_json::Value;
+use tokio::sync::Mutex;
+
+use super::{RowResult, Sink, WarehouseRow};
+use crate::error::{Error, Result};
+use crate::event::EventKey;
+
+pub struct LocalFileSink {
+    root: PathBuf,
+    /// Keys already written: the de-duplication index, rebuilt from the files at open.
+    written: Mutex<HashSet<EventKey>>,
+}
+
+impl LocalFileSink {
+    /// Opens (and creates) the warehouse folder and indexes the rows it already holds.
+    pub async fn open(root: impl Into<PathBuf>) -> Result<Self> {
+        let root = root.into();
+        tokio::fs::create_dir_all(&root).await?;
+        let scan_root = root.clone();
+        let written = tokio::task::spawn_blocking(move || index_existing(&scan_root))
+            .await
+            .map_err(|e| Error::Sink(format!("indexing {}: {e}", root.display())))??;
+        Ok(Self {
+            root,
+            written: Mutex::new(written),
+        })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+}
+
+#[async_trait]
+impl Sink for LocalFileSink {
+    async fn write_rows(&self, rows: &[WarehouseRow]) -> Result<Vec<RowResult>> {
+        // Held across the write so that two concurrent batches cannot both write one key.
+        let mut written = self.written.lock().await;
+        let mut partitions: BTreeMap<(String, String), Vec<&WarehouseRow>> = BTreeMap::new();
+        let mut batch_keys = HashSet::new();
+        for row in rows {
+            let key = row.key();
+            if written.contains(&key) || !batch_keys.insert(key) {
+                continue;
+            }
+            partitions
+                .entry((row.event_date.to_string(), row.tenant_id.clone()))
+                .or_default()
+                .push(row);
+        }
+        for ((date, tenant), part_rows) in &partitions {
+            let dir = self.root.join(format!("event_date={date}")).join(format!("tenant_id={tenant}"));
+            write_part(&dir, part_rows).await?;
+        }
+        written.extend(batch_keys);
+        Ok(rows.iter().map(|_| Ok(())).collect())
+    }
+}
+
+async fn write_part(dir: &Path, rows: &[&WarehouseRow]) -> Result<()> {
+    let mut body = Vec::with_capacity(rows.len() * 256);
+    for row in rows {
+        let mut value = serde_json::to_value(row).map_err(|e| Error::Sink(e.to_string()))?;
+        if let Value::Object(map) = &mut value {
+            map.remove("tenant_id");
+            map.remove("event_date");
+        }
+        serde_json::to_writer(&mut body, &value).map_err(|e| Error::Sink(e.to_string()))?;
+        body.push(b'\n');
+    }
+    tokio::fs::create_dir_all(dir).await?;
+    let name = format!("part-{}.jsonl", uuid::Uuid::now_v7());
+    // Readers skip dot-files, so the temporary name is invisible until the rename.
+    let temp = dir.join(format!(".{name}.tmp"));
+    tokio::fs::write(&temp, &body).await?;
+    let file = tokio::fs::File::open(&temp).await?;
+    file.sync_all().await?;
+    tokio::fs::rename(&temp, dir.join(name)).await?;
+    Ok(())
+}
+
+/// Reads every part file once and collects the keys it holds.
+fn index_existing(root: &Path) -> Result<HashSet<EventKey>> {
+    let mut keys = HashSet::new();
+    for date_dir in read_dirs(root, "event_date=")? {
+        for (tenant_dir, tenant) in read_dirs(&date_dir, "tenant_id=")?
+            .into_iter()
+            .filter_map(|dir| partition_value(&dir, "tenant_id=").map(|t| (dir, t)))
+        {
+            for entry in std::fs::read_dir(&tenant_dir)? {
+                let path = entry?.path();
+                let is_part = path.extension().is_some_and(|ext| ext == "jsonl")
+                    && !path.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.'));
+                if !is_part {
+                    continue;
+                }
+                for line in std::fs::read_to_string(&path)?.lines().filter(|l| !l.is_empty()) {
+                    let row: Value = serde_json::from_str(line)
+                        .map_err(|e| Error::Sink(format!("{}: {e}", path.display())))?;
+                    if let Some(event_id) = row.get("event_id").and_then(Value::as_str) {
+                        keys.insert(EventKey {
+                            tenant_id: tenant.clone(),
+                            event_id: event_id.to_owned(),
+                        });
+                    }
+                }
+            }
+        }
+    }
+    Ok(keys)
+}
+
+fn read_dirs(parent: &Path, prefix: &str) -> Result<Vec<PathBuf>> {
+    let mut dirs = Vec::new();
+    for entry in std::fs::read_dir(parent)? {
+        let entry = entry?;
+        if entry.file_type()?.is_dir() && entry.file_name().to_string_lossy().starts_with(prefix) {
+            dirs.push(entry.path());
+        }
+    }
+    Ok(dirs)
+}
+
+fn partition_value(dir: &Path, prefix: &str) -> Option<String> {
+    dir.file_name()?.to_str()?.strip_prefix(prefix).map(str::to_owned)
+}

@@ -1,0 +1,48 @@
+//! Opens the store named by a database URL.
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::postgres::PgPoolOptions;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+
+use super::{Postgres, PostgresStore, Sqlite, SqliteStore, Store};
+use crate::config::DatabaseConfig;
+use crate::error::{Error, Result};
+
+/// Connects by the URL's scheme (`postgres://`, `postgresql://`, `sqlite:`) and applies the
+/// migrations when the config says so.
+pub async fn connect(url: &str, config: &DatabaseConfig) -> Result<Arc<dyn Store>> {
+    let scheme = url.split(':').next().unwrap_or_default();
+    let acquire_timeout = Duration::from_secs(10);
+    match scheme {
+        "postgres" | "postgresql" => {
+            let pool = PgPoolOptions::new()
+                .max_connections(config.db_max_connections)
+                .acquire_timeout(acquire_timeout)
+                .connect(url)
+                .await?;
+            Ok(Arc::new(PostgresStore::new(pool, Postgres, config.db_migrate).await?))
+        }
+        "sqlite" => {
+            // WAL lets readers work beside the one writer; the busy timeout makes writers
+            // queue instead of failing when the drain, worker and ingest write at once.
+            let options = SqliteConnectOptions::from_str(url)?
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Normal)
+                .busy_timeout(Duration::from_secs(30))
+                .foreign_keys(true);
+            let pool = SqlitePoolOptions::new()
+                .max_connections(config.db_max_connections)
+                .acquire_timeout(acquire_timeout)
+                .connect_with(options)
+                .await?;
+            Ok(Arc::new(SqliteStore::new(pool, Sqlite, config.db_migrate).await?))
+        }
+        other => Err(Error::Config(format!(
+            "DATABASE_URL scheme {other:?} is not supported (use postgres://, mysql:// or sqlite:)"
+        ))),
+    }
+}

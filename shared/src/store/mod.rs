@@ -1,0 +1,186 @@
+//! Where events and their outbox rows live. One trait, one file per database.
+//!
+//! Every method takes `now` from the caller instead of reading the database clock, so that
+//! the same rules hold on every database and tests can move time without sleeping.
+
+mod batch;
+mod connect;
+mod postgres;
+mod returning;
+mod rows;
+mod sql_store;
+mod sqlite;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::str::FromStr;
+
+use async_trait::async_trait;
+use chrono::{DateTime, TimeDelta, Utc};
+use serde::Serialize;
+
+use crate::error::Result;
+use crate::event::{Event, EventKey};
+
+pub use batch::InsertOutcome;
+pub use connect::connect;
+pub use postgres::{Postgres, PostgresStore};
+pub use sql_store::{Dialect, SqlStore};
+pub use sqlite::{Sqlite, SqliteStore};
+
+/// Where an event is on its way to the warehouse.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum OutboxStatus {
+    /// Waiting for the drain (first time, or again after a failed publish or a replay).
+    Pending,
+    /// Handed to the queue; the worker has not answered yet.
+    Published,
+    /// In the warehouse.
+    Done,
+    /// The worker failed; the queue will deliver it again.
+    Failed,
+    /// Given up: retries used up or a permanent error. Only a replay brings it back.
+    Dead,
+}
+
+impl OutboxStatus {
+    pub const ALL: [OutboxStatus; 5] = [
+        Self::Pending,
+        Self::Published,
+        Self::Done,
+        Self::Failed,
+        Self::Dead,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "PENDING",
+            Self::Published => "PUBLISHED",
+            Self::Done => "DONE",
+            Self::Failed => "FAILED",
+            Self::Dead => "DEAD",
+        }
+    }
+}
+
+impl fmt::Display for OutboxStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for OutboxStatus {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|status| status.as_str().eq_ignore_ascii_case(text))
+            .ok_or_else(|| format!("unknown outbox status {text:?}"))
+    }
+}
+
+/// The outbox row of one event, as the read API shows it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OutboxState {
+    pub status: OutboxStatus,
+    pub attempts: u32,
+    pub next_attempt_at: DateTime<Utc>,
+    pub last_error: Option<String>,
+    pub published_at: Option<DateTime<Utc>>,
+    pub done_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredEvent {
+    pub event: Event,
+    pub outbox: OutboxState,
+}
+
+/// A claim on due outbox rows for one drain run.
+#[derive(Debug, Clone)]
+pub struct ClaimRequest {
+    /// Unique per drain run; only the owner may settle what it claimed.
+    pub owner: String,
+    pub limit: u32,
+    pub lease_ttl: TimeDelta,
+    pub now: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClaimedEvent {
+    pub event: Event,
+    /// Failed publishes so far.
+    pub attempts: u32,
+}
+
+/// What becomes of a claimed row whose publish failed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PublishRetry {
+    pub key: EventKey,
+    /// The new failure count.
+    pub attempts: u32,
+    /// `Pending` (tried again at `next_attempt_at`) or `Dead`.
+    pub status: OutboxStatus,
+    pub next_attempt_at: DateTime<Utc>,
+    pub error: String,
+}
+
+/// The worker's verdict on one delivered event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeliveryOutcome {
+    pub key: EventKey,
+    /// `Done`, `Failed` or `Dead`.
+    pub status: OutboxStatus,
+    pub error: Option<String>,
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// `postgres`, `mysql` or `sqlite`.
+    fn dialect(&self) -> &'static str;
+
+    /// A round trip to the database (readiness).
+    async fn ping(&self) -> Result<()>;
+
+    /// Stores events that are new, each with its outbox row, all in one transaction, and
+    /// tells for each input what happened. Idempotent per (tenant, event id): the same
+    /// payload again is a duplicate and writes nothing; a different payload is a conflict.
+    /// Repeats inside `events` are judged the same way as across calls.
+    async fn insert_events(&self, events: &[Event]) -> Result<Vec<InsertOutcome>> {
+        let batch = batch::UniqueBatch::of(events);
+        let stored_hashes = self.insert_unique(&batch.unique).await?;
+        Ok(batch.outcomes(&stored_hashes))
+    }
+
+    /// Inserts events whose keys are distinct, skipping keys that exist. Returns, in input
+    /// order, whether each was inserted and the payload hash now stored under its key.
+    async fn insert_unique(&self, events: &[&Event]) -> Result<Vec<(bool, String)>>;
+
+    async fn get_event(&self, key: &EventKey) -> Result<Option<StoredEvent>>;
+
+    /// Leases up to `limit` due PENDING rows to `owner`, oldest due first. Rows leased by a
+    /// run whose lease has expired are due again.
+    async fn claim_batch(&self, claim: &ClaimRequest) -> Result<Vec<ClaimedEvent>>;
+
+    /// Marks rows this owner still holds as PUBLISHED and releases them. Returns rows changed.
+    async fn mark_published(&self, owner: &str, keys: &[EventKey], now: DateTime<Utc>) -> Result<u64>;
+
+    /// Puts rows whose publish failed back to PENDING with a later attempt time, or DEAD.
+    async fn reschedule(&self, owner: &str, retries: &[PublishRetry], now: DateTime<Utc>) -> Result<u64>;
+
+    /// Current status of each key that exists.
+    async fn statuses(&self, keys: &[EventKey]) -> Result<HashMap<EventKey, OutboxStatus>>;
+
+    /// Records the worker's verdicts in one transaction. DONE is final: a late failure report
+    /// for an event already in the warehouse does not move it back.
+    async fn record_outcomes(&self, outcomes: &[DeliveryOutcome], now: DateTime<Utc>) -> Result<()>;
+
+    /// Puts PUBLISHED and FAILED rows back to PENDING: for an in-process queue, whose messages
+    /// die with the process, this is what a real queue's visibility timeout does.
+    async fn requeue_undelivered(&self, now: DateTime<Utc>) -> Result<u64>;
+}

@@ -1,0 +1,168 @@
+//! The `Store` trait implemented once over sqlx, for every database. What really differs
+//! between databases (migrations, insert-if-absent, claiming) is the [`Dialect`].
+
+use std::collections::HashMap;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde_json::{Map, Value};
+use sqlx::types::Json;
+use sqlx::{Connection, Database, Executor, FromRow, IntoArguments, Pool};
+
+use super::rows::{self, Bind, RowsAffected, ClaimedRow, KeyHashRow, KeyStatusRow, StoredRow};
+use super::{ClaimRequest, ClaimedEvent, DeliveryOutcome, OutboxStatus, PublishRetry, Store, StoredEvent};
+use crate::error::Result;
+use crate::event::{Event, EventKey};
+
+#[async_trait]
+pub trait Dialect: Send + Sync + 'static {
+    type DB: Database;
+
+    fn name(&self) -> &'static str;
+
+    async fn migrate(&self, pool: &Pool<Self::DB>) -> Result<()>;
+
+    /// See [`Store::insert_unique`].
+    async fn insert_unique(&self, pool: &Pool<Self::DB>, events: &[&Event]) -> Result<Vec<(bool, String)>>;
+
+    /// Leases due rows to `claim.owner` until `expires_at`, which also becomes their next
+    /// attempt time; returns how many. The leased rows are read back by owner.
+    async fn lease_due(&self, pool: &Pool<Self::DB>, claim: &ClaimRequest, expires_at: DateTime<Utc>) -> Result<u64>;
+}
+
+pub struct SqlStore<D: Dialect> {
+    pool: Pool<D::DB>,
+    dialect: D,
+}
+
+impl<D: Dialect> SqlStore<D> {
+    pub async fn new(pool: Pool<D::DB>, dialect: D, migrate: bool) -> Result<Self> {
+        if migrate {
+            dialect.migrate(&pool).await?;
+        }
+        Ok(Self { pool, dialect })
+    }
+
+    pub fn pool(&self) -> &Pool<D::DB> {
+        &self.pool
+    }
+}
+
+#[async_trait]
+impl<D: Dialect> Store for SqlStore<D>
+where
+    for<'c> &'c mut <D::DB as Database>::Connection: Executor<'c, Database = D::DB>,
+    for<'c> &'c Pool<D::DB>: Executor<'c, Database = D::DB>,
+    <D::DB as Database>::Arguments: IntoArguments<D::DB>,
+    <D::DB as Database>::QueryResult: RowsAffected,
+    StoredRow: for<'r> FromRow<'r, <D::DB as Database>::Row>,
+    ClaimedRow: for<'r> FromRow<'r, <D::DB as Database>::Row>,
+    KeyHashRow: for<'r> FromRow<'r, <D::DB as Database>::Row>,
+    KeyStatusRow: for<'r> FromRow<'r, <D::DB as Database>::Row>,
+    String: Bind<D::DB>,
+    Option<String>: Bind<D::DB>,
+    i32: Bind<D::DB>,
+    DateTime<Utc>: Bind<D::DB>,
+    Json<Map<String, Value>>: Bind<D::DB>,
+    Option<Json<Map<String, Value>>>: Bind<D::DB>,
+{
+    fn dialect(&self) -> &'static str {
+        self.dialect.name()
+    }
+
+    async fn ping(&self) -> Result<()> {
+        self.pool.acquire().await?.ping().await?;
+        Ok(())
+    }
+
+    async fn insert_unique(&self, events: &[&Event]) -> Result<Vec<(bool, String)>> {
+        self.dialect.insert_unique(&self.pool, events).await
+    }
+
+    async fn get_event(&self, key: &EventKey) -> Result<Option<StoredEvent>> {
+        let row: Option<StoredRow> = rows::select_stored::<D::DB>(key)
+            .build_query_as()
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(StoredEvent::try_from).transpose()?)
+    }
+
+    async fn claim_batch(&self, claim: &ClaimRequest) -> Result<Vec<ClaimedEvent>> {
+        let expires_at = claim.now + claim.lease_ttl;
+        if self.dialect.lease_due(&self.pool, claim, expires_at).await? == 0 {
+            return Ok(Vec::new());
+        }
+        let rows: Vec<ClaimedRow> = rows::select_claimed::<D::DB>(&claim.owner, expires_at)
+            .build_query_as()
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.into_iter().map(ClaimedEvent::try_from).collect::<Result<_, _>>()?)
+    }
+
+    async fn mark_published(&self, owner: &str, keys: &[EventKey], now: DateTime<Utc>) -> Result<u64> {
+        let mut changed = 0;
+        for chunk in keys.chunks(rows::CHUNK) {
+            changed += rows::mark_published::<D::DB>(owner, chunk, now)
+                .build()
+                .execute(&self.pool)
+                .await?
+                .rows_affected();
+        }
+        Ok(changed)
+    }
+
+    async fn reschedule(&self, owner: &str, retries: &[PublishRetry], now: DateTime<Utc>) -> Result<u64> {
+        let mut tx = self.pool.begin().await?;
+        let mut changed = 0;
+        for retry in retries {
+            changed += rows::reschedule_one::<D::DB>(owner, retry, now)
+                .build()
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+        }
+        tx.commit().await?;
+        Ok(changed)
+    }
+
+    async fn statuses(&self, keys: &[EventKey]) -> Result<HashMap<EventKey, OutboxStatus>> {
+        let mut found = HashMap::with_capacity(keys.len());
+        for chunk in keys.chunks(rows::CHUNK) {
+            let rows: Vec<KeyStatusRow> = rows::select_statuses::<D::DB>(chunk)
+                .build_query_as()
+                .fetch_all(&self.pool)
+                .await?;
+            for row in rows {
+                let status = rows::parse_status(&row.status)?;
+                found.insert(row.into_key(), status);
+            }
+        }
+        Ok(found)
+    }
+
+    async fn record_outcomes(&self, outcomes: &[DeliveryOutcome], now: DateTime<Utc>) -> Result<()> {
+        let done: Vec<EventKey> = outcomes
+            .iter()
+            .filter(|o| o.status == OutboxStatus::Done)
+            .map(|o| o.key.clone())
+            .collect();
+        let mut tx = self.pool.begin().await?;
+        for chunk in done.chunks(rows::CHUNK) {
+            rows::mark_done::<D::DB>(chunk, now).build().execute(&mut *tx).await?;
+        }
+        // Failures are the rare path and each carries its own error text.
+        for outcome in outcomes.iter().filter(|o| o.status != OutboxStatus::Done) {
+            rows::mark_failure::<D::DB>(outcome, now).build().execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn requeue_undelivered(&self, now: DateTime<Utc>) -> Result<u64> {
+        Ok(rows::requeue_undelivered::<D::DB>(now)
+            .build()
+            .execute(&self.pool)
+            .await?
+            .rows_affected())
+    }
+}
