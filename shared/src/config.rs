@@ -60,6 +60,10 @@ pub struct DatabaseConfig {
     /// Apply the SQL migrations at start-up.
     #[arg(long, env = "FLUXGATE_DB_MIGRATE", default_value_t = true, action = ArgAction::Set)]
     pub db_migrate: bool,
+    /// How MySQL/MariaDB claims outbox rows: `skip-locked` (MySQL >= 8.0.1, MariaDB >= 10.6),
+    /// `claim-then-fetch` (older servers), or `auto` to choose by the server's version.
+    #[arg(long, env = "FLUXGATE_MYSQL_CLAIM_MODE", value_enum, default_value = "auto")]
+    pub mysql_claim_mode: crate::store::MySqlClaimSetting,
 }
 
 impl DatabaseConfig {

@@ -4,15 +4,18 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use sqlx::Executor;
+use sqlx::mysql::{MySqlConnectOptions, MySqlPoolOptions};
 use sqlx::postgres::PgPoolOptions;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 
-use super::{Postgres, PostgresStore, Sqlite, SqliteStore, Store};
+use super::mysql::SESSION_SETUP;
+use super::{MySql, MySqlStore, Postgres, PostgresStore, Sqlite, SqliteStore, Store};
 use crate::config::DatabaseConfig;
 use crate::error::{Error, Result};
 
-/// Connects by the URL's scheme (`postgres://`, `postgresql://`, `sqlite:`) and applies the
-/// migrations when the config says so.
+/// Connects by the URL's scheme (`postgres://`, `postgresql://`, `mysql://`, `mariadb://`,
+/// `sqlite:`) and applies the migrations when the config says so.
 pub async fn connect(url: &str, config: &DatabaseConfig) -> Result<Arc<dyn Store>> {
     let scheme = url.split(':').next().unwrap_or_default();
     let acquire_timeout = Duration::from_secs(10);
@@ -23,7 +26,33 @@ pub async fn connect(url: &str, config: &DatabaseConfig) -> Result<Arc<dyn Store
                 .acquire_timeout(acquire_timeout)
                 .connect(url)
                 .await?;
-            Ok(Arc::new(PostgresStore::new(pool, Postgres, config.db_migrate).await?))
+            Ok(Arc::new(
+                PostgresStore::new(pool, Postgres, config.db_migrate).await?,
+            ))
+        }
+        "mysql" | "mariadb" => {
+            let url = format!("mysql{}", &url[scheme.len()..]);
+            // The columns are DATETIME in UTC and sqlx writes `DateTime<Utc>` as it is, so the
+            // session zone must be UTC too (for anything the server itself converts); forced
+            // here because a `?timezone=` in the URL would skew every timestamp.
+            let options = MySqlConnectOptions::from_str(&url)?
+                .timezone(Some("+00:00".to_owned()))
+                .charset("utf8mb4");
+            let pool = MySqlPoolOptions::new()
+                .max_connections(config.db_max_connections)
+                .acquire_timeout(acquire_timeout)
+                .after_connect(|conn, _| {
+                    Box::pin(async move {
+                        conn.execute(SESSION_SETUP).await?;
+                        Ok(())
+                    })
+                })
+                .connect_with(options)
+                .await?;
+            let dialect = MySql::detect(&pool, config.mysql_claim_mode).await?;
+            Ok(Arc::new(
+                MySqlStore::new(pool, dialect, config.db_migrate).await?,
+            ))
         }
         "sqlite" => {
             // WAL lets readers work beside the one writer; the busy timeout makes writers
@@ -39,7 +68,9 @@ pub async fn connect(url: &str, config: &DatabaseConfig) -> Result<Arc<dyn Store
                 .acquire_timeout(acquire_timeout)
                 .connect_with(options)
                 .await?;
-            Ok(Arc::new(SqliteStore::new(pool, Sqlite, config.db_migrate).await?))
+            Ok(Arc::new(
+                SqliteStore::new(pool, Sqlite, config.db_migrate).await?,
+            ))
         }
         other => Err(Error::Config(format!(
             "DATABASE_URL scheme {other:?} is not supported (use postgres://, mysql:// or sqlite:)"

@@ -5,6 +5,7 @@
 
 mod batch;
 mod connect;
+mod mysql;
 mod postgres;
 mod returning;
 mod rows;
@@ -24,6 +25,7 @@ use crate::event::{Event, EventKey};
 
 pub use batch::InsertOutcome;
 pub use connect::connect;
+pub use mysql::{MySql, MySqlClaimMode, MySqlClaimSetting, MySqlStore};
 pub use postgres::{Postgres, PostgresStore};
 pub use sql_store::{Dialect, SqlStore};
 pub use sqlite::{Sqlite, SqliteStore};
