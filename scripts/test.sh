@@ -1,0 +1,114 @@
+#!/usr/bin/env bash
+# fluxgate's test command (the README's and CI's, through .ci/run):
+#
+#   bash scripts/test.sh
+#
+# On a fresh machine it installs and starts what the tests need (PostgreSQL, MariaDB; later the
+# Python-side services), and is quick when they are already there. Then: rustfmt check, clippy
+# with warnings as errors, and the whole workspace's tests (cargo nextest when installed).
+#
+# Settings (environment):
+#   CARGO_TARGET_DIR             build cache, default ~/.cache/fluxgate/target (outside the clone)
+#   FLUXGATE_TEST_POSTGRES_URL   admin URL of the PostgreSQL test server
+#                                (default postgres://postgres@127.0.0.1:5432/postgres)
+#   FLUXGATE_TEST_MYSQL_URL      admin URL of the MariaDB test server
+#                                (default mysql://root@127.0.0.1:3306/test)
+#   FLUXGATE_TEST_DB_MIN_AGE_MINUTES  leftover test databases older than this are dropped (10)
+#   FLUXGATE_SKIP_LINT=1         skip rustfmt and clippy (local iterations only)
+#   extra arguments              are passed to the test runner, e.g. `-p fluxgate-tests`
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+export FLUXGATE_SCRIPT_START=$SECONDS
+
+# shellcheck source=scripts/lib/common.sh
+. scripts/lib/common.sh
+# shellcheck source=scripts/lib/databases.sh
+. scripts/lib/databases.sh
+
+FLUXGATE_CACHE_DIR=${FLUXGATE_CACHE_DIR:-$HOME/.cache/fluxgate}
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$FLUXGATE_CACHE_DIR/target}
+mkdir -p "$FLUXGATE_CACHE_DIR"
+
+# Background services this script starts; stopped by PID when it exits, whatever happens.
+BACKGROUND_PIDS=()
+CURRENT_STEP=setup
+on_exit() {
+  local status=$? pid
+  for pid in "${BACKGROUND_PIDS[@]}"; do
+    kill "$pid" 2>/dev/null || true
+  done
+  if [ "$status" -ne 0 ]; then
+    printf '\nerror: scripts/test.sh failed (exit %s) in: %s\n' "$status" "$CURRENT_STEP" >&2
+  fi
+}
+trap on_exit EXIT
+
+step() {
+  CURRENT_STEP=$*
+  section "$*"
+}
+
+# ---------------------------------------------------------------------------------------------
+# HOOK: Python-side test services — not implemented yet.
+# Planned: a virtualenv at $FLUXGATE_CACHE_DIR/venv-<sha256 of the pinned requirements file>
+# (reused when the hash matches, rebuilt otherwise) with moto[server], bqemulator (+ duckdb,
+# numpy, and the launcher that stubs DuckDB's `INSTALL spatial`), cfn-lint and cargo-lambda.
+# Start moto_server and bqemulator on free loopback ports, append their PIDs to
+# BACKGROUND_PIDS, wait until they answer, and export what the tests read (AWS_ENDPOINT_URL,
+# AWS_REGION, AWS_ACCESS_KEY_ID/SECRET, the BigQuery REST base URL, ...). A service that fails
+# to start must fail this script: tests never skip quietly.
+# ---------------------------------------------------------------------------------------------
+ensure_python_services() {
+  :
+}
+
+run_tests() {
+  if cargo nextest --version >/dev/null 2>&1; then
+    # MariaDB's second claim strategy (for servers without SKIP LOCKED) on the real server.
+    step "Store conformance on MariaDB with FLUXGATE_MYSQL_CLAIM_MODE=claim-then-fetch"
+    FLUXGATE_MYSQL_CLAIM_MODE=claim-then-fetch \
+      cargo nextest run -p fluxgate-tests --test store_conformance -E 'test(/^mariadb::/)'
+    step "Doc tests"
+    cargo test --workspace --doc
+    step "Tests: cargo nextest run --workspace"
+    cargo nextest run --workspace --no-fail-fast "$@"
+  else
+    step "Store conformance on MariaDB with FLUXGATE_MYSQL_CLAIM_MODE=claim-then-fetch"
+    FLUXGATE_MYSQL_CLAIM_MODE=claim-then-fetch \
+      cargo test -p fluxgate-tests --test store_conformance -- mariadb::
+    step "Tests: cargo test --workspace (cargo-nextest is not installed)"
+    cargo test --workspace --no-fail-fast "$@"
+  fi
+}
+
+main() {
+  command -v cargo >/dev/null 2>&1 ||
+    die "fluxgate needs the Rust toolchain (cargo) on PATH"
+  info "repository $ROOT"
+  info "CARGO_TARGET_DIR=$CARGO_TARGET_DIR"
+
+  CURRENT_STEP="PostgreSQL"
+  ensure_postgres
+  CURRENT_STEP="MariaDB"
+  ensure_mariadb
+  CURRENT_STEP="leftover test databases"
+  drop_leftover_test_databases
+  CURRENT_STEP="Python-side services"
+  ensure_python_services
+
+  if [ "${FLUXGATE_SKIP_LINT:-}" != 1 ]; then
+    step "Formatting: cargo fmt --all -- --check"
+    cargo fmt --all -- --check
+    step "Lints: cargo clippy --workspace --all-targets -- -D warnings"
+    cargo clippy --workspace --all-targets -- -D warnings
+  fi
+
+  run_tests "$@"
+
+  CURRENT_STEP="finished"
+  section "All checks passed"
+}
+
+main "$@"

@@ -1,0 +1,21 @@
+//! Test support shared by every fluxgate integration test.
+//!
+//! - [`TestDb`]: a fresh, private database per test on PostgreSQL, MariaDB or SQLite, reached
+//!   through the real `fluxgate::store::connect`, with the migrations applied. Tests that each
+//!   make their own `TestDb` can run in parallel without seeing each other's rows.
+//! - [`event`], [`event_with_payload`], [`event_at`]: valid events with a correct canonical
+//!   payload hash, and small helpers for keys and claims.
+//!
+//! A database server that cannot be reached makes the test panic with the URL it tried and the
+//! command that starts the server: a test that needs a service never skips quietly.
+
+mod db;
+mod events;
+
+pub use db::{
+    DbKind, MYSQL_URL_ENV, POSTGRES_URL_ENV, TEST_DB_ENV, TEST_DB_PREFIX, TestDb, database_config,
+};
+pub use events::{
+    EVENT_TYPE, LEASE_TTL, claim_request, event, event_at, event_with_payload, key, keys,
+    payload_hash,
+};
