@@ -62,15 +62,20 @@ pub struct DatabaseConfig {
     pub db_migrate: bool,
     /// How MySQL/MariaDB claims outbox rows: `skip-locked` (MySQL >= 8.0.1, MariaDB >= 10.6),
     /// `claim-then-fetch` (older servers), or `auto` to choose by the server's version.
-    #[arg(long, env = "FLUXGATE_MYSQL_CLAIM_MODE", value_enum, default_value = "auto")]
+    #[arg(
+        long,
+        env = "FLUXGATE_MYSQL_CLAIM_MODE",
+        value_enum,
+        default_value = "auto"
+    )]
     pub mysql_claim_mode: crate::store::MySqlClaimSetting,
 }
 
 impl DatabaseConfig {
     pub fn required_url(&self) -> Result<&str> {
-        self.database_url
-            .as_deref()
-            .ok_or_else(|| Error::Config("DATABASE_URL is required (postgres://, mysql:// or sqlite://)".into()))
+        self.database_url.as_deref().ok_or_else(|| {
+            Error::Config("DATABASE_URL is required (postgres://, mysql:// or sqlite://)".into())
+        })
     }
 }
 
@@ -159,8 +164,24 @@ pub struct WorkerConfig {
 
 impl Default for WorkerConfig {
     fn default() -> Self {
-        Self { max_receive_count: 5 }
+        Self {
+            max_receive_count: 5,
+        }
     }
+}
+
+/// Which queue the drain publishes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum QueueKind {
+    /// In-process; only meaningful where the worker runs in the same process (fluxgate-local).
+    Memory,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct QueueConfig {
+    /// The queue between the drain and the worker.
+    #[arg(long, env = "FLUXGATE_QUEUE", value_enum, default_value = "memory")]
+    pub queue: QueueKind,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -83,7 +83,10 @@ impl Error {
             Self::Malformed(_) => ("malformed-request", "The request body cannot be read"),
             Self::TooLarge { .. } => ("body-too-large", "The request body is too large"),
             Self::UnsupportedMedia { .. } => ("unsupported-media-type", "Unsupported media type"),
-            Self::Conflict { .. } => ("event-conflict", "The event id is taken by a different payload"),
+            Self::Conflict { .. } => (
+                "event-conflict",
+                "The event id is taken by a different payload",
+            ),
             Self::NotFound(_) => ("not-found", "Not found"),
             Self::Database(_) | Self::Queue(_) | Self::Sink(_) => {
                 ("dependency-unavailable", "A dependency is unavailable")
@@ -95,7 +98,9 @@ impl Error {
     /// What the client may see. Internal details stay in the log.
     fn public_detail(&self) -> String {
         match self {
-            Self::Database(_) => "the database is unavailable; nothing was written, retry later".into(),
+            Self::Database(_) => {
+                "the database is unavailable; nothing was written, retry later".into()
+            }
             Self::Migration(_) | Self::Config(_) | Self::Io(_) => "internal error".into(),
             other => other.to_string(),
         }

@@ -134,6 +134,7 @@ impl EventInput {
             None => return Err(FieldError::new("payload", "is required")),
         };
         let canonical = canonical_json(&Value::Object(payload.clone()));
+        check_no_nul("payload", &payload)?;
         if canonical.len() > limits.max_payload_bytes {
             return Err(FieldError::new(
                 "payload",
@@ -145,11 +146,15 @@ impl EventInput {
             ));
         }
         if let Some(metadata) = &self.metadata {
+            check_no_nul("metadata", metadata)?;
             let size = canonical_json(&Value::Object(metadata.clone())).len();
             if size > limits.max_payload_bytes {
                 return Err(FieldError::new(
                     "metadata",
-                    format!("is {size} bytes, more than the limit of {} bytes", limits.max_payload_bytes),
+                    format!(
+                        "is {size} bytes, more than the limit of {} bytes",
+                        limits.max_payload_bytes
+                    ),
                 ));
             }
         }
@@ -200,7 +205,30 @@ fn check_text(field: &str, value: &str, max_len: usize) -> Result<(), FieldError
         return Err(too_long(field, max_len));
     }
     if value.chars().any(char::is_control) {
-        return Err(FieldError::new(field, "must not contain control characters"));
+        return Err(FieldError::new(
+            field,
+            "must not contain control characters",
+        ));
+    }
+    Ok(())
+}
+
+/// PostgreSQL cannot store U+0000 in text or JSONB; refusing it everywhere keeps the
+/// databases alike and answers 422 instead of a database error.
+fn check_no_nul(field: &str, object: &Map<String, Value>) -> Result<(), FieldError> {
+    fn has_nul(value: &Value) -> bool {
+        match value {
+            Value::String(s) => s.contains('\0'),
+            Value::Array(items) => items.iter().any(has_nul),
+            Value::Object(map) => map.iter().any(|(k, v)| k.contains('\0') || has_nul(v)),
+            _ => false,
+        }
+    }
+    if object.iter().any(|(k, v)| k.contains('\0') || has_nul(v)) {
+        return Err(FieldError::new(
+            field,
+            "must not contain the NUL character (\\u0000)",
+        ));
     }
     Ok(())
 }
@@ -213,7 +241,9 @@ fn too_long(field: &str, max_len: usize) -> FieldError {
 pub fn parse_timestamp(text: &str) -> Result<DateTime<Utc>, FieldError> {
     let parsed = DateTime::parse_from_rfc3339(text)
         .map(|ts| ts.with_timezone(&Utc))
-        .or_else(|_| NaiveDateTime::parse_from_str(text, "%Y-%m-%dT%H:%M:%S%.f").map(|ts| ts.and_utc()))
+        .or_else(|_| {
+            NaiveDateTime::parse_from_str(text, "%Y-%m-%dT%H:%M:%S%.f").map(|ts| ts.and_utc())
+        })
         .map_err(|_| {
             FieldError::new(
                 "eventTs",
@@ -293,12 +323,16 @@ mod tests {
         let a = canonical_json(&json!({"b": 1, "a": {"y": [1, {"q": 2, "p": 1}], "x": null}}));
         let b = canonical_json(&json!({"a": {"x": null, "y": [1, {"p": 1, "q": 2}]}, "b": 1}));
         assert_eq!(a, b);
-        assert_eq!(String::from_utf8(a).expect("utf8"), r#"{"a":{"x":null,"y":[1,{"p":1,"q":2}]},"b":1}"#);
+        assert_eq!(
+            String::from_utf8(a).expect("utf8"),
+            r#"{"a":{"x":null,"y":[1,{"p":1,"q":2}]},"b":1}"#
+        );
     }
 
     #[test]
     fn missing_event_id_gets_a_uuid_v7_and_missing_ts_the_receive_time() {
-        let event = validate(json!({"tenantId": "t1", "eventType": "click", "payload": {}})).expect("valid");
+        let event = validate(json!({"tenantId": "t1", "eventType": "click", "payload": {}}))
+            .expect("valid");
         let id = uuid::Uuid::parse_str(&event.event_id).expect("uuid");
         assert_eq!(id.get_version_num(), 7);
         assert_eq!(event.event_ts, now());
@@ -309,7 +343,10 @@ mod tests {
     fn timestamp_without_offset_is_utc() {
         let event = validate(json!({"tenantId": "t1", "eventType": "c", "eventTs": "2024-01-15T10:30:00", "payload": {}}))
             .expect("valid");
-        assert_eq!(event.event_ts, "2024-01-15T10:30:00Z".parse::<DateTime<Utc>>().expect("ts"));
+        assert_eq!(
+            event.event_ts,
+            "2024-01-15T10:30:00Z".parse::<DateTime<Utc>>().expect("ts")
+        );
         let offset = validate(json!({"tenantId": "t1", "eventType": "c", "eventTs": "2024-01-15T12:30:00+02:00", "payload": {}}))
             .expect("valid");
         assert_eq!(offset.event_ts, event.event_ts);
@@ -319,17 +356,56 @@ mod tests {
     fn each_rule_names_its_field() {
         let cases = [
             (json!({"eventType": "c", "payload": {}}), "tenantId"),
-            (json!({"tenantId": "../etc", "eventType": "c", "payload": {}}), "tenantId"),
+            (
+                json!({"tenantId": "../etc", "eventType": "c", "payload": {}}),
+                "tenantId",
+            ),
             (json!({"tenantId": "t", "payload": {}}), "eventType"),
-            (json!({"tenantId": "t", "eventType": " ", "payload": {}}), "eventType"),
+            (
+                json!({"tenantId": "t", "eventType": " ", "payload": {}}),
+                "eventType",
+            ),
             (json!({"tenantId": "t", "eventType": "c"}), "payload"),
-            (json!({"tenantId": "t", "eventType": "c", "payload": [1]}), "payload"),
-            (json!({"tenantId": "t", "eventType": "c", "payload": {}, "eventTs": "yesterday"}), "eventTs"),
-            (json!({"tenantId": "t", "eventType": "c", "payload": {}, "eventTs": "2030-01-01T00:00:00Z"}), "eventTs"),
-            (json!({"tenantId": "t", "eventType": "c", "payload": {}, "eventTs": "2001-01-01T00:00:00Z"}), "eventTs"),
-            (json!({"tenantId": "t", "eventType": "c", "payload": {}, "eventId": "a\u{0007}b"}), "eventId"),
-            (json!({"tenantId": "t", "eventType": "c", "payload": {}, "timestamp": 1}), "timestamp"),
-            (json!({"tenantId": "t", "eventType": "x".repeat(129), "payload": {}}), "eventType"),
+            (
+                json!({"tenantId": "t", "eventType": "c", "payload": [1]}),
+                "payload",
+            ),
+            (
+                json!({"tenantId": "t", "eventType": "c", "payload": {}, "eventTs": "yesterday"}),
+                "eventTs",
+            ),
+            (
+                json!({"tenantId": "t", "eventType": "c", "payload": {}, "eventTs": "2030-01-01T00:00:00Z"}),
+                "eventTs",
+            ),
+            (
+                json!({"tenantId": "t", "eventType": "c", "payload": {}, "eventTs": "2001-01-01T00:00:00Z"}),
+                "eventTs",
+            ),
+            (
+                json!({"tenantId": "t", "eventType": "c", "payload": {}, "eventId": "a\u{0007}b"}),
+                "eventId",
+            ),
+            (
+                json!({"tenantId": "t", "eventType": "c", "payload": {}, "timestamp": 1}),
+                "timestamp",
+            ),
+            (
+                json!({"tenantId": "t", "eventType": "x".repeat(129), "payload": {}}),
+                "eventType",
+            ),
+            (
+                json!({"tenantId": "t", "eventType": "c", "payload": {"k": ["a\u{0000}b"]}}),
+                "payload",
+            ),
+            (
+                json!({"tenantId": "t", "eventType": "c", "payload": {"a\u{0000}": 1}}),
+                "payload",
+            ),
+            (
+                json!({"tenantId": "t", "eventType": "c", "payload": {}, "metadata": {"k": "\u{0000}"}}),
+                "metadata",
+            ),
         ];
         for (body, field) in cases {
             let err = validate(body.clone()).expect_err(&body.to_string());
@@ -339,10 +415,14 @@ mod tests {
 
     #[test]
     fn payload_size_is_limited() {
-        let limits = Limits { max_payload_bytes: 32, ..Limits::default() };
-        let err = input(json!({"tenantId": "t", "eventType": "c", "payload": {"k": "x".repeat(40)}}))
-            .validate(&TenantScope::FromBody, &limits, now(), None)
-            .expect_err("too big");
+        let limits = Limits {
+            max_payload_bytes: 32,
+            ..Limits::default()
+        };
+        let err =
+            input(json!({"tenantId": "t", "eventType": "c", "payload": {"k": "x".repeat(40)}}))
+                .validate(&TenantScope::FromBody, &limits, now(), None)
+                .expect_err("too big");
         assert_eq!(err.field, "payload");
     }
 }

@@ -15,7 +15,8 @@ use flate2::read::GzDecoder;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use tower::ServiceBuilder;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
-use tower_http::trace::TraceLayer;
+use tower_http::trace::{DefaultOnResponse, TraceLayer};
+use tracing::Level;
 
 use crate::error::{Error, Result};
 use crate::store::Store;
@@ -31,9 +32,16 @@ pub enum BodyFormat {
 
 /// Reads the body up to `limit` bytes after decoding (`Content-Encoding: gzip` or none), and
 /// tells its format from `Content-Type` (JSON when absent).
-pub async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<(BodyFormat, Bytes)> {
+pub async fn read_body(
+    headers: &HeaderMap,
+    body: Body,
+    limit: usize,
+) -> Result<(BodyFormat, Bytes)> {
     let format = body_format(headers)?;
-    let gzip = match headers.get(header::CONTENT_ENCODING).map(|v| v.to_str().unwrap_or("?").trim()) {
+    let gzip = match headers
+        .get(header::CONTENT_ENCODING)
+        .map(|v| v.to_str().unwrap_or("?").trim())
+    {
         None | Some("") | Some("identity") => false,
         Some(v) if v.eq_ignore_ascii_case("gzip") || v.eq_ignore_ascii_case("x-gzip") => true,
         Some(other) => {
@@ -85,12 +93,16 @@ fn body_format(headers: &HeaderMap) -> Result<BodyFormat> {
     match media.as_str() {
         "application/json" | "text/json" => Ok(BodyFormat::Json),
         m if m.ends_with("+json") => Ok(BodyFormat::Json),
-        "application/x-ndjson" | "application/ndjson" | "application/jsonl" | "application/json-seq" => {
-            Ok(BodyFormat::NdJson)
-        }
+        "application/x-ndjson"
+        | "application/ndjson"
+        | "application/jsonl"
+        | "application/json-seq" => Ok(BodyFormat::NdJson),
         _ => Err(Error::UnsupportedMedia {
             header: "Content-Type",
-            value: value.to_str().unwrap_or("(not text)").to_owned(),
+            value: format!(
+                "{} (send application/json, or application/x-ndjson to the batch endpoint)",
+                value.to_str().unwrap_or("(not text)")
+            ),
         }),
     }
 }
@@ -100,7 +112,10 @@ pub fn utf8(body: &[u8]) -> Result<&str> {
     std::str::from_utf8(body).map_err(|e| {
         Error::malformed(
             "body",
-            format!("is not valid UTF-8 (invalid byte at offset {})", e.valid_up_to()),
+            format!(
+                "is not valid UTF-8 (invalid byte at offset {})",
+                e.valid_up_to()
+            ),
         )
     })
 }
@@ -110,7 +125,8 @@ pub fn utf8(body: &[u8]) -> Result<&str> {
 pub fn parse_json<T: serde::de::DeserializeOwned>(text: &str) -> Result<T> {
     let mut de = serde_json::Deserializer::from_str(text);
     let value = serde_path_to_error::deserialize(&mut de).map_err(|e| json_error(&e))?;
-    de.end().map_err(|e| Error::malformed("body", format!("is not valid JSON: {e}")))?;
+    de.end()
+        .map_err(|e| Error::malformed("body", format!("is not valid JSON: {e}")))?;
     Ok(value)
 }
 
@@ -125,10 +141,18 @@ fn json_error(error: &serde_path_to_error::Error<serde_json::Error>) -> Error {
         return Error::malformed("body", format!("is not valid JSON: {inner}"));
     }
     let path = error.path().to_string();
-    let field = if path == "." || path.is_empty() { "body".to_owned() } else { path };
+    let field = if path == "." || path.is_empty() {
+        "body".to_owned()
+    } else {
+        path
+    };
     // serde's message carries its own position; the field name is what the client needs.
     let detail = inner.to_string();
-    let detail = detail.split(" at line ").next().unwrap_or(&detail).to_owned();
+    let detail = detail
+        .split(" at line ")
+        .next()
+        .unwrap_or(&detail)
+        .to_owned();
     Error::invalid(field, detail)
 }
 
@@ -139,7 +163,10 @@ pub struct CorrelationId(pub Option<String>);
 impl<S: Send + Sync> FromRequestParts<S> for CorrelationId {
     type Rejection = std::convert::Infallible;
 
-    async fn from_request_parts(parts: &mut Parts, _state: &S) -> std::result::Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        _state: &S,
+    ) -> std::result::Result<Self, Self::Rejection> {
         let id = parts
             .headers
             .get(&CORRELATION_ID)
@@ -156,19 +183,24 @@ pub fn with_observability(router: Router) -> Router {
     router.layer(
         ServiceBuilder::new()
             .layer(SetRequestIdLayer::new(CORRELATION_ID, MakeRequestUuid))
-            .layer(TraceLayer::new_for_http().make_span_with(|request: &Request<Body>| {
-                let correlation_id = request
-                    .headers()
-                    .get(&CORRELATION_ID)
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or_default();
-                tracing::info_span!(
-                    "request",
-                    method = %request.method(),
-                    path = %request.uri().path(),
-                    correlation_id = %correlation_id,
-                )
-            }))
+            .layer(
+                TraceLayer::new_for_http()
+                    // One line per request at INFO, with status and latency: the access log.
+                    .on_response(DefaultOnResponse::new().level(Level::INFO))
+                    .make_span_with(|request: &Request<Body>| {
+                        let correlation_id = request
+                            .headers()
+                            .get(&CORRELATION_ID)
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or_default();
+                        tracing::info_span!(
+                            "request",
+                            method = %request.method(),
+                            path = %request.uri().path(),
+                            correlation_id = %correlation_id,
+                        )
+                    }),
+            )
             .layer(PropagateRequestIdLayer::new(CORRELATION_ID)),
     )
 }
@@ -184,6 +216,21 @@ pub fn health_routes(store: Arc<dyn Store>) -> Router {
 async fn readyz(State(store): State<Arc<dyn Store>>) -> impl IntoResponse {
     match store.ping().await {
         Ok(()) => (StatusCode::OK, "ready").into_response(),
-        Err(e) => Error::from(e).into_response(),
+        Err(e) => e.into_response(),
     }
+}
+
+/// Unknown routes answer with a problem document like every other error.
+pub async fn not_found(uri: axum::http::Uri) -> Error {
+    Error::NotFound(format!("route {}", uri.path()))
+}
+
+/// Percent-encodes an id for use as one path segment (event ids may hold `/` or spaces).
+pub fn encode_path_segment(segment: &str) -> String {
+    const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'_')
+        .remove(b'.')
+        .remove(b'~');
+    percent_encoding::utf8_percent_encode(segment, SEGMENT).to_string()
 }

@@ -7,7 +7,9 @@ use tracing_subscriber::EnvFilter;
 pub fn init() {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let text = std::env::var("FLUXGATE_LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("text"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stdout);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stdout);
     // `try_init` fails only when a subscriber is already set (tests); that one is kept.
     let _ = if text {
         builder.try_init()

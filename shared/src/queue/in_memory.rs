@@ -65,7 +65,8 @@ impl State {
 
     /// Moves messages whose delay or visibility timeout has passed back to `ready`.
     fn release_due(&mut self, now: Instant) {
-        let (due, waiting): (Vec<_>, Vec<_>) = self.delayed.drain(..).partition(|(at, _)| *at <= now);
+        let (due, waiting): (Vec<_>, Vec<_>) =
+            self.delayed.drain(..).partition(|(at, _)| *at <= now);
         self.delayed = waiting;
         self.ready.extend(due.into_iter().map(|(_, held)| held));
         let expired: Vec<u64> = self
@@ -100,7 +101,9 @@ impl InMemoryQueue {
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
         // A panic while holding the lock cannot leave the queue half-updated in a way that
         // matters more than losing it, so recover the guard instead of propagating poison.
-        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Takes up to `max` visible messages, waiting up to `wait` for the first one.
@@ -130,7 +133,9 @@ impl InMemoryQueue {
         state.release_due(now);
         let mut batch = Vec::new();
         while batch.len() < max {
-            let Some(mut held) = state.ready.pop_front() else { break };
+            let Some(mut held) = state.ready.pop_front() else {
+                break;
+            };
             held.receive_count += 1;
             state.next_receipt += 1;
             let receipt = state.next_receipt;
@@ -274,7 +279,10 @@ mod tests {
             capacity: 1,
             ..Default::default()
         });
-        let results = queue.publish_batch(&[message("a"), message("b")]).await.expect("publish");
+        let results = queue
+            .publish_batch(&[message("a"), message("b")])
+            .await
+            .expect("publish");
         assert!(results[0].is_ok());
         assert!(results[1].is_err());
     }

@@ -33,7 +33,8 @@ impl QueueMessage {
     pub fn from_event(event: &Event) -> Result<Self> {
         Ok(Self {
             key: event.key(),
-            body: serde_json::to_vec(event).map_err(|e| crate::error::Error::Queue(e.to_string()))?,
+            body: serde_json::to_vec(event)
+                .map_err(|e| crate::error::Error::Queue(e.to_string()))?,
             attributes: MessageAttributes {
                 tenant_id: event.tenant_id.clone(),
                 event_type: event.event_type.clone(),

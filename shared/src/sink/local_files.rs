@@ -61,7 +61,10 @@ impl Sink for LocalFileSink {
                 .push(row);
         }
         for ((date, tenant), part_rows) in &partitions {
-            let dir = self.root.join(format!("event_date={date}")).join(format!("tenant_id={tenant}"));
+            let dir = self
+                .root
+                .join(format!("event_date={date}"))
+                .join(format!("tenant_id={tenant}"));
             write_part(&dir, part_rows).await?;
         }
         written.extend(batch_keys);
@@ -102,11 +105,16 @@ fn index_existing(root: &Path) -> Result<HashSet<EventKey>> {
             for entry in std::fs::read_dir(&tenant_dir)? {
                 let path = entry?.path();
                 let is_part = path.extension().is_some_and(|ext| ext == "jsonl")
-                    && !path.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.'));
+                    && !path
+                        .file_name()
+                        .is_some_and(|n| n.to_string_lossy().starts_with('.'));
                 if !is_part {
                     continue;
                 }
-                for line in std::fs::read_to_string(&path)?.lines().filter(|l| !l.is_empty()) {
+                for line in std::fs::read_to_string(&path)?
+                    .lines()
+                    .filter(|l| !l.is_empty())
+                {
                     let row: Value = serde_json::from_str(line)
                         .map_err(|e| Error::Sink(format!("{}: {e}", path.display())))?;
                     if let Some(event_id) = row.get("event_id").and_then(Value::as_str) {
@@ -134,5 +142,8 @@ fn read_dirs(parent: &Path, prefix: &str) -> Result<Vec<PathBuf>> {
 }
 
 fn partition_value(dir: &Path, prefix: &str) -> Option<String> {
-    dir.file_name()?.to_str()?.strip_prefix(prefix).map(str::to_owned)
+    dir.file_name()?
+        .to_str()?
+        .strip_prefix(prefix)
+        .map(str::to_owned)
 }

@@ -90,7 +90,12 @@ mod tests {
 
     #[test]
     fn repeats_inside_a_batch_are_duplicates_or_conflicts() {
-        let events = [event("a", "h1"), event("a", "h1"), event("a", "h2"), event("b", "h3")];
+        let events = [
+            event("a", "h1"),
+            event("a", "h1"),
+            event("a", "h2"),
+            event("b", "h3"),
+        ];
         let batch = UniqueBatch::of(&events);
         assert_eq!(batch.unique.len(), 2);
         let outcomes = batch.outcomes(&[(true, "h1".into()), (false, "h3".into())]);
@@ -103,6 +108,9 @@ mod tests {
         let events = [event("a", "new"), event("a", "old")];
         let batch = UniqueBatch::of(&events);
         let outcomes = batch.outcomes(&[(false, "old".into())]);
-        assert_eq!(outcomes, vec![InsertOutcome::Conflict, InsertOutcome::Duplicate]);
+        assert_eq!(
+            outcomes,
+            vec![InsertOutcome::Conflict, InsertOutcome::Duplicate]
+        );
     }
 }

@@ -170,17 +170,28 @@ pub trait Store: Send + Sync + 'static {
     async fn claim_batch(&self, claim: &ClaimRequest) -> Result<Vec<ClaimedEvent>>;
 
     /// Marks rows this owner still holds as PUBLISHED and releases them. Returns rows changed.
-    async fn mark_published(&self, owner: &str, keys: &[EventKey], now: DateTime<Utc>) -> Result<u64>;
+    async fn mark_published(
+        &self,
+        owner: &str,
+        keys: &[EventKey],
+        now: DateTime<Utc>,
+    ) -> Result<u64>;
 
     /// Puts rows whose publish failed back to PENDING with a later attempt time, or DEAD.
-    async fn reschedule(&self, owner: &str, retries: &[PublishRetry], now: DateTime<Utc>) -> Result<u64>;
+    async fn reschedule(
+        &self,
+        owner: &str,
+        retries: &[PublishRetry],
+        now: DateTime<Utc>,
+    ) -> Result<u64>;
 
     /// Current status of each key that exists.
     async fn statuses(&self, keys: &[EventKey]) -> Result<HashMap<EventKey, OutboxStatus>>;
 
     /// Records the worker's verdicts in one transaction. DONE is final: a late failure report
     /// for an event already in the warehouse does not move it back.
-    async fn record_outcomes(&self, outcomes: &[DeliveryOutcome], now: DateTime<Utc>) -> Result<()>;
+    async fn record_outcomes(&self, outcomes: &[DeliveryOutcome], now: DateTime<Utc>)
+    -> Result<()>;
 
     /// Puts PUBLISHED and FAILED rows back to PENDING: for an in-process queue, whose messages
     /// die with the process, this is what a real queue's visibility timeout does.

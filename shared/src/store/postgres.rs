@@ -36,7 +36,9 @@ impl Dialect for Postgres {
     }
 
     async fn migrate(&self, pool: &PgPool) -> Result<()> {
-        sqlx::migrate!("../infra/migrations/postgres").run(pool).await?;
+        sqlx::migrate!("../infra/migrations/postgres")
+            .run(pool)
+            .await?;
         Ok(())
     }
 
@@ -44,7 +46,12 @@ impl Dialect for Postgres {
         returning::insert_unique(pool, events).await
     }
 
-    async fn lease_due(&self, pool: &PgPool, claim: &ClaimRequest, expires_at: DateTime<Utc>) -> Result<u64> {
+    async fn lease_due(
+        &self,
+        pool: &PgPool,
+        claim: &ClaimRequest,
+        expires_at: DateTime<Utc>,
+    ) -> Result<u64> {
         let leased = sqlx::query(LEASE_DUE)
             .bind(claim.now)
             .bind(i64::from(claim.limit))

@@ -18,7 +18,10 @@ pub(crate) struct KeyRow {
     event_id: String,
 }
 
-pub(crate) async fn insert_unique<DB>(pool: &Pool<DB>, events: &[&Event]) -> Result<Vec<(bool, String)>>
+pub(crate) async fn insert_unique<DB>(
+    pool: &Pool<DB>,
+    events: &[&Event],
+) -> Result<Vec<(bool, String)>>
 where
     DB: Database,
     for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
@@ -42,9 +45,16 @@ where
             tenant_id: k.tenant_id,
             event_id: k.event_id,
         }));
-        let new_events: Vec<&Event> = chunk.iter().copied().filter(|e| inserted.contains(&e.key())).collect();
+        let new_events: Vec<&Event> = chunk
+            .iter()
+            .copied()
+            .filter(|e| inserted.contains(&e.key()))
+            .collect();
         if !new_events.is_empty() {
-            rows::insert_outbox_rows::<DB>(&new_events).build().execute(&mut *tx).await?;
+            rows::insert_outbox_rows::<DB>(&new_events)
+                .build()
+                .execute(&mut *tx)
+                .await?;
         }
     }
     let existing: Vec<EventKey> = events
@@ -54,7 +64,10 @@ where
         .collect();
     let mut stored_hashes = std::collections::HashMap::with_capacity(existing.len());
     for chunk in existing.chunks(rows::CHUNK) {
-        let found: Vec<KeyHashRow> = rows::select_hashes::<DB>(chunk).build_query_as().fetch_all(&mut *tx).await?;
+        let found: Vec<KeyHashRow> = rows::select_hashes::<DB>(chunk)
+            .build_query_as()
+            .fetch_all(&mut *tx)
+            .await?;
         for row in found {
             stored_hashes.insert((row.tenant_id, row.event_id), row.payload_sha256);
         }
@@ -73,7 +86,11 @@ where
                 .ok_or_else(|| {
                     // Neither inserted nor present: only possible if a concurrent transaction
                     // rolled back between our insert and our read. The client may retry.
-                    sqlx::Error::Protocol(format!("event {} vanished during insert", event.event_id)).into()
+                    sqlx::Error::Protocol(format!(
+                        "event {} vanished during insert",
+                        event.event_id
+                    ))
+                    .into()
                 })
         })
         .collect()

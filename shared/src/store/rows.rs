@@ -124,12 +124,15 @@ impl TryFrom<ClaimedRow> for super::ClaimedEvent {
 fn object(value: Value, column: &str) -> Result<Map<String, Value>, sqlx::Error> {
     match value {
         Value::Object(map) => Ok(map),
-        _ => Err(sqlx::Error::Decode(format!("column {column} is not a JSON object").into())),
+        _ => Err(sqlx::Error::Decode(
+            format!("column {column} is not a JSON object").into(),
+        )),
     }
 }
 
 pub(crate) fn parse_status(text: &str) -> Result<OutboxStatus, sqlx::Error> {
-    text.parse().map_err(|e: String| sqlx::Error::Decode(e.into()))
+    text.parse()
+        .map_err(|e: String| sqlx::Error::Decode(e.into()))
 }
 
 impl TryFrom<EventRow> for Event {
@@ -267,7 +270,10 @@ where
 }
 
 /// The events a claim leased to `owner`, oldest claim first (claim-then-fetch).
-pub(crate) fn select_claimed<DB: Database>(owner: &str, expires_at: DateTime<Utc>) -> QueryBuilder<DB>
+pub(crate) fn select_claimed<DB: Database>(
+    owner: &str,
+    expires_at: DateTime<Utc>,
+) -> QueryBuilder<DB>
 where
     String: Bind<DB>,
     DateTime<Utc>: Bind<DB>,
@@ -288,7 +294,11 @@ where
     qb
 }
 
-pub(crate) fn mark_published<DB: Database>(owner: &str, keys: &[EventKey], now: DateTime<Utc>) -> QueryBuilder<DB>
+pub(crate) fn mark_published<DB: Database>(
+    owner: &str,
+    keys: &[EventKey],
+    now: DateTime<Utc>,
+) -> QueryBuilder<DB>
 where
     String: Bind<DB>,
     DateTime<Utc>: Bind<DB>,
@@ -304,7 +314,11 @@ where
     qb
 }
 
-pub(crate) fn reschedule_one<DB: Database>(owner: &str, retry: &PublishRetry, now: DateTime<Utc>) -> QueryBuilder<DB>
+pub(crate) fn reschedule_one<DB: Database>(
+    owner: &str,
+    retry: &PublishRetry,
+    now: DateTime<Utc>,
+) -> QueryBuilder<DB>
 where
     String: Bind<DB>,
     i32: Bind<DB>,
@@ -345,7 +359,10 @@ where
 }
 
 /// A FAILED or DEAD verdict; each carries its own error text.
-pub(crate) fn mark_failure<DB: Database>(outcome: &DeliveryOutcome, now: DateTime<Utc>) -> QueryBuilder<DB>
+pub(crate) fn mark_failure<DB: Database>(
+    outcome: &DeliveryOutcome,
+    now: DateTime<Utc>,
+) -> QueryBuilder<DB>
 where
     String: Bind<DB>,
     DateTime<Utc>: Bind<DB>,
@@ -353,7 +370,9 @@ where
     let mut qb = QueryBuilder::new("UPDATE outbox SET status = ");
     qb.push_bind(outcome.status.as_str().to_owned())
         .push(", attempts = attempts + 1, last_error = ")
-        .push_bind(truncate_error(outcome.error.as_deref().unwrap_or("unknown error")))
+        .push_bind(truncate_error(
+            outcome.error.as_deref().unwrap_or("unknown error"),
+        ))
         .push(", updated_at = ")
         .push_bind(now)
         .push(" WHERE status <> 'DONE' AND tenant_id = ")
@@ -371,7 +390,9 @@ where
     qb.push_bind(now)
         .push(", updated_at = ")
         .push_bind(now)
-        .push(", lease_owner = NULL, lease_expires_at = NULL WHERE status IN ('PUBLISHED', 'FAILED')");
+        .push(
+            ", lease_owner = NULL, lease_expires_at = NULL WHERE status IN ('PUBLISHED', 'FAILED')",
+        );
     qb
 }
 

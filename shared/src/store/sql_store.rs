@@ -9,8 +9,10 @@ use serde_json::{Map, Value};
 use sqlx::types::Json;
 use sqlx::{Connection, Database, Executor, FromRow, IntoArguments, Pool};
 
-use super::rows::{self, Bind, RowsAffected, ClaimedRow, KeyHashRow, KeyStatusRow, StoredRow};
-use super::{ClaimRequest, ClaimedEvent, DeliveryOutcome, OutboxStatus, PublishRetry, Store, StoredEvent};
+use super::rows::{self, Bind, ClaimedRow, KeyHashRow, KeyStatusRow, RowsAffected, StoredRow};
+use super::{
+    ClaimRequest, ClaimedEvent, DeliveryOutcome, OutboxStatus, PublishRetry, Store, StoredEvent,
+};
 use crate::error::Result;
 use crate::event::{Event, EventKey};
 
@@ -23,11 +25,20 @@ pub trait Dialect: Send + Sync + 'static {
     async fn migrate(&self, pool: &Pool<Self::DB>) -> Result<()>;
 
     /// See [`Store::insert_unique`].
-    async fn insert_unique(&self, pool: &Pool<Self::DB>, events: &[&Event]) -> Result<Vec<(bool, String)>>;
+    async fn insert_unique(
+        &self,
+        pool: &Pool<Self::DB>,
+        events: &[&Event],
+    ) -> Result<Vec<(bool, String)>>;
 
     /// Leases due rows to `claim.owner` until `expires_at`, which also becomes their next
     /// attempt time; returns how many. The leased rows are read back by owner.
-    async fn lease_due(&self, pool: &Pool<Self::DB>, claim: &ClaimRequest, expires_at: DateTime<Utc>) -> Result<u64>;
+    async fn lease_due(
+        &self,
+        pool: &Pool<Self::DB>,
+        claim: &ClaimRequest,
+        expires_at: DateTime<Utc>,
+    ) -> Result<u64>;
 }
 
 pub struct SqlStore<D: Dialect> {
@@ -89,17 +100,30 @@ where
 
     async fn claim_batch(&self, claim: &ClaimRequest) -> Result<Vec<ClaimedEvent>> {
         let expires_at = claim.now + claim.lease_ttl;
-        if self.dialect.lease_due(&self.pool, claim, expires_at).await? == 0 {
+        if self
+            .dialect
+            .lease_due(&self.pool, claim, expires_at)
+            .await?
+            == 0
+        {
             return Ok(Vec::new());
         }
         let rows: Vec<ClaimedRow> = rows::select_claimed::<D::DB>(&claim.owner, expires_at)
             .build_query_as()
             .fetch_all(&self.pool)
             .await?;
-        Ok(rows.into_iter().map(ClaimedEvent::try_from).collect::<Result<_, _>>()?)
+        Ok(rows
+            .into_iter()
+            .map(ClaimedEvent::try_from)
+            .collect::<Result<_, _>>()?)
     }
 
-    async fn mark_published(&self, owner: &str, keys: &[EventKey], now: DateTime<Utc>) -> Result<u64> {
+    async fn mark_published(
+        &self,
+        owner: &str,
+        keys: &[EventKey],
+        now: DateTime<Utc>,
+    ) -> Result<u64> {
         let mut changed = 0;
         for chunk in keys.chunks(rows::CHUNK) {
             changed += rows::mark_published::<D::DB>(owner, chunk, now)
@@ -111,7 +135,12 @@ where
         Ok(changed)
     }
 
-    async fn reschedule(&self, owner: &str, retries: &[PublishRetry], now: DateTime<Utc>) -> Result<u64> {
+    async fn reschedule(
+        &self,
+        owner: &str,
+        retries: &[PublishRetry],
+        now: DateTime<Utc>,
+    ) -> Result<u64> {
         let mut tx = self.pool.begin().await?;
         let mut changed = 0;
         for retry in retries {
@@ -140,7 +169,11 @@ where
         Ok(found)
     }
 
-    async fn record_outcomes(&self, outcomes: &[DeliveryOutcome], now: DateTime<Utc>) -> Result<()> {
+    async fn record_outcomes(
+        &self,
+        outcomes: &[DeliveryOutcome],
+        now: DateTime<Utc>,
+    ) -> Result<()> {
         let done: Vec<EventKey> = outcomes
             .iter()
             .filter(|o| o.status == OutboxStatus::Done)
@@ -148,11 +181,17 @@ where
             .collect();
         let mut tx = self.pool.begin().await?;
         for chunk in done.chunks(rows::CHUNK) {
-            rows::mark_done::<D::DB>(chunk, now).build().execute(&mut *tx).await?;
+            rows::mark_done::<D::DB>(chunk, now)
+                .build()
+                .execute(&mut *tx)
+                .await?;
         }
         // Failures are the rare path and each carries its own error text.
         for outcome in outcomes.iter().filter(|o| o.status != OutboxStatus::Done) {
-            rows::mark_failure::<D::DB>(outcome, now).build().execute(&mut *tx).await?;
+            rows::mark_failure::<D::DB>(outcome, now)
+                .build()
+                .execute(&mut *tx)
+                .await?;
         }
         tx.commit().await?;
         Ok(())

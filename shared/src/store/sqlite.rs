@@ -33,15 +33,26 @@ impl Dialect for Sqlite {
     }
 
     async fn migrate(&self, pool: &SqlitePool) -> Result<()> {
-        sqlx::migrate!("../infra/migrations/sqlite").run(pool).await?;
+        sqlx::migrate!("../infra/migrations/sqlite")
+            .run(pool)
+            .await?;
         Ok(())
     }
 
-    async fn insert_unique(&self, pool: &SqlitePool, events: &[&Event]) -> Result<Vec<(bool, String)>> {
+    async fn insert_unique(
+        &self,
+        pool: &SqlitePool,
+        events: &[&Event],
+    ) -> Result<Vec<(bool, String)>> {
         returning::insert_unique(pool, events).await
     }
 
-    async fn lease_due(&self, pool: &SqlitePool, claim: &ClaimRequest, expires_at: DateTime<Utc>) -> Result<u64> {
+    async fn lease_due(
+        &self,
+        pool: &SqlitePool,
+        claim: &ClaimRequest,
+        expires_at: DateTime<Utc>,
+    ) -> Result<u64> {
         let leased = sqlx::query(LEASE_DUE)
             .bind(claim.now)
             .bind(i64::from(claim.limit))
