@@ -1,0 +1,203 @@
+//! `POST /v1/events/batch`: a JSON array, `{"events": [...]}`, or NDJSON. Every item gets an
+//! answer; the valid items of a mixed batch are stored, in one transaction.
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::HeaderMap;
+use serde::Serialize;
+use serde_json::Value;
+
+use chrono::{DateTime, Utc};
+use fluxgate::config::Limits;
+use fluxgate::error::{Error, FieldError, Result};
+use fluxgate::event::{Event, EventInput};
+use fluxgate::http::{self as fhttp, BodyFormat, CorrelationId};
+use fluxgate::store::InsertOutcome;
+use fluxgate::tenant::TenantScope;
+
+use crate::IngestState;
+
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+enum ItemStatus {
+    Accepted,
+    Duplicate,
+    Conflict,
+    Invalid,
+}
+
+impl From<InsertOutcome> for ItemStatus {
+    fn from(outcome: InsertOutcome) -> Self {
+        match outcome {
+            InsertOutcome::Accepted => Self::Accepted,
+            InsertOutcome::Duplicate => Self::Duplicate,
+            InsertOutcome::Conflict => Self::Conflict,
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ItemResult {
+    index: usize,
+    event_id: Option<String>,
+    status: ItemStatus,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<FieldError>,
+}
+
+#[derive(Debug, Default, Serialize)]
+struct Counts {
+    accepted: usize,
+    duplicate: usize,
+    conflict: usize,
+    invalid: usize,
+}
+
+#[derive(Debug, Serialize)]
+pub(crate) struct BatchResponse {
+    counts: Counts,
+    items: Vec<ItemResult>,
+}
+
+pub(crate) async fn post_batch(
+    State(state): State<IngestState>,
+    scope: TenantScope,
+    CorrelationId(correlation_id): CorrelationId,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<BatchResponse>> {
+    let limits = &state.limits;
+    let (format, bytes) = fhttp::read_body(&headers, body, limits.max_body_bytes).await?;
+    let text = fhttp::utf8(&bytes)?;
+    let raw_items = match format {
+        BodyFormat::Json => json_items(text)?,
+        BodyFormat::NdJson => ndjson_items(text),
+    };
+    if raw_items.is_empty() {
+        return Err(Error::invalid("events", "must contain at least one event"));
+    }
+    if raw_items.len() > limits.max_batch_events {
+        return Err(Error::invalid(
+            "events",
+            format!(
+                "has {} events, more than the limit of {}",
+                raw_items.len(),
+                limits.max_batch_events
+            ),
+        ));
+    }
+
+    let now = fluxgate::now();
+    let mut items = Vec::with_capacity(raw_items.len());
+    let mut valid: Vec<Event> = Vec::with_capacity(raw_items.len());
+    let mut valid_index = Vec::with_capacity(raw_items.len());
+    for (index, raw) in raw_items.into_iter().enumerate() {
+        match check_item(raw, &scope, limits, now, correlation_id.as_deref()) {
+            Ok(event) => {
+                items.push(ItemResult {
+                    index,
+                    event_id: Some(event.event_id.clone()),
+                    status: ItemStatus::Accepted,
+                    error: None,
+                });
+                valid_index.push(items.len() - 1);
+                valid.push(event);
+            }
+            Err((error, event_id)) => items.push(ItemResult {
+                index,
+                event_id,
+                status: ItemStatus::Invalid,
+                error: Some(error),
+            }),
+        }
+    }
+
+    if !valid.is_empty() {
+        let outcomes = state.store.insert_events(&valid).await?;
+        for (slot, outcome) in valid_index.into_iter().zip(outcomes) {
+            items[slot].status = outcome.into();
+        }
+    }
+
+    let mut counts = Counts::default();
+    for item in &items {
+        match item.status {
+            ItemStatus::Accepted => counts.accepted += 1,
+            ItemStatus::Duplicate => counts.duplicate += 1,
+            ItemStatus::Conflict => counts.conflict += 1,
+            ItemStatus::Invalid => counts.invalid += 1,
+        }
+    }
+    Ok(Json(BatchResponse { counts, items }))
+}
+
+/// One item through the same rules as a single event. An invalid item still reports the
+/// `eventId` it carried, so the client can tell which one it was.
+fn check_item(
+    raw: Result<Value, FieldError>,
+    scope: &TenantScope,
+    limits: &Limits,
+    now: DateTime<Utc>,
+    correlation_id: Option<&str>,
+) -> std::result::Result<Event, (FieldError, Option<String>)> {
+    let value = raw.map_err(|e| (e, None))?;
+    let event_id = value
+        .get("eventId")
+        .and_then(Value::as_str)
+        .map(str::to_owned);
+    let input: EventInput = fhttp::from_value(value).map_err(|e| {
+        let error = match e {
+            Error::InvalidField(f) | Error::Malformed(f) => f,
+            other => FieldError::new("body", other.to_string()),
+        };
+        (error, event_id.clone())
+    })?;
+    input
+        .validate(scope, limits, now, correlation_id)
+        .map_err(|e| (e, event_id))
+}
+
+/// A JSON body: an array of events, or an object whose `events` is one. A syntax error fails
+/// the whole request: there is no telling where items begin.
+fn json_items(text: &str) -> Result<Vec<Result<Value, FieldError>>> {
+    let value: Value = fhttp::parse_json(text)?;
+    let array = match value {
+        Value::Array(items) => items,
+        Value::Object(mut object) => match object.remove("events") {
+            Some(Value::Array(items)) => items,
+            Some(_) => return Err(Error::invalid("events", "must be an array of events")),
+            None => {
+                return Err(Error::invalid(
+                    "events",
+                    "is required: send a JSON array of events or {\"events\": [...]}",
+                ));
+            }
+        },
+        _ => {
+            return Err(Error::invalid(
+                "body",
+                "must be a JSON array of events or an object with an `events` array",
+            ));
+        }
+    };
+    Ok(array.into_iter().map(Ok).collect())
+}
+
+/// NDJSON: one event per line; blank lines are skipped. A line that is not JSON is an invalid
+/// item of its own, so one bad line does not cost the others.
+fn ndjson_items(text: &str) -> Vec<Result<Value, FieldError>> {
+    text.lines()
+        .enumerate()
+        .filter(|(_, line)| !line.trim().is_empty())
+        .map(|(number, line)| {
+            serde_json::from_str(line).map_err(|e| {
+                FieldError::new(
+                    "body",
+                    format!("line {} is not valid JSON: {e}", number + 1),
+                )
+            })
+        })
+        .collect()
+}

@@ -1,0 +1,149 @@
+//! ingest: `POST /v1/events`, `POST /v1/events/batch`, `GET /v1/events/{tenantId}/{eventId}`.
+//!
+//! Every rule is checked before anything is written; each accepted event is stored with its
+//! outbox row in one transaction, so nothing answered with a 2xx can be lost.
+
+mod batch;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::Serialize;
+
+use fluxgate::config::Limits;
+use fluxgate::error::{Error, Result};
+use fluxgate::event::{Event, EventInput, EventKey};
+use fluxgate::http::{self as fhttp, BodyFormat, CorrelationId};
+use fluxgate::store::{InsertOutcome, OutboxState, Store};
+use fluxgate::tenant::TenantScope;
+
+#[derive(Clone)]
+pub struct IngestState {
+    pub store: Arc<dyn Store>,
+    pub limits: Arc<Limits>,
+}
+
+/// The ingest routes, without health checks or middleware (see [`service`]).
+pub fn router(state: IngestState) -> Router {
+    Router::new()
+        .route("/v1/events", post(post_event))
+        .route("/v1/events/batch", post(batch::post_batch))
+        .route("/v1/events/{tenant_id}/{event_id}", get(get_event))
+        .with_state(state)
+}
+
+/// ingest as a whole service: routes, health checks, correlation ids, problem+json 404s.
+pub fn service(store: Arc<dyn Store>, limits: Limits) -> Router {
+    let state = IngestState {
+        store: store.clone(),
+        limits: Arc::new(limits),
+    };
+    fhttp::with_observability(
+        router(state)
+            .merge(fhttp::health_routes(store))
+            .fallback(fhttp::not_found),
+    )
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Accepted<'a> {
+    tenant_id: &'a str,
+    event_id: &'a str,
+    status: InsertOutcome,
+}
+
+async fn post_event(
+    State(state): State<IngestState>,
+    scope: TenantScope,
+    CorrelationId(correlation_id): CorrelationId,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response> {
+    let (format, bytes) = fhttp::read_body(&headers, body, state.limits.max_body_bytes).await?;
+    if format != BodyFormat::Json {
+        return Err(Error::UnsupportedMedia {
+            header: "Content-Type",
+            value: "NDJSON is for /v1/events/batch; send one event as application/json".into(),
+        });
+    }
+    let input: EventInput = fhttp::parse_json(fhttp::utf8(&bytes)?)?;
+    let event = input
+        .validate(
+            &scope,
+            &state.limits,
+            fluxgate::now(),
+            correlation_id.as_deref(),
+        )
+        .map_err(Error::InvalidField)?;
+    let outcome = state
+        .store
+        .insert_events(std::slice::from_ref(&event))
+        .await?
+        .first()
+        .copied()
+        .ok_or_else(|| Error::Config("the store answered no outcome".into()))?;
+    let status = match outcome {
+        InsertOutcome::Accepted => StatusCode::ACCEPTED,
+        InsertOutcome::Duplicate => StatusCode::OK,
+        InsertOutcome::Conflict => {
+            return Err(Error::Conflict {
+                tenant_id: event.tenant_id,
+                event_id: event.event_id,
+            });
+        }
+    };
+    let body = Accepted {
+        tenant_id: &event.tenant_id,
+        event_id: &event.event_id,
+        status: outcome,
+    };
+    let mut response = (status, axum::Json(body)).into_response();
+    if let Ok(value) = event_location(&event).parse() {
+        response.headers_mut().insert(header::LOCATION, value);
+    }
+    Ok(response)
+}
+
+fn event_location(event: &Event) -> String {
+    format!(
+        "/v1/events/{}/{}",
+        event.tenant_id,
+        fhttp::encode_path_segment(&event.event_id)
+    )
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct EventView {
+    #[serde(flatten)]
+    event: Event,
+    outbox: OutboxState,
+}
+
+async fn get_event(
+    State(state): State<IngestState>,
+    scope: TenantScope,
+    Path((tenant_id, event_id)): Path<(String, String)>,
+) -> Result<axum::Json<EventView>> {
+    let not_found = || Error::NotFound(format!("event {event_id} of tenant {tenant_id}"));
+    // A tenant that may not see this one gets the same answer as for a missing event, so
+    // tenants cannot probe each other's ids.
+    if !scope.may_read(&tenant_id) {
+        return Err(not_found());
+    }
+    let key = EventKey {
+        tenant_id: tenant_id.clone(),
+        event_id: event_id.clone(),
+    };
+    let stored = state.store.get_event(&key).await?.ok_or_else(not_found)?;
+    Ok(axum::Json(EventView {
+        event: stored.event,
+        outbox: stored.outbox,
+    }))
+}

@@ -1,0 +1,25 @@
+//! ingest as its own service: configured from the environment, served on `PORT`.
+
+use clap::Parser;
+use fluxgate::config::{DatabaseConfig, Limits, ServerConfig};
+use fluxgate::{runtime, store, telemetry};
+
+#[derive(Parser)]
+#[command(name = "fluxgate-ingest", about = "Takes events in over HTTP", version)]
+struct Config {
+    #[command(flatten)]
+    database: DatabaseConfig,
+    #[command(flatten)]
+    limits: Limits,
+    #[command(flatten)]
+    server: ServerConfig,
+}
+
+#[tokio::main]
+async fn main() -> Result<(), fluxgate::Error> {
+    telemetry::init();
+    let config = Config::parse();
+    let store = store::connect(config.database.required_url()?, &config.database).await?;
+    let app = fluxgate_ingest::service(store, config.limits);
+    runtime::serve(app, config.server.port).await
+}

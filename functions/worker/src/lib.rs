@@ -1,0 +1,161 @@
+//! worker: takes delivered messages (each carries a whole event), writes them to the sink with
+//! the de-duplication key tenant + event id, and records each verdict in the outbox in one
+//! batch. The queue does the retrying: the worker only says which messages to retry.
+
+mod http_trigger;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use fluxgate::config::WorkerConfig;
+use fluxgate::error::Result;
+use fluxgate::event::Event;
+use fluxgate::sink::{RowError, RowResult, Sink, WarehouseRow};
+use fluxgate::store::{DeliveryOutcome, OutboxStatus, Store};
+
+pub use http_trigger::{router, service};
+
+/// One message as a queue hands it over.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    pub message_id: String,
+    pub body: Vec<u8>,
+    /// 1 on the first delivery (SQS ApproximateReceiveCount, Pub/Sub deliveryAttempt).
+    pub receive_count: u32,
+}
+
+/// What the queue should do with a message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Handled for good (DONE, or DEAD by a permanent error): delete / acknowledge it.
+    Ack,
+    /// Deliver it again (FAILED), or let the queue dead-letter it (DEAD at the last receive).
+    Retry,
+    /// The body is not an event; nothing could be recorded. Each trigger decides (SQS lets it
+    /// go to the dead-letter queue, Pub/Sub acknowledges it with a log line).
+    Malformed(String),
+}
+
+#[derive(Clone)]
+pub struct Worker {
+    store: Arc<dyn Store>,
+    sink: Arc<dyn Sink>,
+    config: Arc<WorkerConfig>,
+}
+
+impl Worker {
+    pub fn new(store: Arc<dyn Store>, sink: Arc<dyn Sink>, config: WorkerConfig) -> Self {
+        Self {
+            store,
+            sink,
+            config: Arc::new(config),
+        }
+    }
+
+    /// Handles a batch and answers for each delivery, in order. `Err` means the outcomes could
+    /// not be recorded: retry the whole batch (the sink skips rows it already holds).
+    pub async fn process(&self, deliveries: &[Delivery]) -> Result<Vec<Verdict>> {
+        let mut verdicts: Vec<Option<Verdict>> = vec![None; deliveries.len()];
+        let mut events: Vec<(usize, Event)> = Vec::with_capacity(deliveries.len());
+        for (i, delivery) in deliveries.iter().enumerate() {
+            match serde_json::from_slice::<Event>(&delivery.body) {
+                Ok(event) => events.push((i, event)),
+                Err(e) => {
+                    tracing::error!(message_id = %delivery.message_id, error = %e, "message body is not an event");
+                    verdicts[i] = Some(Verdict::Malformed(format!(
+                        "message body is not an event: {e}"
+                    )));
+                }
+            }
+        }
+
+        // Already in the warehouse: a redelivery. Acknowledge without writing again, so a
+        // redelivered message never makes a second row, whatever the sink can de-duplicate.
+        let keys: Vec<_> = events.iter().map(|(_, e)| e.key()).collect();
+        let statuses = self.store.statuses(&keys).await?;
+        let mut to_write: Vec<(usize, Event)> = Vec::with_capacity(events.len());
+        for (i, event) in events {
+            if statuses.get(&event.key()) == Some(&OutboxStatus::Done) {
+                verdicts[i] = Some(Verdict::Ack);
+            } else {
+                to_write.push((i, event));
+            }
+        }
+
+        let mut outcomes = Vec::with_capacity(to_write.len());
+        if !to_write.is_empty() {
+            let ingested_at = fluxgate::now();
+            let rows: Vec<WarehouseRow> = to_write
+                .iter()
+                .map(|(_, e)| WarehouseRow::new(e, ingested_at))
+                .collect();
+            let results: Vec<RowResult> = match self.sink.write_rows(&rows).await {
+                Ok(results) => results,
+                Err(e) => {
+                    tracing::warn!(error = %e, rows = rows.len(), "sink write failed");
+                    vec![Err(RowError::Transient(e.to_string())); rows.len()]
+                }
+            };
+            for ((i, event), result) in to_write.iter().zip(results) {
+                let (status, error, verdict) = self.judge(&deliveries[*i], result);
+                if let Some(error) = &error {
+                    tracing::warn!(
+                        tenant_id = %event.tenant_id,
+                        event_id = %event.event_id,
+                        receive_count = deliveries[*i].receive_count,
+                        %status,
+                        %error,
+                        "event not loaded"
+                    );
+                }
+                verdicts[*i] = Some(verdict);
+                outcomes.push(DeliveryOutcome {
+                    key: event.key(),
+                    status,
+                    error,
+                });
+            }
+        }
+        self.store
+            .record_outcomes(&outcomes, fluxgate::now())
+            .await?;
+        Ok(verdicts
+            .into_iter()
+            .map(|v| v.unwrap_or(Verdict::Retry))
+            .collect())
+    }
+
+    fn judge(
+        &self,
+        delivery: &Delivery,
+        result: RowResult,
+    ) -> (OutboxStatus, Option<String>, Verdict) {
+        match result {
+            Ok(()) => (OutboxStatus::Done, None, Verdict::Ack),
+            // The same row would be refused every time: record it and stop delivering it.
+            Err(RowError::Permanent(e)) => (OutboxStatus::Dead, Some(e), Verdict::Ack),
+            // The queue's last delivery: record DEAD now, then let the queue dead-letter it
+            // (where replay can find it).
+            Err(RowError::Transient(e))
+                if delivery.receive_count >= self.config.max_receive_count =>
+            {
+                (OutboxStatus::Dead, Some(e), Verdict::Retry)
+            }
+            Err(RowError::Transient(e)) => (OutboxStatus::Failed, Some(e), Verdict::Retry),
+        }
+    }
+}
+
+/// Counts verdicts, for log lines and summaries.
+pub fn tally(verdicts: &[Verdict]) -> HashMap<&'static str, usize> {
+    let mut counts = HashMap::new();
+    for verdict in verdicts {
+        let name = match verdict {
+            Verdict::Ack => "ack",
+            Verdict::Retry => "retry",
+            Verdict::Malformed(_) => "malformed",
+        };
+        *counts.entry(name).or_insert(0) += 1;
+    }
+    counts
+}
