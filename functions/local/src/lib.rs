@@ -1,0 +1,255 @@
+//! Every function in one process on embedded defaults: SQLite (or `DATABASE_URL`), the
+//! in-process queue, the file warehouse, the drain on a short interval and the worker reading
+//! the queue, all behind one port.
+//!
+//! Nothing accepted is lost across a stop or a kill: events are in the database before ingest
+//! answers, and at start-up rows the previous process had handed to its in-memory queue
+//! (PUBLISHED or FAILED, no final outcome) are put back to PENDING, as a managed queue's
+//! visibility timeout would bring them back. The warehouse skips rows it already holds, so a
+//! redelivery makes no second row.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use clap::Parser;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use fluxgate::config::{DatabaseConfig, DrainConfig, Limits, WorkerConfig, parse_duration};
+use fluxgate::error::Result;
+use fluxgate::http as fhttp;
+use fluxgate::queue::{InMemoryQueue, InMemoryQueueConfig};
+use fluxgate::sink::LocalFileSink;
+use fluxgate::store::{self, Store};
+use fluxgate_outbox_drain::Drain;
+use fluxgate_worker::{Delivery, Verdict, Worker};
+
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "fluxgate-local",
+    about = "The whole fluxgate pipeline in one process",
+    version
+)]
+pub struct LocalConfig {
+    /// Folder for the SQLite database and the warehouse.
+    #[arg(long, env = "FLUXGATE_DATA_DIR", default_value = "./.fluxgate")]
+    pub data_dir: PathBuf,
+    /// Address to listen on.
+    #[arg(long, env = "FLUXGATE_BIND", default_value = "127.0.0.1")]
+    pub bind: std::net::IpAddr,
+    /// Port of the HTTP API (0 picks a free one).
+    #[arg(long, env = "PORT", default_value_t = 8080)]
+    pub port: u16,
+    /// How often the drain runs.
+    #[arg(long, env = "FLUXGATE_DRAIN_INTERVAL", default_value = "1s", value_parser = parse_duration)]
+    pub drain_interval: chrono::TimeDelta,
+    #[command(flatten)]
+    pub database: DatabaseConfig,
+    #[command(flatten)]
+    pub limits: Limits,
+    #[command(flatten)]
+    pub drain: DrainConfig,
+    #[command(flatten)]
+    pub worker: WorkerConfig,
+}
+
+impl LocalConfig {
+    pub fn database_url(&self) -> String {
+        self.database
+            .database_url
+            .clone()
+            .unwrap_or_else(|| format!("sqlite://{}", self.data_dir.join("fluxgate.db").display()))
+    }
+
+    pub fn warehouse_dir(&self) -> PathBuf {
+        self.data_dir.join("warehouse")
+    }
+}
+
+/// Runs until `shutdown` resolves, then stops taking requests, lets the drain and the worker
+/// finish what they hold, and returns.
+pub async fn run(
+    config: LocalConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<()> {
+    let listener = TcpListener::bind((config.bind, config.port)).await?;
+    run_on(listener, config, shutdown).await
+}
+
+/// [`run`] on a listener the caller bound (tests bind port 0 and read the address).
+pub async fn run_on(
+    listener: TcpListener,
+    config: LocalConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<()> {
+    tokio::fs::create_dir_all(&config.data_dir).await?;
+    let url = config.database_url();
+    let store = store::connect(&url, &config.database).await?;
+    let requeued = store.requeue_undelivered(fluxgate::now()).await?;
+    if requeued > 0 {
+        tracing::info!(
+            requeued,
+            "events the previous run had not finished are pending again"
+        );
+    }
+    let queue = Arc::new(InMemoryQueue::new(InMemoryQueueConfig {
+        max_receive_count: config.worker.max_receive_count,
+        ..Default::default()
+    }));
+    let sink = Arc::new(LocalFileSink::open(config.warehouse_dir()).await?);
+    let drain = Drain::new(store.clone(), queue.clone(), config.drain.clone());
+    let worker = Worker::new(store.clone(), sink, config.worker.clone());
+
+    let app = app(store.clone(), config.limits.clone(), drain.clone());
+    let address: SocketAddr = listener.local_addr()?;
+    tracing::info!(
+        %address,
+        database = %redact(&url),
+        warehouse = %config.warehouse_dir().display(),
+        "fluxgate local is up: POST http://{address}/v1/events"
+    );
+
+    let stop = CancellationToken::new();
+    let tasks = TaskTracker::new();
+    let interval = config
+        .drain_interval
+        .to_std()
+        .unwrap_or(Duration::from_secs(1));
+    tasks.spawn(drain_loop(drain, interval, stop.clone()));
+    tasks.spawn(worker_loop(worker, queue, stop.clone()));
+    tasks.close();
+
+    let server_stop = stop.clone();
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            tokio::select! {
+                _ = shutdown => {}
+                _ = server_stop.cancelled() => {}
+            }
+        })
+        .await?;
+    stop.cancel();
+    tasks.wait().await;
+    tracing::info!("fluxgate local stopped");
+    Ok(())
+}
+
+/// ingest and the drain trigger behind one router, with health checks.
+pub fn app(store: Arc<dyn Store>, limits: Limits, drain: Drain) -> Router {
+    let ingest = fluxgate_ingest::router(fluxgate_ingest::IngestState {
+        store: store.clone(),
+        limits: Arc::new(limits),
+    });
+    fhttp::with_observability(
+        ingest
+            .merge(fluxgate_outbox_drain::router(drain))
+            .merge(fhttp::health_routes(store))
+            .fallback(fhttp::not_found),
+    )
+}
+
+/// What a schedule does in the cloud: one drain run per tick.
+async fn drain_loop(drain: Drain, interval: Duration, stop: CancellationToken) {
+    let mut ticks = tokio::time::interval(interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = ticks.tick() => {}
+        }
+        // A run is not interrupted: what it claimed it also settles.
+        match drain.run_with_budget().await {
+            Ok(summary) if summary.claimed > 0 => {
+                tracing::debug!(published = summary.published, "drain tick");
+            }
+            Ok(_) => {}
+            Err(e) => tracing::error!(error = %e, "drain run failed"),
+        }
+    }
+}
+
+/// What the queue trigger does in the cloud: batches of up to 10 messages to the worker,
+/// acknowledged or retried with backoff by its verdicts.
+async fn worker_loop(worker: Worker, queue: Arc<InMemoryQueue>, stop: CancellationToken) {
+    loop {
+        let batch = tokio::select! {
+            _ = stop.cancelled() => return,
+            batch = queue.receive(10, Duration::from_secs(1)) => batch,
+        };
+        if batch.is_empty() {
+            continue;
+        }
+        let deliveries: Vec<Delivery> = batch
+            .iter()
+            .map(|d| Delivery {
+                message_id: d.receipt.to_string(),
+                body: d.message.body.clone(),
+                receive_count: d.receive_count,
+            })
+            .collect();
+        match worker.process(&deliveries).await {
+            Ok(verdicts) => {
+                for (delivery, verdict) in batch.iter().zip(verdicts) {
+                    match verdict {
+                        Verdict::Ack => queue.ack(delivery.receipt),
+                        Verdict::Retry | Verdict::Malformed(_) => {
+                            queue.nack(delivery.receipt, retry_delay(delivery.receive_count))
+                        }
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "worker batch failed; retrying it");
+                for delivery in &batch {
+                    queue.nack(delivery.receipt, retry_delay(delivery.receive_count));
+                }
+            }
+        }
+    }
+}
+
+/// 1 s, 2 s, 4 s … capped at 30 s: short enough to watch locally.
+fn retry_delay(receive_count: u32) -> Duration {
+    Duration::from_secs(1u64 << receive_count.saturating_sub(1).min(5)).min(Duration::from_secs(30))
+}
+
+/// A database URL without its password, for the start-up line.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            let userinfo = &url[scheme_end + 3..at];
+            let user = userinfo.split(':').next().unwrap_or_default();
+            format!("{}://{}:***@{}", &url[..scheme_end], user, &url[at + 1..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_are_not_printed() {
+        assert_eq!(
+            redact("postgres://app:s3cret@db:5432/x"),
+            "postgres://app:***@db:5432/x"
+        );
+        assert_eq!(
+            redact("sqlite://./.fluxgate/fluxgate.db"),
+            "sqlite://./.fluxgate/fluxgate.db"
+        );
+    }
+
+    #[test]
+    fn retry_delays_grow_and_are_capped() {
+        assert_eq!(retry_delay(1), Duration::from_secs(1));
+        assert_eq!(retry_delay(3), Duration::from_secs(4));
+        assert_eq!(retry_delay(40), Duration::from_secs(30));
+    }
+}
