@@ -1,0 +1,496 @@
+//! The drain and the worker against real databases: safe claiming under concurrent runs,
+//! leases that come back after a crash, backoff and DEAD, and the worker's verdicts.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use chrono::TimeDelta;
+use fluxgate::config::{DrainConfig, Schedule, WorkerConfig};
+use fluxgate::event::Event;
+use fluxgate::queue::{InMemoryQueue, InMemoryQueueConfig, QueueMessage};
+use fluxgate::sink::{LocalFileSink, RowError, RowResult, Sink, WarehouseRow};
+use fluxgate::store::{ClaimRequest, OutboxStatus, Store};
+use fluxgate_outbox_drain::{Drain, StoppedBy};
+use fluxgate_tests::{TestDb, claim_request, event};
+use fluxgate_worker::{Delivery, Verdict, Worker};
+
+fn drain_config() -> DrainConfig {
+    DrainConfig {
+        drain_batch_size: 25,
+        ..DrainConfig::default()
+    }
+}
+
+fn far_deadline() -> Instant {
+    Instant::now() + Duration::from_secs(60)
+}
+
+async fn seed(store: &dyn Store, tenant: &str, count: usize) -> Vec<Event> {
+    let events: Vec<Event> = (0..count)
+        .map(|i| event(tenant, &format!("e{i:04}")))
+        .collect();
+    store.insert_events(&events).await.expect("insert");
+    events
+}
+
+async fn status_counts(store: &dyn Store, events: &[Event]) -> HashMap<OutboxStatus, usize> {
+    let keys: Vec<_> = events.iter().map(Event::key).collect();
+    let mut counts = HashMap::new();
+    for status in store.statuses(&keys).await.expect("statuses").into_values() {
+        *counts.entry(status).or_insert(0) += 1;
+    }
+    counts
+}
+
+/// Everything the queue holds, received once.
+async fn drain_queue(queue: &InMemoryQueue) -> Vec<QueueMessage> {
+    let mut all = Vec::new();
+    loop {
+        let batch = queue.receive(100, Duration::ZERO).await;
+        if batch.is_empty() {
+            return all;
+        }
+        for delivery in batch {
+            queue.ack(delivery.receipt);
+            all.push(delivery.message);
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_drain_publishes_every_due_row_once_and_stops_when_empty() {
+    let db = TestDb::postgres().await;
+    let events = seed(db.store.as_ref(), "acme", 60).await;
+    let queue = Arc::new(InMemoryQueue::new(InMemoryQueueConfig::default()));
+    let drain = Drain::new(db.store.clone(), queue.clone(), drain_config());
+
+    let summary = drain.run(far_deadline()).await.expect("drain");
+    assert_eq!(summary.claimed, 60);
+    assert_eq!(summary.published, 60);
+    assert_eq!(summary.rounds, 3, "batches of 25");
+    assert_eq!(summary.stopped_by, StoppedBy::Empty);
+
+    let messages = drain_queue(&queue).await;
+    assert_eq!(messages.len(), 60);
+    let first: Event =
+        serde_json::from_slice(&messages[0].body).expect("a message carries the whole event");
+    assert_eq!(first, events[0]);
+    assert_eq!(messages[0].attributes.tenant_id, "acme");
+    assert_eq!(
+        status_counts(db.store.as_ref(), &events).await[&OutboxStatus::Published],
+        60
+    );
+
+    let again = drain.run(far_deadline()).await.expect("drain");
+    assert_eq!(again.claimed, 0, "published rows are not published again");
+    db.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_spent_time_budget_stops_the_run_and_leaves_rows_for_the_next() {
+    let db = TestDb::sqlite().await;
+    seed(db.store.as_ref(), "acme", 10).await;
+    let queue = Arc::new(InMemoryQueue::new(InMemoryQueueConfig::default()));
+    let drain = Drain::new(db.store.clone(), queue, drain_config());
+    let summary = drain.run(Instant::now()).await.expect("drain");
+    assert_eq!(summary.stopped_by, StoppedBy::TimeBudget);
+    assert_eq!(summary.claimed, 0);
+    assert_eq!(
+        drain.run(far_deadline()).await.expect("drain").published,
+        10
+    );
+}
+
+/// Two drains at once, many times over: no row is ever published twice.
+async fn concurrent_drains_never_publish_a_row_twice(db: TestDb) {
+    let events = seed(db.store.as_ref(), "acme", 400).await;
+    let queue = Arc::new(InMemoryQueue::new(InMemoryQueueConfig::default()));
+    let config = DrainConfig {
+        drain_batch_size: 7,
+        ..DrainConfig::default()
+    };
+    let drains: Vec<Drain> = (0..3)
+        .map(|_| Drain::new(db.store.clone(), queue.clone(), config.clone()))
+        .collect();
+    let runs = drains.iter().map(|drain| {
+        let drain = drain.clone();
+        tokio::spawn(async move { drain.run(far_deadline()).await.expect("drain") })
+    });
+    let mut published = 0;
+    for run in runs.collect::<Vec<_>>() {
+        published += run.await.expect("join").published;
+    }
+    assert_eq!(published, 400);
+    let messages = drain_queue(&queue).await;
+    let mut seen = HashMap::new();
+    for message in &messages {
+        *seen.entry(message.key.clone()).or_insert(0) += 1;
+    }
+    assert_eq!(messages.len(), 400);
+    assert!(
+        seen.values().all(|&n| n == 1),
+        "some row was published twice"
+    );
+    assert_eq!(
+        status_counts(db.store.as_ref(), &events).await[&OutboxStatus::Published],
+        400
+    );
+    db.cleanup().await;
+}
+
+#[tokio::test]
+async fn concurrent_drains_on_postgres() {
+    concurrent_drains_never_publish_a_row_twice(TestDb::postgres().await).await;
+}
+
+#[tokio::test]
+async fn concurrent_drains_on_sqlite() {
+    concurrent_drains_never_publish_a_row_twice(TestDb::sqlite().await).await;
+}
+
+#[tokio::test]
+async fn claims_of_a_crashed_run_come_back_after_the_lease() {
+    let db = TestDb::postgres().await;
+    let events = seed(db.store.as_ref(), "acme", 5).await;
+    let queue = Arc::new(InMemoryQueue::new(InMemoryQueueConfig::default()));
+    let drain = Drain::new(db.store.clone(), queue.clone(), drain_config());
+
+    // A run claims with a short lease and dies before publishing.
+    let crashed = db
+        .store
+        .claim_batch(&ClaimRequest {
+            owner: "crashed-run".into(),
+            limit: 100,
+            lease_ttl: TimeDelta::milliseconds(300),
+            now: fluxgate::now(),
+        })
+        .await
+        .expect("claim");
+    assert_eq!(crashed.len(), 5);
+    // While its lease holds, no other run takes the rows.
+    assert_eq!(drain.run(far_deadline()).await.expect("drain").claimed, 0);
+
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let summary = drain.run(far_deadline()).await.expect("drain");
+    assert_eq!(
+        summary.published, 5,
+        "the expired lease gives the rows back"
+    );
+    assert_eq!(drain_queue(&queue).await.len(), 5);
+
+    // The crashed run, should it wake up, settles nothing.
+    let keys: Vec<_> = events.iter().map(Event::key).collect();
+    let settled = db
+        .store
+        .mark_published("crashed-run", &keys, fluxgate::now())
+        .await
+        .expect("mark");
+    assert_eq!(settled, 0);
+    assert_eq!(
+        status_counts(db.store.as_ref(), &events).await[&OutboxStatus::Published],
+        5
+    );
+    db.cleanup().await;
+}
+
+#[tokio::test]
+async fn failed_publishes_back_off_and_end_dead() {
+    let db = TestDb::postgres().await;
+    let events = seed(db.store.as_ref(), "acme", 4).await;
+    // A queue with no room refuses every message.
+    let full = Arc::new(InMemoryQueue::new(InMemoryQueueConfig {
+        capacity: 0,
+        ..Default::default()
+    }));
+    let config = DrainConfig {
+        retry_backoff: Schedule(vec![TimeDelta::minutes(1), TimeDelta::minutes(5)]),
+        max_attempts: 3,
+        ..drain_config()
+    };
+    let drain = Drain::new(db.store.clone(), full, config.clone());
+
+    let before = fluxgate::now();
+    let first = drain.run(far_deadline()).await.expect("drain");
+    assert_eq!((first.claimed, first.retried, first.dead), (4, 4, 0));
+    let stored = db
+        .store
+        .get_event(&events[0].key())
+        .await
+        .expect("get")
+        .expect("exists");
+    assert_eq!(stored.outbox.status, OutboxStatus::Pending);
+    assert_eq!(stored.outbox.attempts, 1);
+    assert!(
+        stored
+            .outbox
+            .last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("full"))
+    );
+    let delay = stored.outbox.next_attempt_at - before;
+    assert!(
+        delay >= TimeDelta::minutes(1) && delay < TimeDelta::minutes(2),
+        "first backoff is 1m, got {delay}"
+    );
+    assert_eq!(
+        drain.run(far_deadline()).await.expect("drain").claimed,
+        0,
+        "not due before its backoff"
+    );
+
+    // The later attempts, as the schedule makes them due: claim at the due time directly.
+    for attempt in 2..=3 {
+        let due = db
+            .store
+            .get_event(&events[0].key())
+            .await
+            .expect("get")
+            .expect("exists")
+            .outbox
+            .next_attempt_at;
+        let claimed = db
+            .store
+            .claim_batch(&claim_request("later", 100, due))
+            .await
+            .expect("claim");
+        assert_eq!(claimed.len(), 4);
+        let retries: Vec<_> = claimed
+            .iter()
+            .map(|c| fluxgate_outbox_drain::retry_for(c, &config, due, "still full".into()))
+            .collect();
+        db.store
+            .reschedule("later", &retries, due)
+            .await
+            .expect("reschedule");
+        let stored = db
+            .store
+            .get_event(&events[0].key())
+            .await
+            .expect("get")
+            .expect("exists");
+        assert_eq!(stored.outbox.attempts, attempt);
+        if attempt == 2 {
+            assert_eq!(stored.outbox.next_attempt_at - due, TimeDelta::minutes(5));
+        }
+    }
+    assert_eq!(
+        status_counts(db.store.as_ref(), &events).await[&OutboxStatus::Dead],
+        4
+    );
+    let far_future = fluxgate::now() + TimeDelta::days(365);
+    assert!(
+        db.store
+            .claim_batch(&claim_request("any", 100, far_future))
+            .await
+            .expect("claim")
+            .is_empty(),
+        "DEAD is never claimed"
+    );
+    db.cleanup().await;
+}
+
+/// The real file warehouse, failing the event types a test names.
+struct FlakySink {
+    inner: LocalFileSink,
+    transient: Mutex<Vec<String>>,
+    permanent: Vec<String>,
+}
+
+#[async_trait]
+impl Sink for FlakySink {
+    async fn write_rows(&self, rows: &[WarehouseRow]) -> fluxgate::Result<Vec<RowResult>> {
+        let transient = self.transient.lock().expect("lock").clone();
+        let (fail, pass): (Vec<_>, Vec<_>) = rows.iter().cloned().partition(|r| {
+            transient.contains(&r.event_type) || self.permanent.contains(&r.event_type)
+        });
+        self.inner.write_rows(&pass).await?;
+        Ok(rows
+            .iter()
+            .map(|row| {
+                if self.permanent.contains(&row.event_type) {
+                    Err(RowError::Permanent(format!(
+                        "{} refused as invalid",
+                        row.event_type
+                    )))
+                } else if fail.iter().any(|f| f.key() == row.key()) {
+                    Err(RowError::Transient("warehouse timed out".into()))
+                } else {
+                    Ok(())
+                }
+            })
+            .collect())
+    }
+}
+
+fn delivery(event: &Event, receive_count: u32) -> Delivery {
+    Delivery {
+        message_id: format!("m-{}", event.event_id),
+        body: serde_json::to_vec(event).expect("json"),
+        receive_count,
+    }
+}
+
+fn typed(id: &str, event_type: &str) -> Event {
+    let mut e = event("acme", id);
+    e.event_type = event_type.into();
+    e
+}
+
+fn warehouse_rows(dir: &std::path::Path) -> usize {
+    let mut count = 0;
+    for entry in walk(dir) {
+        if entry.extension().is_some_and(|e| e == "jsonl") {
+            count += std::fs::read_to_string(&entry)
+                .expect("read")
+                .lines()
+                .count();
+        }
+    }
+    count
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).expect("read dir") {
+        let path = entry.expect("entry").path();
+        if path.is_dir() {
+            files.extend(walk(&path));
+        } else {
+            files.push(path);
+        }
+    }
+    files
+}
+
+#[tokio::test]
+async fn the_worker_records_done_failed_and_dead_and_never_writes_twice() {
+    let db = TestDb::postgres().await;
+    let warehouse = tempfile::tempdir().expect("tempdir");
+    let ok = typed("ok", "order.created");
+    let flaky = typed("flaky", "order.flaky");
+    let last_try = typed("last", "order.flaky");
+    let refused = typed("refused", "order.refused");
+    db.store
+        .insert_events(&[ok.clone(), flaky.clone(), last_try.clone(), refused.clone()])
+        .await
+        .expect("insert");
+    let sink = Arc::new(FlakySink {
+        inner: LocalFileSink::open(warehouse.path()).await.expect("sink"),
+        transient: Mutex::new(vec!["order.flaky".into()]),
+        permanent: vec!["order.refused".into()],
+    });
+    let worker = Worker::new(
+        db.store.clone(),
+        sink.clone(),
+        WorkerConfig {
+            max_receive_count: 3,
+        },
+    );
+
+    let mut batch = vec![
+        delivery(&ok, 1),
+        delivery(&flaky, 1),
+        delivery(&last_try, 3),
+        delivery(&refused, 1),
+    ];
+    batch.push(Delivery {
+        message_id: "garbage".into(),
+        body: b"{\"not\": \"an event\"}".to_vec(),
+        receive_count: 1,
+    });
+    let verdicts = worker.process(&batch).await.expect("process");
+    assert_eq!(verdicts[0], Verdict::Ack);
+    assert_eq!(
+        verdicts[1],
+        Verdict::Retry,
+        "a transient failure is retried by the queue"
+    );
+    assert_eq!(
+        verdicts[2],
+        Verdict::Retry,
+        "the last delivery goes on to the dead-letter queue"
+    );
+    assert_eq!(
+        verdicts[3],
+        Verdict::Ack,
+        "a permanent failure is not retried"
+    );
+    assert!(matches!(verdicts[4], Verdict::Malformed(_)));
+
+    let status = |e: &Event| {
+        let store = db.store.clone();
+        let key = e.key();
+        async move {
+            store
+                .get_event(&key)
+                .await
+                .expect("get")
+                .expect("exists")
+                .outbox
+        }
+    };
+    assert_eq!(status(&ok).await.status, OutboxStatus::Done);
+    let failed = status(&flaky).await;
+    assert_eq!(failed.status, OutboxStatus::Failed);
+    assert_eq!(failed.attempts, 1);
+    assert_eq!(failed.last_error.as_deref(), Some("warehouse timed out"));
+    assert_eq!(status(&last_try).await.status, OutboxStatus::Dead);
+    let dead = status(&refused).await;
+    assert_eq!(dead.status, OutboxStatus::Dead);
+    assert!(
+        dead.last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("refused"))
+    );
+    assert_eq!(warehouse_rows(warehouse.path()), 1);
+
+    // The warehouse recovers; the queue delivers the failed one again, and the done one too
+    // (at-least-once): one more row, not two.
+    sink.transient.lock().expect("lock").clear();
+    let verdicts = worker
+        .process(&[delivery(&flaky, 2), delivery(&ok, 2)])
+        .await
+        .expect("process");
+    assert_eq!(verdicts, vec![Verdict::Ack, Verdict::Ack]);
+    assert_eq!(status(&flaky).await.status, OutboxStatus::Done);
+    assert_eq!(warehouse_rows(warehouse.path()), 2);
+
+    // A redelivered DONE event is acknowledged without touching the warehouse, even while
+    // the warehouse would fail it.
+    sink.transient
+        .lock()
+        .expect("lock")
+        .push("order.created".into());
+    let verdicts = worker.process(&[delivery(&ok, 3)]).await.expect("process");
+    assert_eq!(verdicts, vec![Verdict::Ack]);
+    assert_eq!(status(&ok).await.status, OutboxStatus::Done);
+    assert_eq!(warehouse_rows(warehouse.path()), 2);
+    db.cleanup().await;
+}
+
+#[tokio::test]
+async fn the_same_message_twice_in_one_batch_makes_one_row() {
+    let db = TestDb::sqlite().await;
+    let warehouse = tempfile::tempdir().expect("tempdir");
+    let e = event("acme", "twice");
+    db.store
+        .insert_events(std::slice::from_ref(&e))
+        .await
+        .expect("insert");
+    let sink = Arc::new(LocalFileSink::open(warehouse.path()).await.expect("sink"));
+    let worker = Worker::new(db.store.clone(), sink, WorkerConfig::default());
+    let verdicts = worker
+        .process(&[delivery(&e, 1), delivery(&e, 1)])
+        .await
+        .expect("process");
+    assert_eq!(verdicts, vec![Verdict::Ack, Verdict::Ack]);
+    assert_eq!(warehouse_rows(warehouse.path()), 1);
+
+    // A restarted process rebuilds the warehouse's index from its files.
+    let reopened = Arc::new(LocalFileSink::open(warehouse.path()).await.expect("sink"));
+    let rows = [WarehouseRow::new(&e, fluxgate::now())];
+    reopened.write_rows(&rows).await.expect("write");
+    assert_eq!(warehouse_rows(warehouse.path()), 1);
+}
