@@ -1,0 +1,290 @@
+//! Ingest throughput: fluxgate's HTTP API (validation, idempotency, event + outbox row in one
+//! transaction) beside a raw baseline that writes the same rows with plain INSERTs, in the
+//! same process, on the same database server, at the same concurrency.
+//!
+//!   scripts/bench.sh                       # PostgreSQL and MariaDB
+//!   FLUXGATE_BENCH_DATABASES=postgres scripts/bench.sh
+//!   FLUXGATE_BENCH_SCALE=4 scripts/bench.sh   # four times the events
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use fluxgate::config::Limits;
+use fluxgate::event::Event;
+use fluxgate_tests::{DbKind, TestDb, event_with_payload};
+use serde_json::{Map, Value, json};
+use sqlx::types::Json;
+use sqlx::{Database, Encode, Executor, IntoArguments, Pool, QueryBuilder, Type};
+
+const CONCURRENCY: usize = 32;
+const BATCH_SIZE: usize = 500;
+
+#[derive(Clone, Copy)]
+enum Workload {
+    Single,
+    Batch,
+}
+
+impl Workload {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Single => "single event per request",
+            Self::Batch => "batch of 500 per request",
+        }
+    }
+
+    /// Requests each of the concurrent clients sends.
+    fn requests_per_client(self, scale: usize) -> usize {
+        match self {
+            Self::Single => 60 * scale,
+            Self::Batch => 2 * scale,
+        }
+    }
+
+    fn events_per_request(self) -> usize {
+        match self {
+            Self::Single => 1,
+            Self::Batch => BATCH_SIZE,
+        }
+    }
+}
+
+fn body(workload: Workload, client: usize, request: usize) -> Value {
+    let events: Vec<Value> = (0..workload.events_per_request())
+        .map(|i| {
+            json!({
+                "tenantId": format!("tenant-{}", client % 8),
+                "eventId": format!("c{client}-r{request}-e{i}"),
+                "eventType": "page.viewed",
+                "payload": {"path": "/pricing", "userId": client * 1_000 + i, "ms": 123.4, "tags": ["a", "b"]},
+            })
+        })
+        .collect();
+    match workload {
+        Workload::Single => events.into_iter().next().unwrap_or(Value::Null),
+        Workload::Batch => Value::Array(events),
+    }
+}
+
+/// Events/s through the real router served on a loopback port.
+async fn through_fluxgate(kind: DbKind, workload: Workload, scale: usize) -> f64 {
+    let db = TestDb::of(kind).await;
+    let app = fluxgate_ingest::service(db.store.clone(), Limits::default());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let address = listener.local_addr().expect("addr");
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+    let path = match workload {
+        Workload::Single => "/v1/events",
+        Workload::Batch => "/v1/events/batch",
+    };
+    let url = format!("http://{address}{path}");
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(CONCURRENCY)
+        .build()
+        .expect("client");
+    let requests = workload.requests_per_client(scale);
+    // Bodies are made before the clock starts: only ingest is timed.
+    let bodies: Vec<Vec<String>> = (0..CONCURRENCY)
+        .map(|c| {
+            (0..requests)
+                .map(|r| body(workload, c, r).to_string())
+                .collect()
+        })
+        .collect();
+    let started = Instant::now();
+    let tasks: Vec<_> = bodies
+        .into_iter()
+        .map(|bodies| {
+            let client = client.clone();
+            let url = url.clone();
+            tokio::spawn(async move {
+                for body in bodies {
+                    let response = client
+                        .post(&url)
+                        .header("content-type", "application/json")
+                        .body(body)
+                        .send()
+                        .await
+                        .expect("send");
+                    assert!(
+                        response.status().is_success(),
+                        "{}",
+                        response.text().await.unwrap_or_default()
+                    );
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.expect("client task");
+    }
+    let elapsed = started.elapsed();
+    server.abort();
+    db.cleanup().await;
+    rate(
+        CONCURRENCY * requests * workload.events_per_request(),
+        elapsed,
+    )
+}
+
+/// Events/s for the same rows written with plain INSERTs: one transaction per request, the
+/// event rows and their outbox rows, multi-row for batches. No HTTP, no validation, no
+/// idempotency check.
+async fn raw_baseline(kind: DbKind, workload: Workload, scale: usize) -> f64 {
+    let db = TestDb::of(kind).await;
+    let requests = workload.requests_per_client(scale);
+    let batches: Vec<Vec<Vec<Event>>> = (0..CONCURRENCY)
+        .map(|c| {
+            (0..requests)
+                .map(|r| match body(workload, c, r) {
+                    Value::Array(items) => items.into_iter().map(to_event).collect(),
+                    single => vec![to_event(single)],
+                })
+                .collect()
+        })
+        .collect();
+    let elapsed = match kind {
+        DbKind::Postgres => {
+            let pool = sqlx::postgres::PgPoolOptions::new()
+                .max_connections(CONCURRENCY as u32)
+                .connect(&db.url)
+                .await
+                .expect("connect");
+            run_raw(&pool, batches).await
+        }
+        DbKind::MariaDb => {
+            let pool = sqlx::mysql::MySqlPoolOptions::new()
+                .max_connections(CONCURRENCY as u32)
+                .connect(&db.url)
+                .await
+                .expect("connect");
+            run_raw(&pool, batches).await
+        }
+        DbKind::Sqlite => {
+            let pool = sqlx::sqlite::SqlitePoolOptions::new()
+                .max_connections(1)
+                .connect(&db.url)
+                .await
+                .expect("connect");
+            run_raw(&pool, batches).await
+        }
+    };
+    db.cleanup().await;
+    rate(
+        CONCURRENCY * requests * workload.events_per_request(),
+        elapsed,
+    )
+}
+
+fn to_event(value: Value) -> Event {
+    let tenant = value["tenantId"].as_str().unwrap_or_default().to_owned();
+    let id = value["eventId"].as_str().unwrap_or_default().to_owned();
+    event_with_payload(&tenant, &id, value["payload"].clone())
+}
+
+async fn run_raw<DB>(pool: &Pool<DB>, batches: Vec<Vec<Vec<Event>>>) -> Duration
+where
+    DB: Database,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    DB::Arguments: IntoArguments<DB>,
+    String: for<'t> Encode<'t, DB> + Type<DB>,
+    Option<String>: for<'t> Encode<'t, DB> + Type<DB>,
+    DateTime<Utc>: for<'t> Encode<'t, DB> + Type<DB>,
+    Json<Map<String, Value>>: for<'t> Encode<'t, DB> + Type<DB>,
+{
+    let pool = Arc::new(pool.clone());
+    let started = Instant::now();
+    let tasks: Vec<_> = batches
+        .into_iter()
+        .map(|client| {
+            let pool = pool.clone();
+            tokio::spawn(async move {
+                for events in client {
+                    let mut tx = pool.begin().await.expect("begin");
+                    let mut insert = QueryBuilder::<DB>::new(
+                        "INSERT INTO events (tenant_id, event_id, event_type, event_ts, received_at, source, \
+                         payload, payload_sha256, correlation_id) ",
+                    );
+                    insert.push_values(&events, |mut row, e| {
+                        row.push_bind(e.tenant_id.clone())
+                            .push_bind(e.event_id.clone())
+                            .push_bind(e.event_type.clone())
+                            .push_bind(e.event_ts)
+                            .push_bind(e.received_at)
+                            .push_bind(e.source.clone())
+                            .push_bind(Json(e.payload.clone()))
+                            .push_bind(e.payload_sha256.clone())
+                            .push_bind(e.correlation_id.clone());
+                    });
+                    insert.build().execute(&mut *tx).await.expect("insert events");
+                    let mut outbox = QueryBuilder::<DB>::new(
+                        "INSERT INTO outbox (tenant_id, event_id, status, attempts, next_attempt_at, created_at, updated_at) ",
+                    );
+                    outbox.push_values(&events, |mut row, e| {
+                        row.push_bind(e.tenant_id.clone())
+                            .push_bind(e.event_id.clone())
+                            .push("'PENDING'")
+                            .push("0")
+                            .push_bind(e.received_at)
+                            .push_bind(e.received_at)
+                            .push_bind(e.received_at);
+                    });
+                    outbox.build().execute(&mut *tx).await.expect("insert outbox");
+                    tx.commit().await.expect("commit");
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.expect("raw task");
+    }
+    started.elapsed()
+}
+
+fn rate(events: usize, elapsed: Duration) -> f64 {
+    events as f64 / elapsed.as_secs_f64()
+}
+
+fn databases() -> Vec<DbKind> {
+    let chosen =
+        std::env::var("FLUXGATE_BENCH_DATABASES").unwrap_or_else(|_| "postgres,mariadb".into());
+    chosen
+        .split(',')
+        .map(|name| match name.trim() {
+            "postgres" => DbKind::Postgres,
+            "mariadb" | "mysql" => DbKind::MariaDb,
+            "sqlite" => DbKind::Sqlite,
+            other => panic!("FLUXGATE_BENCH_DATABASES: unknown database {other:?}"),
+        })
+        .collect()
+}
+
+fn main() {
+    let scale: usize = std::env::var("FLUXGATE_BENCH_SCALE")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1)
+        .max(1);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    println!("\nIngest throughput, {CONCURRENCY} concurrent clients, scale {scale}\n");
+    println!("| database | workload | fluxgate events/s | raw INSERT events/s | fluxgate / raw |");
+    println!("|---|---|---:|---:|---:|");
+    for kind in databases() {
+        for workload in [Workload::Single, Workload::Batch] {
+            // The baseline runs first on a fresh database of its own; then fluxgate on another.
+            let raw = runtime.block_on(raw_baseline(kind, workload, scale));
+            let ours = runtime.block_on(through_fluxgate(kind, workload, scale));
+            println!(
+                "| {kind} | {} | {ours:.0} | {raw:.0} | {:.2} |",
+                workload.name(),
+                ours / raw
+            );
+        }
+    }
+}
