@@ -40,6 +40,12 @@ pub enum Error {
     Conflict { tenant_id: String, event_id: String },
     #[error("{0} not found")]
     NotFound(String),
+    /// No credential, or one that is unknown or revoked.
+    #[error("unauthorized: {0}")]
+    Unauthorized(String),
+    /// A valid credential that may not do this.
+    #[error("forbidden: {0}")]
+    Forbidden(String),
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
     #[error("database migration: {0}")]
@@ -71,6 +77,8 @@ impl Error {
             Self::UnsupportedMedia { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Conflict { .. } => StatusCode::CONFLICT,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Self::Forbidden(_) => StatusCode::FORBIDDEN,
             // The caller may retry: nothing was written, and the dependency may come back.
             Self::Database(_) | Self::Queue(_) | Self::Sink(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Migration(_) | Self::Config(_) | Self::Io(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -88,6 +96,8 @@ impl Error {
                 "The event id is taken by a different payload",
             ),
             Self::NotFound(_) => ("not-found", "Not found"),
+            Self::Unauthorized(_) => ("unauthorized", "Authentication required"),
+            Self::Forbidden(_) => ("forbidden", "Not allowed"),
             Self::Database(_) | Self::Queue(_) | Self::Sink(_) => {
                 ("dependency-unavailable", "A dependency is unavailable")
             }

@@ -315,7 +315,7 @@ mod tests {
     }
 
     fn validate(value: Value) -> Result<Event, FieldError> {
-        input(value).validate(&TenantScope::FromBody, &limits(), now(), None)
+        input(value).validate(&TenantScope::Open, &limits(), now(), None)
     }
 
     #[test]
@@ -421,7 +421,7 @@ mod tests {
         };
         let err =
             input(json!({"tenantId": "t", "eventType": "c", "payload": {"k": "x".repeat(40)}}))
-                .validate(&TenantScope::FromBody, &limits, now(), None)
+                .validate(&TenantScope::Open, &limits, now(), None)
                 .expect_err("too big");
         assert_eq!(err.field, "payload");
     }

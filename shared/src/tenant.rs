@@ -1,7 +1,7 @@
-//! Which tenant a request acts for, resolved in one place.
+//! Who a request acts for, resolved in one place: the [`TenantScope`] extractor.
 //!
-//! Today the body names the tenant. API-key authentication replaces [`TenantScope::FromBody`]
-//! with a scope bound to the key's tenant, without touching the handlers.
+//! Handlers never look at credentials; they ask the scope. Authentication (API keys, admin
+//! keys, platform IAM) decides which scope a request gets.
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
@@ -10,33 +10,55 @@ use crate::error::{Error, FieldError};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TenantScope {
-    /// No credential binds the tenant: the request must name it.
-    FromBody,
-    /// The caller is bound to this tenant; a body that names another is refused.
+    /// Authentication is off (local development): the body names the tenant, and every
+    /// endpoint is open.
+    Open,
+    /// A tenant's key: that tenant's events only; a body that names another is refused.
     Tenant(String),
+    /// An admin key or the platform's IAM: any tenant, and the admin endpoints.
+    Admin,
 }
 
 impl TenantScope {
     /// The tenant an event belongs to, given the `tenantId` its body carries (if any).
     pub fn resolve(&self, body_tenant: Option<&str>) -> Result<String, FieldError> {
         match (self, body_tenant) {
-            (Self::FromBody, Some(tenant)) => Ok(tenant.to_owned()),
-            (Self::FromBody, None) => Err(FieldError::new("tenantId", "is required")),
+            (Self::Open | Self::Admin, Some(tenant)) => Ok(tenant.to_owned()),
+            (Self::Open | Self::Admin, None) => Err(FieldError::new("tenantId", "is required")),
             (Self::Tenant(bound), None) => Ok(bound.clone()),
             (Self::Tenant(bound), Some(tenant)) if tenant == bound => Ok(bound.clone()),
             (Self::Tenant(_), Some(_)) => Err(FieldError::new(
                 "tenantId",
-                "does not match the tenant of the credential",
+                "does not match the tenant of the API key",
             )),
         }
     }
 
-    /// Whether this caller may see resources of `tenant` (used for path tenants, where a
-    /// mismatch answers 404 so tenants cannot probe each other).
+    /// Whether this caller may see resources of `tenant`. Where it may not, answer 404 as for
+    /// a missing resource, so tenants cannot probe each other.
     pub fn may_read(&self, tenant: &str) -> bool {
         match self {
-            Self::FromBody => true,
+            Self::Open | Self::Admin => true,
             Self::Tenant(bound) => bound == tenant,
+        }
+    }
+
+    /// For read endpoints that filter by an optional `tenantId`: a tenant key is held to its
+    /// own tenant (naming another is a 404), admins may name any tenant or none.
+    pub fn tenant_filter(&self, requested: Option<&str>) -> Result<Option<String>, Error> {
+        match (self, requested) {
+            (Self::Open | Self::Admin, requested) => Ok(requested.map(str::to_owned)),
+            (Self::Tenant(bound), None) => Ok(Some(bound.clone())),
+            (Self::Tenant(bound), Some(tenant)) if tenant == bound => Ok(Some(bound.clone())),
+            (Self::Tenant(_), Some(tenant)) => Err(Error::NotFound(format!("tenant {tenant}"))),
+        }
+    }
+
+    /// Admin-only endpoints (replay, dead-letter redrive, metrics across tenants).
+    pub fn require_admin(&self) -> Result<(), Error> {
+        match self {
+            Self::Open | Self::Admin => Ok(()),
+            Self::Tenant(_) => Err(Error::Forbidden("this endpoint needs an admin key".into())),
         }
     }
 }
@@ -45,6 +67,41 @@ impl<S: Send + Sync> FromRequestParts<S> for TenantScope {
     type Rejection = Error;
 
     async fn from_request_parts(_parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        Ok(Self::FromBody)
+        Ok(Self::Open)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_tenant_key_is_held_to_its_tenant() {
+        let scope = TenantScope::Tenant("acme".into());
+        assert_eq!(scope.resolve(None).expect("own tenant"), "acme");
+        assert_eq!(scope.resolve(Some("acme")).expect("own tenant"), "acme");
+        assert_eq!(
+            scope
+                .resolve(Some("other"))
+                .expect_err("other tenant")
+                .field,
+            "tenantId"
+        );
+        assert!(!scope.may_read("other"));
+        assert!(matches!(
+            scope.tenant_filter(Some("other")),
+            Err(Error::NotFound(_))
+        ));
+        assert_eq!(scope.tenant_filter(None).expect("own"), Some("acme".into()));
+        assert!(matches!(scope.require_admin(), Err(Error::Forbidden(_))));
+    }
+
+    #[test]
+    fn admins_may_act_for_any_tenant_but_must_name_it_on_ingest() {
+        let scope = TenantScope::Admin;
+        assert_eq!(scope.resolve(Some("acme")).expect("named"), "acme");
+        assert!(scope.resolve(None).is_err());
+        assert_eq!(scope.tenant_filter(None).expect("all"), None);
+        assert!(scope.require_admin().is_ok());
     }
 }

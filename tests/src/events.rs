@@ -93,7 +93,7 @@ mod tests {
         .expect("input parses");
         let validated = input
             .validate(
-                &TenantScope::FromBody,
+                &TenantScope::Open,
                 &Limits::default(),
                 built.received_at,
                 None,
