@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use fluxgate::config::Limits;
 use fluxgate::event::Event;
-use fluxgate_tests::{DbKind, TestDb, event_with_payload};
+use fluxgate_tests::{DbKind, TestDb, database_config, event_with_payload};
 use serde_json::{Map, Value, json};
 use sqlx::types::Json;
 use sqlx::{Database, Encode, Executor, IntoArguments, Pool, QueryBuilder, Type};
@@ -70,7 +70,13 @@ fn body(workload: Workload, client: usize, request: usize) -> Value {
 /// Events/s through the real router served on a loopback port.
 async fn through_fluxgate(kind: DbKind, workload: Workload, scale: usize) -> f64 {
     let db = TestDb::of(kind).await;
-    let app = fluxgate_ingest::service(db.store.clone(), Limits::default());
+    // The same pool size as the baseline gets, so both sides wait on the database alike.
+    let mut config = database_config(&db.url);
+    config.db_max_connections = CONCURRENCY as u32;
+    let store = fluxgate::store::connect(&db.url, &config)
+        .await
+        .expect("connect");
+    let app = fluxgate_ingest::service(store, Limits::default());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
