@@ -26,6 +26,8 @@ export FLUXGATE_SCRIPT_START=$SECONDS
 . scripts/lib/common.sh
 # shellcheck source=scripts/lib/databases.sh
 . scripts/lib/databases.sh
+# shellcheck source=scripts/lib/python.sh
+. scripts/lib/python.sh
 
 FLUXGATE_CACHE_DIR=${FLUXGATE_CACHE_DIR:-$HOME/.cache/fluxgate}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$FLUXGATE_CACHE_DIR/target}
@@ -51,17 +53,20 @@ step() {
 }
 
 # ---------------------------------------------------------------------------------------------
-# HOOK: Python-side test services — not implemented yet.
-# Planned: a virtualenv at $FLUXGATE_CACHE_DIR/venv-<sha256 of the pinned requirements file>
-# (reused when the hash matches, rebuilt otherwise) with moto[server], bqemulator (+ duckdb,
-# numpy, and the launcher that stubs DuckDB's `INSTALL spatial`), cfn-lint and cargo-lambda.
-# Start moto_server and bqemulator on free loopback ports, append their PIDs to
-# BACKGROUND_PIDS, wait until they answer, and export what the tests read (AWS_ENDPOINT_URL,
-# AWS_REGION, AWS_ACCESS_KEY_ID/SECRET, the BigQuery REST base URL, ...). A service that fails
-# to start must fail this script: tests never skip quietly.
+# Python-side test services (scripts/lib/python.sh): ONE virtualenv of pinned tools
+# (scripts/requirements-test.txt: moto[server], bqemulator + duckdb + numpy, cfn-lint,
+# cargo-lambda) at $FLUXGATE_CACHE_DIR/venv, reused while the file's sha256 matches; its bin/ is
+# put on PATH. Services are reused when their port already answers, otherwise started here,
+# their PIDs appended to BACKGROUND_PIDS (stopped at exit) and waited for. A service that fails
+# to start fails this script: tests never skip quietly.
+#   moto_server (SQS, Secrets Manager)  -> FLUXGATE_TEST_MOTO_URL (default http://127.0.0.1:4566)
+#   bqemulator: start_bqemulator from scripts/lib/bqemulator.sh (the bigquery branch adds it
+#   below, with start_background_service / wait_for_service from python.sh).
 # ---------------------------------------------------------------------------------------------
 ensure_python_services() {
-  :
+  step "Python tools and services"
+  ensure_venv
+  start_moto
 }
 
 run_tests() {
