@@ -54,6 +54,10 @@ pub struct DatabaseConfig {
     /// Where events and the outbox live: `postgres://…`, `mysql://…` or `sqlite://path`.
     #[arg(long, env = "DATABASE_URL")]
     pub database_url: Option<String>,
+    /// An AWS Secrets Manager secret (name or ARN) holding the database URL, or an RDS-style
+    /// JSON secret (username, password, host, port, dbname, engine); wins over DATABASE_URL.
+    #[arg(long, env = "FLUXGATE_DATABASE_SECRET_ID")]
+    pub database_secret_id: Option<String>,
     /// Largest connection pool of one process.
     #[arg(long, env = "FLUXGATE_DB_MAX_CONNECTIONS", default_value_t = 10)]
     pub db_max_connections: u32,
@@ -74,7 +78,10 @@ pub struct DatabaseConfig {
 impl DatabaseConfig {
     pub fn required_url(&self) -> Result<&str> {
         self.database_url.as_deref().ok_or_else(|| {
-            Error::Config("DATABASE_URL is required (postgres://, mysql:// or sqlite://)".into())
+            Error::Config(
+                "DATABASE_URL (postgres://, mysql:// or sqlite://) or FLUXGATE_DATABASE_SECRET_ID is required"
+                    .into(),
+            )
         })
     }
 }
@@ -175,6 +182,9 @@ impl Default for WorkerConfig {
 pub enum QueueKind {
     /// In-process; only meaningful where the worker runs in the same process (fluxgate-local).
     Memory,
+    /// Amazon SQS (a standard queue): `FLUXGATE_SQS_QUEUE_URL`; region, credentials and an
+    /// endpoint override (`AWS_ENDPOINT_URL`) come from the AWS SDK's usual environment.
+    Sqs,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -182,6 +192,10 @@ pub struct QueueConfig {
     /// The queue between the drain and the worker.
     #[arg(long, env = "FLUXGATE_QUEUE", value_enum, default_value = "memory")]
     pub queue: QueueKind,
+    /// The SQS queue's URL (`FLUXGATE_QUEUE=sqs`), e.g.
+    /// `https://sqs.eu-west-1.amazonaws.com/123456789012/fluxgate-events`.
+    #[arg(long, env = "FLUXGATE_SQS_QUEUE_URL")]
+    pub sqs_queue_url: Option<String>,
 }
 
 #[derive(Debug, Clone, Args)]

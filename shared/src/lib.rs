@@ -11,6 +11,7 @@ pub mod event;
 pub mod http;
 pub mod queue;
 pub mod runtime;
+pub mod secrets;
 pub mod sink;
 pub mod store;
 pub mod telemetry;

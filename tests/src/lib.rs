@@ -6,9 +6,13 @@
 //! - [`event`], [`event_with_payload`], [`event_at`]: valid events with a correct canonical
 //!   payload hash, and small helpers for keys and claims.
 //!
+//! - [`aws`]: AWS SDK clients on the moto server (`FLUXGATE_TEST_MOTO_URL`), a queue or a
+//!   secret of its own per test.
+//!
 //! A database server that cannot be reached makes the test panic with the URL it tried and the
 //! command that starts the server: a test that needs a service never skips quietly.
 
+pub mod aws;
 mod db;
 mod events;
 

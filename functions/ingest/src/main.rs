@@ -2,7 +2,7 @@
 
 use clap::Parser;
 use fluxgate::config::{DatabaseConfig, Limits, ServerConfig};
-use fluxgate::{runtime, store, telemetry};
+use fluxgate::{runtime, secrets, store, telemetry};
 
 #[derive(Parser)]
 #[command(name = "fluxgate-ingest", about = "Takes events in over HTTP", version)]
@@ -19,7 +19,8 @@ struct Config {
 async fn main() -> Result<(), fluxgate::Error> {
     telemetry::init();
     let config = Config::parse();
-    let store = store::connect(config.database.required_url()?, &config.database).await?;
+    let database_url = secrets::database_url(&config.database).await?;
+    let store = store::connect(database_url.expose(), &config.database).await?;
     let app = fluxgate_ingest::service(store, config.limits);
     runtime::serve(app, config.server.port).await
 }

@@ -4,8 +4,8 @@ use std::sync::Arc;
 
 use clap::Parser;
 use fluxgate::config::{DatabaseConfig, DrainConfig, QueueConfig, QueueKind, ServerConfig};
-use fluxgate::queue::Queue;
-use fluxgate::{Error, runtime, store, telemetry};
+use fluxgate::queue::{self, Queue};
+use fluxgate::{Error, runtime, secrets, store, telemetry};
 use fluxgate_outbox_drain::Drain;
 
 #[derive(Parser)]
@@ -29,14 +29,15 @@ struct Config {
 async fn main() -> Result<(), Error> {
     telemetry::init();
     let config = Config::parse();
-    let queue = queue_for(config.queue.queue)?;
-    let store = store::connect(config.database.required_url()?, &config.database).await?;
+    let queue = queue_for(&config.queue).await?;
+    let database_url = secrets::database_url(&config.database).await?;
+    let store = store::connect(database_url.expose(), &config.database).await?;
     let drain = Drain::new(store, queue, config.drain);
     runtime::serve(fluxgate_outbox_drain::service(drain), config.server.port).await
 }
 
-fn queue_for(kind: QueueKind) -> Result<Arc<dyn Queue>, Error> {
-    match kind {
+async fn queue_for(config: &QueueConfig) -> Result<Arc<dyn Queue>, Error> {
+    match config.queue {
         // Publishing into this process's memory would strand every row as PUBLISHED with no
         // worker to take it; refuse rather than pretend.
         QueueKind::Memory => Err(Error::Config(
@@ -44,5 +45,6 @@ fn queue_for(kind: QueueKind) -> Result<Arc<dyn Queue>, Error> {
              a stand-alone drain needs a managed queue"
                 .into(),
         )),
+        _ => queue::connect(config).await,
     }
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use clap::Parser;
 use fluxgate::config::{DatabaseConfig, ServerConfig, WorkerConfig};
 use fluxgate::sink::LocalFileSink;
-use fluxgate::{runtime, store, telemetry};
+use fluxgate::{runtime, secrets, store, telemetry};
 use fluxgate_worker::Worker;
 
 #[derive(Parser)]
@@ -35,7 +35,8 @@ struct Config {
 async fn main() -> Result<(), fluxgate::Error> {
     telemetry::init();
     let config = Config::parse();
-    let store = store::connect(config.database.required_url()?, &config.database).await?;
+    let database_url = secrets::database_url(&config.database).await?;
+    let store = store::connect(database_url.expose(), &config.database).await?;
     let sink = Arc::new(LocalFileSink::open(&config.warehouse_dir).await?);
     let worker = Worker::new(store, sink, config.worker);
     runtime::serve(fluxgate_worker::service(worker), config.server.port).await

@@ -2,14 +2,39 @@
 //! publishing side (one file per queue), and the message format every queue carries.
 
 mod in_memory;
+mod sqs;
+
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use crate::error::Result;
+use crate::config::{QueueConfig, QueueKind};
+use crate::error::{Error, Result};
 use crate::event::{Event, EventKey};
 
 pub use in_memory::{Delivery, InMemoryQueue, InMemoryQueueConfig};
+pub use sqs::{MAX_ENTRIES_PER_REQUEST, MAX_REQUEST_BYTES, SqsQueue};
+
+/// Builds the queue the config names, once per process (cold start): the SQS client is made
+/// here from the AWS SDK's standard configuration and reused by every publish.
+pub async fn connect(config: &QueueConfig) -> Result<Arc<dyn Queue>> {
+    match config.queue {
+        QueueKind::Memory => Ok(Arc::new(InMemoryQueue::new(InMemoryQueueConfig::default()))),
+        QueueKind::Sqs => {
+            let url = config
+                .sqs_queue_url
+                .as_deref()
+                .map(str::trim)
+                .filter(|url| !url.is_empty())
+                .ok_or_else(|| {
+                    Error::Config("FLUXGATE_QUEUE=sqs needs FLUXGATE_SQS_QUEUE_URL".into())
+                })?;
+            tracing::info!(queue_url = url, "publishing to SQS");
+            Ok(Arc::new(SqsQueue::from_env(url).await))
+        }
+    }
+}
 
 /// One event on its way through a queue. The body is the whole event as JSON, so the worker
 /// needs nothing else; the attributes let queue-side filters and people read it.
@@ -33,8 +58,7 @@ impl QueueMessage {
     pub fn from_event(event: &Event) -> Result<Self> {
         Ok(Self {
             key: event.key(),
-            body: serde_json::to_vec(event)
-                .map_err(|e| crate::error::Error::Queue(e.to_string()))?,
+            body: serde_json::to_vec(event).map_err(|e| Error::Queue(e.to_string()))?,
             attributes: MessageAttributes {
                 tenant_id: event.tenant_id.clone(),
                 event_type: event.event_type.clone(),

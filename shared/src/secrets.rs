@@ -1,0 +1,325 @@
+//! Secrets from AWS Secrets Manager: the database URL (`FLUXGATE_DATABASE_SECRET_ID`) and any
+//! other secret string a function needs at start-up (the BigQuery service-account key).
+//!
+//! A secret is fetched once per cold start, by the function's `main`, and kept in a
+//! [`SecretString`], whose `Debug` and `Display` never show the value. Logs and errors name the
+//! secret's id, never its content.
+
+use std::fmt;
+
+use aws_sdk_secretsmanager::Client;
+use aws_sdk_secretsmanager::error::{DisplayErrorContext, SdkError};
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+use serde_json::{Map, Value};
+
+use crate::config::DatabaseConfig;
+use crate::error::{Error, Result};
+
+/// A secret value. Read it with [`SecretString::expose`] where it is used, and nowhere else.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SecretString(String);
+
+impl SecretString {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for SecretString {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SecretString(***)")
+    }
+}
+
+impl fmt::Display for SecretString {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// A Secrets Manager client. Build one per cold start and fetch what the process needs.
+#[derive(Clone, Debug)]
+pub struct SecretsManager {
+    client: Client,
+}
+
+impl SecretsManager {
+    /// A client on the caller's SDK configuration (tests give one pointed at moto).
+    pub fn new(sdk: &aws_config::SdkConfig) -> Self {
+        Self {
+            client: Client::new(sdk),
+        }
+    }
+
+    /// A client from the SDK's standard configuration: region, credentials and
+    /// `AWS_ENDPOINT_URL` from the environment.
+    pub async fn from_env() -> Self {
+        let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+        Self::new(&sdk)
+    }
+
+    /// The current string value of the secret `secret_id` (a name or an ARN).
+    pub async fn secret_string(&self, secret_id: &str) -> Result<SecretString> {
+        let output = self
+            .client
+            .get_secret_value()
+            .secret_id(secret_id)
+            .send()
+            .await
+            .map_err(|err| {
+                let not_found = matches!(
+                    &err,
+                    SdkError::ServiceError(service) if service.err().is_resource_not_found_exception()
+                );
+                if not_found {
+                    Error::Config(format!(
+                        "secret {secret_id:?} does not exist in Secrets Manager (or this role may not read it)"
+                    ))
+                } else {
+                    Error::Config(format!(
+                        "reading secret {secret_id:?} from Secrets Manager: {}",
+                        DisplayErrorContext(&err)
+                    ))
+                }
+            })?;
+        match output.secret_string {
+            Some(value) => {
+                tracing::info!(secret_id, "read secret from Secrets Manager");
+                Ok(SecretString(value))
+            }
+            None => Err(Error::Config(format!(
+                "secret {secret_id:?} holds binary data; fluxgate reads secret strings"
+            ))),
+        }
+    }
+
+    /// The database URL the secret `secret_id` holds: the URL itself, or an RDS-style JSON
+    /// object (see [`database_url_from_secret`]).
+    pub async fn database_url(&self, secret_id: &str) -> Result<SecretString> {
+        let value = self.secret_string(secret_id).await?;
+        database_url_from_secret(secret_id, &value)
+    }
+}
+
+/// One secret string, fetched with a client from the SDK's standard configuration. For a
+/// setting such as `FLUXGATE_BIGQUERY_CREDENTIALS_SECRET_ID`, read once at start-up.
+pub async fn fetch_secret_string(secret_id: &str) -> Result<SecretString> {
+    SecretsManager::from_env()
+        .await
+        .secret_string(secret_id)
+        .await
+}
+
+/// The database URL a function connects with: from the secret `FLUXGATE_DATABASE_SECRET_ID`
+/// when it is set (it wins over `DATABASE_URL`), else `DATABASE_URL`. The functions' `main`s
+/// call this once.
+pub async fn database_url(config: &DatabaseConfig) -> Result<SecretString> {
+    match secret_id(config) {
+        Some(id) => SecretsManager::from_env().await.database_url(id).await,
+        None => Ok(SecretString::new(config.required_url()?)),
+    }
+}
+
+/// [`database_url`] with the caller's client.
+pub async fn database_url_with(
+    secrets: &SecretsManager,
+    config: &DatabaseConfig,
+) -> Result<SecretString> {
+    match secret_id(config) {
+        Some(id) => secrets.database_url(id).await,
+        None => Ok(SecretString::new(config.required_url()?)),
+    }
+}
+
+fn secret_id(config: &DatabaseConfig) -> Option<&str> {
+    config
+        .database_secret_id
+        .as_deref()
+        .map(str::trim)
+        .filter(|id| !id.is_empty())
+}
+
+/// Characters kept as they are in the user, password and database name of a URL: the
+/// unreserved ones of RFC 3986. Everything else (`@`, `:`, `/`, `%`, `#`, `?`, spaces, …) is
+/// percent-encoded, so any password survives the trip through the URL.
+const URL_COMPONENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// Reads a database secret: either a URL (`postgres://…`, `mysql://…`, `mariadb://…`,
+/// `sqlite:…`), or the JSON object RDS and its rotation functions keep:
+/// `{"username", "password", "host", "port"?, "dbname"?, "engine"?}`.
+///
+/// `engine` picks the scheme: `postgres` (the default; also `postgresql`,
+/// `aurora-postgresql`), `mysql` (also `aurora-mysql`, `aurora`) or `mariadb`. `port`
+/// defaults to the engine's (5432 or 3306) and may be a number or a string. Without `dbname`
+/// the URL has no database and the driver's default applies. Errors name the secret and the
+/// field, never a value.
+pub fn database_url_from_secret(secret_id: &str, value: &SecretString) -> Result<SecretString> {
+    let text = value.expose().trim();
+    if !text.starts_with('{') {
+        if text.contains("://") || text.starts_with("sqlite:") {
+            return Ok(SecretString::new(text));
+        }
+        return Err(Error::Config(format!(
+            "secret {secret_id:?} is neither a database URL nor an RDS-style JSON object"
+        )));
+    }
+    let fields: Map<String, Value> = serde_json::from_str(text).map_err(|e| {
+        // serde_json's syntax errors give a position, not the text around it.
+        Error::Config(format!(
+            "secret {secret_id:?} is not a valid JSON object (line {}, column {})",
+            e.line(),
+            e.column()
+        ))
+    })?;
+    let field = |name: &str| -> Result<Option<String>> {
+        match fields.get(name) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) if s.is_empty() => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s.clone())),
+            Some(Value::Number(n)) if name == "port" => Ok(Some(n.to_string())),
+            Some(_) => Err(Error::Config(format!(
+                "secret {secret_id:?}: field {name:?} must be a string"
+            ))),
+        }
+    };
+    let required = |name: &str| -> Result<String> {
+        field(name)?.ok_or_else(|| {
+            Error::Config(format!(
+                "secret {secret_id:?} has no {name:?} (an RDS-style secret needs username, password and host)"
+            ))
+        })
+    };
+    let username = required("username")?;
+    let password = required("password")?;
+    let host = required("host")?;
+    let engine = field("engine")?.unwrap_or_else(|| "postgres".to_owned());
+    let (scheme, default_port) = match engine.to_ascii_lowercase().as_str() {
+        "postgres" | "postgresql" | "aurora-postgresql" => ("postgres", 5432),
+        "mysql" | "aurora-mysql" | "aurora" => ("mysql", 3306),
+        "mariadb" => ("mariadb", 3306),
+        _ => {
+            return Err(Error::Config(format!(
+                "secret {secret_id:?}: engine {engine:?} is not supported (postgres, mysql or mariadb)"
+            )));
+        }
+    };
+    let port = match field("port")? {
+        None => default_port,
+        Some(port) => port.trim().parse::<u16>().map_err(|_| {
+            Error::Config(format!(
+                "secret {secret_id:?}: field \"port\" is not a port number"
+            ))
+        })?,
+    };
+    let database = field("dbname")?
+        .map(|name| format!("/{}", utf8_percent_encode(&name, URL_COMPONENT)))
+        .unwrap_or_default();
+    // An IPv6 address goes in brackets in a URL.
+    let host = if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]")
+    } else {
+        host
+    };
+    Ok(SecretString::new(format!(
+        "{scheme}://{}:{}@{host}:{port}{database}",
+        utf8_percent_encode(&username, URL_COMPONENT),
+        utf8_percent_encode(&password, URL_COMPONENT),
+    )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn url(json: &str) -> Result<String> {
+        database_url_from_secret("db", &SecretString::new(json)).map(|s| s.expose().to_owned())
+    }
+
+    #[test]
+    fn a_secret_never_shows_its_value() {
+        let secret = SecretString::new("postgres://u:hunter2@h/db");
+        assert_eq!(format!("{secret:?}"), "SecretString(***)");
+        assert_eq!(format!("{secret}"), "***");
+        assert_eq!(secret.expose(), "postgres://u:hunter2@h/db");
+    }
+
+    #[test]
+    fn a_plain_url_is_taken_as_it_is() {
+        assert_eq!(
+            url("  postgres://u:p@h:5432/db\n").expect("url"),
+            "postgres://u:p@h:5432/db"
+        );
+        assert_eq!(
+            url("sqlite:///tmp/x.db").expect("url"),
+            "sqlite:///tmp/x.db"
+        );
+        let err = url("hunter2").expect_err("neither").to_string();
+        assert!(err.contains("neither a database URL"), "{err}");
+        assert!(!err.contains("hunter2"), "{err}");
+    }
+
+    #[test]
+    fn an_rds_secret_becomes_a_url_with_encoded_credentials() {
+        let built = url(
+            r#"{"username":"app user","password":"p@ss:w/rd%#?","host":"db.example","port":5433,"dbname":"events","engine":"postgres"}"#,
+        )
+        .expect("url");
+        assert_eq!(
+            built,
+            "postgres://app%20user:p%40ss%3Aw%2Frd%25%23%3F@db.example:5433/events"
+        );
+        assert_eq!(
+            url(r#"{"username":"u","password":"p","host":"h","engine":"mysql","port":"3307"}"#)
+                .expect("url"),
+            "mysql://u:p@h:3307"
+        );
+        assert_eq!(
+            url(r#"{"username":"u","password":"p","host":"h","engine":"mariadb","dbname":"d"}"#)
+                .expect("url"),
+            "mariadb://u:p@h:3306/d"
+        );
+        assert_eq!(
+            url(r#"{"username":"u","password":"p","host":"h"}"#).expect("url"),
+            "postgres://u:p@h:5432",
+            "postgres when the engine is not named"
+        );
+    }
+
+    #[test]
+    fn a_broken_rds_secret_is_named_without_its_values() {
+        let err = url(r#"{"username":"u","host":"h"}"#)
+            .expect_err("no password")
+            .to_string();
+        assert!(err.contains("\"password\""), "{err}");
+        let err = url(r#"{"username":"u","password":12345,"host":"h"}"#)
+            .expect_err("numeric password")
+            .to_string();
+        assert!(
+            err.contains("must be a string") && !err.contains("12345"),
+            "{err}"
+        );
+        let err = url(r#"{"username":"u","password":"p","host":"h","engine":"oracle-ee"}"#)
+            .expect_err("engine")
+            .to_string();
+        assert!(err.contains("not supported"), "{err}");
+        let err = url(r#"{"username":"u","password":"secretpw","host":"h","port":"x"}"#)
+            .expect_err("port")
+            .to_string();
+        assert!(err.contains("port") && !err.contains("secretpw"), "{err}");
+        let err = url(r#"{"username":"u","password":"secretpw""#)
+            .expect_err("json")
+            .to_string();
+        assert!(
+            err.contains("not a valid JSON") && !err.contains("secretpw"),
+            "{err}"
+        );
+    }
+}
