@@ -1,6 +1,8 @@
 //! Row shapes and the SQL that reads the same on every database. Dialect-specific statements
 //! (insert-if-absent, claiming) live in each database's own file.
 
+use std::collections::BTreeMap;
+
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 use sqlx::types::Json;
@@ -175,19 +177,40 @@ impl TryFrom<StoredRow> for StoredEvent {
     }
 }
 
-/// `(tenant_id, event_id) IN ((?, ?), …)`: row values, which all three databases support.
+/// The keys as `((tenant_id = ? AND event_id IN (?, …)) OR …)`, one group per tenant.
+///
+/// Not the row-value form `(tenant_id, event_id) IN ((?, ?), …)`: MariaDB turns a long IN list
+/// (1000 values by default, `in_predicate_conversion_threshold`) into a derived table joined by
+/// a full scan, once per batch. Grouped by tenant, every database range-scans the primary key.
 pub(crate) fn push_keys_in<DB: Database>(qb: &mut QueryBuilder<DB>, keys: &[EventKey])
 where
     String: Bind<DB>,
 {
-    qb.push("(tenant_id, event_id) IN (");
-    let mut list = qb.separated(", ");
+    let mut by_tenant: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
     for key in keys {
-        list.push("(");
-        list.push_bind_unseparated(key.tenant_id.clone());
-        list.push_unseparated(", ");
-        list.push_bind_unseparated(key.event_id.clone());
-        list.push_unseparated(")");
+        by_tenant
+            .entry(&key.tenant_id)
+            .or_default()
+            .push(&key.event_id);
+    }
+    if by_tenant.is_empty() {
+        // An empty key list matches nothing (and `IN ()` is not valid SQL).
+        qb.push("(1 = 0)");
+        return;
+    }
+    qb.push("(");
+    for (i, (tenant, ids)) in by_tenant.into_iter().enumerate() {
+        if i > 0 {
+            qb.push(" OR ");
+        }
+        qb.push("(tenant_id = ")
+            .push_bind(tenant.to_owned())
+            .push(" AND event_id IN (");
+        let mut list = qb.separated(", ");
+        for id in ids {
+            list.push_bind(id.to_owned());
+        }
+        qb.push("))");
     }
     qb.push(")");
 }
