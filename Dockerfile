@@ -1,5 +1,3 @@
-# syntax=docker/dockerfile:1
-#
 # One image per fluxgate function, built by name:
 #
 #   docker build --build-arg FUNCTION=fluxgate-ingest -t fluxgate-ingest .
