@@ -32,6 +32,11 @@ macro_rules! conformance {
                 empty_and_unknown_inputs,
                 large_batches_cross_chunk_boundaries,
             );
+            // Tenants and API keys (`cases/api_keys.rs`).
+            conformance!(@cases $open;
+                tenants_and_keys_round_trip,
+                a_key_is_stored_only_as_its_hash,
+            );
         }
     };
     (@cases $open:path; $($case:ident),+ $(,)?) => {
@@ -50,7 +55,12 @@ conformance!(postgres, TestDb::postgres);
 conformance!(mariadb, TestDb::mariadb);
 conformance!(sqlite, TestDb::sqlite);
 
+#[path = "store_conformance/api_keys.rs"]
+mod api_keys;
+
 mod cases {
+    pub use super::api_keys::*;
+
     use std::collections::{BTreeSet, HashMap};
     use std::sync::Arc;
 

@@ -3,6 +3,7 @@
 //! Every method takes `now` from the caller instead of reading the database clock, so that
 //! the same rules hold on every database and tests can move time without sleeping.
 
+mod api_keys;
 mod batch;
 mod connect;
 mod mysql;
@@ -23,6 +24,7 @@ use serde::Serialize;
 use crate::error::Result;
 use crate::event::{Event, EventKey};
 
+pub use api_keys::{ActiveKey, ApiKeyInfo, ApiKeys, NewApiKey, TenantRecord};
 pub use batch::InsertOutcome;
 pub use connect::connect;
 pub use mysql::{MySql, MySqlClaimMode, MySqlClaimSetting, MySqlStore};
@@ -141,8 +143,11 @@ pub struct DeliveryOutcome {
     pub error: Option<String>,
 }
 
+/// Events and their outbox. Every store also keeps tenants and API keys ([`ApiKeys`], a
+/// supertrait rather than more methods here), so the one pool a function opens serves both,
+/// and `Arc<dyn Store>` upcasts to `Arc<dyn ApiKeys>` for code that needs keys only.
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Store: ApiKeys + Send + Sync + 'static {
     /// `postgres`, `mysql` or `sqlite`.
     fn dialect(&self) -> &'static str;
 

@@ -11,7 +11,8 @@ use sqlx::{Connection, Database, Executor, FromRow, IntoArguments, Pool};
 
 use super::rows::{self, Bind, ClaimedRow, KeyHashRow, KeyStatusRow, RowsAffected, StoredRow};
 use super::{
-    ClaimRequest, ClaimedEvent, DeliveryOutcome, OutboxStatus, PublishRetry, Store, StoredEvent,
+    ApiKeys, ClaimRequest, ClaimedEvent, DeliveryOutcome, OutboxStatus, PublishRetry, Store,
+    StoredEvent,
 };
 use crate::error::Result;
 use crate::event::{Event, EventKey};
@@ -76,6 +77,7 @@ where
     DateTime<Utc>: Bind<D::DB>,
     Json<Map<String, Value>>: Bind<D::DB>,
     Option<Json<Map<String, Value>>>: Bind<D::DB>,
+    SqlStore<D>: ApiKeys,
 {
     fn dialect(&self) -> &'static str {
         self.dialect.name()
