@@ -46,6 +46,10 @@ pub enum Error {
     /// A valid credential that may not do this.
     #[error("forbidden: {0}")]
     Forbidden(String),
+    /// A valid credential that may not act on what a field of the input names (a body's
+    /// `tenantId` that is not the key's tenant): 403, naming the field.
+    #[error("forbidden: {0}")]
+    ForbiddenField(FieldError),
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
     #[error("database migration: {0}")]
@@ -78,7 +82,7 @@ impl Error {
             Self::Conflict { .. } => StatusCode::CONFLICT,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
-            Self::Forbidden(_) => StatusCode::FORBIDDEN,
+            Self::Forbidden(_) | Self::ForbiddenField(_) => StatusCode::FORBIDDEN,
             // The caller may retry: nothing was written, and the dependency may come back.
             Self::Database(_) | Self::Queue(_) | Self::Sink(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Migration(_) | Self::Config(_) | Self::Io(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -97,7 +101,7 @@ impl Error {
             ),
             Self::NotFound(_) => ("not-found", "Not found"),
             Self::Unauthorized(_) => ("unauthorized", "Authentication required"),
-            Self::Forbidden(_) => ("forbidden", "Not allowed"),
+            Self::Forbidden(_) | Self::ForbiddenField(_) => ("forbidden", "Not allowed"),
             Self::Database(_) | Self::Queue(_) | Self::Sink(_) => {
                 ("dependency-unavailable", "A dependency is unavailable")
             }
@@ -118,7 +122,7 @@ impl Error {
 
     pub fn field(&self) -> Option<&str> {
         match self {
-            Self::InvalidField(f) | Self::Malformed(f) => Some(&f.field),
+            Self::InvalidField(f) | Self::Malformed(f) | Self::ForbiddenField(f) => Some(&f.field),
             _ => None,
         }
     }
@@ -126,7 +130,9 @@ impl Error {
     pub fn problem(&self) -> Problem {
         let (slug, title) = self.slug_and_title();
         let detail = match self {
-            Self::InvalidField(f) | Self::Malformed(f) => f.detail.clone(),
+            Self::InvalidField(f) | Self::Malformed(f) | Self::ForbiddenField(f) => {
+                f.detail.clone()
+            }
             other => other.public_detail(),
         };
         Problem {
@@ -166,6 +172,13 @@ impl IntoResponse for Error {
         response
             .headers_mut()
             .insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+        if status == StatusCode::UNAUTHORIZED {
+            // RFC 9110: a 401 names the scheme the client should use.
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"fluxgate\""),
+            );
+        }
         response
     }
 }

@@ -9,7 +9,7 @@ use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
 use crate::config::Limits;
-use crate::error::FieldError;
+use crate::error::{Error, FieldError};
 use crate::tenant::TenantScope;
 
 /// An event as a client sends it. Every field is optional here so that a missing field is
@@ -74,10 +74,24 @@ impl Event {
 
 impl EventInput {
     /// Checks every rule and builds the event. `now` is the receive time; it also anchors the
-    /// timestamp-skew limits.
+    /// timestamp-skew limits. The tenant comes first: a body naming a tenant the caller may
+    /// not write for is refused (403) whatever else is wrong with it; every other rule breaks
+    /// as [`Error::InvalidField`].
     pub fn validate(
         self,
         scope: &TenantScope,
+        limits: &Limits,
+        now: DateTime<Utc>,
+        correlation_id: Option<&str>,
+    ) -> Result<Event, Error> {
+        let tenant_id = scope.resolve(self.tenant_id.as_deref())?;
+        self.validate_for(tenant_id, limits, now, correlation_id)
+            .map_err(Error::InvalidField)
+    }
+
+    fn validate_for(
+        self,
+        tenant_id: String,
         limits: &Limits,
         now: DateTime<Utc>,
         correlation_id: Option<&str>,
@@ -85,7 +99,6 @@ impl EventInput {
         if let Some(name) = self.unknown.keys().min() {
             return Err(FieldError::new(name, "is not a known event field"));
         }
-        let tenant_id = scope.resolve(self.tenant_id.as_deref())?;
         check_tenant_id(&tenant_id, limits)?;
 
         let event_id = match self.event_id {
@@ -176,7 +189,7 @@ impl EventInput {
 
 /// Tenant ids name warehouse partitions and directories, so they are restricted to a safe,
 /// portable alphabet (no path separators, no dot-dot).
-fn check_tenant_id(tenant_id: &str, limits: &Limits) -> Result<(), FieldError> {
+pub fn check_tenant_id(tenant_id: &str, limits: &Limits) -> Result<(), FieldError> {
     let field = "tenantId";
     if tenant_id.is_empty() {
         return Err(FieldError::new(field, "must not be empty"));
@@ -315,7 +328,12 @@ mod tests {
     }
 
     fn validate(value: Value) -> Result<Event, FieldError> {
-        input(value).validate(&TenantScope::Open, &limits(), now(), None)
+        input(value)
+            .validate(&TenantScope::Open, &limits(), now(), None)
+            .map_err(|e| match e {
+                Error::InvalidField(f) => f,
+                other => panic!("only field errors expected, got {other:?}"),
+            })
     }
 
     #[test]
@@ -423,6 +441,6 @@ mod tests {
             input(json!({"tenantId": "t", "eventType": "c", "payload": {"k": "x".repeat(40)}}))
                 .validate(&TenantScope::Open, &limits, now(), None)
                 .expect_err("too big");
-        assert_eq!(err.field, "payload");
+        assert_eq!(err.field(), Some("payload"));
     }
 }

@@ -3,8 +3,10 @@
 //! `event` (the event, its validation and hash), `config` (settings from the environment),
 //! `error` (one error type, rendered as problem+json), `store` (events + outbox on
 //! PostgreSQL / SQLite), `queue` (hand-off to the worker), `sink` (the warehouse),
-//! `tenant` (who a request acts for), `http`, `telemetry` and `runtime` (running a function).
+//! `tenant` (who a request acts for), `auth` (API keys and admin access), `http`,
+//! `telemetry` and `runtime` (running a function).
 
+pub mod auth;
 pub mod config;
 pub mod error;
 pub mod event;

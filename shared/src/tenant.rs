@@ -3,9 +3,10 @@
 //! Handlers never look at credentials; they ask the scope. Authentication (API keys, admin
 //! keys, platform IAM) decides which scope a request gets.
 
-use axum::extract::FromRequestParts;
+use axum::extract::{FromRef, FromRequestParts};
 use axum::http::request::Parts;
 
+use crate::auth::Authenticator;
 use crate::error::{Error, FieldError};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,17 +21,18 @@ pub enum TenantScope {
 }
 
 impl TenantScope {
-    /// The tenant an event belongs to, given the `tenantId` its body carries (if any).
-    pub fn resolve(&self, body_tenant: Option<&str>) -> Result<String, FieldError> {
+    /// The tenant an event belongs to, given the `tenantId` its body carries (if any):
+    /// missing where no key names it is a 422, another tenant than the key's a 403.
+    pub fn resolve(&self, body_tenant: Option<&str>) -> Result<String, Error> {
         match (self, body_tenant) {
             (Self::Open | Self::Admin, Some(tenant)) => Ok(tenant.to_owned()),
-            (Self::Open | Self::Admin, None) => Err(FieldError::new("tenantId", "is required")),
+            (Self::Open | Self::Admin, None) => Err(Error::invalid("tenantId", "is required")),
             (Self::Tenant(bound), None) => Ok(bound.clone()),
             (Self::Tenant(bound), Some(tenant)) if tenant == bound => Ok(bound.clone()),
-            (Self::Tenant(_), Some(_)) => Err(FieldError::new(
+            (Self::Tenant(_), Some(_)) => Err(Error::ForbiddenField(FieldError::new(
                 "tenantId",
                 "does not match the tenant of the API key",
-            )),
+            ))),
         }
     }
 
@@ -63,11 +65,20 @@ impl TenantScope {
     }
 }
 
-impl<S: Send + Sync> FromRequestParts<S> for TenantScope {
+/// The one place requests are authenticated: a handler that takes a `TenantScope` gets the
+/// caller's scope, or the request is answered 401 before the handler runs. The state of a
+/// router must hand out its [`Authenticator`] (`impl FromRef<State> for Authenticator`).
+impl<S> FromRequestParts<S> for TenantScope
+where
+    S: Send + Sync,
+    Authenticator: FromRef<S>,
+{
     type Rejection = Error;
 
-    async fn from_request_parts(_parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        Ok(Self::Open)
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        Authenticator::from_ref(state)
+            .authenticate(&parts.headers)
+            .await
     }
 }
 
@@ -80,13 +91,10 @@ mod tests {
         let scope = TenantScope::Tenant("acme".into());
         assert_eq!(scope.resolve(None).expect("own tenant"), "acme");
         assert_eq!(scope.resolve(Some("acme")).expect("own tenant"), "acme");
-        assert_eq!(
-            scope
-                .resolve(Some("other"))
-                .expect_err("other tenant")
-                .field,
-            "tenantId"
-        );
+        let other = scope.resolve(Some("other")).expect_err("other tenant");
+        assert!(matches!(other, Error::ForbiddenField(_)), "{other:?}");
+        assert_eq!(other.status().as_u16(), 403);
+        assert_eq!(other.field(), Some("tenantId"));
         assert!(!scope.may_read("other"));
         assert!(matches!(
             scope.tenant_filter(Some("other")),

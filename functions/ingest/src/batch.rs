@@ -94,7 +94,9 @@ pub(crate) async fn post_batch(
     let mut valid: Vec<Event> = Vec::with_capacity(raw_items.len());
     let mut valid_index = Vec::with_capacity(raw_items.len());
     for (index, raw) in raw_items.into_iter().enumerate() {
-        match check_item(raw, &scope, limits, now, correlation_id.as_deref()) {
+        // An item naming another tenant than the key's refuses the whole batch (403) before
+        // anything is written: that is a misdirected client, not one bad event.
+        match check_item(raw, &scope, limits, now, correlation_id.as_deref())? {
             Ok(event) => {
                 items.push(ItemResult {
                     index,
@@ -134,29 +136,36 @@ pub(crate) async fn post_batch(
 }
 
 /// One item through the same rules as a single event. An invalid item still reports the
-/// `eventId` it carried, so the client can tell which one it was.
+/// `eventId` it carried, so the client can tell which one it was. The outer error refuses
+/// the whole request (a tenant the caller may not write for).
 fn check_item(
     raw: Result<Value, FieldError>,
     scope: &TenantScope,
     limits: &Limits,
     now: DateTime<Utc>,
     correlation_id: Option<&str>,
-) -> std::result::Result<Event, (FieldError, Option<String>)> {
-    let value = raw.map_err(|e| (e, None))?;
+) -> Result<std::result::Result<Event, (FieldError, Option<String>)>> {
+    let value = match raw {
+        Ok(value) => value,
+        Err(e) => return Ok(Err((e, None))),
+    };
     let event_id = value
         .get("eventId")
         .and_then(Value::as_str)
         .map(str::to_owned);
-    let input: EventInput = fhttp::from_value(value).map_err(|e| {
-        let error = match e {
-            Error::InvalidField(f) | Error::Malformed(f) => f,
-            other => FieldError::new("body", other.to_string()),
-        };
-        (error, event_id.clone())
-    })?;
-    input
-        .validate(scope, limits, now, correlation_id)
-        .map_err(|e| (e, event_id))
+    let item_error = |e: Error| match e {
+        Error::InvalidField(f) | Error::Malformed(f) => Ok(f),
+        Error::ForbiddenField(_) => Err(e),
+        other => Ok(FieldError::new("body", other.to_string())),
+    };
+    let input: EventInput = match fhttp::from_value(value) {
+        Ok(input) => input,
+        Err(e) => return Ok(Err((item_error(e)?, event_id))),
+    };
+    match input.validate(scope, limits, now, correlation_id) {
+        Ok(event) => Ok(Ok(event)),
+        Err(e) => Ok(Err((item_error(e)?, event_id))),
+    }
 }
 
 /// A JSON body: an array of events, or an object whose `events` is one. A syntax error fails

@@ -9,12 +9,13 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::{FromRef, Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Serialize;
 
+use fluxgate::auth::Authenticator;
 use fluxgate::config::Limits;
 use fluxgate::error::{Error, Result};
 use fluxgate::event::{Event, EventInput, EventKey};
@@ -26,6 +27,14 @@ use fluxgate::tenant::TenantScope;
 pub struct IngestState {
     pub store: Arc<dyn Store>,
     pub limits: Arc<Limits>,
+    /// Who may write and read which tenant's events (the `TenantScope` extractor asks it).
+    pub auth: Authenticator,
+}
+
+impl FromRef<IngestState> for Authenticator {
+    fn from_ref(state: &IngestState) -> Self {
+        state.auth.clone()
+    }
 }
 
 /// The ingest routes, without health checks or middleware (see [`service`]).
@@ -38,10 +47,11 @@ pub fn router(state: IngestState) -> Router {
 }
 
 /// ingest as a whole service: routes, health checks, correlation ids, problem+json 404s.
-pub fn service(store: Arc<dyn Store>, limits: Limits) -> Router {
+pub fn service(store: Arc<dyn Store>, limits: Limits, auth: Authenticator) -> Router {
     let state = IngestState {
         store: store.clone(),
         limits: Arc::new(limits),
+        auth,
     };
     fhttp::with_observability(
         router(state)
@@ -73,14 +83,12 @@ async fn post_event(
         });
     }
     let input: EventInput = fhttp::parse_json(fhttp::utf8(&bytes)?)?;
-    let event = input
-        .validate(
-            &scope,
-            &state.limits,
-            fluxgate::now(),
-            correlation_id.as_deref(),
-        )
-        .map_err(Error::InvalidField)?;
+    let event = input.validate(
+        &scope,
+        &state.limits,
+        fluxgate::now(),
+        correlation_id.as_deref(),
+    )?;
     let outcome = state
         .store
         .insert_events(std::slice::from_ref(&event))

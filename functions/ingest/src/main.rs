@@ -1,6 +1,7 @@
 //! ingest as its own service: configured from the environment, served on `PORT`.
 
 use clap::Parser;
+use fluxgate::auth::{AuthConfig, Authenticator};
 use fluxgate::config::{DatabaseConfig, Limits, ServerConfig};
 use fluxgate::{runtime, secrets, store, telemetry};
 
@@ -13,6 +14,8 @@ struct Config {
     limits: Limits,
     #[command(flatten)]
     server: ServerConfig,
+    #[command(flatten)]
+    auth: AuthConfig,
 }
 
 #[tokio::main]
@@ -21,6 +24,7 @@ async fn main() -> Result<(), fluxgate::Error> {
     let config = Config::parse();
     let database_url = secrets::database_url(&config.database).await?;
     let store = store::connect(database_url.expose(), &config.database).await?;
-    let app = fluxgate_ingest::service(store, config.limits);
+    let auth = Authenticator::from_config(&config.auth, store.clone()).await?;
+    let app = fluxgate_ingest::service(store, config.limits, auth);
     runtime::serve(app, config.server.port).await
 }
