@@ -7,6 +7,13 @@
 //! (PUBLISHED or FAILED, no final outcome) are put back to PENDING, as a managed queue's
 //! visibility timeout would bring them back. The warehouse skips rows it already holds, so a
 //! redelivery makes no second row.
+//!
+//! Requests need an API key as in a deployment (`FLUXGATE_AUTH=keys` is the default): the
+//! first start makes the development tenant and its key (see [`dev_key`]); the `tenants` and
+//! `keys` subcommands ([`cli`]) manage more.
+
+pub mod cli;
+pub mod dev_key;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -20,6 +27,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use fluxgate::auth::{AuthConfig, AuthMode, Authenticator};
 use fluxgate::config::{DatabaseConfig, DrainConfig, Limits, WorkerConfig, parse_duration};
 use fluxgate::error::Result;
 use fluxgate::http as fhttp;
@@ -56,6 +64,14 @@ pub struct LocalConfig {
     pub drain: DrainConfig,
     #[command(flatten)]
     pub worker: WorkerConfig,
+    #[command(flatten)]
+    pub auth: AuthConfig,
+    /// The tenant made (with an API key) on the first start.
+    #[arg(long, env = "FLUXGATE_DEV_TENANT", default_value = "dev")]
+    pub dev_tenant: String,
+    /// What to do; serving the pipeline when none is given.
+    #[command(subcommand)]
+    pub command: Option<cli::Command>,
 }
 
 impl LocalConfig {
@@ -104,8 +120,12 @@ pub async fn run_on(
     let sink = Arc::new(LocalFileSink::open(config.warehouse_dir()).await?);
     let drain = Drain::new(store.clone(), queue.clone(), config.drain.clone());
     let worker = Worker::new(store.clone(), sink, config.worker.clone());
+    if config.auth.mode == AuthMode::Keys {
+        dev_key::ensure(store.as_ref(), &config.data_dir, &config.dev_tenant).await?;
+    }
+    let auth = Authenticator::from_config(&config.auth, store.clone()).await?;
 
-    let app = app(store.clone(), config.limits.clone(), drain.clone());
+    let app = app(store.clone(), config.limits.clone(), drain.clone(), auth);
     let address: SocketAddr = listener.local_addr()?;
     tracing::info!(
         %address,
@@ -139,11 +159,14 @@ pub async fn run_on(
     Ok(())
 }
 
-/// ingest and the drain trigger behind one router, with health checks.
-pub fn app(store: Arc<dyn Store>, limits: Limits, drain: Drain) -> Router {
+/// ingest and the drain trigger behind one router, with health checks. ingest authenticates
+/// with `auth`; the drain trigger, as in the cloud, is for the scheduler (here the process's
+/// own loop) and takes no API key.
+pub fn app(store: Arc<dyn Store>, limits: Limits, drain: Drain, auth: Authenticator) -> Router {
     let ingest = fluxgate_ingest::router(fluxgate_ingest::IngestState {
         store: store.clone(),
         limits: Arc::new(limits),
+        auth,
     });
     fhttp::with_observability(
         ingest

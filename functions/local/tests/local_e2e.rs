@@ -20,6 +20,8 @@ struct LocalProcess {
     child: Child,
     base: String,
     log: PathBuf,
+    /// The development key the process wrote to `<data-dir>/dev-api-key`.
+    key: String,
 }
 
 impl LocalProcess {
@@ -34,6 +36,9 @@ impl LocalProcess {
             .env("PORT", port.to_string())
             .env("FLUXGATE_DATA_DIR", data_dir)
             .env("FLUXGATE_DRAIN_INTERVAL", "200ms")
+            // The examples post for tenant `acme`: make it the development tenant.
+            .env("FLUXGATE_DEV_TENANT", "acme")
+            .env_remove("FLUXGATE_AUTH")
             .env_remove("DATABASE_URL")
             .stdout(Stdio::from(log_file.try_clone().expect("log")))
             .stderr(Stdio::from(log_file));
@@ -44,6 +49,7 @@ impl LocalProcess {
             child: command.spawn().expect("start fluxgate-local"),
             base: format!("http://127.0.0.1:{port}"),
             log,
+            key: String::new(),
         };
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
@@ -55,6 +61,10 @@ impl LocalProcess {
             }
             let ready = reqwest::get(format!("{}/readyz", process.base)).await;
             if ready.is_ok_and(|response| response.status().is_success()) {
+                process.key = std::fs::read_to_string(data_dir.join("dev-api-key"))
+                    .expect("the local mode writes its development key")
+                    .trim()
+                    .to_owned();
                 return process;
             }
             assert!(
@@ -97,6 +107,7 @@ impl LocalProcess {
     async fn post(&self, path: &str, body: &Value) -> (u16, Value) {
         let response = reqwest::Client::new()
             .post(format!("{}{path}", self.base))
+            .bearer_auth(&self.key)
             .json(body)
             .send()
             .await
@@ -210,7 +221,10 @@ async fn a_posted_event_reaches_the_warehouse(database_url: Option<&str>) {
 
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let read: Value = reqwest::get(format!("{}/v1/events/acme/order-1001", local.base))
+        let read: Value = reqwest::Client::new()
+            .get(format!("{}/v1/events/acme/order-1001", local.base))
+            .header("x-api-key", &local.key)
+            .send()
             .await
             .expect("get")
             .json()
@@ -359,4 +373,110 @@ fn stop_switch() -> (
     (tx, async move {
         let _ = rx.await;
     })
+}
+
+/// The first start makes the development tenant and a key, keeps it owner-only in
+/// `<data-dir>/dev-api-key`; a restart reuses it; requests without it are refused.
+#[tokio::test]
+async fn the_development_key_is_made_once_and_required() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let local = LocalProcess::start(dir.path(), None).await;
+    let first_key = local.key.clone();
+    assert!(first_key.starts_with("fgk_"), "{first_key}");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir.path().join("dev-api-key"))
+            .expect("key file")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    assert!(
+        local.log_text().contains(&first_key),
+        "the first start prints the key for the person at the terminal"
+    );
+    let anonymous = reqwest::Client::new()
+        .post(format!("{}/v1/events", local.base))
+        .json(&json!({"eventType": "x", "payload": {}}))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(anonymous.status().as_u16(), 401);
+    let (status, answer) = local
+        .post("/v1/events", &json!({"eventType": "x", "payload": {}}))
+        .await;
+    assert_eq!(status, 202, "{answer}");
+    assert_eq!(answer["tenantId"], "acme", "the key names the dev tenant");
+    drop(local);
+
+    let again = LocalProcess::start(dir.path(), None).await;
+    assert_eq!(again.key, first_key, "a restart reuses the key");
+    assert!(
+        !again.log_text().contains(&first_key),
+        "and does not print it again"
+    );
+    let (status, _) = again
+        .post("/v1/events", &json!({"eventType": "x", "payload": {}}))
+        .await;
+    assert_eq!(status, 202);
+}
+
+/// `fluxgate-local tenants|keys …` against a database named by `DATABASE_URL`.
+fn manage(database_url: &str, args: &[&str]) -> (bool, String, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_fluxgate-local"))
+        .env("DATABASE_URL", database_url)
+        .args(args)
+        .output()
+        .expect("run fluxgate-local");
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn the_cli_manages_tenants_and_keys_of_a_database() {
+    let db = TestDb::postgres().await;
+    let (ok, out, err) = manage(&db.url, &["tenants", "create", "acme"]);
+    assert!(ok, "{out}{err}");
+    let (ok, _, err) = manage(&db.url, &["keys", "create", "--tenant", "nobody"]);
+    assert!(!ok);
+    assert!(err.contains("tenants create nobody"), "{err}");
+    let (ok, out, err) = manage(
+        &db.url,
+        &["keys", "create", "--tenant", "acme", "--name", "ci"],
+    );
+    assert!(ok, "{out}{err}");
+    let key = out
+        .lines()
+        .find(|l| l.starts_with("fgk_"))
+        .expect("the key is printed")
+        .to_owned();
+    let key_id = &key[4..16];
+    let found = db
+        .store
+        .find_active_key(key_id)
+        .await
+        .expect("lookup")
+        .expect("stored");
+    assert_eq!(found.tenant_id, "acme");
+
+    let (ok, listed, _) = manage(&db.url, &["keys", "list", "--tenant", "acme"]);
+    assert!(ok);
+    assert!(listed.contains(key_id) && listed.contains("\tci\t") && listed.contains("active"));
+    assert!(!listed.contains(&key[17..]), "listings never show a key");
+    let (ok, out, _) = manage(&db.url, &["keys", "revoke", key_id]);
+    assert!(ok, "{out}");
+    let (_, listed, _) = manage(&db.url, &["keys", "list"]);
+    assert!(listed.contains("revoked"), "{listed}");
+    assert!(
+        db.store
+            .find_active_key(key_id)
+            .await
+            .expect("lookup")
+            .is_none()
+    );
+    db.cleanup().await;
 }
