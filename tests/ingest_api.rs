@@ -1,5 +1,9 @@
 //! The ingest HTTP API, request by request, through the real router and a real database:
 //! every rule answers with problem+json naming the field and changes nothing.
+//!
+//! Requests carry the admin key (which may name any tenant and must name one), so the body's
+//! `tenantId` rules are tested as a deployment sees them; tenant keys are tested in
+//! `auth_api.rs`.
 
 use std::io::Write;
 
@@ -11,7 +15,7 @@ use flate2::Compression;
 use flate2::write::GzEncoder;
 use fluxgate::config::Limits;
 use fluxgate::store::OutboxStatus;
-use fluxgate_tests::{TestDb, key};
+use fluxgate_tests::{ADMIN_KEY, TestDb, authenticator, key};
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
@@ -33,13 +37,18 @@ impl Api {
     }
 
     async fn with_limits(db: TestDb, limits: Limits) -> Self {
+        let auth = authenticator(db.store.clone()).await;
         Self {
-            app: fluxgate_ingest::service(db.store.clone(), limits),
+            app: fluxgate_ingest::service(db.store.clone(), limits, auth),
             db,
         }
     }
 
-    async fn send(&self, request: Request<Body>) -> Answer {
+    async fn send(&self, mut request: Request<Body>) -> Answer {
+        request.headers_mut().insert(
+            header::AUTHORIZATION,
+            format!("Bearer {ADMIN_KEY}").parse().expect("header value"),
+        );
         let response = self
             .app
             .clone()

@@ -10,9 +10,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
+use fluxgate::auth::{AuthConfig, Authenticator};
 use fluxgate::config::Limits;
 use fluxgate::event::Event;
-use fluxgate_tests::{DbKind, TestDb, database_config, event_with_payload};
+use fluxgate_tests::{DbKind, TestDb, database_config, event_with_payload, tenant_key};
 use serde_json::{Map, Value, json};
 use sqlx::types::Json;
 use sqlx::{Database, Encode, Executor, IntoArguments, Pool, QueryBuilder, Type};
@@ -76,7 +77,16 @@ async fn through_fluxgate(kind: DbKind, workload: Workload, scale: usize) -> f64
     let store = fluxgate::store::connect(&db.url, &config)
         .await
         .expect("connect");
-    let app = fluxgate_ingest::service(store, Limits::default());
+    // Each client sends with its tenant's own key, through the default settings (30 s key
+    // lookup cache), as a deployment would.
+    let mut keys = Vec::with_capacity(8);
+    for tenant in 0..8 {
+        keys.push(tenant_key(store.as_ref(), &format!("tenant-{tenant}")).await);
+    }
+    let auth = Authenticator::from_config(&AuthConfig::default(), store.clone())
+        .await
+        .expect("auth");
+    let app = fluxgate_ingest::service(store, Limits::default(), auth);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -103,14 +113,17 @@ async fn through_fluxgate(kind: DbKind, workload: Workload, scale: usize) -> f64
     let started = Instant::now();
     let tasks: Vec<_> = bodies
         .into_iter()
-        .map(|bodies| {
+        .enumerate()
+        .map(|(c, bodies)| {
             let client = client.clone();
             let url = url.clone();
+            let bearer = format!("Bearer {}", keys[c % 8]);
             tokio::spawn(async move {
                 for body in bodies {
                     let response = client
                         .post(&url)
                         .header("content-type", "application/json")
+                        .header("authorization", &bearer)
                         .body(body)
                         .send()
                         .await

@@ -5,7 +5,7 @@
 //!   make their own `TestDb` can run in parallel without seeing each other's rows.
 //! - [`event`], [`event_with_payload`], [`event_at`]: valid events with a correct canonical
 //!   payload hash, and small helpers for keys and claims.
-//!
+//! - [`tenant_key`], [`authenticator`], [`ADMIN_KEY`]: real API keys and authenticators.
 //! - [`aws`]: AWS SDK clients on the moto server (`FLUXGATE_TEST_MOTO_URL`), a queue or a
 //!   secret of its own per test.
 //!
@@ -13,9 +13,11 @@
 //! command that starts the server: a test that needs a service never skips quietly.
 
 pub mod aws;
+mod auth;
 mod db;
 mod events;
 
+pub use auth::{ADMIN_KEY, auth_config, authenticator, authenticator_with, tenant_key};
 pub use db::{
     DbKind, MYSQL_URL_ENV, POSTGRES_URL_ENV, TEST_DB_ENV, TEST_DB_PREFIX, TestDb, database_config,
 };
