@@ -12,8 +12,8 @@
 //! A database server that cannot be reached makes the test panic with the URL it tried and the
 //! command that starts the server: a test that needs a service never skips quietly.
 
-pub mod aws;
 mod auth;
+pub mod aws;
 mod db;
 mod events;
 

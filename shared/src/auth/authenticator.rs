@@ -14,6 +14,7 @@ use axum::http::{HeaderMap, HeaderName, header};
 
 use super::{AdminAuth, AuthConfig, AuthMode, key};
 use crate::error::{Error, Result};
+use crate::secrets::SecretsManager;
 use crate::store::{ActiveKey, ApiKeys};
 use crate::tenant::TenantScope;
 
@@ -175,15 +176,13 @@ async fn admin_key(config: &AuthConfig) -> Result<Option<String>> {
             ));
         }
         (Some(key), None) => Some(key.trim().to_owned()),
-        // The Secrets Manager client lives in `secrets.rs` (the AWS branch); until it is part
-        // of this build, naming a secret is refused instead of silently running without an
-        // admin key.
-        (None, Some(_)) => {
-            return Err(Error::Config(
-                "FLUXGATE_ADMIN_KEY_SECRET_ID needs the AWS Secrets Manager support, which this \
-                 build does not have yet; set FLUXGATE_ADMIN_KEY"
-                    .into(),
-            ));
+        // Fetched once per cold start, like the database URL's secret.
+        (None, Some(secret_id)) => {
+            let secret = SecretsManager::from_env()
+                .await
+                .secret_string(secret_id)
+                .await?;
+            Some(secret.expose().trim().to_owned())
         }
         (None, None) => None,
     };
