@@ -104,7 +104,7 @@ fn outbox_filter(scope: &TenantScope, query: &QueryParams) -> Result<OutboxFilte
         (status = 200, description = "Counts per status", body = Summary),
         (status = 404, description = "A tenant the caller may not read", content_type = "application/problem+json"),
         (status = 422, description = "A bad parameter; `field` names it", content_type = "application/problem+json")))]
-async fn summary(
+pub async fn summary(
     State(state): State<MetricsState>,
     scope: TenantScope,
     RawQuery(raw): RawQuery,
@@ -125,7 +125,7 @@ async fn summary(
         (status = 200, description = "The figures", body = MetricsReport),
         (status = 404, description = "A tenant the caller may not read", content_type = "application/problem+json"),
         (status = 422, description = "A bad parameter; `field` names it", content_type = "application/problem+json")))]
-async fn metrics(
+pub async fn metrics(
     State(state): State<MetricsState>,
     scope: TenantScope,
     RawQuery(raw): RawQuery,
@@ -161,7 +161,7 @@ pub struct FailedPage {
         (status = 200, description = "One page", body = FailedPage),
         (status = 404, description = "A tenant the caller may not read", content_type = "application/problem+json"),
         (status = 422, description = "A bad parameter; `field` names it", content_type = "application/problem+json")))]
-async fn failed_events(
+pub async fn failed_events(
     State(state): State<MetricsState>,
     scope: TenantScope,
     RawQuery(raw): RawQuery,
@@ -188,7 +188,7 @@ async fn failed_events(
     responses(
         (status = 200, description = "Counters and gauges", content_type = "application/openmetrics-text", body = String),
         (status = 403, description = "Not an admin", content_type = "application/problem+json")))]
-async fn prometheus_text(
+pub async fn prometheus_text(
     State(state): State<MetricsState>,
     scope: TenantScope,
 ) -> Result<Response> {

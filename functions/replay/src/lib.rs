@@ -108,7 +108,7 @@ pub struct ReplayedEvent {
         (status = 403, description = "Not an admin", content_type = "application/problem+json"),
         (status = 404, description = "No such event", content_type = "application/problem+json"),
         (status = 409, description = "The event is not FAILED or DEAD", content_type = "application/problem+json")))]
-async fn replay_event(
+pub async fn replay_event(
     State(state): State<ReplayState>,
     scope: TenantScope,
     Path((tenant_id, event_id)): Path<(String, String)>,
@@ -220,7 +220,7 @@ impl ReplayRequest {
         (status = 200, description = "How many events moved (or would move, on a dry run)", body = ReplayAnswer),
         (status = 403, description = "Not an admin", content_type = "application/problem+json"),
         (status = 422, description = "A field is invalid; `field` names it", content_type = "application/problem+json")))]
-async fn replay_matching(
+pub async fn replay_matching(
     State(state): State<ReplayState>,
     scope: TenantScope,
     headers: HeaderMap,
@@ -255,7 +255,7 @@ pub struct RedriveRequest {
         (status = 403, description = "Not an admin", content_type = "application/problem+json"),
         (status = 404, description = "No dead-letter queue is configured here", content_type = "application/problem+json"),
         (status = 422, description = "A field is invalid", content_type = "application/problem+json")))]
-async fn redrive(
+pub async fn redrive(
     State(state): State<ReplayState>,
     scope: TenantScope,
     headers: HeaderMap,
