@@ -646,3 +646,56 @@ async fn every_route_is_in_the_openapi_document_and_nothing_else() {
     check_document("local", all, &fluxgate_local::openapi(), local).await;
     db.cleanup().await;
 }
+
+/// SQS on the moto server: dead letters go back to the main queue, and each is deleted from
+/// the dead-letter queue only after it was resent.
+#[tokio::test]
+async fn sqs_dead_letters_are_redriven_to_the_queue() {
+    use fluxgate::dead_letters::SqsDeadLetters;
+    use fluxgate_tests::aws::TestQueue;
+
+    let queue = TestQueue::create().await;
+    let dead = TestQueue::create().await;
+    for i in 0..13 {
+        dead.client
+            .send_message()
+            .queue_url(&dead.url)
+            .message_body(format!("{{\"n\":{i}}}"))
+            .message_attributes(
+                "tenantId",
+                aws_sdk_sqs::types::MessageAttributeValue::builder()
+                    .data_type("String")
+                    .string_value("acme")
+                    .build()
+                    .expect("attribute"),
+            )
+            .send()
+            .await
+            .expect("send a dead letter");
+    }
+    let db = TestDb::sqlite().await;
+    let redrive: Arc<dyn DeadLetters> =
+        Arc::new(SqsDeadLetters::new(dead.client.clone(), &dead.url, &queue.url));
+    let app = replay_app(db.store.clone(), Some(redrive));
+
+    let (status, body, _) = call(&app, Method::POST, "/v1/dlq/redrive", Some(json!({"max": 11}))).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["moved"], 11);
+    let (status, body, _) = call(&app, Method::POST, "/v1/dlq/redrive", None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body, json!({"moved": 2, "remaining": 0}));
+
+    let moved = queue.receive(13, Duration::from_secs(10)).await;
+    let mut bodies: Vec<String> = moved.iter().filter_map(|m| m.body().map(str::to_owned)).collect();
+    bodies.sort();
+    bodies.dedup();
+    assert_eq!(bodies.len(), 13, "every dead letter is on the queue once: {bodies:?}");
+    assert!(
+        moved.iter().all(|m| fluxgate_tests::aws::string_attribute(m, "tenantId") == Some("acme")),
+        "attributes were not carried over"
+    );
+    assert!(dead.leftovers().await.is_empty(), "dead letters left behind");
+    queue.delete().await;
+    dead.delete().await;
+    db.cleanup().await;
+}

@@ -4,11 +4,14 @@
 //! harmless, the warehouse key de-duplicates it).
 
 mod in_memory;
+mod sqs;
 
 use async_trait::async_trait;
 use serde::Serialize;
 
 use crate::error::Result;
+
+pub use sqs::SqsDeadLetters;
 
 /// What one redrive did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
