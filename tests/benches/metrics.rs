@@ -2,6 +2,7 @@
 //! 1 000 000) with their outbox rows server-side, then times each aggregation.
 //!
 //!   cargo bench -p fluxgate-tests --bench metrics                       # PostgreSQL and MariaDB
+//!   cargo test -p fluxgate-tests --bench metrics    # the same in the dev profile (the database does the work)
 //!   FLUXGATE_BENCH_DATABASES=postgres FLUXGATE_BENCH_ROWS=200000 cargo bench -p fluxgate-tests --bench metrics
 //!
 //! The rows: 50 tenants, 10 event types, received evenly over the last 24 h; 90 % DONE
@@ -23,7 +24,7 @@ async fn generate(db: &TestDb, rows: u64) {
             let mut conn = sqlx::PgConnection::connect(&db.url).await.expect("connect");
             let series = format!(
                 "(SELECT i, now() - i * interval '1 microsecond' * (86400000000 / {rows}) AS ts, \
-                 (i * 7919) % 60000 AS latency_ms FROM generate_series(1, {rows}) AS i) s"
+                 (i * 7919) % 60000 AS latency_ms FROM generate_series(1::bigint, {rows}) AS i) s"
             );
             conn.execute(AssertSqlSafe(format!(
                 "INSERT INTO events (tenant_id, event_id, event_type, event_ts, received_at, payload, payload_sha256) \
