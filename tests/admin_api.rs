@@ -674,11 +674,20 @@ async fn sqs_dead_letters_are_redriven_to_the_queue() {
             .expect("send a dead letter");
     }
     let db = TestDb::sqlite().await;
-    let redrive: Arc<dyn DeadLetters> =
-        Arc::new(SqsDeadLetters::new(dead.client.clone(), &dead.url, &queue.url));
+    let redrive: Arc<dyn DeadLetters> = Arc::new(SqsDeadLetters::new(
+        dead.client.clone(),
+        &dead.url,
+        &queue.url,
+    ));
     let app = replay_app(db.store.clone(), Some(redrive));
 
-    let (status, body, _) = call(&app, Method::POST, "/v1/dlq/redrive", Some(json!({"max": 11}))).await;
+    let (status, body, _) = call(
+        &app,
+        Method::POST,
+        "/v1/dlq/redrive",
+        Some(json!({"max": 11})),
+    )
+    .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["moved"], 11);
     let (status, body, _) = call(&app, Method::POST, "/v1/dlq/redrive", None).await;
@@ -686,15 +695,27 @@ async fn sqs_dead_letters_are_redriven_to_the_queue() {
     assert_eq!(body, json!({"moved": 2, "remaining": 0}));
 
     let moved = queue.receive(13, Duration::from_secs(10)).await;
-    let mut bodies: Vec<String> = moved.iter().filter_map(|m| m.body().map(str::to_owned)).collect();
+    let mut bodies: Vec<String> = moved
+        .iter()
+        .filter_map(|m| m.body().map(str::to_owned))
+        .collect();
     bodies.sort();
     bodies.dedup();
-    assert_eq!(bodies.len(), 13, "every dead letter is on the queue once: {bodies:?}");
+    assert_eq!(
+        bodies.len(),
+        13,
+        "every dead letter is on the queue once: {bodies:?}"
+    );
     assert!(
-        moved.iter().all(|m| fluxgate_tests::aws::string_attribute(m, "tenantId") == Some("acme")),
+        moved
+            .iter()
+            .all(|m| fluxgate_tests::aws::string_attribute(m, "tenantId") == Some("acme")),
         "attributes were not carried over"
     );
-    assert!(dead.leftovers().await.is_empty(), "dead letters left behind");
+    assert!(
+        dead.leftovers().await.is_empty(),
+        "dead letters left behind"
+    );
     queue.delete().await;
     dead.delete().await;
     db.cleanup().await;
