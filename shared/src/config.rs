@@ -196,6 +196,9 @@ pub struct QueueConfig {
     /// `https://sqs.eu-west-1.amazonaws.com/123456789012/fluxgate-events`.
     #[arg(long, env = "FLUXGATE_SQS_QUEUE_URL")]
     pub sqs_queue_url: Option<String>,
+    /// The SQS dead-letter queue's URL, for `POST /v1/dlq/redrive` (replay).
+    #[arg(long, env = "FLUXGATE_SQS_DEAD_LETTER_QUEUE_URL")]
+    pub sqs_dead_letter_queue_url: Option<String>,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -5,10 +5,13 @@
 //! PostgreSQL / SQLite), `queue` (hand-off to the worker), `sink` (the warehouse),
 //! `tenant` (who a request acts for), `http`, `telemetry` and `runtime` (running a function).
 
+pub mod api;
 pub mod config;
+pub mod dead_letters;
 pub mod error;
 pub mod event;
 pub mod http;
+pub mod query;
 pub mod queue;
 pub mod runtime;
 pub mod secrets;
