@@ -1,60 +1,43 @@
 # bqemulator, the BigQuery emulator from PyPI, for the BigQuery sink's tests. Source after
-# common.sh; needs the test virtualenv (scripts/lib/python.sh, pinned bqemulator + duckdb +
-# numpy in scripts/requirements-test.txt).
+# common.sh and python.sh (ensure_venv installs the pinned bqemulator + duckdb + numpy from
+# scripts/requirements-test.txt; start_background_service / wait_for_service run it).
+#
+#   start_bqemulator   REST on $FLUXGATE_TEST_BIGQUERY_URL (default http://127.0.0.1:9050),
+#                      gRPC on 9060, project fluxgate-test: reused when it already answers,
+#                      else started through scripts/bqemulator_launcher.py (which stubs DuckDB's
+#                      `INSTALL spatial`, a download this machine cannot make), its PID in
+#                      BACKGROUND_PIDS so scripts/test.sh stops what it started.
 # shellcheck shell=bash
 
-: "${FLUXGATE_BIGQUERY_REST_PORT:=9050}"
-: "${FLUXGATE_BIGQUERY_GRPC_PORT:=9060}"
-: "${FLUXGATE_BIGQUERY_TEST_PROJECT:=fluxgate-test}"
-: "${FLUXGATE_TEST_BIGQUERY_URL:=http://127.0.0.1:$FLUXGATE_BIGQUERY_REST_PORT}"
-export FLUXGATE_TEST_BIGQUERY_URL
+FLUXGATE_BIGQUERY_TEST_PROJECT=${FLUXGATE_BIGQUERY_TEST_PROJECT:-fluxgate-test}
+FLUXGATE_BIGQUERY_GRPC_PORT=${FLUXGATE_BIGQUERY_GRPC_PORT:-9060}
 
-# The emulator answers a BigQuery REST call for the test project.
+# True when a BigQuery REST API answers for the test project at URL (so another service on
+# the port is not taken for the emulator).
 bqemulator_answers() {
-  curl -fsS --max-time 2 \
-    "$FLUXGATE_TEST_BIGQUERY_URL/bigquery/v2/projects/$FLUXGATE_BIGQUERY_TEST_PROJECT/datasets" \
-    >/dev/null 2>&1
+  curl --silent --fail --max-time 2 --output /dev/null \
+    "$1/bigquery/v2/projects/$FLUXGATE_BIGQUERY_TEST_PROJECT/datasets"
 }
 
-# start_bqemulator [PYTHON]: reuses an emulator that already answers (another checkout's test
-# run, a developer's), else starts one with the virtualenv's Python through
-# scripts/bqemulator_launcher.py (which works around DuckDB's `INSTALL spatial` needing the
-# internet), appends its PID to BACKGROUND_PIDS so test.sh stops what it started, and waits
-# until it answers. Fails loudly: tests never skip for a missing emulator.
 start_bqemulator() {
-  local python=${1:-${FLUXGATE_VENV:-${FLUXGATE_CACHE_DIR:-$HOME/.cache/fluxgate}/venv}/bin/python}
-  local root log pid
-  root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
-  section "bqemulator: $FLUXGATE_TEST_BIGQUERY_URL (project $FLUXGATE_BIGQUERY_TEST_PROJECT)"
-  command -v curl >/dev/null 2>&1 || apt_install curl
-  if bqemulator_answers; then
-    info "running (reused)"
-    return 0
+  export FLUXGATE_TEST_BIGQUERY_URL=${FLUXGATE_TEST_BIGQUERY_URL:-http://127.0.0.1:9050}
+  local url=$FLUXGATE_TEST_BIGQUERY_URL
+  if bqemulator_answers "$url"; then
+    info "bqemulator: reusing the server at $url"
+    return
   fi
-  [ -x "$python" ] || die "no Python at $python: build the test virtualenv first (scripts/lib/python.sh)"
-  "$python" -c 'import bqemulator, numpy' 2>/dev/null ||
-    die "bqemulator or numpy is missing from $python's environment (scripts/requirements-test.txt pins them)"
-  log=${FLUXGATE_CACHE_DIR:-$HOME/.cache/fluxgate}/bqemulator.log
-  mkdir -p "$(dirname "$log")"
-  "$python" "$root/scripts/bqemulator_launcher.py" start \
-    --rest-host 127.0.0.1 --rest-port "$FLUXGATE_BIGQUERY_REST_PORT" \
+  is_local_url "$url" ||
+    die "no bqemulator answers at FLUXGATE_TEST_BIGQUERY_URL=$url, and it is not on this machine to start"
+  local port launcher
+  port=$(url_port "$url" 9050)
+  if (: <"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+    die "port $port answers but is not bqemulator (FLUXGATE_TEST_BIGQUERY_URL=$url); free it or point FLUXGATE_TEST_BIGQUERY_URL elsewhere"
+  fi
+  [ -x "$FLUXGATE_VENV/bin/python" ] || die "no virtualenv at $FLUXGATE_VENV: run ensure_venv first"
+  launcher="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/bqemulator_launcher.py"
+  start_background_service bqemulator "$FLUXGATE_VENV/bin/python" "$launcher" start \
+    --rest-host 127.0.0.1 --rest-port "$port" \
     --grpc-host 127.0.0.1 --grpc-port "$FLUXGATE_BIGQUERY_GRPC_PORT" \
-    --project "$FLUXGATE_BIGQUERY_TEST_PROJECT" --ephemeral --log-level warning \
-    >"$log" 2>&1 &
-  pid=$!
-  BACKGROUND_PIDS+=("$pid")
-  info "started (pid $pid, log $log)"
-  local deadline=$((SECONDS + 90))
-  until bqemulator_answers; do
-    if ! kill -0 "$pid" 2>/dev/null; then
-      tail -n 30 "$log" >&2 || true
-      die "bqemulator exited at start (log above, in full at $log)"
-    fi
-    if [ "$SECONDS" -ge "$deadline" ]; then
-      tail -n 30 "$log" >&2 || true
-      die "bqemulator did not answer at $FLUXGATE_TEST_BIGQUERY_URL within 90s"
-    fi
-    sleep 0.5
-  done
-  info "answering after $((SECONDS - deadline + 90))s"
+    --project "$FLUXGATE_BIGQUERY_TEST_PROJECT" --ephemeral --log-level warning
+  wait_for_service 90 bqemulator "$STARTED_PID" bqemulator_answers "$url"
 }
