@@ -1,16 +1,21 @@
 //! The BigQuery sink against bqemulator (started by `scripts/test.sh`): rows equal to the
 //! events, the table created partitioned and clustered, per-row refusals, whole-request
-//! failures, and the worker end to end with PostgreSQL.
+//! failures, the worker end to end with PostgreSQL, and the key from an AWS secret (moto).
 
 use std::collections::HashMap;
 
 use chrono::{TimeZone, Utc};
-use fluxgate::config::WorkerConfig;
+use fluxgate::config::{SinkConfig, SinkKind, WorkerConfig};
 use fluxgate::event::Event;
 use fluxgate::queue::QueueMessage;
-use fluxgate::sink::bigquery::{CLUSTERING_FIELDS, PARTITION_FIELD, events_schema};
+use fluxgate::secrets::SecretsManager;
+use fluxgate::sink::bigquery::{
+    BigQueryCredentials, BigQuerySink, BigQueryTarget, BigQueryWriteMode, CLUSTERING_FIELDS,
+    PARTITION_FIELD, events_schema,
+};
 use fluxgate::sink::{self, RowError, Sink, WarehouseRow};
 use fluxgate::store::OutboxStatus;
+use fluxgate_tests::aws::{create_secret, moto_config};
 use fluxgate_tests::{TestBigQuery, TestDb, event, event_with_payload};
 use fluxgate_worker::{Delivery, Verdict, Worker};
 use serde_json::json;
@@ -256,4 +261,62 @@ async fn the_worker_records_a_refused_row_dead_and_loads_the_rest() {
 
     bq.cleanup().await;
     db.cleanup().await;
+}
+
+fn config_with_secret(secret_id: &str) -> SinkConfig {
+    SinkConfig {
+        sink: SinkKind::Bigquery,
+        warehouse_dir: std::env::temp_dir(),
+        bigquery_project: Some("fluxgate-test".into()),
+        bigquery_dataset: "fluxgate".into(),
+        bigquery_table: "events".into(),
+        bigquery_location: None,
+        bigquery_endpoint: None,
+        bigquery_credentials_secret_id: Some(secret_id.into()),
+    }
+}
+
+/// On AWS the service-account key comes from Secrets Manager (moto here).
+#[tokio::test]
+async fn the_service_account_key_comes_from_the_aws_secret() {
+    let secrets = SecretsManager::new(&moto_config().await);
+    let key = json!({
+        "type": "service_account",
+        "project_id": "fluxgate-test",
+        "private_key_id": "k1",
+        "private_key": "-----BEGIN PRIVATE KEY-----\nnot-a-real-key\n-----END PRIVATE KEY-----\n",
+        "client_email": "loader@fluxgate-test.iam.gserviceaccount.com",
+        "client_id": "1",
+        "auth_uri": "https://accounts.google.com/o/oauth2/auth",
+        "token_uri": "https://oauth2.googleapis.com/token",
+    })
+    .to_string();
+    let id = create_secret(&key).await;
+    match sink::bigquery_credentials_with(&config_with_secret(&id), &secrets)
+        .await
+        .expect("the secret is read")
+    {
+        BigQueryCredentials::ServiceAccountKey(fetched) => assert_eq!(fetched.expose(), key),
+        other => panic!("expected the key from the secret, got {other:?}"),
+    }
+
+    // A secret that holds something else is refused without being quoted.
+    let id = create_secret("postgres://loader:hunter2@db.internal/events").await;
+    let credentials = sink::bigquery_credentials_with(&config_with_secret(&id), &secrets)
+        .await
+        .expect("the secret is read");
+    let target = BigQueryTarget {
+        project: "fluxgate-test".into(),
+        dataset: "fluxgate".into(),
+        table: "events".into(),
+        location: None,
+    };
+    let Err(err) =
+        BigQuerySink::connect(target, credentials, None, BigQueryWriteMode::Streaming).await
+    else {
+        panic!("a secret that is not a service-account key must be refused");
+    };
+    let text = err.to_string();
+    assert!(text.contains("service-account key"), "{text}");
+    assert!(!text.contains("hunter2"), "{text}");
 }
