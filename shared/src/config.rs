@@ -201,6 +201,53 @@ pub struct QueueConfig {
     pub sqs_dead_letter_queue_url: Option<String>,
 }
 
+/// Which warehouse the worker writes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SinkKind {
+    /// JSON Lines files in Hive-style partitions under `FLUXGATE_WAREHOUSE_DIR`.
+    LocalFiles,
+    /// A BigQuery table (streaming inserts).
+    Bigquery,
+}
+
+/// The warehouse and how to reach it. Read by the worker; `fluxgate::sink::connect` builds it.
+#[derive(Debug, Clone, Args)]
+pub struct SinkConfig {
+    /// Where loaded events go.
+    #[arg(long, env = "FLUXGATE_SINK", value_enum, default_value = "local-files")]
+    pub sink: SinkKind,
+    /// Folder of the local-file warehouse (JSON Lines, Hive-style partitions).
+    #[arg(
+        long,
+        env = "FLUXGATE_WAREHOUSE_DIR",
+        default_value = "./.fluxgate/warehouse"
+    )]
+    pub warehouse_dir: std::path::PathBuf,
+    /// Google Cloud project of the BigQuery dataset (required with `--sink bigquery`).
+    #[arg(long, env = "FLUXGATE_BIGQUERY_PROJECT")]
+    pub bigquery_project: Option<String>,
+    /// BigQuery dataset; created when missing.
+    #[arg(long, env = "FLUXGATE_BIGQUERY_DATASET", default_value = "fluxgate")]
+    pub bigquery_dataset: String,
+    /// BigQuery table; created when missing, partitioned by event_date and clustered by
+    /// tenant_id, event_type.
+    #[arg(long, env = "FLUXGATE_BIGQUERY_TABLE", default_value = "events")]
+    pub bigquery_table: String,
+    /// Location of the dataset when fluxgate creates it (such as `US`, `EU`, `europe-west1`);
+    /// BigQuery's default when unset. An existing dataset keeps its own.
+    #[arg(long, env = "FLUXGATE_BIGQUERY_LOCATION")]
+    pub bigquery_location: Option<String>,
+    /// Root URL of a BigQuery emulator (such as `http://127.0.0.1:9050`). When set, requests go
+    /// there with a fixed bearer token instead of Google credentials.
+    #[arg(long, env = "FLUXGATE_BIGQUERY_ENDPOINT")]
+    pub bigquery_endpoint: Option<String>,
+    /// AWS Secrets Manager secret holding a service-account key JSON (for running on AWS).
+    /// Unset: Application Default Credentials (the metadata server on Cloud Run,
+    /// `GOOGLE_APPLICATION_CREDENTIALS` elsewhere).
+    #[arg(long, env = "FLUXGATE_BIGQUERY_CREDENTIALS_SECRET_ID")]
+    pub bigquery_credentials_secret_id: Option<String>,
+}
+
 #[derive(Debug, Clone, Args)]
 pub struct ServerConfig {
     /// Port of the HTTP server when not running on Lambda.

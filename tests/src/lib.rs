@@ -5,17 +5,20 @@
 //!   make their own `TestDb` can run in parallel without seeing each other's rows.
 //! - [`event`], [`event_with_payload`], [`event_at`]: valid events with a correct canonical
 //!   payload hash, and small helpers for keys and claims.
-//!
+//! - [`TestBigQuery`]: a dataset of its own per test on the bqemulator that `scripts/test.sh`
+//!   starts (`FLUXGATE_TEST_BIGQUERY_URL`), with rows and table metadata read back.
 //! - [`aws`]: AWS SDK clients on the moto server (`FLUXGATE_TEST_MOTO_URL`), a queue or a
 //!   secret of its own per test.
 //!
-//! A database server that cannot be reached makes the test panic with the URL it tried and the
-//! command that starts the server: a test that needs a service never skips quietly.
+//! A database server or emulator that cannot be reached makes the test panic with the URL it
+//! tried and the command that starts it: a test that needs a service never skips quietly.
 
 pub mod aws;
+pub mod bigquery;
 mod db;
 mod events;
 
+pub use bigquery::{BIGQUERY_PROJECT, BIGQUERY_URL_ENV, TestBigQuery};
 pub use db::{
     DbKind, MYSQL_URL_ENV, POSTGRES_URL_ENV, TEST_DB_ENV, TEST_DB_PREFIX, TestDb, database_config,
 };
