@@ -5,7 +5,7 @@
 //!   make their own `TestDb` can run in parallel without seeing each other's rows.
 //! - [`event`], [`event_with_payload`], [`event_at`]: valid events with a correct canonical
 //!   payload hash, and small helpers for keys and claims.
-//!
+//! - [`pubsub_server`]: a Pub/Sub gRPC test server (the one mock of the suite; see there why).
 //! - [`aws`]: AWS SDK clients on the moto server (`FLUXGATE_TEST_MOTO_URL`), a queue or a
 //!   secret of its own per test.
 //!
@@ -15,6 +15,7 @@
 pub mod aws;
 mod db;
 mod events;
+pub mod pubsub_server;
 
 pub use db::{
     DbKind, MYSQL_URL_ENV, POSTGRES_URL_ENV, TEST_DB_ENV, TEST_DB_PREFIX, TestDb, database_config,
