@@ -211,6 +211,30 @@ async fn a_failed_publish_reschedules_only_the_messages_it_carried_with_backoff(
 }
 
 #[tokio::test]
+async fn the_explicit_endpoint_setting_reaches_a_local_server_without_credentials() {
+    let db = TestDb::sqlite().await;
+    let server = PubsubTestServer::start(&[TOPIC]).await;
+    let events: Vec<Event> = (0..5).map(|i| event("acme", &format!("e{i}"))).collect();
+    db.store.insert_events(&events).await.expect("insert");
+    let queue = queue::connect(&QueueConfig {
+        queue: QueueKind::Pubsub,
+        pubsub: PubsubConfig {
+            pubsub_topic: Some(TOPIC.into()),
+            pubsub_endpoint: Some(server.endpoint()),
+            ..PubsubConfig::default()
+        },
+    })
+    .await
+    .expect("connect by FLUXGATE_PUBSUB_ENDPOINT");
+    let drain = Drain::new(db.store.clone(), queue, DrainConfig::default());
+    assert_eq!(drain.run(far_deadline()).await.expect("drain").published, 5);
+    let requests = server.requests();
+    assert_eq!(requests.len(), 1, "one batch");
+    assert!(!requests[0].had_credentials);
+    assert_eq!(requests[0].topic, TOPIC);
+}
+
+#[tokio::test]
 async fn an_unknown_topic_fails_every_message_and_nothing_is_lost() {
     let db = TestDb::sqlite().await;
     let server = PubsubTestServer::start(&["projects/fluxgate-test/topics/other"]).await;
