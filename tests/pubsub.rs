@@ -261,9 +261,9 @@ async fn an_unknown_topic_fails_every_message_and_nothing_is_lost() {
 
 // ----- the worker's push endpoint over HTTP -------------------------------------------------
 
-/// The real file warehouse, failing the event types a test names until told otherwise.
+/// A real warehouse, failing the event types a test names until told otherwise.
 struct FlakySink {
-    inner: LocalFileSink,
+    inner: Arc<dyn Sink>,
     failing: Mutex<Vec<String>>,
 }
 
@@ -306,19 +306,47 @@ async fn serve(app: axum::Router) -> String {
     format!("http://{addr}")
 }
 
+/// Where the worker under test loads events, and how a test reads them back.
+enum Warehouse {
+    /// The local-file warehouse (JSON Lines in Hive partitions).
+    Files(tempfile::TempDir),
+}
+
+impl Warehouse {
+    fn files() -> Self {
+        Self::Files(tempfile::tempdir().expect("tempdir"))
+    }
+
+    async fn sink(&self) -> Arc<dyn Sink> {
+        match self {
+            Self::Files(dir) => Arc::new(LocalFileSink::open(dir.path()).await.expect("sink")),
+        }
+    }
+
+    /// Rows by event id, as JSON with the warehouse's column names.
+    async fn rows(&self) -> HashMap<String, Vec<Value>> {
+        match self {
+            Self::Files(dir) => file_rows(dir.path()),
+        }
+    }
+}
+
 struct PushWorker {
     url: String,
     worker: Worker,
     sink: Arc<FlakySink>,
-    warehouse: tempfile::TempDir,
+    warehouse: Warehouse,
     http: reqwest::Client,
 }
 
 impl PushWorker {
     async fn start(store: Arc<dyn Store>, failing: &[&str]) -> Self {
-        let warehouse = tempfile::tempdir().expect("tempdir");
+        Self::start_on(store, Warehouse::files(), failing).await
+    }
+
+    async fn start_on(store: Arc<dyn Store>, warehouse: Warehouse, failing: &[&str]) -> Self {
         let sink = Arc::new(FlakySink {
-            inner: LocalFileSink::open(warehouse.path()).await.expect("sink"),
+            inner: warehouse.sink().await,
             failing: Mutex::new(failing.iter().map(|s| s.to_string()).collect()),
         });
         let worker = Worker::new(
@@ -359,29 +387,33 @@ impl PushWorker {
         self.push(envelope.to_string()).await
     }
 
-    /// Warehouse rows by event id, with their partition columns.
-    fn rows(&self) -> HashMap<String, Vec<Value>> {
-        let mut rows: HashMap<String, Vec<Value>> = HashMap::new();
-        for path in walk(self.warehouse.path()) {
-            if path.extension().is_some_and(|e| e == "jsonl") {
-                // Hive layout: the partition columns are in the path, not in the rows.
-                let partitions: Vec<(String, String)> = path
-                    .iter()
-                    .filter_map(|part| part.to_str()?.split_once('='))
-                    .map(|(k, v)| (k.to_string(), v.to_string()))
-                    .collect();
-                for line in std::fs::read_to_string(&path).expect("read").lines() {
-                    let mut row: Value = serde_json::from_str(line).expect("row");
-                    for (column, value) in &partitions {
-                        row[column] = json!(value);
-                    }
-                    let id = row["event_id"].as_str().expect("event_id").to_string();
-                    rows.entry(id).or_default().push(row);
+    async fn rows(&self) -> HashMap<String, Vec<Value>> {
+        self.warehouse.rows().await
+    }
+}
+
+/// The file warehouse's rows by event id, with their partition columns.
+fn file_rows(root: &std::path::Path) -> HashMap<String, Vec<Value>> {
+    let mut rows: HashMap<String, Vec<Value>> = HashMap::new();
+    for path in walk(root) {
+        if path.extension().is_some_and(|e| e == "jsonl") {
+            // Hive layout: the partition columns are in the path, not in the rows.
+            let partitions: Vec<(String, String)> = path
+                .iter()
+                .filter_map(|part| part.to_str()?.split_once('='))
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            for line in std::fs::read_to_string(&path).expect("read").lines() {
+                let mut row: Value = serde_json::from_str(line).expect("row");
+                for (column, value) in &partitions {
+                    row[column] = json!(value);
                 }
+                let id = row["event_id"].as_str().expect("event_id").to_string();
+                rows.entry(id).or_default().push(row);
             }
         }
-        rows
     }
+    rows
 }
 
 fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
@@ -451,7 +483,7 @@ async fn a_push_is_acknowledged_when_loaded_and_a_redelivery_makes_no_second_row
         let (status, _) = worker.push_envelope(&envelope(&sent, id, attempt)).await;
         assert_eq!(status, 200);
     }
-    let rows = worker.rows();
+    let rows = worker.rows().await;
     assert_eq!(rows.len(), 1);
     assert_eq!(rows["o-1"].len(), 1, "no second row");
     assert_eq!(rows["o-1"][0]["payload"], json!(sent.payload));
@@ -474,7 +506,7 @@ async fn a_transient_sink_failure_is_a_5xx_and_failed_then_done_after_recovery()
         status_of(db.store.as_ref(), &sent).await,
         OutboxStatus::Failed
     );
-    assert!(worker.rows().is_empty());
+    assert!(worker.rows().await.is_empty());
 
     worker.sink.heal();
     let (status, _) = worker.push_envelope(&envelope(&sent, "m-2", Some(2))).await;
@@ -483,7 +515,7 @@ async fn a_transient_sink_failure_is_a_5xx_and_failed_then_done_after_recovery()
         status_of(db.store.as_ref(), &sent).await,
         OutboxStatus::Done
     );
-    assert_eq!(worker.rows()["o-2"].len(), 1);
+    assert_eq!(worker.rows().await["o-2"].len(), 1);
     db.cleanup().await;
 }
 
@@ -556,13 +588,20 @@ async fn a_malformed_push_is_acknowledged_logged_and_changes_nothing() {
         status_of(db.store.as_ref(), &sent).await,
         OutboxStatus::Pending
     );
-    assert!(worker.rows().is_empty());
+    assert!(worker.rows().await.is_empty());
 }
 
 // ----- end to end ---------------------------------------------------------------------------
 
 #[tokio::test]
-async fn end_to_end_ingest_drain_pubsub_push_warehouse() {
+async fn end_to_end_into_the_file_warehouse() {
+    end_to_end(Warehouse::files()).await;
+}
+
+/// Ingest over HTTP → drain over HTTP → the Pub/Sub test server → each published message
+/// pushed to the worker over HTTP → rows in the warehouse equal to the events, DONE in the
+/// outbox; a failing row is 5xx and FAILED, then DONE after recovery; redelivery adds nothing.
+async fn end_to_end(warehouse: Warehouse) {
     let db = TestDb::postgres().await;
     let server = PubsubTestServer::start(&[TOPIC]).await;
     let http = reqwest::Client::new();
@@ -578,7 +617,7 @@ async fn end_to_end_ingest_drain_pubsub_push_warehouse() {
         DrainConfig::default(),
     );
     let drain_url = serve(fluxgate_outbox_drain::service(drain)).await;
-    let worker = PushWorker::start(db.store.clone(), &["order.flaky"]).await;
+    let worker = PushWorker::start_on(db.store.clone(), warehouse, &["order.flaky"]).await;
 
     // 1. ingest over HTTP: 40 events in one batch and one alone.
     let batch: Vec<Value> = (0..40)
@@ -655,7 +694,7 @@ async fn end_to_end_ingest_drain_pubsub_push_warehouse() {
     assert_eq!(status, 200);
 
     // 4. the warehouse holds exactly the events, and the outbox says DONE.
-    let rows = worker.rows();
+    let rows = worker.rows().await;
     assert_eq!(rows.len(), 41);
     for message in &published {
         let sent = decoded(message);
