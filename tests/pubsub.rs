@@ -218,6 +218,7 @@ async fn the_explicit_endpoint_setting_reaches_a_local_server_without_credential
     db.store.insert_events(&events).await.expect("insert");
     let queue = queue::connect(&QueueConfig {
         queue: QueueKind::Pubsub,
+        sqs_queue_url: None,
         pubsub: PubsubConfig {
             pubsub_topic: Some(TOPIC.into()),
             pubsub_endpoint: Some(server.endpoint()),
