@@ -185,6 +185,8 @@ pub enum QueueKind {
     /// Amazon SQS (a standard queue): `FLUXGATE_SQS_QUEUE_URL`; region, credentials and an
     /// endpoint override (`AWS_ENDPOINT_URL`) come from the AWS SDK's usual environment.
     Sqs,
+    /// Google Cloud Pub/Sub (`FLUXGATE_PUBSUB_TOPIC`); the worker takes it by push.
+    Pubsub,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -199,6 +201,43 @@ pub struct QueueConfig {
     /// The SQS dead-letter queue's URL, for `POST /v1/dlq/redrive` (replay).
     #[arg(long, env = "FLUXGATE_SQS_DEAD_LETTER_QUEUE_URL")]
     pub sqs_dead_letter_queue_url: Option<String>,
+    #[command(flatten)]
+    pub pubsub: PubsubConfig,
+}
+
+/// Where and how the drain publishes to Pub/Sub (`FLUXGATE_QUEUE=pubsub`).
+#[derive(Debug, Clone, Args)]
+pub struct PubsubConfig {
+    /// The topic, in full: `projects/PROJECT/topics/TOPIC`.
+    #[arg(long, env = "FLUXGATE_PUBSUB_TOPIC")]
+    pub pubsub_topic: Option<String>,
+    /// `host:port` of a local Pub/Sub server (the emulator's own setting): plain gRPC, no
+    /// credentials.
+    #[arg(long, env = "PUBSUB_EMULATOR_HOST")]
+    pub pubsub_emulator_host: Option<String>,
+    /// Endpoint URL, e.g. a regional `https://europe-west1-pubsub.googleapis.com` (with
+    /// Application Default Credentials) or a local `http://127.0.0.1:8085` (no credentials).
+    #[arg(long, env = "FLUXGATE_PUBSUB_ENDPOINT")]
+    pub pubsub_endpoint: Option<String>,
+    /// Most messages the client puts in one Publish request (Pub/Sub allows 1000).
+    #[arg(long, env = "FLUXGATE_PUBSUB_BATCH_MESSAGES", default_value_t = 100)]
+    pub pubsub_batch_messages: u32,
+    /// How long the client keeps retrying a failed Publish request (transient errors) before
+    /// the drain gives its messages back to the outbox with backoff.
+    #[arg(long, env = "FLUXGATE_PUBSUB_PUBLISH_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub pubsub_publish_timeout: TimeDelta,
+}
+
+impl Default for PubsubConfig {
+    fn default() -> Self {
+        Self {
+            pubsub_topic: None,
+            pubsub_emulator_host: None,
+            pubsub_endpoint: None,
+            pubsub_batch_messages: 100,
+            pubsub_publish_timeout: TimeDelta::seconds(30),
+        }
+    }
 }
 
 /// Which warehouse the worker writes to.

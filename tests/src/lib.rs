@@ -7,6 +7,7 @@
 //!   payload hash, and small helpers for keys and claims.
 //! - [`TestBigQuery`]: a dataset of its own per test on the bqemulator that `scripts/test.sh`
 //!   starts (`FLUXGATE_TEST_BIGQUERY_URL`), with rows and table metadata read back.
+//! - [`pubsub_server`]: a Pub/Sub gRPC test server (the one mock of the suite; see there why).
 //! - [`aws`]: AWS SDK clients on the moto server (`FLUXGATE_TEST_MOTO_URL`), a queue or a
 //!   secret of its own per test.
 //!
@@ -17,6 +18,7 @@ pub mod aws;
 pub mod bigquery;
 mod db;
 mod events;
+pub mod pubsub_server;
 
 pub use bigquery::{BIGQUERY_PROJECT, BIGQUERY_URL_ENV, TestBigQuery};
 pub use db::{

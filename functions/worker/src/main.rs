@@ -1,4 +1,5 @@
-//! worker as its own service: `POST /v1/messages` on `PORT`.
+//! worker as its own service on `PORT`: `POST /v1/messages` (batches) and
+//! `POST /v1/pubsub/push` (a Pub/Sub push subscription on Cloud Run).
 
 use clap::Parser;
 use fluxgate::config::{DatabaseConfig, ServerConfig, SinkConfig, WorkerConfig};
