@@ -28,6 +28,8 @@ export FLUXGATE_SCRIPT_START=$SECONDS
 . scripts/lib/databases.sh
 # shellcheck source=scripts/lib/python.sh
 . scripts/lib/python.sh
+# shellcheck source=scripts/lib/bqemulator.sh
+. scripts/lib/bqemulator.sh
 
 FLUXGATE_CACHE_DIR=${FLUXGATE_CACHE_DIR:-$HOME/.cache/fluxgate}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$FLUXGATE_CACHE_DIR/target}
@@ -60,13 +62,14 @@ step() {
 # their PIDs appended to BACKGROUND_PIDS (stopped at exit) and waited for. A service that fails
 # to start fails this script: tests never skip quietly.
 #   moto_server (SQS, Secrets Manager)  -> FLUXGATE_TEST_MOTO_URL (default http://127.0.0.1:4566)
-#   bqemulator: start_bqemulator from scripts/lib/bqemulator.sh (the bigquery branch adds it
-#   below, with start_background_service / wait_for_service from python.sh).
+#   bqemulator (BigQuery REST 9050, gRPC 9060, project fluxgate-test)
+#                                       -> FLUXGATE_TEST_BIGQUERY_URL (default http://127.0.0.1:9050)
 # ---------------------------------------------------------------------------------------------
 ensure_python_services() {
   step "Python tools and services"
   ensure_venv
   start_moto
+  start_bqemulator
 }
 
 run_tests() {

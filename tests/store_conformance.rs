@@ -31,6 +31,10 @@ macro_rules! conformance {
                 requeue_undelivered_keeps_final_rows,
                 empty_and_unknown_inputs,
                 large_batches_cross_chunk_boundaries,
+                admin_counts_lag_latency_and_throughput_from_known_rows,
+                admin_failed_listing_is_paginated_with_last_error,
+                admin_replay_one_event,
+                admin_replay_by_filter_dry_run_and_batches,
             );
             // Tenants and API keys (`cases/api_keys.rs`).
             conformance!(@cases $open;
@@ -1079,5 +1083,388 @@ mod cases {
         let middle = stored(store, &all[N / 2]).await;
         assert_eq!(middle.event.payload["i"], Value::from(N / 2));
         assert_eq!(middle.outbox.status, Published);
+    }
+
+    // ---- admin queries (replay and metrics), migration 0003 ----
+
+    use fluxgate::store::{OutboxFilter, ReplayFilter, ReplayOne, StatusCounts};
+
+    /// Known rows of tenant `T`, all received at `base + i s`:
+    /// e0..e3 DONE after 1 s, 2 min, 6 min and 20 min; e4 FAILED; e5 DEAD; e6..e9 PUBLISHED.
+    /// e0..e2 are `order.created`, the rest `test.created`. Then two PENDING events of
+    /// tenant-b received at base + 5 min.
+    async fn known_rows(store: &dyn Store, base: DateTime<Utc>) {
+        let mut events: Vec<Event> = (0..10)
+            .map(|i| variant(&format!("e{i}"), i, base + secs(i)))
+            .collect();
+        for event in events.iter_mut().take(3) {
+            event.event_type = "order.created".into();
+        }
+        insert(store, &events).await;
+        publish_all(store, base + secs(10)).await;
+        let latencies = [secs(1), mins(2), mins(6), mins(20)];
+        for (i, latency) in latencies.iter().enumerate() {
+            let done_at = base + secs(i as i64) + *latency;
+            record(
+                store,
+                &[outcome(&key(T, &format!("e{i}")), Done, None)],
+                done_at,
+            )
+            .await;
+        }
+        record(
+            store,
+            &[outcome(&key(T, "e4"), Failed, Some("sink timeout"))],
+            base + mins(1),
+        )
+        .await;
+        record(
+            store,
+            &[outcome(&key(T, "e5"), Dead, Some("row rejected"))],
+            base + mins(2),
+        )
+        .await;
+        let mut pending: Vec<Event> = (0..2)
+            .map(|i| variant(&format!("b{i}"), i, base + mins(5)))
+            .collect();
+        for event in &mut pending {
+            event.tenant_id = "tenant-b".into();
+        }
+        insert(store, &pending).await;
+    }
+
+    fn filter(
+        tenant: Option<&str>,
+        from: Option<DateTime<Utc>>,
+        to: Option<DateTime<Utc>>,
+    ) -> OutboxFilter {
+        OutboxFilter {
+            tenant_id: tenant.map(str::to_owned),
+            from,
+            to,
+        }
+    }
+
+    pub async fn admin_counts_lag_latency_and_throughput_from_known_rows(db: &TestDb) {
+        let store = db.store.as_ref();
+        let admin = store.admin();
+        let base = fluxgate::now() - TimeDelta::hours(2);
+        known_rows(store, base).await;
+
+        let counts = admin
+            .status_counts(&filter(Some(T), None, None))
+            .await
+            .expect("counts");
+        assert_eq!(
+            counts,
+            StatusCounts {
+                pending: 0,
+                published: 4,
+                done: 4,
+                failed: 1,
+                dead: 1
+            }
+        );
+        let all = admin
+            .status_counts(&OutboxFilter::default())
+            .await
+            .expect("counts");
+        assert_eq!((all.pending, all.total()), (2, 12));
+        // from inclusive, to exclusive: e2, e3, e4.
+        let ranged = admin
+            .status_counts(&filter(Some(T), Some(base + secs(2)), Some(base + secs(5))))
+            .await
+            .expect("counts");
+        assert_eq!(
+            ranged,
+            StatusCounts {
+                done: 2,
+                failed: 1,
+                ..StatusCounts::default()
+            }
+        );
+        let nobody = admin
+            .status_counts(&filter(Some("nobody"), None, None))
+            .await
+            .expect("counts");
+        assert_eq!(nobody.total(), 0);
+
+        let types = admin
+            .type_counts(&OutboxFilter::default())
+            .await
+            .expect("types");
+        let types: Vec<(String, u64)> =
+            types.into_iter().map(|t| (t.event_type, t.count)).collect();
+        assert_eq!(
+            types,
+            vec![("test.created".into(), 9), ("order.created".into(), 3)]
+        );
+        let early = admin
+            .type_counts(&filter(Some(T), None, Some(base + secs(1))))
+            .await
+            .expect("types");
+        assert_eq!(early.len(), 1);
+        assert_eq!(
+            (early[0].event_type.as_str(), early[0].count),
+            ("order.created", 1)
+        );
+
+        assert_eq!(
+            admin.oldest_pending(None).await.expect("lag"),
+            Some(base + mins(5))
+        );
+        assert_eq!(admin.oldest_pending(Some(T)).await.expect("lag"), None);
+
+        let latency = admin
+            .latency(Some(T), base, base + TimeDelta::hours(1))
+            .await
+            .expect("latency");
+        assert_eq!(latency.completed, 4);
+        let ms = |v: Option<f64>| v.map(|v| v.round() as i64);
+        // (1 000 + 120 000 + 360 000 + 1 200 000) / 4; nearest rank: p50 = 2nd, p95 = 4th.
+        assert_eq!(ms(latency.avg_ms), Some(420_250));
+        assert_eq!(ms(latency.p50_ms), Some(120_000));
+        assert_eq!(ms(latency.p95_ms), Some(1_200_000));
+        // A window holding only e0 and e1 (done at base + 1 s and base + 121 s).
+        let early = admin
+            .latency(None, base, base + secs(200))
+            .await
+            .expect("latency");
+        assert_eq!(
+            (early.completed, ms(early.p50_ms), ms(early.p95_ms)),
+            (2, Some(1_000), Some(120_000))
+        );
+        let empty = admin
+            .latency(Some("nobody"), base, base + TimeDelta::hours(1))
+            .await
+            .expect("latency");
+        assert_eq!(
+            (empty.completed, empty.avg_ms, empty.p50_ms),
+            (0, None, None)
+        );
+
+        // At base + 400 s: e2 (362 s) in the last minute, e1 (121 s) in five, e0 (1 s) in 15;
+        // e3 (1 203 s) is later than "now" and not counted.
+        let throughput = admin
+            .throughput(Some(T), base + secs(400))
+            .await
+            .expect("throughput");
+        assert_eq!(
+            (throughput.last_1m, throughput.last_5m, throughput.last_15m),
+            (1, 2, 3)
+        );
+    }
+
+    pub async fn admin_failed_listing_is_paginated_with_last_error(db: &TestDb) {
+        let store = db.store.as_ref();
+        let admin = store.admin();
+        let base = fluxgate::now() - TimeDelta::hours(2);
+        known_rows(store, base).await;
+        let (items, total) = admin.failed_events(Some(T), 0, 10).await.expect("failed");
+        assert_eq!(total, 2);
+        let seen: Vec<(&str, OutboxStatus, Option<&str>)> = items
+            .iter()
+            .map(|f| (f.event_id.as_str(), f.status, f.last_error.as_deref()))
+            .collect();
+        assert_eq!(
+            seen,
+            vec![
+                ("e5", Dead, Some("row rejected")),
+                ("e4", Failed, Some("sink timeout"))
+            ]
+        );
+        assert_eq!(items[0].event_type, "test.created");
+        assert_eq!(items[0].received_at, base + secs(5));
+        let (second, total) = admin.failed_events(Some(T), 1, 1).await.expect("page 2");
+        assert_eq!(
+            (second.len(), second[0].event_id.as_str(), total),
+            (1, "e4", 2)
+        );
+        let (none, total) = admin
+            .failed_events(Some("tenant-b"), 0, 10)
+            .await
+            .expect("failed");
+        assert!(none.is_empty());
+        assert_eq!(total, 0);
+    }
+
+    pub async fn admin_replay_one_event(db: &TestDb) {
+        let store = db.store.as_ref();
+        let admin = store.admin();
+        let base = fluxgate::now() - TimeDelta::hours(2);
+        known_rows(store, base).await;
+        let now = fluxgate::now();
+        assert_eq!(
+            admin
+                .replay_event(&key(T, "e5"), "admin", now)
+                .await
+                .expect("replay"),
+            ReplayOne::Replayed
+        );
+        let replayed = stored(store, &key(T, "e5")).await.outbox;
+        assert_eq!(
+            (replayed.status, replayed.attempts, replayed.next_attempt_at),
+            (Pending, 0, now)
+        );
+        assert_eq!(
+            admin
+                .replay_event(&key(T, "e5"), "admin", now)
+                .await
+                .expect("again"),
+            ReplayOne::NotReplayable(Pending)
+        );
+        assert_eq!(
+            admin
+                .replay_event(&key(T, "e0"), "admin", now)
+                .await
+                .expect("done"),
+            ReplayOne::NotReplayable(Done)
+        );
+        assert_eq!(
+            admin
+                .replay_event(&key(T, "missing"), "admin", now)
+                .await
+                .expect("missing"),
+            ReplayOne::NotFound
+        );
+        // The drain takes it again, and a new failure shows it was replayed once.
+        let claimed = claim(store, "drain", 100, now).await;
+        assert!(claimed_ids(&claimed).contains("e5"));
+        assert_eq!(
+            claimed
+                .iter()
+                .find(|c| c.event.event_id == "e5")
+                .map(|c| c.attempts),
+            Some(0)
+        );
+        store
+            .mark_published("drain", &claimed_keys(&claimed), now)
+            .await
+            .expect("publish");
+        record(
+            store,
+            &[outcome(&key(T, "e5"), Dead, Some("again"))],
+            now + secs(1),
+        )
+        .await;
+        let (items, _) = admin.failed_events(Some(T), 0, 10).await.expect("failed");
+        let e5 = items
+            .iter()
+            .find(|f| f.event_id == "e5")
+            .expect("e5 is dead again");
+        assert_eq!((e5.replay_count, e5.last_replayed_at), (1, Some(now)));
+    }
+
+    pub async fn admin_replay_by_filter_dry_run_and_batches(db: &TestDb) {
+        let store = db.store.as_ref();
+        let admin = store.admin();
+        let base = fluxgate::now() - TimeDelta::hours(2);
+        // 600 DEAD events of T (more than one replay batch), 1 FAILED of T, 1 DEAD of tenant-b.
+        let events: Vec<Event> = (0..600)
+            .map(|i| variant(&format!("d{i:04}"), i, base + secs(i)))
+            .collect();
+        let mut other = variant("x", 1, base);
+        other.tenant_id = "tenant-b".into();
+        let failed = variant("f", 1, base + mins(20));
+        let mut all = events.clone();
+        all.push(other.clone());
+        all.push(failed.clone());
+        insert(store, &all).await;
+        publish_all(store, base + mins(30)).await;
+        let mut outcomes: Vec<DeliveryOutcome> = all
+            .iter()
+            .map(|e| outcome(&e.key(), Dead, Some("boom")))
+            .collect();
+        outcomes.last_mut().expect("f").status = Failed;
+        record(store, &outcomes, base + mins(31)).await;
+
+        let of_t = |statuses: Vec<OutboxStatus>, limit: u32| ReplayFilter {
+            rows: filter(Some(T), None, None),
+            statuses,
+            limit,
+        };
+        let before = admin
+            .status_counts(&OutboxFilter::default())
+            .await
+            .expect("counts");
+        assert_eq!(
+            admin
+                .count_replayable(&of_t(vec![Failed, Dead], 10_000))
+                .await
+                .expect("dry"),
+            601
+        );
+        assert_eq!(
+            admin
+                .count_replayable(&of_t(vec![Failed], 10_000))
+                .await
+                .expect("dry"),
+            1
+        );
+        assert_eq!(
+            admin
+                .count_replayable(&of_t(vec![Dead], 10))
+                .await
+                .expect("dry"),
+            10
+        );
+        let ranged = ReplayFilter {
+            rows: filter(Some(T), Some(base + secs(100)), Some(base + secs(200))),
+            statuses: vec![Dead],
+            limit: 10_000,
+        };
+        assert_eq!(admin.count_replayable(&ranged).await.expect("dry"), 100);
+        assert_eq!(
+            admin
+                .status_counts(&OutboxFilter::default())
+                .await
+                .expect("counts"),
+            before,
+            "a dry run changed rows"
+        );
+
+        let now = fluxgate::now();
+        let moved = admin
+            .replay_matching(&of_t(vec![Dead], 550), "admin", now)
+            .await
+            .expect("replay");
+        assert_eq!(moved, 550);
+        let after = admin
+            .status_counts(&filter(Some(T), None, None))
+            .await
+            .expect("counts");
+        assert_eq!((after.pending, after.dead, after.failed), (550, 50, 1));
+        // Oldest first: the first 550 by receive time moved.
+        assert_eq!(status(store, &key(T, "d0549")).await, Pending);
+        assert_eq!(status(store, &key(T, "d0550")).await, Dead);
+        let rest = admin
+            .replay_matching(&of_t(vec![], 10_000), "admin", now)
+            .await
+            .expect("replay");
+        assert_eq!(rest, 51, "no statuses means FAILED and DEAD");
+        assert_eq!(
+            status(store, &other.key()).await,
+            Dead,
+            "another tenant's event moved"
+        );
+        let everything = admin
+            .replay_matching(
+                &ReplayFilter {
+                    rows: OutboxFilter::default(),
+                    statuses: vec![Dead],
+                    limit: 10,
+                },
+                "admin",
+                now,
+            )
+            .await
+            .expect("replay");
+        assert_eq!(everything, 1);
+        let claimed = claim(store, "drain", 10_000, now).await;
+        assert_eq!(claimed.len(), 602);
+        assert!(
+            claimed.iter().all(|c| c.attempts == 0),
+            "attempts were not reset"
+        );
     }
 }

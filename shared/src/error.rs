@@ -40,6 +40,9 @@ pub enum Error {
     Conflict { tenant_id: String, event_id: String },
     #[error("{0} not found")]
     NotFound(String),
+    /// The resource exists but is not in a state that allows this (e.g. replaying a DONE event).
+    #[error("{0}")]
+    WrongState(String),
     /// No credential, or one that is unknown or revoked.
     #[error("unauthorized: {0}")]
     Unauthorized(String),
@@ -81,6 +84,7 @@ impl Error {
             Self::UnsupportedMedia { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Conflict { .. } => StatusCode::CONFLICT,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::WrongState(_) => StatusCode::CONFLICT,
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Self::Forbidden(_) | Self::ForbiddenField(_) => StatusCode::FORBIDDEN,
             // The caller may retry: nothing was written, and the dependency may come back.
@@ -100,6 +104,7 @@ impl Error {
                 "The event id is taken by a different payload",
             ),
             Self::NotFound(_) => ("not-found", "Not found"),
+            Self::WrongState(_) => ("wrong-state", "Not possible in the current state"),
             Self::Unauthorized(_) => ("unauthorized", "Authentication required"),
             Self::Forbidden(_) | Self::ForbiddenField(_) => ("forbidden", "Not allowed"),
             Self::Database(_) | Self::Queue(_) | Self::Sink(_) => {

@@ -208,12 +208,21 @@ pub fn with_observability(router: Router) -> Router {
 /// `GET /healthz` (the process answers) and `GET /readyz` (the database answers too).
 pub fn health_routes(store: Arc<dyn Store>) -> Router {
     Router::new()
-        .route("/healthz", get(|| async { "ok" }))
+        .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .with_state(store)
 }
 
-async fn readyz(State(store): State<Arc<dyn Store>>) -> impl IntoResponse {
+#[utoipa::path(get, path = "/healthz", tag = "meta",
+    responses((status = 200, description = "The process answers", body = String)))]
+pub(crate) async fn healthz() -> &'static str {
+    "ok"
+}
+
+#[utoipa::path(get, path = "/readyz", tag = "meta", responses(
+    (status = 200, description = "The process and its database answer", body = String),
+    (status = 503, description = "The database does not answer", content_type = "application/problem+json")))]
+pub(crate) async fn readyz(State(store): State<Arc<dyn Store>>) -> impl IntoResponse {
     match store.ping().await {
         Ok(()) => (StatusCode::OK, "ready").into_response(),
         Err(e) => e.into_response(),

@@ -6,11 +6,14 @@
 //! `tenant` (who a request acts for), `auth` (API keys and admin access), `http`,
 //! `telemetry` and `runtime` (running a function).
 
+pub mod api;
 pub mod auth;
 pub mod config;
+pub mod dead_letters;
 pub mod error;
 pub mod event;
 pub mod http;
+pub mod query;
 pub mod queue;
 pub mod runtime;
 pub mod secrets;

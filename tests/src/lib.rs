@@ -6,18 +6,24 @@
 //! - [`event`], [`event_with_payload`], [`event_at`]: valid events with a correct canonical
 //!   payload hash, and small helpers for keys and claims.
 //! - [`tenant_key`], [`authenticator`], [`ADMIN_KEY`]: real API keys and authenticators.
+//! - [`TestBigQuery`]: a dataset of its own per test on the bqemulator that `scripts/test.sh`
+//!   starts (`FLUXGATE_TEST_BIGQUERY_URL`), with rows and table metadata read back.
+//! - [`pubsub_server`]: a Pub/Sub gRPC test server (the one mock of the suite; see there why).
 //! - [`aws`]: AWS SDK clients on the moto server (`FLUXGATE_TEST_MOTO_URL`), a queue or a
 //!   secret of its own per test.
 //!
-//! A database server that cannot be reached makes the test panic with the URL it tried and the
-//! command that starts the server: a test that needs a service never skips quietly.
+//! A database server or emulator that cannot be reached makes the test panic with the URL it
+//! tried and the command that starts it: a test that needs a service never skips quietly.
 
 mod auth;
 pub mod aws;
+pub mod bigquery;
 mod db;
 mod events;
+pub mod pubsub_server;
 
 pub use auth::{ADMIN_KEY, auth_config, authenticator, authenticator_with, tenant_key};
+pub use bigquery::{BIGQUERY_PROJECT, BIGQUERY_URL_ENV, TestBigQuery};
 pub use db::{
     DbKind, MYSQL_URL_ENV, POSTGRES_URL_ENV, TEST_DB_ENV, TEST_DB_PREFIX, TestDb, database_config,
 };

@@ -61,6 +61,13 @@ pub(crate) struct BatchResponse {
     items: Vec<ItemResult>,
 }
 
+#[utoipa::path(post, path = "/v1/events/batch", tag = "ingest",
+    request_body(content = serde_json::Value, description = "A JSON array of events, `{\"events\": [...]}`, or NDJSON (application/x-ndjson)"),
+    responses(
+        (status = 200, description = "An answer per item: accepted, duplicate, conflict or invalid", content_type = "application/json"),
+        (status = 422, description = "Empty or too many events (`field` is `events`)", content_type = "application/problem+json"),
+        (status = 400, description = "Not JSON, not UTF-8, bad gzip", content_type = "application/problem+json"),
+        (status = 413, description = "Body too large", content_type = "application/problem+json")))]
 pub(crate) async fn post_batch(
     State(state): State<IngestState>,
     scope: TenantScope,

@@ -12,16 +12,17 @@ use axum::body::Body;
 use axum::extract::{FromRef, Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use serde::Serialize;
 
+use fluxgate::api::{self, Route};
 use fluxgate::auth::Authenticator;
 use fluxgate::config::Limits;
 use fluxgate::error::{Error, Result};
 use fluxgate::event::{Event, EventInput, EventKey};
 use fluxgate::http::{self as fhttp, BodyFormat, CorrelationId};
-use fluxgate::store::{InsertOutcome, OutboxState, Store};
+use fluxgate::store::{InsertOutcome, OutboxState, OutboxStatus, Store};
 use fluxgate::tenant::TenantScope;
+use utoipa::OpenApi;
 
 #[derive(Clone)]
 pub struct IngestState {
@@ -37,13 +38,31 @@ impl FromRef<IngestState> for Authenticator {
     }
 }
 
+/// The route table: builds the router and lists the endpoints the OpenAPI test checks.
+pub fn routes() -> Vec<Route<IngestState>> {
+    vec![
+        Route::post("/v1/events", post_event),
+        Route::post("/v1/events/batch", batch::post_batch),
+        Route::get("/v1/events/{tenantId}/{eventId}", get_event),
+    ]
+}
+
 /// The ingest routes, without health checks or middleware (see [`service`]).
 pub fn router(state: IngestState) -> Router {
-    Router::new()
-        .route("/v1/events", post(post_event))
-        .route("/v1/events/batch", post(batch::post_batch))
-        .route("/v1/events/{tenant_id}/{event_id}", get(get_event))
-        .with_state(state)
+    api::router(routes()).with_state(state)
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    paths(post_event, batch::post_batch, get_event),
+    components(schemas(OutboxStatus)),
+    tags((name = "ingest", description = "Events in, stored once per (tenant, event id) with their outbox row"))
+)]
+pub struct IngestApi;
+
+/// ingest's OpenAPI document, with the common endpoints.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    api::document("fluxgate ingest", IngestApi::openapi())
 }
 
 /// ingest as a whole service: routes, health checks, correlation ids, problem+json 404s.
@@ -56,6 +75,7 @@ pub fn service(store: Arc<dyn Store>, limits: Limits, auth: Authenticator) -> Ro
     fhttp::with_observability(
         router(state)
             .merge(fhttp::health_routes(store))
+            .merge(api::openapi_route(&openapi()))
             .fallback(fhttp::not_found),
     )
 }
@@ -68,6 +88,18 @@ struct Accepted<'a> {
     status: InsertOutcome,
 }
 
+/// One event. The body: `tenantId`, `eventId` (optional), `eventType`, `eventTs` (optional),
+/// `payload` (a JSON object), `source`, `metadata`.
+#[utoipa::path(post, path = "/v1/events", tag = "ingest",
+    request_body(content = serde_json::Value, description = "One event", content_type = "application/json"),
+    responses(
+        (status = 202, description = "Accepted: stored with its outbox row"),
+        (status = 200, description = "A duplicate: the same id with the same payload; nothing new is written"),
+        (status = 409, description = "The id is taken by a different payload", content_type = "application/problem+json"),
+        (status = 422, description = "A field breaks a rule; `field` names it", content_type = "application/problem+json"),
+        (status = 400, description = "Not JSON, not UTF-8, bad gzip", content_type = "application/problem+json"),
+        (status = 413, description = "Body too large", content_type = "application/problem+json"),
+        (status = 415, description = "Not application/json", content_type = "application/problem+json")))]
 async fn post_event(
     State(state): State<IngestState>,
     scope: TenantScope,
@@ -134,6 +166,13 @@ struct EventView {
     outbox: OutboxState,
 }
 
+/// The event with its outbox state.
+#[utoipa::path(get, path = "/v1/events/{tenantId}/{eventId}", tag = "ingest",
+    params(("tenantId" = String, Path, description = "Tenant of the event"),
+           ("eventId" = String, Path, description = "Id of the event")),
+    responses(
+        (status = 200, description = "The event and its outbox row", content_type = "application/json"),
+        (status = 404, description = "No such event (or another tenant's)", content_type = "application/problem+json")))]
 async fn get_event(
     State(state): State<IngestState>,
     scope: TenantScope,

@@ -27,8 +27,10 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use fluxgate::api;
 use fluxgate::auth::{AuthConfig, AuthMode, Authenticator};
 use fluxgate::config::{DatabaseConfig, DrainConfig, Limits, WorkerConfig, parse_duration};
+use fluxgate::dead_letters::DeadLetters;
 use fluxgate::error::Result;
 use fluxgate::http as fhttp;
 use fluxgate::queue::{InMemoryQueue, InMemoryQueueConfig};
@@ -125,7 +127,13 @@ pub async fn run_on(
     }
     let auth = Authenticator::from_config(&config.auth, store.clone()).await?;
 
-    let app = app(store.clone(), config.limits.clone(), drain.clone(), auth);
+    let app = app(
+        store.clone(),
+        config.limits.clone(),
+        drain.clone(),
+        Some(queue.clone()),
+        auth,
+    );
     let address: SocketAddr = listener.local_addr()?;
     tracing::info!(
         %address,
@@ -159,21 +167,50 @@ pub async fn run_on(
     Ok(())
 }
 
-/// ingest and the drain trigger behind one router, with health checks. ingest authenticates
-/// with `auth`; the drain trigger, as in the cloud, is for the scheduler (here the process's
-/// own loop) and takes no API key.
-pub fn app(store: Arc<dyn Store>, limits: Limits, drain: Drain, auth: Authenticator) -> Router {
+/// ingest, replay, metrics and the drain trigger behind one router, with health checks and
+/// the OpenAPI document of them all. `dead_letters` is the in-process queue's. ingest, replay
+/// and metrics authenticate with `auth`; the drain trigger, as in the cloud, is for the
+/// scheduler (here the process's own loop) and takes no API key.
+pub fn app(
+    store: Arc<dyn Store>,
+    limits: Limits,
+    drain: Drain,
+    dead_letters: Option<Arc<dyn DeadLetters>>,
+    auth: Authenticator,
+) -> Router {
     let ingest = fluxgate_ingest::router(fluxgate_ingest::IngestState {
         store: store.clone(),
         limits: Arc::new(limits),
+        auth: auth.clone(),
+    });
+    let replay = fluxgate_replay::router(fluxgate_replay::ReplayState {
+        store: store.clone(),
+        dead_letters,
+        auth: auth.clone(),
+    });
+    let metrics = fluxgate_metrics::router(fluxgate_metrics::MetricsState {
+        store: store.clone(),
         auth,
     });
     fhttp::with_observability(
         ingest
+            .merge(replay)
+            .merge(metrics)
             .merge(fluxgate_outbox_drain::router(drain))
             .merge(fhttp::health_routes(store))
+            .merge(api::openapi_route(&openapi()))
             .fallback(fhttp::not_found),
     )
+}
+
+/// The OpenAPI document local serves: ingest, replay and metrics in one. (The drain and
+/// worker triggers are for schedules and queues, not clients, and are not described.)
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    let mut document = fluxgate_ingest::openapi();
+    document.merge(fluxgate_replay::openapi());
+    document.merge(fluxgate_metrics::openapi());
+    document.info.title = "fluxgate local".to_owned();
+    document
 }
 
 /// What a schedule does in the cloud: one drain run per tick.

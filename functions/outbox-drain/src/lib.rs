@@ -3,6 +3,7 @@
 //! with backoff, or DEAD once its attempts are used up. It stops when nothing is due or its
 //! time budget is spent, and answers with a summary.
 
+pub mod job;
 mod publish;
 
 use std::sync::Arc;
@@ -12,6 +13,7 @@ use axum::extract::State;
 use axum::routing::post;
 use axum::{Json, Router};
 use serde::Serialize;
+use tokio_util::sync::CancellationToken;
 
 use fluxgate::config::DrainConfig;
 use fluxgate::error::Result;
@@ -29,6 +31,8 @@ pub enum StoppedBy {
     Empty,
     /// The time budget ran out; what is left waits for the next run.
     TimeBudget,
+    /// The process was asked to stop (SIGTERM); the round in flight was settled first.
+    Shutdown,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -50,6 +54,8 @@ pub struct Drain {
     store: Arc<dyn Store>,
     queue: Arc<dyn Queue>,
     config: Arc<DrainConfig>,
+    /// Cancelled on SIGTERM: no new round starts, the one in flight settles what it published.
+    stop: CancellationToken,
 }
 
 impl Drain {
@@ -58,7 +64,16 @@ impl Drain {
             store,
             queue,
             config: Arc::new(config),
+            stop: CancellationToken::new(),
         }
+    }
+
+    /// Stops claiming new rounds once `stop` is cancelled. A round already claimed is still
+    /// published and settled; anything left unsettled (a kill before that) stays claimable
+    /// once its lease runs out.
+    pub fn with_stop(mut self, stop: CancellationToken) -> Self {
+        self.stop = stop;
+        self
     }
 
     pub fn config(&self) -> &DrainConfig {
@@ -91,6 +106,10 @@ impl Drain {
             stopped_by: StoppedBy::Empty,
         };
         loop {
+            if self.stop.is_cancelled() {
+                summary.stopped_by = StoppedBy::Shutdown;
+                break;
+            }
             if Instant::now() >= deadline {
                 summary.stopped_by = StoppedBy::TimeBudget;
                 break;

@@ -54,11 +54,13 @@ pub fn router(worker: Worker) -> Router {
         .with_state(worker)
 }
 
-/// worker as a whole HTTP service.
+/// worker as a whole HTTP service: the batch endpoint and the Pub/Sub push endpoint.
 pub fn service(worker: Worker) -> Router {
     let store = worker.store.clone();
+    let push = crate::pubsub_push::router(worker.clone(), worker.push_stats.clone());
     fhttp::with_observability(
         router(worker)
+            .merge(push)
             .merge(fhttp::health_routes(store))
             .fallback(fhttp::not_found),
     )

@@ -3,6 +3,7 @@
 //! batch. The queue does the retrying: the worker only says which messages to retry.
 
 mod http_trigger;
+pub mod pubsub_push;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -41,6 +42,7 @@ pub struct Worker {
     store: Arc<dyn Store>,
     sink: Arc<dyn Sink>,
     config: Arc<WorkerConfig>,
+    push_stats: Arc<pubsub_push::PushStats>,
 }
 
 impl Worker {
@@ -49,7 +51,13 @@ impl Worker {
             store,
             sink,
             config: Arc::new(config),
+            push_stats: Arc::default(),
         }
+    }
+
+    /// What the Pub/Sub push endpoint counted (shared by every clone of this worker).
+    pub fn push_stats(&self) -> &pubsub_push::PushStats {
+        &self.push_stats
     }
 
     /// Handles a batch and answers for each delivery, in order. `Err` means the outcomes could

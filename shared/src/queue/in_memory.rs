@@ -190,6 +190,24 @@ impl InMemoryQueue {
     pub fn dead_letters(&self) -> Vec<QueueMessage> {
         self.state().dead_letters.clone()
     }
+
+    /// Moves up to `max` dead letters, oldest first, back to the ready messages with a fresh
+    /// receive count; returns how many moved and how many dead letters remain.
+    pub fn redrive_dead_letters(&self, max: usize) -> (usize, usize) {
+        let mut state = self.state();
+        let count = max.min(state.dead_letters.len());
+        let moved: Vec<QueueMessage> = state.dead_letters.drain(..count).collect();
+        state.ready.extend(moved.into_iter().map(|message| Held {
+            message,
+            receive_count: 0,
+        }));
+        let remaining = state.dead_letters.len();
+        drop(state);
+        if count > 0 {
+            self.arrived.notify_waiters();
+        }
+        (count, remaining)
+    }
 }
 
 #[async_trait]

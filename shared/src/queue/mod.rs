@@ -2,6 +2,7 @@
 //! publishing side (one file per queue), and the message format every queue carries.
 
 mod in_memory;
+mod pubsub;
 mod sqs;
 
 use std::sync::Arc;
@@ -14,6 +15,9 @@ use crate::error::{Error, Result};
 use crate::event::{Event, EventKey};
 
 pub use in_memory::{Delivery, InMemoryQueue, InMemoryQueueConfig};
+pub use pubsub::{
+    ATTRIBUTE_CORRELATION_ID, ATTRIBUTE_EVENT_TYPE, ATTRIBUTE_TENANT_ID, PubsubQueue,
+};
 pub use sqs::{MAX_ENTRIES_PER_REQUEST, MAX_REQUEST_BYTES, SqsQueue};
 
 /// Builds the queue the config names, once per process (cold start): the SQS client is made
@@ -33,6 +37,7 @@ pub async fn connect(config: &QueueConfig) -> Result<Arc<dyn Queue>> {
             tracing::info!(queue_url = url, "publishing to SQS");
             Ok(Arc::new(SqsQueue::from_env(url).await))
         }
+        QueueKind::Pubsub => Ok(Arc::new(PubsubQueue::connect(&config.pubsub).await?)),
     }
 }
 

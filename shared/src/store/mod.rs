@@ -3,6 +3,7 @@
 //! Every method takes `now` from the caller instead of reading the database clock, so that
 //! the same rules hold on every database and tests can move time without sleeping.
 
+mod admin;
 mod api_keys;
 mod batch;
 mod connect;
@@ -24,6 +25,10 @@ use serde::Serialize;
 use crate::error::Result;
 use crate::event::{Event, EventKey};
 
+pub use admin::{
+    FailedEvent, Latency, MAX_TYPES, OutboxAdmin, OutboxFilter, REPLAY_BATCH, REPLAYABLE,
+    ReplayFilter, ReplayOne, StatusCounts, Throughput, TypeCount,
+};
 pub use api_keys::{ActiveKey, ApiKeyInfo, ApiKeys, NewApiKey, TenantRecord};
 pub use batch::InsertOutcome;
 pub use connect::connect;
@@ -33,7 +38,9 @@ pub use sql_store::{Dialect, SqlStore};
 pub use sqlite::{Sqlite, SqliteStore};
 
 /// Where an event is on its way to the warehouse.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum OutboxStatus {
     /// Waiting for the drain (first time, or again after a failed publish or a replay).
@@ -150,6 +157,11 @@ pub struct DeliveryOutcome {
 pub trait Store: ApiKeys + Send + Sync + 'static {
     /// `postgres`, `mysql` or `sqlite`.
     fn dialect(&self) -> &'static str;
+
+    /// The replay and metrics queries. A narrow trait of their own behind an accessor, rather
+    /// than more methods here or a supertrait: the pipeline functions keep seeing only what
+    /// they use, and other admin concerns (API keys) sit beside it the same way.
+    fn admin(&self) -> &dyn OutboxAdmin;
 
     /// A round trip to the database (readiness).
     async fn ping(&self) -> Result<()>;

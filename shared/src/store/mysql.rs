@@ -172,6 +172,11 @@ impl Dialect for MySql {
         "mysql"
     }
 
+    fn millis_between(&self, start: &str, end: &str) -> String {
+        // `1e3` is a DOUBLE literal, so the quotient is a double rather than a DECIMAL.
+        format!("(TIMESTAMPDIFF(MICROSECOND, {start}, {end}) / 1e3)")
+    }
+
     async fn migrate(&self, pool: &MySqlPool) -> Result<()> {
         sqlx::migrate!("../infra/migrations/mysql")
             .run(pool)

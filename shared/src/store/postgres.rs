@@ -35,6 +35,15 @@ impl Dialect for Postgres {
         "postgres"
     }
 
+    fn millis_between(&self, start: &str, end: &str) -> String {
+        // EXTRACT gives NUMERIC since PostgreSQL 14; the metrics read doubles.
+        format!("(EXTRACT(EPOCH FROM ({end} - {start})) * 1000)::float8")
+    }
+
+    fn has_percentile_disc(&self) -> bool {
+        true
+    }
+
     async fn migrate(&self, pool: &PgPool) -> Result<()> {
         sqlx::migrate!("../infra/migrations/postgres")
             .run(pool)

@@ -9,6 +9,7 @@ use serde_json::{Map, Value};
 use sqlx::types::Json;
 use sqlx::{Connection, Database, Executor, FromRow, IntoArguments, Pool};
 
+use super::admin::OutboxAdmin;
 use super::rows::{self, Bind, ClaimedRow, KeyHashRow, KeyStatusRow, RowsAffected, StoredRow};
 use super::{
     ApiKeys, ClaimRequest, ClaimedEvent, DeliveryOutcome, OutboxStatus, PublishRetry, Store,
@@ -40,6 +41,15 @@ pub trait Dialect: Send + Sync + 'static {
         claim: &ClaimRequest,
         expires_at: DateTime<Utc>,
     ) -> Result<u64>;
+
+    /// SQL for the milliseconds from timestamp expression `start` to `end`, as a double.
+    fn millis_between(&self, start: &str, end: &str) -> String;
+
+    /// Whether the database computes nearest-rank percentiles itself
+    /// (`percentile_disc(p) WITHIN GROUP (ORDER BY …)`); elsewhere they are read by rank.
+    fn has_percentile_disc(&self) -> bool {
+        false
+    }
 }
 
 pub struct SqlStore<D: Dialect> {
@@ -57,6 +67,10 @@ impl<D: Dialect> SqlStore<D> {
 
     pub fn pool(&self) -> &Pool<D::DB> {
         &self.pool
+    }
+
+    pub(crate) fn sql_dialect(&self) -> &D {
+        &self.dialect
     }
 }
 
@@ -78,9 +92,14 @@ where
     Json<Map<String, Value>>: Bind<D::DB>,
     Option<Json<Map<String, Value>>>: Bind<D::DB>,
     SqlStore<D>: ApiKeys,
+    SqlStore<D>: OutboxAdmin,
 {
     fn dialect(&self) -> &'static str {
         self.dialect.name()
+    }
+
+    fn admin(&self) -> &dyn OutboxAdmin {
+        self
     }
 
     async fn ping(&self) -> Result<()> {

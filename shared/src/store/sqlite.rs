@@ -32,6 +32,11 @@ impl Dialect for Sqlite {
         "sqlite"
     }
 
+    fn millis_between(&self, start: &str, end: &str) -> String {
+        // Timestamps are RFC 3339 text; julianday() reads them (to the millisecond).
+        format!("((julianday({end}) - julianday({start})) * 86400000.0)")
+    }
+
     async fn migrate(&self, pool: &SqlitePool) -> Result<()> {
         sqlx::migrate!("../infra/migrations/sqlite")
             .run(pool)

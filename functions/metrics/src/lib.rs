@@ -1,0 +1,224 @@
+//! metrics: `GET /v1/outbox/summary` (counts per status), `GET /v1/metrics` (counts by status
+//! and type, lag, latency, throughput), `GET /v1/events/failed` (FAILED and DEAD events with
+//! their last error, paginated) and `GET /metrics` (Prometheus text; on Lambda also
+//! CloudWatch EMF log lines). Every figure is SQL the database answers from an index.
+//!
+//! A tenant key reads its own tenant only (naming another is a 404); admins read any tenant
+//! or all of them. `GET /metrics` spans all tenants, so it is admin-only.
+
+pub mod emf;
+pub mod prometheus;
+pub mod report;
+
+use std::sync::Arc;
+
+use axum::extract::{FromRef, RawQuery, State};
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use axum::{Json, Router};
+use chrono::TimeDelta;
+use serde::Serialize;
+use utoipa::{OpenApi, ToSchema};
+
+use fluxgate::api::{self, Route};
+use fluxgate::auth::Authenticator;
+use fluxgate::error::{Error, Result};
+use fluxgate::http as fhttp;
+use fluxgate::query::{QueryParams, check_range};
+use fluxgate::store::{
+    FailedEvent, Latency, OutboxFilter, OutboxStatus, StatusCounts, Store, Throughput, TypeCount,
+};
+use fluxgate::tenant::TenantScope;
+
+use report::{Counts, LatencyReport, MetricsReport, Summary};
+
+/// Latency window of `GET /v1/metrics` without `window`, and of `GET /metrics`.
+pub const DEFAULT_WINDOW: TimeDelta = TimeDelta::minutes(15);
+pub const MAX_PAGE_SIZE: u64 = 500;
+pub const DEFAULT_PAGE_SIZE: u64 = 50;
+
+#[derive(Clone)]
+pub struct MetricsState {
+    pub store: Arc<dyn Store>,
+    /// Who may read which tenant's figures (the `TenantScope` extractor asks it).
+    pub auth: Authenticator,
+}
+
+impl FromRef<MetricsState> for Authenticator {
+    fn from_ref(state: &MetricsState) -> Self {
+        state.auth.clone()
+    }
+}
+
+/// The route table: builds the router and lists the endpoints the OpenAPI test checks.
+pub fn routes() -> Vec<Route<MetricsState>> {
+    vec![
+        Route::get("/v1/outbox/summary", summary),
+        Route::get("/v1/metrics", metrics),
+        Route::get("/v1/events/failed", failed_events),
+        Route::get("/metrics", prometheus_text),
+    ]
+}
+
+/// The metrics routes, without health checks or middleware (see [`service`]).
+pub fn router(state: MetricsState) -> Router {
+    api::router(routes()).with_state(state)
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    paths(summary, metrics, failed_events, prometheus_text),
+    components(schemas(Summary, MetricsReport, Counts, LatencyReport, Latency, Throughput, StatusCounts, TypeCount, FailedPage, FailedEvent, OutboxStatus)),
+    tags((name = "metrics", description = "Outbox figures: counts, lag, latency, throughput, failures"))
+)]
+pub struct MetricsApi;
+
+/// metrics' OpenAPI document, with the common endpoints.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    api::document("fluxgate metrics", MetricsApi::openapi())
+}
+
+/// metrics as a whole service: routes, health checks, `/openapi.json`, problem+json 404s.
+pub fn service(store: Arc<dyn Store>, auth: Authenticator) -> Router {
+    fhttp::with_observability(
+        router(MetricsState {
+            store: store.clone(),
+            auth,
+        })
+        .merge(fhttp::health_routes(store))
+        .merge(api::openapi_route(&openapi()))
+        .fallback(fhttp::not_found),
+    )
+}
+
+/// `tenantId`, `from`, `to` of a query, held to what the caller may read.
+fn outbox_filter(scope: &TenantScope, query: &QueryParams) -> Result<OutboxFilter> {
+    let requested = query.text("tenantId")?;
+    let tenant_id = scope.tenant_filter(requested.as_deref())?;
+    let from = query.time("from")?;
+    let to = query.time("to")?;
+    check_range(from, to)?;
+    Ok(OutboxFilter {
+        tenant_id,
+        from,
+        to,
+    })
+}
+
+/// Counts per status (pending, published, done, failed, dead) and their total.
+#[utoipa::path(get, path = "/v1/outbox/summary", tag = "metrics",
+    params(("tenantId" = Option<String>, Query, description = "One tenant (a tenant key: its own, the default)"),
+           ("from" = Option<String>, Query, description = "Received at or after (RFC 3339)"),
+           ("to" = Option<String>, Query, description = "Received before (RFC 3339)")),
+    responses(
+        (status = 200, description = "Counts per status", body = Summary),
+        (status = 404, description = "A tenant the caller may not read", content_type = "application/problem+json"),
+        (status = 422, description = "A bad parameter; `field` names it", content_type = "application/problem+json")))]
+pub async fn summary(
+    State(state): State<MetricsState>,
+    scope: TenantScope,
+    RawQuery(raw): RawQuery,
+) -> Result<Json<Summary>> {
+    let query = QueryParams::parse(raw.as_deref(), &["tenantId", "from", "to"])?;
+    let filter = outbox_filter(&scope, &query)?;
+    let counts = state.store.admin().status_counts(&filter).await?;
+    Ok(Json(Summary::new(&filter, counts)))
+}
+
+/// Counts by status and type, lag, receive-to-DONE latency (avg, p50, p95), throughput.
+#[utoipa::path(get, path = "/v1/metrics", tag = "metrics",
+    params(("tenantId" = Option<String>, Query, description = "One tenant (a tenant key: its own, the default)"),
+           ("from" = Option<String>, Query, description = "Counts: received at or after (RFC 3339)"),
+           ("to" = Option<String>, Query, description = "Counts: received before (RFC 3339)"),
+           ("window" = Option<String>, Query, description = "Latency window ending now, e.g. 15m (default) or 1h; 1m to 7d")),
+    responses(
+        (status = 200, description = "The figures", body = MetricsReport),
+        (status = 404, description = "A tenant the caller may not read", content_type = "application/problem+json"),
+        (status = 422, description = "A bad parameter; `field` names it", content_type = "application/problem+json")))]
+pub async fn metrics(
+    State(state): State<MetricsState>,
+    scope: TenantScope,
+    RawQuery(raw): RawQuery,
+) -> Result<Json<MetricsReport>> {
+    let query = QueryParams::parse(raw.as_deref(), &["tenantId", "from", "to", "window"])?;
+    let filter = outbox_filter(&scope, &query)?;
+    let window = query.duration(
+        "window",
+        TimeDelta::minutes(1),
+        TimeDelta::days(7),
+        DEFAULT_WINDOW,
+    )?;
+    let report = report::collect(state.store.as_ref(), &filter, window, fluxgate::now()).await?;
+    Ok(Json(report))
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FailedPage {
+    pub items: Vec<FailedEvent>,
+    pub page: u64,
+    pub limit: u64,
+    /// FAILED and DEAD events in all (of the tenant, when one is named).
+    pub total: u64,
+}
+
+/// FAILED and DEAD events, newest received first, with their last error.
+#[utoipa::path(get, path = "/v1/events/failed", tag = "metrics",
+    params(("tenantId" = Option<String>, Query, description = "One tenant (a tenant key: its own, the default)"),
+           ("page" = Option<u64>, Query, description = "1-based page (default 1)"),
+           ("limit" = Option<u64>, Query, description = "Events per page, 1 to 500 (default 50)")),
+    responses(
+        (status = 200, description = "One page", body = FailedPage),
+        (status = 404, description = "A tenant the caller may not read", content_type = "application/problem+json"),
+        (status = 422, description = "A bad parameter; `field` names it", content_type = "application/problem+json")))]
+pub async fn failed_events(
+    State(state): State<MetricsState>,
+    scope: TenantScope,
+    RawQuery(raw): RawQuery,
+) -> Result<Json<FailedPage>> {
+    let query = QueryParams::parse(raw.as_deref(), &["tenantId", "page", "limit"])?;
+    let tenant = scope.tenant_filter(query.text("tenantId")?.as_deref())?;
+    let page = query.number("page", 1, 1_000_000, 1)?;
+    let limit = query.number("limit", 1, MAX_PAGE_SIZE, DEFAULT_PAGE_SIZE)?;
+    let (items, total) = state
+        .store
+        .admin()
+        .failed_events(tenant.as_deref(), (page - 1) * limit, limit as u32)
+        .await?;
+    Ok(Json(FailedPage {
+        items,
+        page,
+        limit,
+        total,
+    }))
+}
+
+/// Prometheus text (OpenMetrics) for all tenants; on Lambda also an EMF log line.
+#[utoipa::path(get, path = "/metrics", tag = "metrics",
+    responses(
+        (status = 200, description = "Counters and gauges", content_type = "application/openmetrics-text", body = String),
+        (status = 403, description = "Not an admin", content_type = "application/problem+json")))]
+pub async fn prometheus_text(
+    State(state): State<MetricsState>,
+    scope: TenantScope,
+) -> Result<Response> {
+    scope.require_admin()?;
+    let report = report::collect(
+        state.store.as_ref(),
+        &OutboxFilter::default(),
+        DEFAULT_WINDOW,
+        fluxgate::now(),
+    )
+    .await?;
+    if emf::on_lambda() {
+        emf::emit(&report);
+    }
+    let text = prometheus::render(&report)
+        .map_err(|e| Error::Config(format!("cannot write the Prometheus text: {e}")))?;
+    let mut response = text.into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(prometheus::CONTENT_TYPE),
+    );
+    Ok(response)
+}

@@ -1,0 +1,117 @@
+//! The figures every metrics endpoint shows, gathered from the store's SQL aggregations.
+
+use chrono::{DateTime, TimeDelta, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use fluxgate::error::Result;
+use fluxgate::store::{Latency, OutboxFilter, StatusCounts, Store, Throughput, TypeCount};
+
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MetricsReport {
+    /// The tenant the figures are for; all tenants when absent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tenant_id: Option<String>,
+    /// The receive-time range of the counts, when one was asked for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub from: Option<DateTime<Utc>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub to: Option<DateTime<Utc>>,
+    pub generated_at: DateTime<Utc>,
+    pub counts: Counts,
+    /// Age of the oldest PENDING event, in seconds; 0 when nothing is pending.
+    pub lag_seconds: f64,
+    pub oldest_pending_at: Option<DateTime<Utc>>,
+    pub latency: LatencyReport,
+    pub throughput: Throughput,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Counts {
+    pub by_status: StatusCounts,
+    pub total: u64,
+    /// Events per type, most frequent first.
+    pub by_type: Vec<TypeCount>,
+}
+
+/// Receive-to-DONE latency of the events that reached DONE in the last `windowSeconds`.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LatencyReport {
+    pub window_seconds: i64,
+    #[serde(flatten)]
+    pub latency: Latency,
+}
+
+/// Gathers the report; `window` is the latency window ending at `now`.
+pub async fn collect(
+    store: &dyn Store,
+    filter: &OutboxFilter,
+    window: TimeDelta,
+    now: DateTime<Utc>,
+) -> Result<MetricsReport> {
+    let admin = store.admin();
+    let tenant = filter.tenant_id.as_deref();
+    let by_status = admin.status_counts(filter).await?;
+    let by_type = admin.type_counts(filter).await?;
+    let oldest_pending_at = admin.oldest_pending(tenant).await?;
+    let latency = admin.latency(tenant, now - window, now).await?;
+    let throughput = admin.throughput(tenant, now).await?;
+    let lag_seconds = oldest_pending_at
+        .map(|oldest| ((now - oldest).num_milliseconds().max(0) as f64) / 1000.0)
+        .unwrap_or(0.0);
+    Ok(MetricsReport {
+        tenant_id: filter.tenant_id.clone(),
+        from: filter.from,
+        to: filter.to,
+        generated_at: now,
+        counts: Counts {
+            total: by_status.total(),
+            by_status,
+            by_type,
+        },
+        lag_seconds,
+        oldest_pending_at,
+        latency: LatencyReport {
+            window_seconds: window.num_seconds(),
+            latency,
+        },
+        throughput,
+    })
+}
+
+/// `GET /v1/outbox/summary`: counts per status and their total.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Summary {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tenant_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub from: Option<DateTime<Utc>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub to: Option<DateTime<Utc>>,
+    pub pending: u64,
+    pub published: u64,
+    pub done: u64,
+    pub failed: u64,
+    pub dead: u64,
+    pub total: u64,
+}
+
+impl Summary {
+    pub fn new(filter: &OutboxFilter, counts: StatusCounts) -> Self {
+        Self {
+            tenant_id: filter.tenant_id.clone(),
+            from: filter.from,
+            to: filter.to,
+            pending: counts.pending,
+            published: counts.published,
+            done: counts.done,
+            failed: counts.failed,
+            dead: counts.dead,
+            total: counts.total(),
+        }
+    }
+}

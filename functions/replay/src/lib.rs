@@ -1,0 +1,306 @@
+//! replay: `POST /v1/events/{tenantId}/{eventId}/replay` (one event), `POST /v1/replay` (by
+//! tenant, status, time range and limit, or a dry run that only counts) and
+//! `POST /v1/dlq/redrive` (the queue's dead letters back to the queue). All admin-only: a
+//! tenant key gets 403. Each replay is recorded (when, by whom, how many) in the `replays`
+//! table, and each event counts its replays.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{FromRef, Path, State};
+use axum::http::HeaderMap;
+use axum::{Json, Router};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::{OpenApi, ToSchema};
+
+use fluxgate::api::{self, Route};
+use fluxgate::auth::Authenticator;
+use fluxgate::dead_letters::{DeadLetters, RedriveReport};
+use fluxgate::error::{Error, Result};
+use fluxgate::event::EventKey;
+use fluxgate::http as fhttp;
+use fluxgate::query::check_range;
+use fluxgate::store::{OutboxFilter, OutboxStatus, REPLAYABLE, ReplayFilter, ReplayOne, Store};
+use fluxgate::tenant::TenantScope;
+
+/// Most rows one `POST /v1/replay` moves; larger replays are several requests.
+pub const MAX_REPLAY_LIMIT: u32 = 100_000;
+/// Rows a `POST /v1/replay` without `limit` moves at most.
+pub const DEFAULT_REPLAY_LIMIT: u32 = 1000;
+/// Dead letters one redrive moves at most, and by default.
+pub const MAX_REDRIVE: u64 = 100_000;
+pub const DEFAULT_REDRIVE: u64 = 1000;
+/// Replay bodies are small.
+const MAX_BODY_BYTES: usize = 16 * 1024;
+
+#[derive(Clone)]
+pub struct ReplayState {
+    pub store: Arc<dyn Store>,
+    /// The queue's dead letters; `None` where this process cannot reach them.
+    pub dead_letters: Option<Arc<dyn DeadLetters>>,
+    /// Who may replay which tenant's events (the `TenantScope` extractor asks it).
+    pub auth: Authenticator,
+}
+
+impl FromRef<ReplayState> for Authenticator {
+    fn from_ref(state: &ReplayState) -> Self {
+        state.auth.clone()
+    }
+}
+
+/// The route table: builds the router and lists the endpoints the OpenAPI test checks.
+pub fn routes() -> Vec<Route<ReplayState>> {
+    vec![
+        Route::post("/v1/events/{tenantId}/{eventId}/replay", replay_event),
+        Route::post("/v1/replay", replay_matching),
+        Route::post("/v1/dlq/redrive", redrive),
+    ]
+}
+
+/// The replay routes, without health checks or middleware (see [`service`]).
+pub fn router(state: ReplayState) -> Router {
+    api::router(routes()).with_state(state)
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    paths(replay_event, replay_matching, redrive),
+    components(schemas(ReplayedEvent, ReplayRequest, ReplayAnswer, RedriveRequest, RedriveReport, OutboxStatus)),
+    tags((name = "replay", description = "FAILED and DEAD events back to PENDING; dead-letter redrive (admin)"))
+)]
+pub struct ReplayApi;
+
+/// replay's OpenAPI document, with the common endpoints.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    api::document("fluxgate replay", ReplayApi::openapi())
+}
+
+/// replay as a whole service: routes, health checks, `/openapi.json`, problem+json 404s.
+pub fn service(
+    store: Arc<dyn Store>,
+    dead_letters: Option<Arc<dyn DeadLetters>>,
+    auth: Authenticator,
+) -> Router {
+    let state = ReplayState {
+        store: store.clone(),
+        dead_letters,
+        auth,
+    };
+    fhttp::with_observability(
+        router(state)
+            .merge(fhttp::health_routes(store))
+            .merge(api::openapi_route(&openapi()))
+            .fallback(fhttp::not_found),
+    )
+}
+
+/// Who is replaying, for the record. Key ids come with authentication; until then an admin
+/// caller (or local mode without authentication) is recorded as "admin".
+fn requested_by(scope: &TenantScope) -> String {
+    match scope {
+        TenantScope::Tenant(tenant) => format!("tenant:{tenant}"),
+        TenantScope::Admin | TenantScope::Open => "admin".to_owned(),
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ReplayedEvent {
+    pub tenant_id: String,
+    pub event_id: String,
+    /// Always `PENDING`: the drain publishes it again on its next run.
+    pub status: OutboxStatus,
+}
+
+/// One FAILED or DEAD event back to PENDING, due now, attempts reset.
+#[utoipa::path(post, path = "/v1/events/{tenantId}/{eventId}/replay", tag = "replay",
+    params(("tenantId" = String, Path, description = "Tenant of the event"),
+           ("eventId" = String, Path, description = "Id of the event")),
+    responses(
+        (status = 200, description = "The event is PENDING again", body = ReplayedEvent),
+        (status = 403, description = "Not an admin", content_type = "application/problem+json"),
+        (status = 404, description = "No such event", content_type = "application/problem+json"),
+        (status = 409, description = "The event is not FAILED or DEAD", content_type = "application/problem+json")))]
+pub async fn replay_event(
+    State(state): State<ReplayState>,
+    scope: TenantScope,
+    Path((tenant_id, event_id)): Path<(String, String)>,
+) -> Result<Json<ReplayedEvent>> {
+    scope.require_admin()?;
+    let key = EventKey {
+        tenant_id,
+        event_id,
+    };
+    let outcome = state
+        .store
+        .admin()
+        .replay_event(&key, &requested_by(&scope), fluxgate::now())
+        .await?;
+    match outcome {
+        ReplayOne::Replayed => {
+            tracing::info!(tenant_id = %key.tenant_id, event_id = %key.event_id, "event replayed");
+            Ok(Json(ReplayedEvent {
+                tenant_id: key.tenant_id,
+                event_id: key.event_id,
+                status: OutboxStatus::Pending,
+            }))
+        }
+        ReplayOne::NotReplayable(status) => Err(Error::WrongState(format!(
+            "event {} of tenant {} is {status}; only FAILED or DEAD events are replayed",
+            key.event_id, key.tenant_id
+        ))),
+        ReplayOne::NotFound => Err(Error::NotFound(format!(
+            "event {} of tenant {}",
+            key.event_id, key.tenant_id
+        ))),
+    }
+}
+
+/// Which events to replay. `from`/`to` bound the time the events were received.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ReplayRequest {
+    /// Only this tenant's events; all tenants when absent.
+    pub tenant_id: Option<String>,
+    /// `FAILED`, `DEAD` or both (the default).
+    #[serde(default)]
+    pub statuses: Vec<OutboxStatus>,
+    /// Received at or after (RFC 3339).
+    pub from: Option<DateTime<Utc>>,
+    /// Received before (RFC 3339).
+    pub to: Option<DateTime<Utc>>,
+    /// Most events to move (1–100000, default 1000), oldest first.
+    pub limit: Option<u32>,
+    /// Only count what would move; change nothing.
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ReplayAnswer {
+    pub dry_run: bool,
+    /// Events moved back to PENDING; on a dry run, how many would be.
+    pub replayed: u64,
+}
+
+impl ReplayRequest {
+    fn into_filter(self) -> Result<(ReplayFilter, bool)> {
+        for (i, status) in self.statuses.iter().enumerate() {
+            if !REPLAYABLE.contains(status) {
+                return Err(Error::invalid(
+                    format!("statuses[{i}]"),
+                    format!("{status} cannot be replayed (only FAILED or DEAD)"),
+                ));
+            }
+        }
+        if let Some(tenant) = &self.tenant_id
+            && tenant.trim().is_empty()
+        {
+            return Err(Error::invalid("tenantId", "must not be empty"));
+        }
+        check_range(self.from, self.to)?;
+        let limit = self.limit.unwrap_or(DEFAULT_REPLAY_LIMIT);
+        if !(1..=MAX_REPLAY_LIMIT).contains(&limit) {
+            return Err(Error::invalid(
+                "limit",
+                format!("must be from 1 to {MAX_REPLAY_LIMIT}"),
+            ));
+        }
+        let statuses = if self.statuses.is_empty() {
+            REPLAYABLE.to_vec()
+        } else {
+            self.statuses
+        };
+        Ok((
+            ReplayFilter {
+                rows: OutboxFilter {
+                    tenant_id: self.tenant_id,
+                    from: self.from,
+                    to: self.to,
+                },
+                statuses,
+                limit,
+            },
+            self.dry_run,
+        ))
+    }
+}
+
+/// FAILED/DEAD events by filter back to PENDING, in transactions of at most 500 rows.
+#[utoipa::path(post, path = "/v1/replay", tag = "replay", request_body = ReplayRequest,
+    responses(
+        (status = 200, description = "How many events moved (or would move, on a dry run)", body = ReplayAnswer),
+        (status = 403, description = "Not an admin", content_type = "application/problem+json"),
+        (status = 422, description = "A field is invalid; `field` names it", content_type = "application/problem+json")))]
+pub async fn replay_matching(
+    State(state): State<ReplayState>,
+    scope: TenantScope,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<ReplayAnswer>> {
+    scope.require_admin()?;
+    let request: ReplayRequest = read_json(&headers, body).await?.unwrap_or_default();
+    let (filter, dry_run) = request.into_filter()?;
+    let admin = state.store.admin();
+    let replayed = if dry_run {
+        admin.count_replayable(&filter).await?
+    } else {
+        admin
+            .replay_matching(&filter, &requested_by(&scope), fluxgate::now())
+            .await?
+    };
+    Ok(Json(ReplayAnswer { dry_run, replayed }))
+}
+
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RedriveRequest {
+    /// Most messages to move (1–100000, default 1000).
+    pub max: Option<u64>,
+}
+
+/// The queue's dead letters back to the queue. A message leaves the dead-letter side only
+/// once it is on the queue again, so a redrive that stops half-way loses nothing.
+#[utoipa::path(post, path = "/v1/dlq/redrive", tag = "replay", request_body(content = RedriveRequest, description = "Optional"),
+    responses(
+        (status = 200, description = "Messages moved back", body = RedriveReport),
+        (status = 403, description = "Not an admin", content_type = "application/problem+json"),
+        (status = 404, description = "No dead-letter queue is configured here", content_type = "application/problem+json"),
+        (status = 422, description = "A field is invalid", content_type = "application/problem+json")))]
+pub async fn redrive(
+    State(state): State<ReplayState>,
+    scope: TenantScope,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<RedriveReport>> {
+    scope.require_admin()?;
+    let request: RedriveRequest = read_json(&headers, body).await?.unwrap_or_default();
+    let max = request.max.unwrap_or(DEFAULT_REDRIVE);
+    if !(1..=MAX_REDRIVE).contains(&max) {
+        return Err(Error::invalid(
+            "max",
+            format!("must be from 1 to {MAX_REDRIVE}"),
+        ));
+    }
+    let dead_letters = state.dead_letters.as_ref().ok_or_else(|| {
+        Error::NotFound("dead-letter queue (none is configured for this process)".into())
+    })?;
+    let report = dead_letters.redrive(max).await?;
+    tracing::info!(moved = report.moved, remaining = ?report.remaining, "dead letters redriven");
+    Ok(Json(report))
+}
+
+/// The JSON body, or `None` for an empty one (every field of these bodies is optional).
+async fn read_json<T: serde::de::DeserializeOwned>(
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Option<T>> {
+    let (_, bytes) = fhttp::read_body(headers, body, MAX_BODY_BYTES).await?;
+    let text = fhttp::utf8(&bytes)?;
+    if text.trim().is_empty() {
+        return Ok(None);
+    }
+    fhttp::parse_json(text).map(Some)
+}

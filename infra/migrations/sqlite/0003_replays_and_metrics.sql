@@ -1,0 +1,27 @@
+-- Replay records and the indexes the admin API's aggregations read (replay and metrics).
+-- Every range the admin API takes ("from", "to") is on the time an event was received, which
+-- is the outbox row's created_at.
+
+-- How often an event was replayed, and when last: a replayed event shows its history.
+ALTER TABLE outbox ADD COLUMN replay_count INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE outbox ADD COLUMN last_replayed_at TEXT;
+
+-- One row per replay request: when, by whom, what it asked for and how many rows it moved.
+-- `replayed` grows batch by batch in the same transaction as the rows it counts, so a replay
+-- that stops half-way is recorded with what it really did.
+CREATE TABLE replays (
+    id            TEXT    PRIMARY KEY,
+    requested_at  TEXT    NOT NULL,
+    requested_by  TEXT    NOT NULL,
+    tenant_id     TEXT,
+    event_id      TEXT,
+    filter        TEXT    NOT NULL CHECK (json_valid(filter)),
+    replayed      INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX replays_requested ON replays (requested_at);
+
+CREATE INDEX outbox_tenant_status_created ON outbox (tenant_id, status, created_at);
+CREATE INDEX outbox_status_created ON outbox (status, created_at);
+CREATE INDEX outbox_done ON outbox (done_at, created_at) WHERE done_at IS NOT NULL;
+CREATE INDEX events_received_type ON events (received_at, event_type);
+CREATE INDEX events_tenant_received_type ON events (tenant_id, received_at, event_type);

@@ -1,0 +1,154 @@
+//! An SQS dead-letter queue, redriven by receive → resend → delete. SQS's own message-move
+//! task (`StartMessageMoveTask`) would do this server-side, but the moto server the tests run
+//! against does not implement it, and this way works on every SQS-compatible endpoint.
+//!
+//! Nothing is lost half-way: a message is deleted from the dead-letter queue only after
+//! `SendMessageBatch` reported that entry sent. A message whose resend failed (or a redrive
+//! that stops) stays on the dead-letter queue and shows again after its visibility timeout; at
+//! worst a message is sent twice, which the worker's dedup key makes harmless.
+
+use async_trait::async_trait;
+use aws_sdk_sqs::Client;
+use aws_sdk_sqs::error::DisplayErrorContext;
+use aws_sdk_sqs::types::{
+    DeleteMessageBatchRequestEntry, QueueAttributeName, SendMessageBatchRequestEntry,
+};
+
+use super::{DeadLetters, RedriveReport};
+use crate::error::{Error, Result};
+
+/// Seconds a received dead letter stays hidden while it is resent.
+const VISIBILITY_SECONDS: i32 = 60;
+
+#[derive(Clone)]
+pub struct SqsDeadLetters {
+    client: Client,
+    dead_letter_url: String,
+    queue_url: String,
+}
+
+impl SqsDeadLetters {
+    pub fn new(
+        client: Client,
+        dead_letter_url: impl Into<String>,
+        queue_url: impl Into<String>,
+    ) -> Self {
+        Self {
+            client,
+            dead_letter_url: dead_letter_url.into(),
+            queue_url: queue_url.into(),
+        }
+    }
+
+    /// Clients from the SDK's standard configuration (region, credentials, `AWS_ENDPOINT_URL`).
+    pub async fn from_env(
+        dead_letter_url: impl Into<String>,
+        queue_url: impl Into<String>,
+    ) -> Self {
+        let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+        Self::new(Client::new(&sdk), dead_letter_url, queue_url)
+    }
+
+    async fn remaining(&self) -> Option<u64> {
+        let attributes = self
+            .client
+            .get_queue_attributes()
+            .queue_url(&self.dead_letter_url)
+            .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
+            .send()
+            .await
+            .ok()?;
+        attributes
+            .attributes()?
+            .get(&QueueAttributeName::ApproximateNumberOfMessages)?
+            .parse()
+            .ok()
+    }
+}
+
+fn sqs_error(what: &str, err: impl std::error::Error) -> Error {
+    Error::Queue(format!("{what}: {}", DisplayErrorContext(err)))
+}
+
+#[async_trait]
+impl DeadLetters for SqsDeadLetters {
+    async fn redrive(&self, max: u64) -> Result<RedriveReport> {
+        let mut moved = 0u64;
+        while moved < max {
+            let want = (max - moved).min(10) as i32;
+            let received = self
+                .client
+                .receive_message()
+                .queue_url(&self.dead_letter_url)
+                .max_number_of_messages(want)
+                .message_attribute_names("All")
+                .visibility_timeout(VISIBILITY_SECONDS)
+                .wait_time_seconds(1)
+                .send()
+                .await
+                .map_err(|e| sqs_error("receive from the dead-letter queue", e))?;
+            let messages = received.messages();
+            if messages.is_empty() {
+                break;
+            }
+            let mut entries = Vec::with_capacity(messages.len());
+            for (i, message) in messages.iter().enumerate() {
+                let entry = SendMessageBatchRequestEntry::builder()
+                    .id(i.to_string())
+                    .message_body(message.body().unwrap_or_default())
+                    .set_message_attributes(message.message_attributes().cloned())
+                    .build()
+                    .map_err(|e| sqs_error("build a resend entry", e))?;
+                entries.push(entry);
+            }
+            let sent = self
+                .client
+                .send_message_batch()
+                .queue_url(&self.queue_url)
+                .set_entries(Some(entries))
+                .send()
+                .await
+                .map_err(|e| sqs_error("resend to the queue", e))?;
+            let mut deletes = Vec::new();
+            for ok in sent.successful() {
+                let Some(message) = ok.id().parse::<usize>().ok().and_then(|i| messages.get(i))
+                else {
+                    continue;
+                };
+                if let Some(receipt) = message.receipt_handle() {
+                    deletes.push(
+                        DeleteMessageBatchRequestEntry::builder()
+                            .id(ok.id())
+                            .receipt_handle(receipt)
+                            .build()
+                            .map_err(|e| sqs_error("build a delete entry", e))?,
+                    );
+                }
+            }
+            for failed in sent.failed() {
+                tracing::warn!(
+                    entry = failed.id(),
+                    code = failed.code(),
+                    "dead letter not resent; it stays on the dead-letter queue"
+                );
+            }
+            if deletes.is_empty() {
+                // Nothing went through this round: stop rather than spin on the same messages.
+                break;
+            }
+            let count = deletes.len() as u64;
+            self.client
+                .delete_message_batch()
+                .queue_url(&self.dead_letter_url)
+                .set_entries(Some(deletes))
+                .send()
+                .await
+                .map_err(|e| sqs_error("delete resent dead letters", e))?;
+            moved += count;
+        }
+        Ok(RedriveReport {
+            moved,
+            remaining: self.remaining().await,
+        })
+    }
+}

@@ -1,0 +1,220 @@
+//! Google Cloud Pub/Sub through the official `google-cloud-pubsub` client. The client batches
+//! messages into `Publish` requests (gRPC) and answers each message on its own future, so one
+//! failed request fails only the messages it carried; the drain gives those back to the outbox
+//! with backoff and settles the rest as PUBLISHED.
+//!
+//! Publishing needs no admin call (the client does not look the topic up), so the topic must
+//! exist; `cloudrun/` creates it. Where it points:
+//! - `PUBSUB_EMULATOR_HOST=host:port` (the emulator convention): plain gRPC, no credentials;
+//! - `FLUXGATE_PUBSUB_ENDPOINT=http://…`: the same for any local server;
+//! - `FLUXGATE_PUBSUB_ENDPOINT=https://…` (a regional endpoint) or nothing (the global one):
+//!   Application Default Credentials (the metadata server on Cloud Run,
+//!   `GOOGLE_APPLICATION_CREDENTIALS` elsewhere).
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use google_cloud_gax::retry_policy::RetryPolicyExt;
+use google_cloud_pubsub::client::Publisher;
+use google_cloud_pubsub::model::Message;
+use google_cloud_pubsub::retry_policy::RetryableErrors;
+
+use super::{PublishResult, Queue, QueueMessage};
+use crate::config::PubsubConfig;
+use crate::error::{Error, Result};
+
+/// Pub/Sub allows at most 1000 messages in one Publish request; a drain round larger than
+/// that is split by the drain, and the client splits further by its own thresholds.
+const MAX_MESSAGES_PER_CALL: usize = 1000;
+
+/// Attribute names on every message, for subscription filters and for people reading it.
+pub const ATTRIBUTE_TENANT_ID: &str = "tenantId";
+pub const ATTRIBUTE_EVENT_TYPE: &str = "eventType";
+pub const ATTRIBUTE_CORRELATION_ID: &str = "correlationId";
+
+/// Where the client connects, and whether it sends credentials.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Target {
+    /// A local server over plain gRPC, without credentials.
+    Local(String),
+    /// A Google endpoint (`None`: the client's global default) with ADC.
+    Google(Option<String>),
+}
+
+fn target(config: &PubsubConfig) -> Result<Target> {
+    if let Some(endpoint) = config.pubsub_endpoint.as_deref().filter(|e| !e.is_empty()) {
+        return if endpoint.starts_with("http://") {
+            Ok(Target::Local(endpoint.to_string()))
+        } else if endpoint.starts_with("https://") {
+            Ok(Target::Google(Some(endpoint.to_string())))
+        } else {
+            Err(Error::Config(format!(
+                "FLUXGATE_PUBSUB_ENDPOINT must be an http:// or https:// URL, not {endpoint:?}"
+            )))
+        };
+    }
+    match config
+        .pubsub_emulator_host
+        .as_deref()
+        .filter(|h| !h.is_empty())
+    {
+        Some(host) => Ok(Target::Local(format!("http://{host}"))),
+        None => Ok(Target::Google(None)),
+    }
+}
+
+fn check_topic(topic: &str) -> Result<()> {
+    let parts: Vec<&str> = topic.split('/').collect();
+    match parts.as_slice() {
+        ["projects", project, "topics", name] if !project.is_empty() && !name.is_empty() => Ok(()),
+        _ => Err(Error::Config(format!(
+            "FLUXGATE_PUBSUB_TOPIC must be projects/PROJECT/topics/TOPIC, not {topic:?}"
+        ))),
+    }
+}
+
+pub struct PubsubQueue {
+    publisher: Publisher,
+    topic: String,
+}
+
+impl PubsubQueue {
+    /// Builds the client once (per cold start). Nothing is sent until the first publish.
+    pub async fn connect(config: &PubsubConfig) -> Result<Self> {
+        let topic = config
+            .pubsub_topic
+            .clone()
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| {
+                Error::Config(
+                    "FLUXGATE_QUEUE=pubsub needs FLUXGATE_PUBSUB_TOPIC (projects/P/topics/T)"
+                        .into(),
+                )
+            })?;
+        check_topic(&topic)?;
+        let publish_timeout = config
+            .pubsub_publish_timeout
+            .to_std()
+            .unwrap_or(Duration::from_secs(30));
+        let mut builder = Publisher::builder(topic.clone())
+            .set_message_count_threshold(config.pubsub_batch_messages.clamp(1, 1000))
+            // The drain flushes after each round, so waiting for more messages buys nothing.
+            .set_delay_threshold(Duration::from_millis(10))
+            // The client's default keeps retrying for 10 minutes, past any drain budget; the
+            // outbox's own backoff takes over sooner.
+            .with_retry_policy(RetryableErrors.with_time_limit(publish_timeout));
+        let target = target(config)?;
+        builder = match &target {
+            Target::Local(endpoint) => builder.with_endpoint(endpoint).with_credentials(
+                google_cloud_auth::credentials::anonymous::Builder::new().build(),
+            ),
+            Target::Google(Some(endpoint)) => builder.with_endpoint(endpoint),
+            Target::Google(None) => builder,
+        };
+        let publisher = builder
+            .build()
+            .await
+            .map_err(|e| Error::Config(format!("Pub/Sub publisher for {topic}: {e}")))?;
+        tracing::info!(%topic, target = ?target, "Pub/Sub publisher ready");
+        Ok(Self { publisher, topic })
+    }
+
+    pub fn topic(&self) -> &str {
+        &self.topic
+    }
+}
+
+/// The Pub/Sub message of one queue message: the event as data, and its attributes.
+pub fn to_message(message: &QueueMessage) -> Message {
+    let attributes = &message.attributes;
+    let mut pairs = vec![
+        (ATTRIBUTE_TENANT_ID, attributes.tenant_id.clone()),
+        (ATTRIBUTE_EVENT_TYPE, attributes.event_type.clone()),
+    ];
+    if let Some(correlation_id) = &attributes.correlation_id {
+        pairs.push((ATTRIBUTE_CORRELATION_ID, correlation_id.clone()));
+    }
+    Message::new()
+        .set_data(bytes::Bytes::from(message.body.clone()))
+        .set_attributes(pairs)
+}
+
+#[async_trait]
+impl Queue for PubsubQueue {
+    fn max_batch(&self) -> usize {
+        MAX_MESSAGES_PER_CALL
+    }
+
+    async fn publish_batch(&self, messages: &[QueueMessage]) -> Result<Vec<PublishResult>> {
+        let pending: Vec<_> = messages
+            .iter()
+            .map(|m| self.publisher.publish(to_message(m)))
+            .collect();
+        // Send what is buffered now rather than after the delay threshold.
+        self.publisher.flush().await;
+        let mut results = Vec::with_capacity(pending.len());
+        for publish in pending {
+            results.push(publish.await.map(|_message_id| ()).map_err(|e| {
+                // The PublishError's Display hides the status; its source holds it.
+                match std::error::Error::source(&e) {
+                    Some(source) => format!("{e}: {source}"),
+                    None => e.to_string(),
+                }
+            }));
+        }
+        Ok(results)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(emulator: Option<&str>, endpoint: Option<&str>) -> PubsubConfig {
+        PubsubConfig {
+            pubsub_topic: Some("projects/p/topics/t".into()),
+            pubsub_emulator_host: emulator.map(str::to_string),
+            pubsub_endpoint: endpoint.map(str::to_string),
+            ..PubsubConfig::default()
+        }
+    }
+
+    #[test]
+    fn local_servers_get_no_credentials_and_google_gets_adc() {
+        assert_eq!(
+            target(&config(Some("127.0.0.1:8085"), None)).expect("target"),
+            Target::Local("http://127.0.0.1:8085".into())
+        );
+        assert_eq!(
+            target(&config(Some("127.0.0.1:8085"), Some("http://localhost:9"))).expect("target"),
+            Target::Local("http://localhost:9".into()),
+            "the explicit endpoint wins"
+        );
+        assert_eq!(
+            target(&config(
+                None,
+                Some("https://europe-west1-pubsub.googleapis.com")
+            ))
+            .expect("target"),
+            Target::Google(Some("https://europe-west1-pubsub.googleapis.com".into()))
+        );
+        assert_eq!(
+            target(&config(None, None)).expect("target"),
+            Target::Google(None)
+        );
+        assert!(target(&config(None, Some("localhost:9"))).is_err());
+    }
+
+    #[test]
+    fn topic_must_be_a_full_name() {
+        assert!(check_topic("projects/p/topics/t").is_ok());
+        for bad in [
+            "t",
+            "projects/p/topics/",
+            "projects//topics/t",
+            "p/topics/t",
+        ] {
+            assert!(check_topic(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,407 @@
+//! Streaming inserts (`tabledata.insertAll`): rows encoded for the events table, split into
+//! requests within BigQuery's limits, and each row's answer mapped back to it.
+
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
+
+use chrono::{DateTime, NaiveDate, Utc};
+use gcp_bigquery_client::Client;
+use gcp_bigquery_client::model::table_data_insert_all_request::TableDataInsertAllRequest;
+use gcp_bigquery_client::model::table_data_insert_all_request_rows::TableDataInsertAllRequestRows;
+use gcp_bigquery_client::model::table_data_insert_all_response::TableDataInsertAllResponse;
+use serde::Serialize;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use super::BigQueryTarget;
+use super::table::status_code;
+use crate::error::{Error, Result};
+use crate::event::EventKey;
+use crate::sink::{RowError, RowResult, WarehouseRow};
+
+/// Rows per request: BigQuery's recommended maximum (the hard limit is 50,000).
+pub(super) const MAX_ROWS_PER_REQUEST: usize = 500;
+/// Bytes of row JSON per request: the HTTP request limit is 10 MB; the rest is left for the
+/// request's own JSON around the rows. Counted before gzip, so the real body is smaller still.
+pub(super) const MAX_REQUEST_BYTES: usize = 9 * 1024 * 1024;
+/// `{"insertId":"…","json":…},` around each row.
+const ROW_ENVELOPE_BYTES: usize = 32;
+/// Longer insert ids are refused as invalid by BigQuery (128 characters; counted in bytes here
+/// to be safe with non-ASCII ids).
+const MAX_INSERT_ID_BYTES: usize = 128;
+
+/// One row as the events table takes it through insertAll: JSON columns as strings holding
+/// JSON (what the streaming API expects for the JSON type), timestamps in RFC 3339 with
+/// microseconds (BigQuery's precision), dates as `YYYY-MM-DD`.
+#[derive(Debug, Serialize)]
+struct TableRow<'a> {
+    tenant_id: &'a str,
+    event_id: &'a str,
+    event_type: &'a str,
+    event_ts: String,
+    event_date: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    source: Option<&'a str>,
+    payload: String,
+    payload_sha256: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    metadata: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    correlation_id: Option<&'a str>,
+    received_at: String,
+    ingested_at: String,
+}
+
+fn timestamp(at: &DateTime<Utc>) -> String {
+    at.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
+}
+
+fn date(day: &NaiveDate) -> String {
+    day.format("%Y-%m-%d").to_string()
+}
+
+fn encode(row: &WarehouseRow) -> std::result::Result<Value, serde_json::Error> {
+    let table_row = TableRow {
+        tenant_id: &row.tenant_id,
+        event_id: &row.event_id,
+        event_type: &row.event_type,
+        event_ts: timestamp(&row.event_ts),
+        event_date: date(&row.event_date),
+        source: row.source.as_deref(),
+        payload: serde_json::to_string(&row.payload)?,
+        payload_sha256: &row.payload_sha256,
+        metadata: row
+            .metadata
+            .as_ref()
+            .map(serde_json::to_string)
+            .transpose()?,
+        correlation_id: row.correlation_id.as_deref(),
+        received_at: timestamp(&row.received_at),
+        ingested_at: timestamp(&row.ingested_at),
+    };
+    serde_json::to_value(table_row)
+}
+
+/// `tenant_id:event_id`, the de-duplication key; hashed when it would be too long for BigQuery
+/// (still one id per key, so de-duplication keeps working).
+pub(super) fn insert_id(row: &WarehouseRow) -> String {
+    let id = format!("{}:{}", row.tenant_id, row.event_id);
+    if id.len() <= MAX_INSERT_ID_BYTES {
+        id
+    } else {
+        format!("sha256:{}", hex::encode(Sha256::digest(id.as_bytes())))
+    }
+}
+
+/// One encoded row and where it came from.
+struct Encoded {
+    index: usize,
+    row: TableDataInsertAllRequestRows,
+    bytes: usize,
+}
+
+/// Groups rows into requests of at most `max_rows` rows and `max_bytes` bytes (a row larger
+/// than `max_bytes` alone is never passed in).
+fn split(rows: Vec<Encoded>, max_rows: usize, max_bytes: usize) -> Vec<Vec<Encoded>> {
+    let mut requests = Vec::new();
+    let mut current: Vec<Encoded> = Vec::new();
+    let mut current_bytes = 0;
+    for row in rows {
+        if !current.is_empty()
+            && (current.len() == max_rows || current_bytes + row.bytes > max_bytes)
+        {
+            requests.push(std::mem::take(&mut current));
+            current_bytes = 0;
+        }
+        current_bytes += row.bytes;
+        current.push(row);
+    }
+    if !current.is_empty() {
+        requests.push(current);
+    }
+    requests
+}
+
+/// What one call of [`insert_rows`] did.
+pub(super) struct Outcome {
+    results: Vec<RowResult>,
+    /// The first whole-request failure, when every request sent failed as a whole.
+    all_failed: Option<String>,
+    /// BigQuery answered 404: the table (or dataset) is gone.
+    pub(super) table_missing: bool,
+}
+
+impl Outcome {
+    /// `Err` when requests were sent and all failed as a whole (nothing was written).
+    pub(super) fn into_result(self) -> Result<Vec<RowResult>> {
+        match self.all_failed {
+            Some(error) => Err(Error::Sink(error)),
+            None => Ok(self.results),
+        }
+    }
+}
+
+/// Inserts the rows and answers for each, in order. A request that fails as a whole makes its
+/// rows `Transient`; rows of other requests keep their answers (they may have been written).
+pub(super) async fn insert_rows(
+    client: &Client,
+    target: &BigQueryTarget,
+    rows: &[WarehouseRow],
+) -> Outcome {
+    let mut results: Vec<RowResult> = vec![Ok(()); rows.len()];
+    // A key twice in one call (a message delivered twice into one batch) is sent once and
+    // both get its answer: the worker's DONE check cannot catch that case, and insert ids
+    // are only best-effort (and ignored by bqemulator).
+    let mut first_of_key: HashMap<EventKey, usize> = HashMap::with_capacity(rows.len());
+    let mut duplicates: Vec<(usize, usize)> = Vec::new();
+    let mut encoded = Vec::with_capacity(rows.len());
+    for (index, row) in rows.iter().enumerate() {
+        match first_of_key.entry(row.key()) {
+            Entry::Occupied(first) => {
+                duplicates.push((index, *first.get()));
+                continue;
+            }
+            Entry::Vacant(slot) => {
+                slot.insert(index);
+            }
+        }
+        let json = match encode(row) {
+            Ok(json) => json,
+            Err(e) => {
+                results[index] = Err(RowError::Permanent(format!("row cannot be encoded: {e}")));
+                continue;
+            }
+        };
+        let id = insert_id(row);
+        let bytes = serde_json::to_vec(&json).map_or(usize::MAX, |v| v.len())
+            + id.len()
+            + ROW_ENVELOPE_BYTES;
+        if bytes > MAX_REQUEST_BYTES {
+            results[index] = Err(RowError::Permanent(format!(
+                "row is {bytes} bytes; a BigQuery insert request takes at most {MAX_REQUEST_BYTES}"
+            )));
+            continue;
+        }
+        encoded.push(Encoded {
+            index,
+            row: TableDataInsertAllRequestRows {
+                insert_id: Some(id),
+                json,
+            },
+            bytes,
+        });
+    }
+
+    let mut sent = 0usize;
+    let mut failed: Vec<String> = Vec::new();
+    let mut table_missing = false;
+    for request_rows in split(encoded, MAX_ROWS_PER_REQUEST, MAX_REQUEST_BYTES) {
+        sent += 1;
+        let indexes: Vec<usize> = request_rows.iter().map(|r| r.index).collect();
+        let mut request = TableDataInsertAllRequest::new();
+        // Valid rows are written even when others are invalid; the invalid ones come back in
+        // insertErrors. (Without it BigQuery refuses the whole request and marks the valid
+        // rows "stopped".)
+        request.skip_invalid_rows();
+        if let Err(e) = request.add_rows(request_rows.into_iter().map(|r| r.row).collect()) {
+            failed.push(format!("BigQuery insertAll into {target}: {e}"));
+            mark_transient(&mut results, &indexes, failed.last());
+            continue;
+        }
+        match client
+            .tabledata()
+            .insert_all(&target.project, &target.dataset, &target.table, request)
+            .await
+        {
+            Ok(response) => apply_insert_errors(&mut results, &indexes, response, target),
+            Err(e) => {
+                table_missing |= status_code(&e) == Some(404);
+                tracing::warn!(table = %target, rows = indexes.len(), error = %e, "BigQuery insertAll failed");
+                failed.push(format!("BigQuery insertAll into {target}: {e}"));
+                mark_transient(&mut results, &indexes, failed.last());
+            }
+        }
+    }
+    for (duplicate, first) in duplicates {
+        results[duplicate] = results[first].clone();
+    }
+    let all_failed = (sent > 0 && failed.len() == sent).then(|| failed.swap_remove(0));
+    Outcome {
+        results,
+        all_failed,
+        table_missing,
+    }
+}
+
+fn mark_transient(results: &mut [RowResult], indexes: &[usize], error: Option<&String>) {
+    let message = error.cloned().unwrap_or_default();
+    for &i in indexes {
+        results[i] = Err(RowError::Transient(message.clone()));
+    }
+}
+
+/// Maps `insertErrors[].index` (a position in the request) back to the caller's rows.
+/// `invalid` means the row itself is refused and will be every time: `Permanent`. Anything
+/// else (`stopped` when another row was invalid, `timeout`, `backendError`, ...) is `Transient`.
+fn apply_insert_errors(
+    results: &mut [RowResult],
+    indexes: &[usize],
+    response: TableDataInsertAllResponse,
+    target: &BigQueryTarget,
+) {
+    for insert_error in response.insert_errors.unwrap_or_default() {
+        let position = insert_error
+            .index
+            .and_then(|i| usize::try_from(i).ok())
+            .filter(|&i| i < indexes.len());
+        let Some(position) = position else {
+            tracing::warn!(table = %target, index = ?insert_error.index, "BigQuery reported an error for a row it was not sent");
+            continue;
+        };
+        let errors = insert_error.errors.unwrap_or_default();
+        let permanent = errors
+            .iter()
+            .any(|e| e.reason.as_deref() == Some("invalid"));
+        let message = errors
+            .iter()
+            .map(|e| {
+                format!(
+                    "{}{}: {}",
+                    e.reason.as_deref().unwrap_or("error"),
+                    e.location
+                        .as_deref()
+                        .filter(|l| !l.is_empty())
+                        .map(|l| format!(" at {l}"))
+                        .unwrap_or_default(),
+                    e.message.as_deref().unwrap_or("")
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("; ");
+        let message = format!("BigQuery refused the row: {message}");
+        results[indexes[position]] = Err(if permanent {
+            RowError::Permanent(message)
+        } else {
+            RowError::Transient(message)
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gcp_bigquery_client::model::error_proto::ErrorProto;
+    use gcp_bigquery_client::model::table_data_insert_all_response_insert_errors::TableDataInsertAllResponseInsertErrors;
+    use serde_json::json;
+
+    fn encoded(index: usize, bytes: usize) -> Encoded {
+        Encoded {
+            index,
+            row: TableDataInsertAllRequestRows {
+                insert_id: None,
+                json: json!({}),
+            },
+            bytes,
+        }
+    }
+
+    fn sizes(requests: &[Vec<Encoded>]) -> Vec<Vec<usize>> {
+        requests
+            .iter()
+            .map(|r| r.iter().map(|e| e.index).collect())
+            .collect()
+    }
+
+    #[test]
+    fn requests_stay_within_the_row_and_byte_limits() {
+        let rows = (0..1201).map(|i| encoded(i, 10)).collect();
+        let requests = split(rows, 500, 1_000_000);
+        assert_eq!(
+            requests.iter().map(Vec::len).collect::<Vec<_>>(),
+            vec![500, 500, 201]
+        );
+
+        let rows = vec![
+            encoded(0, 600),
+            encoded(1, 300),
+            encoded(2, 200),
+            encoded(3, 1000),
+        ];
+        assert_eq!(
+            sizes(&split(rows, 500, 1000)),
+            vec![vec![0, 1], vec![2], vec![3]]
+        );
+    }
+
+    #[test]
+    fn insert_ids_are_the_key_or_its_hash_when_too_long() {
+        let mut row = test_row();
+        assert_eq!(insert_id(&row), "acme:e1");
+        row.event_id = "x".repeat(128);
+        let long = insert_id(&row);
+        assert!(long.starts_with("sha256:") && long.len() <= MAX_INSERT_ID_BYTES);
+        assert_eq!(long, insert_id(&row), "the same key gives the same id");
+    }
+
+    #[test]
+    fn json_columns_are_strings_and_timestamps_have_microseconds() {
+        let json = encode(&test_row()).expect("encodes");
+        assert_eq!(json["payload"], json!(r#"{"a":1}"#));
+        assert_eq!(json["event_ts"], json!("2026-11-22T01:02:03.456789Z"));
+        assert_eq!(json["event_date"], json!("2026-11-22"));
+        assert!(json.get("metadata").is_none(), "absent, so NULL");
+    }
+
+    #[test]
+    fn invalid_rows_are_permanent_and_others_transient() {
+        let mut results = vec![Ok(()); 4];
+        let error = |index: i32, reason: &str| TableDataInsertAllResponseInsertErrors {
+            index: Some(index),
+            errors: Some(vec![ErrorProto {
+                reason: Some(reason.into()),
+                message: Some("m".into()),
+                ..ErrorProto::default()
+            }]),
+        };
+        let response = TableDataInsertAllResponse {
+            insert_errors: Some(vec![
+                error(0, "invalid"),
+                error(1, "stopped"),
+                error(7, "invalid"),
+            ]),
+            kind: None,
+        };
+        let target = BigQueryTarget {
+            project: "p".into(),
+            dataset: "d".into(),
+            table: "t".into(),
+            location: None,
+        };
+        // The request carried the caller's rows 3 and 1, in that order.
+        apply_insert_errors(&mut results, &[3, 1], response, &target);
+        assert!(matches!(results[3], Err(RowError::Permanent(_))));
+        assert!(matches!(results[1], Err(RowError::Transient(_))));
+        assert_eq!(results[0], Ok(()));
+        assert_eq!(results[2], Ok(()));
+    }
+
+    fn test_row() -> WarehouseRow {
+        let at = DateTime::parse_from_rfc3339("2026-11-22T01:02:03.456789Z")
+            .expect("time")
+            .with_timezone(&Utc);
+        WarehouseRow {
+            tenant_id: "acme".into(),
+            event_id: "e1".into(),
+            event_type: "t".into(),
+            event_ts: at,
+            event_date: at.date_naive(),
+            source: None,
+            payload: json!({"a": 1}).as_object().cloned().expect("object"),
+            payload_sha256: "00".into(),
+            metadata: None,
+            correlation_id: None,
+            received_at: at,
+            ingested_at: at,
+        }
+    }
+}

@@ -1,0 +1,738 @@
+//! The replay and metrics functions over HTTP (their real routers), on the database
+//! `FLUXGATE_TEST_DB` names (SQLite by default): replay brings a DEAD event to DONE through
+//! the real drain and worker, dry runs change nothing, figures match known rows, the
+//! Prometheus text parses, tenants cannot read or replay each other's events, the in-memory
+//! dead letters are redriven, and every route is in the OpenAPI document and nothing else.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, Method, Request, StatusCode};
+use axum::response::IntoResponse;
+use chrono::TimeDelta;
+use fluxgate::config::{DrainConfig, WorkerConfig};
+use fluxgate::dead_letters::DeadLetters;
+use fluxgate::event::Event;
+use fluxgate::queue::{InMemoryQueue, InMemoryQueueConfig, Queue, QueueMessage};
+use fluxgate::sink::LocalFileSink;
+use fluxgate::store::{DeliveryOutcome, OutboxStatus, Store};
+use fluxgate::tenant::TenantScope;
+use fluxgate_metrics::MetricsState;
+use fluxgate_outbox_drain::Drain;
+use fluxgate_replay::ReplayState;
+use fluxgate_tests::{ADMIN_KEY, TestDb, authenticator, event_at};
+use fluxgate_worker::{Delivery, Verdict, Worker};
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+async fn call(
+    app: &Router,
+    method: Method,
+    uri: &str,
+    body: Option<Value>,
+) -> (StatusCode, Value, String) {
+    let request = Request::builder()
+        .method(method)
+        .uri(uri)
+        .header("content-type", "application/json")
+        // The admin key: these tests are about replay and metrics, not who may call them
+        // (tests/auth_api.rs is); per-tenant scoping is checked on the handlers below.
+        .header("authorization", format!("Bearer {ADMIN_KEY}"))
+        .body(body.map_or_else(Body::empty, |b| Body::from(b.to_string())))
+        .expect("request");
+    let response = app.clone().oneshot(request).await.expect("response");
+    let status = response.status();
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let bytes = axum::body::to_bytes(response.into_body(), 1 << 24)
+        .await
+        .expect("body");
+    let text = String::from_utf8_lossy(&bytes).into_owned();
+    let json = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    if status.is_client_error() || status.is_server_error() {
+        assert_eq!(content_type, "application/problem+json", "{uri}: {text}");
+    }
+    (status, json, text)
+}
+
+async fn replay_app(store: Arc<dyn Store>, dead_letters: Option<Arc<dyn DeadLetters>>) -> Router {
+    let auth = authenticator(store.clone()).await;
+    fluxgate_replay::service(store, dead_letters, auth)
+}
+
+/// Inserts `events`, publishes them with the real drain, and records each as DEAD with `error`.
+async fn dead_events(
+    store: &Arc<dyn Store>,
+    queue: Arc<InMemoryQueue>,
+    events: &[Event],
+    error: &str,
+) {
+    store.insert_events(events).await.expect("insert");
+    let drain = Drain::new(store.clone(), queue.clone(), DrainConfig::default());
+    let summary = drain
+        .run(Instant::now() + Duration::from_secs(30))
+        .await
+        .expect("drain");
+    assert_eq!(summary.published, events.len() as u64);
+    // What the worker records at a message's last receive before the queue dead-letters it.
+    let outcomes: Vec<DeliveryOutcome> = events
+        .iter()
+        .map(|e| DeliveryOutcome {
+            key: e.key(),
+            status: OutboxStatus::Dead,
+            error: Some(error.into()),
+        })
+        .collect();
+    store
+        .record_outcomes(&outcomes, fluxgate::now())
+        .await
+        .expect("record");
+    // Drop the queue's copies: the dead-lettered messages are not on the queue any more.
+    for delivery in queue.receive(1000, Duration::ZERO).await {
+        queue.ack(delivery.receipt);
+    }
+}
+
+#[tokio::test]
+async fn replay_then_drain_then_worker_brings_a_dead_event_to_done() {
+    let db = TestDb::from_env().await;
+    let store = db.store.clone();
+    let queue = Arc::new(InMemoryQueue::new(InMemoryQueueConfig::default()));
+    let event = event_at("acme", "order-1", fluxgate::now() - TimeDelta::minutes(5));
+    dead_events(
+        &store,
+        queue.clone(),
+        std::slice::from_ref(&event),
+        "warehouse refused",
+    )
+    .await;
+    let app = replay_app(store.clone(), None).await;
+
+    let (status, body, _) = call(&app, Method::POST, "/v1/events/acme/order-1/replay", None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["status"], "PENDING");
+
+    let drain = Drain::new(store.clone(), queue.clone(), DrainConfig::default());
+    let summary = drain
+        .run(Instant::now() + Duration::from_secs(30))
+        .await
+        .expect("drain");
+    assert_eq!(summary.published, 1);
+    let warehouse = tempfile::tempdir().expect("tempdir");
+    let sink = Arc::new(LocalFileSink::open(warehouse.path()).await.expect("sink"));
+    let worker = Worker::new(store.clone(), sink, WorkerConfig::default());
+    let batch = queue.receive(10, Duration::from_secs(1)).await;
+    assert_eq!(batch.len(), 1);
+    let deliveries: Vec<Delivery> = batch
+        .iter()
+        .map(|d| Delivery {
+            message_id: d.receipt.to_string(),
+            body: d.message.body.clone(),
+            receive_count: d.receive_count,
+        })
+        .collect();
+    assert_eq!(
+        worker.process(&deliveries).await.expect("worker"),
+        vec![Verdict::Ack]
+    );
+    let stored = store
+        .get_event(&event.key())
+        .await
+        .expect("get")
+        .expect("stored");
+    assert_eq!(stored.outbox.status, OutboxStatus::Done);
+
+    // DONE is not replayable; an unknown event is a 404.
+    let (status, body, _) = call(&app, Method::POST, "/v1/events/acme/order-1/replay", None).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    let (status, _, _) = call(&app, Method::POST, "/v1/events/acme/nope/replay", None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    db.cleanup().await;
+}
+
+#[tokio::test]
+async fn replay_by_filter_counts_on_a_dry_run_and_moves_otherwise() {
+    let db = TestDb::from_env().await;
+    let store = db.store.clone();
+    let queue = Arc::new(InMemoryQueue::new(InMemoryQueueConfig::default()));
+    let base = fluxgate::now() - TimeDelta::hours(1);
+    let events: Vec<Event> = (0..5)
+        .map(|i| event_at("acme", &format!("e{i}"), base + TimeDelta::seconds(i)))
+        .collect();
+    dead_events(&store, queue, &events, "boom").await;
+    let app = replay_app(store.clone(), None).await;
+    let summary = |store: Arc<dyn Store>| async move {
+        store
+            .admin()
+            .status_counts(&Default::default())
+            .await
+            .expect("counts")
+    };
+    let before = summary(store.clone()).await;
+
+    let dry = json!({"tenantId": "acme", "statuses": ["DEAD"], "limit": 3, "dryRun": true});
+    let (status, body, _) = call(&app, Method::POST, "/v1/replay", Some(dry)).await;
+    assert_eq!(
+        (status, body.clone()),
+        (StatusCode::OK, json!({"dryRun": true, "replayed": 3}))
+    );
+    assert_eq!(
+        summary(store.clone()).await,
+        before,
+        "a dry run changed rows"
+    );
+
+    for (bad, field) in [
+        (json!({"statuses": ["DONE"]}), "statuses[0]"),
+        (json!({"limit": 0}), "limit"),
+        (
+            json!({"from": "2024-02-01T00:00:00Z", "to": "2024-01-01T00:00:00Z"}),
+            "to",
+        ),
+        (json!({"from": "yesterday"}), "from"),
+        (json!({"tenant": "acme"}), "body"),
+    ] {
+        let (status, body, _) = call(&app, Method::POST, "/v1/replay", Some(bad.clone())).await;
+        assert!(status.is_client_error(), "{bad}: {status}");
+        if field != "body" {
+            assert_eq!(body["field"], field, "{bad}: {body}");
+        }
+        assert_eq!(
+            summary(store.clone()).await,
+            before,
+            "a refused replay changed rows"
+        );
+    }
+
+    let from = (base + TimeDelta::seconds(1)).to_rfc3339();
+    let real = json!({"tenantId": "acme", "from": from, "limit": 100});
+    let (status, body, _) = call(&app, Method::POST, "/v1/replay", Some(real)).await;
+    assert_eq!(
+        (status, body),
+        (StatusCode::OK, json!({"dryRun": false, "replayed": 4}))
+    );
+    let after = summary(store.clone()).await;
+    assert_eq!((after.pending, after.dead), (4, 1));
+    db.cleanup().await;
+}
+
+#[tokio::test]
+async fn metrics_match_known_rows_and_bad_parameters_are_named() {
+    let db = TestDb::from_env().await;
+    let store = db.store.clone();
+    let queue = Arc::new(InMemoryQueue::new(InMemoryQueueConfig::default()));
+    let base = fluxgate::now() - TimeDelta::minutes(30);
+    let dead: Vec<Event> = (0..3)
+        .map(|i| event_at("acme", &format!("d{i}"), base + TimeDelta::seconds(i)))
+        .collect();
+    dead_events(&store, queue, &dead, "row rejected").await;
+    let pending = event_at("acme", "p0", base + TimeDelta::minutes(10));
+    let other = event_at("globex", "g0", base);
+    store
+        .insert_events(&[pending, other])
+        .await
+        .expect("insert");
+    let app = fluxgate_metrics::service(store.clone(), authenticator(store.clone()).await);
+
+    let (status, body, _) = call(&app, Method::GET, "/v1/outbox/summary?tenantId=acme", None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        body,
+        json!({"tenantId": "acme", "pending": 1, "published": 0, "done": 0, "failed": 0, "dead": 3, "total": 4})
+    );
+    let to = (base + TimeDelta::seconds(2)).to_rfc3339();
+    let uri = format!(
+        "/v1/outbox/summary?tenantId=acme&to={}",
+        to.replace('+', "%2B")
+    );
+    let (_, body, _) = call(&app, Method::GET, &uri, None).await;
+    assert_eq!(
+        (body["dead"].clone(), body["total"].clone()),
+        (json!(2), json!(2))
+    );
+
+    let (status, body, _) = call(&app, Method::GET, "/v1/metrics", None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["counts"]["total"], 5);
+    assert_eq!(body["counts"]["byStatus"]["pending"], 2);
+    assert_eq!(
+        body["counts"]["byType"][0],
+        json!({"eventType": "test.created", "count": 5})
+    );
+    let lag = body["lagSeconds"].as_f64().expect("lag");
+    assert!(
+        (1799.0..1900.0).contains(&lag),
+        "lag {lag}: the oldest PENDING was received 30 min ago"
+    );
+    assert_eq!(body["latency"]["windowSeconds"], 900);
+    assert_eq!(
+        body["throughput"],
+        json!({"last1m": 0, "last5m": 0, "last15m": 0})
+    );
+
+    let (status, body, _) = call(
+        &app,
+        Method::GET,
+        "/v1/events/failed?tenantId=acme&page=2&limit=2",
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        (body["total"].clone(), body["page"].clone()),
+        (json!(3), json!(2))
+    );
+    assert_eq!(body["items"].as_array().map(Vec::len), Some(1));
+    assert_eq!(body["items"][0]["eventId"], "d0");
+    assert_eq!(body["items"][0]["lastError"], "row rejected");
+
+    for (uri, field) in [
+        ("/v1/events/failed?page=0", "page"),
+        ("/v1/events/failed?limit=501", "limit"),
+        ("/v1/outbox/summary?from=last-week", "from"),
+        (
+            "/v1/outbox/summary?from=2024-02-01T00:00:00Z&to=2024-01-01T00:00:00Z",
+            "to",
+        ),
+        ("/v1/outbox/summary?tenant=acme", "tenant"),
+        ("/v1/metrics?window=forever", "window"),
+        ("/v1/outbox/summary?tenantId=", "tenantId"),
+    ] {
+        let (status, body, _) = call(&app, Method::GET, uri, None).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{uri}: {body}");
+        assert_eq!(body["field"], field, "{uri}: {body}");
+    }
+    db.cleanup().await;
+}
+
+#[tokio::test]
+async fn prometheus_text_parses_and_carries_the_figures() {
+    let db = TestDb::from_env().await;
+    let store = db.store.clone();
+    let queue = Arc::new(InMemoryQueue::new(InMemoryQueueConfig::default()));
+    let base = fluxgate::now() - TimeDelta::minutes(10);
+    let dead: Vec<Event> = (0..2)
+        .map(|i| event_at("acme", &format!("d{i}"), base))
+        .collect();
+    dead_events(&store, queue, &dead, "x").await;
+    store
+        .insert_events(&[event_at("acme", "p", base)])
+        .await
+        .expect("insert");
+    let app = fluxgate_metrics::service(store.clone(), authenticator(store.clone()).await);
+    let (status, _, text) = call(&app, Method::GET, "/metrics", None).await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+
+    let lines = text.lines().map(|l| Ok(l.to_owned()));
+    let scrape = prometheus_parse::Scrape::parse(lines).expect("the exposition parses");
+    let value = |name: &str, label: Option<(&str, &str)>| -> f64 {
+        let sample = scrape
+            .samples
+            .iter()
+            .find(|s| s.metric == name && label.is_none_or(|(k, v)| s.labels.get(k) == Some(v)))
+            .unwrap_or_else(|| panic!("no sample {name} {label:?} in\n{text}"));
+        match sample.value {
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v) => v,
+            ref other => panic!("{name}: unexpected {other:?}"),
+        }
+    };
+    assert_eq!(value("fluxgate_events_ingested_total", None), 3.0);
+    assert_eq!(value("fluxgate_events_published_total", None), 2.0);
+    assert_eq!(value("fluxgate_events_done_total", None), 0.0);
+    assert_eq!(value("fluxgate_events_dead", None), 2.0);
+    assert_eq!(
+        value("fluxgate_outbox_events", Some(("status", "PENDING"))),
+        1.0
+    );
+    assert_eq!(
+        value("fluxgate_outbox_events", Some(("status", "DEAD"))),
+        2.0
+    );
+    let lag = value("fluxgate_outbox_lag_seconds", None);
+    assert!((599.0..700.0).contains(&lag), "lag {lag}");
+    // Every sample line is `name{labels} value`, as the format demands.
+    for line in text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+    {
+        let (_, number) = line
+            .rsplit_once(' ')
+            .unwrap_or_else(|| panic!("no value: {line}"));
+        assert!(number.parse::<f64>().is_ok(), "not a number in {line:?}");
+    }
+    assert!(
+        text.trim_end().ends_with("# EOF"),
+        "OpenMetrics ends with # EOF"
+    );
+
+    let report = fluxgate_metrics::report::collect(
+        store.as_ref(),
+        &Default::default(),
+        TimeDelta::minutes(15),
+        fluxgate::now(),
+    )
+    .await
+    .expect("report");
+    let emf = fluxgate_metrics::emf::render(&report);
+    assert_eq!(emf["EventsDead"], 2.0);
+    assert_eq!(emf["_aws"]["CloudWatchMetrics"][0]["Namespace"], "fluxgate");
+    let declared = emf["_aws"]["CloudWatchMetrics"][0]["Metrics"]
+        .as_array()
+        .expect("metrics")
+        .clone();
+    for metric in declared {
+        let name = metric["Name"].as_str().expect("name");
+        assert!(emf[name].is_number(), "EMF declares {name} without a value");
+    }
+    db.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_tenant_cannot_read_another_tenants_figures_or_replay() {
+    let db = TestDb::from_env().await;
+    let store = db.store.clone();
+    let queue = Arc::new(InMemoryQueue::new(InMemoryQueueConfig::default()));
+    dead_events(
+        &store,
+        queue,
+        &[event_at("acme", "a1", fluxgate::now())],
+        "x",
+    )
+    .await;
+    let metrics = MetricsState {
+        store: store.clone(),
+        auth: authenticator(store.clone()).await,
+    };
+    let replay = ReplayState {
+        store: store.clone(),
+        dead_letters: None,
+        auth: authenticator(store.clone()).await,
+    };
+    let globex = || TenantScope::Tenant("globex".into());
+    let acme = || TenantScope::Tenant("acme".into());
+    let query = |q: &str| RawQuery(Some(q.to_owned()));
+    let status_of = |r: axum::response::Response| r.status();
+
+    // Reads: another tenant's figures are a 404, as if they did not exist.
+    let r = fluxgate_metrics::summary(State(metrics.clone()), globex(), query("tenantId=acme"))
+        .await
+        .into_response();
+    assert_eq!(status_of(r), StatusCode::NOT_FOUND);
+    let r =
+        fluxgate_metrics::failed_events(State(metrics.clone()), globex(), query("tenantId=acme"))
+            .await
+            .into_response();
+    assert_eq!(status_of(r), StatusCode::NOT_FOUND);
+    let r = fluxgate_metrics::metrics(State(metrics.clone()), globex(), query("tenantId=acme"))
+        .await
+        .into_response();
+    assert_eq!(status_of(r), StatusCode::NOT_FOUND);
+    // Without a tenantId a tenant key sees its own tenant only.
+    let own = fluxgate_metrics::failed_events(State(metrics.clone()), globex(), RawQuery(None))
+        .await
+        .expect("own");
+    assert_eq!(own.0.total, 0);
+    let own = fluxgate_metrics::failed_events(State(metrics.clone()), acme(), RawQuery(None))
+        .await
+        .expect("own");
+    assert_eq!(own.0.total, 1);
+    // Across tenants is for admins.
+    let r = fluxgate_metrics::prometheus_text(State(metrics.clone()), acme())
+        .await
+        .into_response();
+    assert_eq!(status_of(r), StatusCode::FORBIDDEN);
+
+    // Replays are admin-only, even of the tenant's own events.
+    let r = fluxgate_replay::replay_event(
+        State(replay.clone()),
+        acme(),
+        Path(("acme".into(), "a1".into())),
+    )
+    .await
+    .into_response();
+    assert_eq!(status_of(r), StatusCode::FORBIDDEN);
+    let body = Body::from(json!({"tenantId": "acme"}).to_string());
+    let r =
+        fluxgate_replay::replay_matching(State(replay.clone()), globex(), HeaderMap::new(), body)
+            .await
+            .into_response();
+    assert_eq!(status_of(r), StatusCode::FORBIDDEN);
+    let r = fluxgate_replay::redrive(
+        State(replay.clone()),
+        acme(),
+        HeaderMap::new(),
+        Body::empty(),
+    )
+    .await
+    .into_response();
+    assert_eq!(status_of(r), StatusCode::FORBIDDEN);
+    let after = store
+        .get_event(&fluxgate_tests::key("acme", "a1"))
+        .await
+        .expect("get")
+        .expect("stored");
+    assert_eq!(
+        after.outbox.status,
+        OutboxStatus::Dead,
+        "a refused replay changed the event"
+    );
+    db.cleanup().await;
+}
+
+#[tokio::test]
+async fn in_memory_dead_letters_are_redriven_to_the_queue() {
+    let db = TestDb::sqlite().await;
+    let queue = Arc::new(InMemoryQueue::new(InMemoryQueueConfig {
+        max_receive_count: 1,
+        ..Default::default()
+    }));
+    let messages: Vec<QueueMessage> = (0..3)
+        .map(|i| {
+            QueueMessage::from_event(&event_at("acme", &format!("m{i}"), fluxgate::now()))
+                .expect("message")
+        })
+        .collect();
+    queue.publish_batch(&messages).await.expect("publish");
+    for delivery in queue.receive(10, Duration::ZERO).await {
+        queue.nack(delivery.receipt, Duration::ZERO);
+    }
+    assert_eq!((queue.len(), queue.dead_letters().len()), (0, 3));
+    let app = replay_app(db.store.clone(), Some(queue.clone())).await;
+
+    let (status, body, _) = call(
+        &app,
+        Method::POST,
+        "/v1/dlq/redrive",
+        Some(json!({"max": 2})),
+    )
+    .await;
+    assert_eq!(
+        (status, body),
+        (StatusCode::OK, json!({"moved": 2, "remaining": 1}))
+    );
+    let (status, body, _) = call(&app, Method::POST, "/v1/dlq/redrive", None).await;
+    assert_eq!(
+        (status, body),
+        (StatusCode::OK, json!({"moved": 1, "remaining": 0}))
+    );
+    let again = queue.receive(10, Duration::ZERO).await;
+    let mut ids: Vec<String> = again
+        .iter()
+        .map(|d| d.message.key.event_id.clone())
+        .collect();
+    ids.sort();
+    assert_eq!(ids, ["m0", "m1", "m2"]);
+    assert!(
+        again.iter().all(|d| d.receive_count == 1),
+        "a redriven message starts counting again"
+    );
+    let (status, body, _) = call(
+        &app,
+        Method::POST,
+        "/v1/dlq/redrive",
+        Some(json!({"max": 0})),
+    )
+    .await;
+    assert_eq!(
+        (status, body["field"].clone()),
+        (StatusCode::UNPROCESSABLE_ENTITY, json!("max"))
+    );
+
+    // A process without a dead-letter queue says so.
+    let none = replay_app(db.store.clone(), None).await;
+    let (status, _, _) = call(&none, Method::POST, "/v1/dlq/redrive", None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    db.cleanup().await;
+}
+
+/// `{param}` segments filled with a value, so the path can be requested.
+fn concrete(path: &str) -> String {
+    path.split('/')
+        .map(|segment| {
+            if segment.starts_with('{') {
+                "x"
+            } else {
+                segment
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+/// Every endpoint of the table plus the common ones is documented, nothing else is, and the
+/// service really serves each documented endpoint (not the problem+json fallback, not a 405).
+async fn check_document(
+    name: &str,
+    table: std::collections::BTreeSet<(String, String)>,
+    document: &utoipa::openapi::OpenApi,
+    service: Router,
+) {
+    let mut served = table;
+    served.extend(fluxgate::api::common_endpoints());
+    let documented = fluxgate::api::documented(document);
+    assert_eq!(
+        served, documented,
+        "{name}: the router's endpoints and the OpenAPI paths differ"
+    );
+    let json = serde_json::to_value(document).expect("document");
+    assert!(
+        json["openapi"]
+            .as_str()
+            .is_some_and(|v| v.starts_with("3.1")),
+        "{name}: not OpenAPI 3.1"
+    );
+
+    for (method, path) in &documented {
+        let method: Method = method.parse().expect("method");
+        let (status, body, _) = call(&service, method.clone(), &concrete(path), None).await;
+        assert_ne!(
+            status,
+            StatusCode::METHOD_NOT_ALLOWED,
+            "{name}: {method} {path}"
+        );
+        let fallback = status == StatusCode::NOT_FOUND
+            && body["detail"]
+                .as_str()
+                .is_some_and(|d| d.starts_with("route "));
+        assert!(
+            !fallback,
+            "{name}: {method} {path} is documented but not served"
+        );
+    }
+    let (status, served_json, _) = call(&service, Method::GET, "/openapi.json", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        served_json, json,
+        "{name}: /openapi.json is not the generated document"
+    );
+}
+
+#[tokio::test]
+async fn every_route_is_in_the_openapi_document_and_nothing_else() {
+    let db = TestDb::sqlite().await;
+    let store = db.store.clone();
+    check_document(
+        "ingest",
+        fluxgate::api::endpoints(&fluxgate_ingest::routes()),
+        &fluxgate_ingest::openapi(),
+        fluxgate_ingest::service(
+            store.clone(),
+            Default::default(),
+            authenticator(store.clone()).await,
+        ),
+    )
+    .await;
+    check_document(
+        "replay",
+        fluxgate::api::endpoints(&fluxgate_replay::routes()),
+        &fluxgate_replay::openapi(),
+        fluxgate_replay::service(store.clone(), None, authenticator(store.clone()).await),
+    )
+    .await;
+    check_document(
+        "metrics",
+        fluxgate::api::endpoints(&fluxgate_metrics::routes()),
+        &fluxgate_metrics::openapi(),
+        fluxgate_metrics::service(store.clone(), authenticator(store.clone()).await),
+    )
+    .await;
+
+    // local serves all three (plus the drain trigger, which is for schedules, not clients).
+    let queue = Arc::new(InMemoryQueue::new(InMemoryQueueConfig::default()));
+    let drain = Drain::new(store.clone(), queue.clone(), DrainConfig::default());
+    let local = fluxgate_local::app(
+        store.clone(),
+        Default::default(),
+        drain,
+        Some(queue),
+        authenticator(store.clone()).await,
+    );
+    let mut all = fluxgate::api::endpoints(&fluxgate_ingest::routes());
+    all.extend(fluxgate::api::endpoints(&fluxgate_replay::routes()));
+    all.extend(fluxgate::api::endpoints(&fluxgate_metrics::routes()));
+    check_document("local", all, &fluxgate_local::openapi(), local).await;
+    db.cleanup().await;
+}
+
+/// SQS on the moto server: dead letters go back to the main queue, and each is deleted from
+/// the dead-letter queue only after it was resent.
+#[tokio::test]
+async fn sqs_dead_letters_are_redriven_to_the_queue() {
+    use fluxgate::dead_letters::SqsDeadLetters;
+    use fluxgate_tests::aws::TestQueue;
+
+    let queue = TestQueue::create().await;
+    let dead = TestQueue::create().await;
+    for i in 0..13 {
+        dead.client
+            .send_message()
+            .queue_url(&dead.url)
+            .message_body(format!("{{\"n\":{i}}}"))
+            .message_attributes(
+                "tenantId",
+                aws_sdk_sqs::types::MessageAttributeValue::builder()
+                    .data_type("String")
+                    .string_value("acme")
+                    .build()
+                    .expect("attribute"),
+            )
+            .send()
+            .await
+            .expect("send a dead letter");
+    }
+    let db = TestDb::sqlite().await;
+    let redrive: Arc<dyn DeadLetters> = Arc::new(SqsDeadLetters::new(
+        dead.client.clone(),
+        &dead.url,
+        &queue.url,
+    ));
+    let app = replay_app(db.store.clone(), Some(redrive)).await;
+
+    let (status, body, _) = call(
+        &app,
+        Method::POST,
+        "/v1/dlq/redrive",
+        Some(json!({"max": 11})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["moved"], 11);
+    let (status, body, _) = call(&app, Method::POST, "/v1/dlq/redrive", None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body, json!({"moved": 2, "remaining": 0}));
+
+    let moved = queue.receive(13, Duration::from_secs(10)).await;
+    let mut bodies: Vec<String> = moved
+        .iter()
+        .filter_map(|m| m.body().map(str::to_owned))
+        .collect();
+    bodies.sort();
+    bodies.dedup();
+    assert_eq!(
+        bodies.len(),
+        13,
+        "every dead letter is on the queue once: {bodies:?}"
+    );
+    assert!(
+        moved
+            .iter()
+            .all(|m| fluxgate_tests::aws::string_attribute(m, "tenantId") == Some("acme")),
+        "attributes were not carried over"
+    );
+    assert!(
+        dead.leftovers().await.is_empty(),
+        "dead letters left behind"
+    );
+    queue.delete().await;
+    dead.delete().await;
+    db.cleanup().await;
+}

@@ -1,0 +1,209 @@
+//! BigQuery test support: the bqemulator that `scripts/test.sh` starts (REST on
+//! `FLUXGATE_TEST_BIGQUERY_URL`, default `http://127.0.0.1:9050`, project `fluxgate-test`), a
+//! dataset of its own per test, and reading rows and table metadata back through the real
+//! client.
+
+use std::time::Duration;
+
+use chrono::{DateTime, NaiveDate, Utc};
+use fluxgate::config::{SinkConfig, SinkKind};
+use fluxgate::sink::WarehouseRow;
+use fluxgate::sink::bigquery::{
+    BigQueryCredentials, BigQuerySink, BigQueryTarget, BigQueryWriteMode,
+};
+use gcp_bigquery_client::Client;
+use gcp_bigquery_client::error::BQError;
+use gcp_bigquery_client::model::query_request::QueryRequest;
+use gcp_bigquery_client::model::query_response::ResultSet;
+use gcp_bigquery_client::model::table::Table;
+use serde_json::{Map, Value};
+
+use crate::db::TEST_DB_PREFIX;
+
+/// The bqemulator's root URL.
+pub const BIGQUERY_URL_ENV: &str = "FLUXGATE_TEST_BIGQUERY_URL";
+/// The project the emulator serves.
+pub const BIGQUERY_PROJECT: &str = "fluxgate-test";
+const DEFAULT_BIGQUERY_URL: &str = "http://127.0.0.1:9050";
+const TABLE: &str = "events";
+
+/// A dataset of its own on the emulator for one test. Nothing is created here: the sink under
+/// test creates dataset and table at its first write.
+pub struct TestBigQuery {
+    /// The emulator's root URL (give it to the worker as `FLUXGATE_BIGQUERY_ENDPOINT`).
+    pub url: String,
+    pub target: BigQueryTarget,
+    /// A client of its own, for reading back what the sink under test wrote.
+    reader: BigQuerySink,
+}
+
+impl TestBigQuery {
+    /// Checks that the emulator answers (panicking with how to start it if not) and picks a
+    /// new dataset name.
+    pub async fn new() -> Self {
+        let url = std::env::var(BIGQUERY_URL_ENV).unwrap_or_else(|_| DEFAULT_BIGQUERY_URL.into());
+        let target = BigQueryTarget {
+            project: BIGQUERY_PROJECT.into(),
+            dataset: format!("{TEST_DB_PREFIX}{}", uuid::Uuid::new_v4().simple()),
+            table: TABLE.into(),
+            location: None,
+        };
+        let reader = Self::sink_at(&url, target.clone()).await;
+        // Any BigQuery answer will do (the dataset does not exist yet: 404).
+        let answer = tokio::time::timeout(
+            Duration::from_secs(10),
+            reader
+                .client()
+                .dataset()
+                .get(&target.project, &target.dataset),
+        )
+        .await;
+        if !matches!(answer, Ok(Ok(_) | Err(BQError::ResponseError { .. }))) {
+            let why = match answer {
+                Ok(Err(e)) => e.to_string(),
+                _ => "no answer within 10 s".into(),
+            };
+            panic!(
+                "bqemulator does not answer at {url} ({BIGQUERY_URL_ENV}): {why}\n\
+                 Start it with `bash scripts/test.sh` (it installs and starts bqemulator), or by hand:\n\
+                 python scripts/bqemulator_launcher.py start --rest-port 9050 --grpc-port 9060 --project {BIGQUERY_PROJECT}"
+            );
+        }
+        Self {
+            url,
+            target,
+            reader,
+        }
+    }
+
+    /// A sink on the emulator writing to `target`, built as the worker builds it.
+    pub async fn sink_at(url: &str, target: BigQueryTarget) -> BigQuerySink {
+        BigQuerySink::connect(
+            target,
+            BigQueryCredentials::Emulator,
+            Some(url),
+            BigQueryWriteMode::Streaming,
+        )
+        .await
+        .expect("a BigQuery client for the emulator")
+    }
+
+    /// A new sink on this test's dataset.
+    pub async fn sink(&self) -> BigQuerySink {
+        Self::sink_at(&self.url, self.target.clone()).await
+    }
+
+    /// What the worker reads to write into this test's dataset.
+    pub fn sink_config(&self) -> SinkConfig {
+        SinkConfig {
+            sink: SinkKind::Bigquery,
+            warehouse_dir: std::env::temp_dir(),
+            bigquery_project: Some(self.target.project.clone()),
+            bigquery_dataset: self.target.dataset.clone(),
+            bigquery_table: self.target.table.clone(),
+            bigquery_location: None,
+            bigquery_endpoint: Some(self.url.clone()),
+            bigquery_credentials_secret_id: None,
+        }
+    }
+
+    pub fn client(&self) -> &Client {
+        self.reader.client()
+    }
+
+    /// The table's metadata as BigQuery reports it.
+    pub async fn table(&self) -> Table {
+        self.client()
+            .table()
+            .get(
+                &self.target.project,
+                &self.target.dataset,
+                &self.target.table,
+                None,
+            )
+            .await
+            .expect("tables.get")
+    }
+
+    /// Every row of the table, read back with a query, ordered by tenant and event id.
+    pub async fn rows(&self) -> Vec<WarehouseRow> {
+        let sql = format!(
+            "SELECT tenant_id, event_id, event_type, UNIX_MICROS(event_ts) AS event_ts, \
+             CAST(event_date AS STRING) AS event_date, source, payload, payload_sha256, metadata, \
+             correlation_id, UNIX_MICROS(received_at) AS received_at, \
+             UNIX_MICROS(ingested_at) AS ingested_at \
+             FROM `{}.{}.{}` ORDER BY tenant_id, event_id",
+            self.target.project, self.target.dataset, self.target.table
+        );
+        let response = self
+            .client()
+            .job()
+            .query(&self.target.project, QueryRequest::new(sql))
+            .await
+            .expect("query the events table");
+        let mut results = ResultSet::new_from_query_response(response);
+        let mut rows = Vec::new();
+        while results.next_row() {
+            rows.push(WarehouseRow {
+                tenant_id: string(&results, "tenant_id"),
+                event_id: string(&results, "event_id"),
+                event_type: string(&results, "event_type"),
+                event_ts: micros(&results, "event_ts"),
+                event_date: NaiveDate::parse_from_str(&string(&results, "event_date"), "%Y-%m-%d")
+                    .expect("event_date is a date"),
+                source: optional_string(&results, "source"),
+                payload: optional_object(&results, "payload").expect("payload is required"),
+                payload_sha256: string(&results, "payload_sha256"),
+                metadata: optional_object(&results, "metadata"),
+                correlation_id: optional_string(&results, "correlation_id"),
+                received_at: micros(&results, "received_at"),
+                ingested_at: micros(&results, "ingested_at"),
+            });
+        }
+        rows
+    }
+
+    /// Removes the dataset and its table (the emulator keeps everything in memory until it
+    /// stops).
+    pub async fn cleanup(self) {
+        if let Err(e) = self
+            .client()
+            .dataset()
+            .delete(&self.target.project, &self.target.dataset, true)
+            .await
+        {
+            eprintln!(
+                "fluxgate-tests: could not delete dataset {}: {e}",
+                self.target.dataset
+            );
+        }
+    }
+}
+
+fn optional_string(results: &ResultSet, column: &str) -> Option<String> {
+    results
+        .get_string_by_name(column)
+        .unwrap_or_else(|e| panic!("column {column}: {e}"))
+}
+
+fn string(results: &ResultSet, column: &str) -> String {
+    optional_string(results, column).unwrap_or_else(|| panic!("column {column} is NULL"))
+}
+
+fn micros(results: &ResultSet, column: &str) -> DateTime<Utc> {
+    let micros = results
+        .get_i64_by_name(column)
+        .unwrap_or_else(|e| panic!("column {column}: {e}"))
+        .unwrap_or_else(|| panic!("column {column} is NULL"));
+    DateTime::from_timestamp_micros(micros).expect("a timestamp in range")
+}
+
+/// A JSON column comes back as a string holding JSON.
+fn optional_object(results: &ResultSet, column: &str) -> Option<Map<String, Value>> {
+    let text = optional_string(results, column)?;
+    match serde_json::from_str(&text) {
+        Ok(Value::Object(map)) => Some(map),
+        Ok(Value::Null) => None,
+        other => panic!("column {column} is not a JSON object: {text} ({other:?})"),
+    }
+}
