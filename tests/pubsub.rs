@@ -315,7 +315,7 @@ enum Warehouse {
     Files(tempfile::TempDir),
     /// A dataset of its own on bqemulator, written by the sink the worker builds from its
     /// settings (`fluxgate::sink::connect`), read back with queries.
-    BigQuery(TestBigQuery),
+    BigQuery(Box<TestBigQuery>),
 }
 
 impl Warehouse {
@@ -324,7 +324,7 @@ impl Warehouse {
     }
 
     async fn bigquery() -> Self {
-        Self::BigQuery(TestBigQuery::new().await)
+        Self::BigQuery(Box::new(TestBigQuery::new().await))
     }
 
     async fn sink(&self) -> Arc<dyn Sink> {
