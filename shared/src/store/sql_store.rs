@@ -147,11 +147,14 @@ where
     ) -> Result<u64> {
         let mut changed = 0;
         for chunk in keys.chunks(rows::CHUNK) {
-            changed += rows::mark_published::<D::DB>(owner, chunk, now)
-                .build()
-                .execute(&self.pool)
-                .await?
-                .rows_affected();
+            changed += retry_when_rolled_back(move || async move {
+                Ok(rows::mark_published::<D::DB>(owner, chunk, now)
+                    .build()
+                    .execute(&self.pool)
+                    .await?
+                    .rows_affected())
+            })
+            .await?;
         }
         Ok(changed)
     }
@@ -162,17 +165,22 @@ where
         retries: &[PublishRetry],
         now: DateTime<Utc>,
     ) -> Result<u64> {
-        let mut tx = self.pool.begin().await?;
-        let mut changed = 0;
-        for retry in retries {
-            changed += rows::reschedule_one::<D::DB>(owner, retry, now)
-                .build()
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-        }
-        tx.commit().await?;
-        Ok(changed)
+        // Each settle statement is guarded by owner and status, so running the transaction
+        // again after the database rolled it back changes nothing twice.
+        Ok(retry_when_rolled_back(move || async move {
+            let mut tx = self.pool.begin().await?;
+            let mut changed = 0;
+            for retry in retries {
+                changed += rows::reschedule_one::<D::DB>(owner, retry, now)
+                    .build()
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+            }
+            tx.commit().await?;
+            Ok(changed)
+        })
+        .await?)
     }
 
     async fn statuses(&self, keys: &[EventKey]) -> Result<HashMap<EventKey, OutboxStatus>> {
@@ -200,21 +208,26 @@ where
             .filter(|o| o.status == OutboxStatus::Done)
             .map(|o| o.key.clone())
             .collect();
-        let mut tx = self.pool.begin().await?;
-        for chunk in done.chunks(rows::CHUNK) {
-            rows::mark_done::<D::DB>(chunk, now)
-                .build()
-                .execute(&mut *tx)
-                .await?;
-        }
-        // Failures are the rare path and each carries its own error text.
-        for outcome in outcomes.iter().filter(|o| o.status != OutboxStatus::Done) {
-            rows::mark_failure::<D::DB>(outcome, now)
-                .build()
-                .execute(&mut *tx)
-                .await?;
-        }
-        tx.commit().await?;
+        let done = &done;
+        retry_when_rolled_back(move || async move {
+            let mut tx = self.pool.begin().await?;
+            for chunk in done.chunks(rows::CHUNK) {
+                rows::mark_done::<D::DB>(chunk, now)
+                    .build()
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            // Failures are the rare path and each carries its own error text.
+            for outcome in outcomes.iter().filter(|o| o.status != OutboxStatus::Done) {
+                rows::mark_failure::<D::DB>(outcome, now)
+                    .build()
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await?;
+            Ok(())
+        })
+        .await?;
         Ok(())
     }
 
@@ -224,5 +237,34 @@ where
             .execute(&self.pool)
             .await?
             .rows_affected())
+    }
+}
+
+/// Runs `attempt` again when the database rolled it back as a deadlock victim or for a
+/// serialization failure (SQLSTATE 40001; PostgreSQL's deadlock is 40P01). InnoDB picks such
+/// victims among concurrent settles and claims as a matter of course and asks for a restart.
+async fn retry_when_rolled_back<T, F, Fut>(mut attempt: F) -> std::result::Result<T, sqlx::Error>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = std::result::Result<T, sqlx::Error>>,
+{
+    const ATTEMPTS: u32 = 5;
+    let mut tries = 1;
+    loop {
+        match attempt().await {
+            Err(error) if tries < ATTEMPTS && rolled_back(&error) => {
+                tracing::debug!(%error, tries, "transaction rolled back by the database; running it again");
+                tokio::time::sleep(std::time::Duration::from_millis(5 << tries)).await;
+                tries += 1;
+            }
+            other => return other,
+        }
+    }
+}
+
+fn rolled_back(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Database(db) => matches!(db.code().as_deref(), Some("40001" | "40P01")),
+        _ => false,
     }
 }
