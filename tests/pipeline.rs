@@ -340,7 +340,7 @@ fn typed(id: &str, event_type: &str) -> Event {
 
 fn warehouse_rows(dir: &std::path::Path) -> usize {
     let mut count = 0;
-    for entry in walk(dir) {
+    for entry in fluxgate_tests::files_under(dir) {
         if entry.extension().is_some_and(|e| e == "jsonl") {
             count += std::fs::read_to_string(&entry)
                 .expect("read")
@@ -349,19 +349,6 @@ fn warehouse_rows(dir: &std::path::Path) -> usize {
         }
     }
     count
-}
-
-fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut files = Vec::new();
-    for entry in std::fs::read_dir(dir).expect("read dir") {
-        let path = entry.expect("entry").path();
-        if path.is_dir() {
-            files.extend(walk(&path));
-        } else {
-            files.push(path);
-        }
-    }
-    files
 }
 
 #[tokio::test]

@@ -424,7 +424,7 @@ impl PushWorker {
 /// The file warehouse's rows by event id, with their partition columns.
 fn file_rows(root: &std::path::Path) -> HashMap<String, Vec<Value>> {
     let mut rows: HashMap<String, Vec<Value>> = HashMap::new();
-    for path in walk(root) {
+    for path in fluxgate_tests::files_under(root) {
         if path.extension().is_some_and(|e| e == "jsonl") {
             // Hive layout: the partition columns are in the path, not in the rows.
             let partitions: Vec<(String, String)> = path
@@ -443,19 +443,6 @@ fn file_rows(root: &std::path::Path) -> HashMap<String, Vec<Value>> {
         }
     }
     rows
-}
-
-fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut files = Vec::new();
-    for entry in std::fs::read_dir(dir).expect("read dir") {
-        let path = entry.expect("entry").path();
-        if path.is_dir() {
-            files.extend(walk(&path));
-        } else {
-            files.push(path);
-        }
-    }
-    files
 }
 
 /// A push envelope exactly as documented, for `event` as the drain publishes it.

@@ -20,6 +20,7 @@ pub mod aws;
 pub mod bigquery;
 mod db;
 mod events;
+mod files;
 pub mod pubsub_server;
 
 pub use auth::{ADMIN_KEY, auth_config, authenticator, authenticator_with, tenant_key};
@@ -31,3 +32,4 @@ pub use events::{
     EVENT_TYPE, LEASE_TTL, claim_request, event, event_at, event_with_payload, key, keys,
     payload_hash,
 };
+pub use files::files_under;
