@@ -121,12 +121,17 @@ where
 
     async fn claim_batch(&self, claim: &ClaimRequest) -> Result<Vec<ClaimedEvent>> {
         let expires_at = claim.now + claim.lease_ttl;
-        if self
-            .dialect
-            .lease_due(&self.pool, claim, expires_at)
-            .await?
-            == 0
-        {
+        // A claim the database rolled back as a deadlock victim leased nothing, so it is
+        // safe to run again.
+        let leased = retry_when_rolled_back(move || async move {
+            match self.dialect.lease_due(&self.pool, claim, expires_at).await {
+                Err(crate::Error::Database(error)) => Err(error),
+                Err(other) => Ok(Err(other)),
+                Ok(count) => Ok(Ok(count)),
+            }
+        })
+        .await??;
+        if leased == 0 {
             return Ok(Vec::new());
         }
         let rows: Vec<ClaimedRow> = rows::select_claimed::<D::DB>(&claim.owner, expires_at)
