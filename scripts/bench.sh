@@ -1,14 +1,36 @@
 #!/usr/bin/env bash
-# Ingest benchmark: fluxgate's HTTP ingest beside raw INSERTs of the same rows, same process,
-# same database server. Prints a Markdown table. Needs the same services as the tests.
-#   scripts/bench.sh                                   # PostgreSQL and MariaDB
+# Benchmarks, printed as Markdown tables with ratios against a baseline run in the same process.
+#   scripts/bench.sh                  # ingest: fluxgate's HTTP ingest beside raw INSERTs of the
+#                                     # same rows, on PostgreSQL and MariaDB
+#   scripts/bench.sh metrics          # the admin aggregations on 1M outbox rows
+#   scripts/bench.sh cold-start       # release binaries: size, spawn to first Lambda Runtime API
+#                                     # request, against curl making the same request
 #   FLUXGATE_BENCH_DATABASES=postgres,sqlite scripts/bench.sh
 #   FLUXGATE_BENCH_SCALE=4 scripts/bench.sh            # more events per run
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib/common.sh
 source scripts/lib/databases.sh
-ensure_postgres
-ensure_mariadb
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/fluxgate/target}"
-exec cargo bench -p fluxgate-tests --bench ingest
+
+case "${1:-ingest}" in
+  ingest)
+    ensure_postgres
+    ensure_mariadb
+    exec cargo bench -p fluxgate-tests --bench ingest
+    ;;
+  metrics)
+    ensure_postgres
+    ensure_mariadb
+    exec cargo bench -p fluxgate-tests --bench metrics
+    ;;
+  cold-start)
+    # The binaries as they are deployed: the release profile (fat LTO, stripped).
+    cargo build --release --bins -p fluxgate-ingest -p fluxgate-outbox-drain -p fluxgate-worker \
+      -p fluxgate-replay -p fluxgate-metrics
+    exec cargo bench -p fluxgate-tests --bench cold_start
+    ;;
+  *)
+    die "unknown benchmark ${1}: use ingest, metrics or cold-start"
+    ;;
+esac

@@ -58,9 +58,18 @@ pub struct DatabaseConfig {
     /// JSON secret (username, password, host, port, dbname, engine); wins over DATABASE_URL.
     #[arg(long, env = "FLUXGATE_DATABASE_SECRET_ID")]
     pub database_secret_id: Option<String>,
-    /// Largest connection pool of one process.
-    #[arg(long, env = "FLUXGATE_DB_MAX_CONNECTIONS", default_value_t = 10)]
-    pub db_max_connections: u32,
+    /// Connect to this host instead of the one in the URL or secret, keeping the rest: the
+    /// endpoint of an RDS Proxy in front of the database the secret describes.
+    #[arg(long, env = "FLUXGATE_DATABASE_HOST")]
+    pub database_host: Option<String>,
+    /// Largest connection pool of one process; default 10, or 2 on Lambda, where one
+    /// instance serves one request at a time and thousands of instances share the database.
+    #[arg(long, env = "FLUXGATE_DB_MAX_CONNECTIONS")]
+    pub db_max_connections: Option<u32>,
+    /// Open database connections at the first query instead of at start-up; default on Lambda
+    /// (a cold start makes no connection it may not need), off elsewhere (a bad URL fails fast).
+    #[arg(long, env = "FLUXGATE_DB_LAZY", action = ArgAction::Set)]
+    pub db_lazy: Option<bool>,
     /// Apply the SQL migrations at start-up.
     #[arg(long, env = "FLUXGATE_DB_MIGRATE", default_value_t = true, action = ArgAction::Set)]
     pub db_migrate: bool,
@@ -76,6 +85,16 @@ pub struct DatabaseConfig {
 }
 
 impl DatabaseConfig {
+    pub fn max_connections(&self) -> u32 {
+        self.db_max_connections
+            .unwrap_or(if crate::runtime::on_lambda() { 2 } else { 10 })
+            .max(1)
+    }
+
+    pub fn lazy(&self) -> bool {
+        self.db_lazy.unwrap_or_else(crate::runtime::on_lambda)
+    }
+
     pub fn required_url(&self) -> Result<&str> {
         self.database_url.as_deref().ok_or_else(|| {
             Error::Config(
@@ -140,6 +159,10 @@ pub struct DrainConfig {
     /// Longest one drain run works when no invocation deadline tells it (HTTP trigger).
     #[arg(long, env = "FLUXGATE_DRAIN_TIME_BUDGET", default_value = "50s", value_parser = parse_duration)]
     pub drain_time_budget: TimeDelta,
+    /// On Lambda, how long before the invocation's deadline a run stops claiming, so the round
+    /// in flight is published and settled before the platform stops the function.
+    #[arg(long, env = "FLUXGATE_DRAIN_DEADLINE_MARGIN", default_value = "5s", value_parser = parse_duration)]
+    pub drain_deadline_margin: TimeDelta,
     /// Delays before re-publishing after a failed publish; the last repeats.
     #[arg(long, env = "FLUXGATE_RETRY_BACKOFF", default_value = "1m,5m,15m,60m", value_parser = parse_schedule)]
     pub retry_backoff: Schedule,
@@ -154,6 +177,7 @@ impl Default for DrainConfig {
             drain_batch_size: 100,
             drain_lease_ttl: TimeDelta::minutes(2),
             drain_time_budget: TimeDelta::seconds(50),
+            drain_deadline_margin: TimeDelta::seconds(5),
             retry_backoff: Schedule::default(),
             max_attempts: 5,
         }

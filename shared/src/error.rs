@@ -65,6 +65,9 @@ pub enum Error {
     Config(String),
     #[error("i/o: {0}")]
     Io(#[from] std::io::Error),
+    /// The platform's runtime itself failed (the Lambda Runtime API is unreachable).
+    #[error("{0}")]
+    Runtime(String),
 }
 
 impl Error {
@@ -89,7 +92,9 @@ impl Error {
             Self::Forbidden(_) | Self::ForbiddenField(_) => StatusCode::FORBIDDEN,
             // The caller may retry: nothing was written, and the dependency may come back.
             Self::Database(_) | Self::Queue(_) | Self::Sink(_) => StatusCode::SERVICE_UNAVAILABLE,
-            Self::Migration(_) | Self::Config(_) | Self::Io(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::Migration(_) | Self::Config(_) | Self::Io(_) | Self::Runtime(_) => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
         }
     }
 
@@ -110,7 +115,9 @@ impl Error {
             Self::Database(_) | Self::Queue(_) | Self::Sink(_) => {
                 ("dependency-unavailable", "A dependency is unavailable")
             }
-            Self::Migration(_) | Self::Config(_) | Self::Io(_) => ("internal", "Internal error"),
+            Self::Migration(_) | Self::Config(_) | Self::Io(_) | Self::Runtime(_) => {
+                ("internal", "Internal error")
+            }
         }
     }
 
@@ -120,7 +127,9 @@ impl Error {
             Self::Database(_) => {
                 "the database is unavailable; nothing was written, retry later".into()
             }
-            Self::Migration(_) | Self::Config(_) | Self::Io(_) => "internal error".into(),
+            Self::Migration(_) | Self::Config(_) | Self::Io(_) | Self::Runtime(_) => {
+                "internal error".into()
+            }
             other => other.to_string(),
         }
     }
@@ -185,6 +194,18 @@ impl IntoResponse for Error {
             );
         }
         response
+    }
+}
+
+/// How a Lambda invocation reports a failure to the Runtime API (`errorType`, `errorMessage`):
+/// the same slug as the problem documents, so logs and alarms name it the same way.
+impl From<Error> for lambda_http::lambda_runtime::Diagnostic {
+    fn from(error: Error) -> Self {
+        let (slug, _) = error.slug_and_title();
+        Self {
+            error_type: format!("fluxgate:{slug}"),
+            error_message: error.to_string(),
+        }
     }
 }
 

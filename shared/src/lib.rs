@@ -4,12 +4,14 @@
 //! `error` (one error type, rendered as problem+json), `store` (events + outbox on
 //! PostgreSQL / SQLite), `queue` (hand-off to the worker), `sink` (the warehouse),
 //! `tenant` (who a request acts for), `auth` (API keys and admin access), `http`,
-//! `telemetry` and `runtime` (running a function).
+//! `telemetry` and `emf` (logs and CloudWatch metric lines) and `runtime` (running a function
+//! on Lambda or on a port).
 
 pub mod api;
 pub mod auth;
 pub mod config;
 pub mod dead_letters;
+pub mod emf;
 pub mod error;
 pub mod event;
 pub mod http;

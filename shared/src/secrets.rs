@@ -118,10 +118,11 @@ pub async fn fetch_secret_string(secret_id: &str) -> Result<SecretString> {
 /// when it is set (it wins over `DATABASE_URL`), else `DATABASE_URL`. The functions' `main`s
 /// call this once.
 pub async fn database_url(config: &DatabaseConfig) -> Result<SecretString> {
-    match secret_id(config) {
-        Some(id) => SecretsManager::from_env().await.database_url(id).await,
-        None => Ok(SecretString::new(config.required_url()?)),
-    }
+    let url = match secret_id(config) {
+        Some(id) => SecretsManager::from_env().await.database_url(id).await?,
+        None => SecretString::new(config.required_url()?),
+    };
+    with_host_override(url, config.database_host.as_deref())
 }
 
 /// [`database_url`] with the caller's client.
@@ -129,10 +130,30 @@ pub async fn database_url_with(
     secrets: &SecretsManager,
     config: &DatabaseConfig,
 ) -> Result<SecretString> {
-    match secret_id(config) {
-        Some(id) => secrets.database_url(id).await,
-        None => Ok(SecretString::new(config.required_url()?)),
+    let url = match secret_id(config) {
+        Some(id) => secrets.database_url(id).await?,
+        None => SecretString::new(config.required_url()?),
+    };
+    with_host_override(url, config.database_host.as_deref())
+}
+
+/// `url` with its host replaced by `host` (`FLUXGATE_DATABASE_HOST`), when one is given.
+pub fn with_host_override(url: SecretString, host: Option<&str>) -> Result<SecretString> {
+    let Some(host) = host.map(str::trim).filter(|h| !h.is_empty()) else {
+        return Ok(url);
+    };
+    // Errors never show the URL: it may hold a password.
+    let mut parsed = url::Url::parse(url.expose())
+        .map_err(|e| Error::Config(format!("the database URL cannot be read: {e}")))?;
+    if parsed.scheme().starts_with("sqlite") {
+        return Err(Error::Config(
+            "FLUXGATE_DATABASE_HOST does not apply to SQLite".into(),
+        ));
     }
+    parsed
+        .set_host(Some(host))
+        .map_err(|e| Error::Config(format!("FLUXGATE_DATABASE_HOST {host:?}: {e}")))?;
+    Ok(SecretString::new(parsed.as_str()))
 }
 
 fn secret_id(config: &DatabaseConfig) -> Option<&str> {
@@ -321,5 +342,28 @@ mod tests {
             err.contains("not a valid JSON") && !err.contains("secretpw"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_host_override_replaces_only_the_host() {
+        let url =
+            SecretString::new("postgres://app:p%40ss@db.internal:5432/events?sslmode=require");
+        let proxied = with_host_override(url.clone(), Some("proxy.example.rds.amazonaws.com"))
+            .expect("override");
+        assert_eq!(
+            proxied.expose(),
+            "postgres://app:p%40ss@proxy.example.rds.amazonaws.com:5432/events?sslmode=require"
+        );
+        assert_eq!(
+            with_host_override(url.clone(), None)
+                .expect("none")
+                .expose(),
+            url.expose()
+        );
+        assert_eq!(
+            with_host_override(url, Some("  ")).expect("blank").expose(),
+            "postgres://app:p%40ss@db.internal:5432/events?sslmode=require"
+        );
+        assert!(with_host_override(SecretString::new("sqlite://x.db"), Some("h")).is_err());
     }
 }

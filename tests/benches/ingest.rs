@@ -73,7 +73,7 @@ async fn through_fluxgate(kind: DbKind, workload: Workload, scale: usize) -> f64
     let db = TestDb::of(kind).await;
     // The same pool size as the baseline gets, so both sides wait on the database alike.
     let mut config = database_config(&db.url);
-    config.db_max_connections = CONCURRENCY as u32;
+    config.db_max_connections = Some(CONCURRENCY as u32);
     let store = fluxgate::store::connect(&db.url, &config)
         .await
         .expect("connect");

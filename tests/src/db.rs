@@ -405,7 +405,8 @@ mod tests {
     fn the_config_takes_the_url_and_applies_migrations() {
         let config = database_config("sqlite:///tmp/x.db");
         assert_eq!(config.database_url.as_deref(), Some("sqlite:///tmp/x.db"));
-        assert_eq!(config.db_max_connections, 10);
+        assert_eq!(config.max_connections(), 10);
+        assert!(!config.lazy(), "connects at start-up off Lambda");
         assert!(config.db_migrate);
     }
 }

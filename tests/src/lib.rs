@@ -9,6 +9,8 @@
 //! - [`TestBigQuery`]: a dataset of its own per test on the bqemulator that `scripts/test.sh`
 //!   starts (`FLUXGATE_TEST_BIGQUERY_URL`), with rows and table metadata read back.
 //! - [`pubsub_server`]: a Pub/Sub gRPC test server (the one mock of the suite; see there why).
+//! - [`lambda`]: a function binary under cargo-lambda's Lambda Runtime API, invoked as Lambda
+//!   invokes it.
 //! - [`aws`]: AWS SDK clients on the moto server (`FLUXGATE_TEST_MOTO_URL`), a queue or a
 //!   secret of its own per test.
 //!
@@ -21,6 +23,7 @@ pub mod bigquery;
 mod db;
 mod events;
 mod files;
+pub mod lambda;
 pub mod pubsub_server;
 
 pub use auth::{ADMIN_KEY, auth_config, authenticator, authenticator_with, tenant_key};

@@ -1,4 +1,5 @@
-//! ingest as its own service: configured from the environment, served on `PORT`.
+//! ingest as its own function: configured from the environment; on Lambda behind API
+//! Gateway, elsewhere served on `PORT`.
 
 use clap::Parser;
 use fluxgate::auth::{AuthConfig, Authenticator};
@@ -26,5 +27,5 @@ async fn main() -> Result<(), fluxgate::Error> {
     let store = store::connect(database_url.expose(), &config.database).await?;
     let auth = Authenticator::from_config(&config.auth, store.clone()).await?;
     let app = fluxgate_ingest::service(store, config.limits, auth);
-    runtime::serve(app, config.server.port).await
+    runtime::serve_http(app, config.server.port).await
 }

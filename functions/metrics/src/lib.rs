@@ -210,7 +210,7 @@ pub async fn prometheus_text(
         fluxgate::now(),
     )
     .await?;
-    if emf::on_lambda() {
+    if fluxgate::runtime::on_lambda() {
         emf::emit(&report);
     }
     let text = prometheus::render(&report)

@@ -1,9 +1,10 @@
-//! metrics as its own service: configured from the environment, served on `PORT`.
+//! metrics as its own function: configured from the environment; on Lambda behind API
+//! Gateway, elsewhere served on `PORT`.
 
 use clap::Parser;
 use fluxgate::auth::{AuthConfig, Authenticator};
 use fluxgate::config::{DatabaseConfig, ServerConfig};
-use fluxgate::{runtime, store, telemetry};
+use fluxgate::{runtime, secrets, store, telemetry};
 
 #[derive(Parser)]
 #[command(
@@ -24,8 +25,9 @@ struct Config {
 async fn main() -> Result<(), fluxgate::Error> {
     telemetry::init();
     let config = Config::parse();
-    let store = store::connect(config.database.required_url()?, &config.database).await?;
+    let database_url = secrets::database_url(&config.database).await?;
+    let store = store::connect(database_url.expose(), &config.database).await?;
     let auth = Authenticator::from_config(&config.auth, store.clone()).await?;
     let app = fluxgate_metrics::service(store, auth);
-    runtime::serve(app, config.server.port).await
+    runtime::serve_http(app, config.server.port).await
 }

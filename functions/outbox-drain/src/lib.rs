@@ -4,6 +4,7 @@
 //! time budget is spent, and answers with a summary.
 
 pub mod job;
+pub mod lambda;
 mod publish;
 
 use std::sync::Arc;

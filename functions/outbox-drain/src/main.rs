@@ -1,5 +1,6 @@
-//! outbox-drain: on Cloud Run as a service (`POST /v1/drain` for Cloud Scheduler), or as a
-//! Cloud Run job (`CLOUD_RUN_JOB` set) that runs once and exits with its verdict.
+//! outbox-drain: on Lambda, one run per EventBridge scheduled event (`lambda.rs`); on Cloud Run
+//! as a service (`POST /v1/drain` for Cloud Scheduler), or as a Cloud Run job (`CLOUD_RUN_JOB`
+//! set) that runs once and exits with its verdict.
 
 use std::process::ExitCode;
 
@@ -47,6 +48,15 @@ async fn main() -> ExitCode {
         }
     });
     let drain = drain.with_stop(stop);
+    if runtime::on_lambda() {
+        return match fluxgate_outbox_drain::lambda::run(drain).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                tracing::error!(error = %e, "outbox-drain stopped");
+                ExitCode::FAILURE
+            }
+        };
+    }
     if job::is_cloud_run_job() {
         return job::run_once(&drain).await;
     }

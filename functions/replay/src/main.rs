@@ -1,4 +1,5 @@
-//! replay as its own service: configured from the environment, served on `PORT`.
+//! replay as its own function: configured from the environment; on Lambda behind API
+//! Gateway, elsewhere served on `PORT`.
 //!
 //! Dead-letter redrive: with `FLUXGATE_QUEUE=sqs`, the queue `FLUXGATE_SQS_DEAD_LETTER_QUEUE_URL`
 //! back to `FLUXGATE_SQS_QUEUE_URL`; the in-process queue's dead letters live in
@@ -10,7 +11,7 @@ use clap::Parser;
 use fluxgate::auth::{AuthConfig, Authenticator};
 use fluxgate::config::{DatabaseConfig, QueueConfig, QueueKind, ServerConfig};
 use fluxgate::dead_letters::{DeadLetters, SqsDeadLetters};
-use fluxgate::{runtime, store, telemetry};
+use fluxgate::{runtime, secrets, store, telemetry};
 
 #[derive(Parser)]
 #[command(
@@ -33,7 +34,8 @@ struct Config {
 async fn main() -> Result<(), fluxgate::Error> {
     telemetry::init();
     let config = Config::parse();
-    let store = store::connect(config.database.required_url()?, &config.database).await?;
+    let database_url = secrets::database_url(&config.database).await?;
+    let store = store::connect(database_url.expose(), &config.database).await?;
     let dead_letters: Option<Arc<dyn DeadLetters>> = match (
         config.queue.queue,
         config.queue.sqs_dead_letter_queue_url,
@@ -47,5 +49,5 @@ async fn main() -> Result<(), fluxgate::Error> {
     };
     let auth = Authenticator::from_config(&config.auth, store.clone()).await?;
     let app = fluxgate_replay::service(store, dead_letters, auth);
-    runtime::serve(app, config.server.port).await
+    runtime::serve_http(app, config.server.port).await
 }

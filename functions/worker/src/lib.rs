@@ -3,6 +3,7 @@
 //! batch. The queue does the retrying: the worker only says which messages to retry.
 
 mod http_trigger;
+pub mod lambda;
 pub mod pubsub_push;
 
 use std::collections::HashMap;

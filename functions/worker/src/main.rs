@@ -1,5 +1,6 @@
-//! worker as its own service on `PORT`: `POST /v1/messages` (batches) and
-//! `POST /v1/pubsub/push` (a Pub/Sub push subscription on Cloud Run).
+//! worker: on Lambda, the SQS event source's batches (`lambda.rs`); elsewhere a service on
+//! `PORT` with `POST /v1/messages` (batches) and `POST /v1/pubsub/push` (a Pub/Sub push
+//! subscription on Cloud Run).
 
 use clap::Parser;
 use fluxgate::config::{DatabaseConfig, ServerConfig, SinkConfig, WorkerConfig};
@@ -31,5 +32,8 @@ async fn main() -> Result<(), fluxgate::Error> {
     let store = store::connect(database_url.expose(), &config.database).await?;
     let sink = sink::connect(&config.sink).await?;
     let worker = Worker::new(store, sink, config.worker);
+    if runtime::on_lambda() {
+        return fluxgate_worker::lambda::run(worker).await;
+    }
     runtime::serve(fluxgate_worker::service(worker), config.server.port).await
 }

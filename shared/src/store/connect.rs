@@ -15,17 +15,21 @@ use crate::config::DatabaseConfig;
 use crate::error::{Error, Result};
 
 /// Connects by the URL's scheme (`postgres://`, `postgresql://`, `mysql://`, `mariadb://`,
-/// `sqlite:`) and applies the migrations when the config says so.
+/// `sqlite:`) and applies the migrations when the config says so. A lazy pool (Lambda's
+/// default) connects at its first query, unless migrations need it at once.
 pub async fn connect(url: &str, config: &DatabaseConfig) -> Result<Arc<dyn Store>> {
     let scheme = url.split(':').next().unwrap_or_default();
     let acquire_timeout = Duration::from_secs(10);
     match scheme {
         "postgres" | "postgresql" => {
-            let pool = PgPoolOptions::new()
-                .max_connections(config.db_max_connections)
-                .acquire_timeout(acquire_timeout)
-                .connect(url)
-                .await?;
+            let options = PgPoolOptions::new()
+                .max_connections(config.max_connections())
+                .acquire_timeout(acquire_timeout);
+            let pool = if config.lazy() {
+                options.connect_lazy(url)?
+            } else {
+                options.connect(url).await?
+            };
             Ok(Arc::new(
                 PostgresStore::new(pool, Postgres, config.db_migrate).await?,
             ))
@@ -38,18 +42,23 @@ pub async fn connect(url: &str, config: &DatabaseConfig) -> Result<Arc<dyn Store
             let options = MySqlConnectOptions::from_str(&url)?
                 .timezone(Some("+00:00".to_owned()))
                 .charset("utf8mb4");
-            let pool = MySqlPoolOptions::new()
-                .max_connections(config.db_max_connections)
+            let pool_options = MySqlPoolOptions::new()
+                .max_connections(config.max_connections())
                 .acquire_timeout(acquire_timeout)
                 .after_connect(|conn, _| {
                     Box::pin(async move {
                         conn.execute(SESSION_SETUP).await?;
                         Ok(())
                     })
-                })
-                .connect_with(options)
-                .await?;
-            let dialect = MySql::detect(&pool, config.mysql_claim_mode).await?;
+                });
+            let (pool, dialect) = if config.lazy() {
+                let pool = pool_options.connect_lazy_with(options);
+                (pool, MySql::deferred(config.mysql_claim_mode))
+            } else {
+                let pool = pool_options.connect_with(options).await?;
+                let dialect = MySql::detect(&pool, config.mysql_claim_mode).await?;
+                (pool, dialect)
+            };
             Ok(Arc::new(
                 MySqlStore::new(pool, dialect, config.db_migrate).await?,
             ))
@@ -63,8 +72,10 @@ pub async fn connect(url: &str, config: &DatabaseConfig) -> Result<Arc<dyn Store
                 .synchronous(SqliteSynchronous::Normal)
                 .busy_timeout(Duration::from_secs(30))
                 .foreign_keys(true);
+            // Always connected at once: the file is local, and creating it early reports a bad
+            // path at start-up.
             let pool = SqlitePoolOptions::new()
-                .max_connections(config.db_max_connections)
+                .max_connections(config.max_connections())
                 .acquire_timeout(acquire_timeout)
                 .connect_with(options)
                 .await?;

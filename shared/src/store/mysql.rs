@@ -15,7 +15,7 @@ use sqlx::{MySql as Db, MySqlPool, QueryBuilder};
 use super::ClaimRequest;
 use super::rows::{self, KeyHashRow};
 use super::sql_store::{Dialect, SqlStore};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::event::{Event, EventKey};
 
 /// Run on every new connection. Strict mode makes an over-long id an error instead of a
@@ -129,38 +129,69 @@ pub(crate) fn choose_claim_mode(setting: MySqlClaimSetting, version: &str) -> My
 }
 
 pub struct MySql {
-    claim_mode: MySqlClaimMode,
+    setting: MySqlClaimSetting,
+    /// Chosen at the first claim when the setting is `auto` and the pool is lazy (the server's
+    /// version needs a connection), at connect otherwise.
+    claim_mode: tokio::sync::OnceCell<MySqlClaimMode>,
 }
 
 pub type MySqlStore = SqlStore<MySql>;
 
 impl MySql {
     pub fn new(claim_mode: MySqlClaimMode) -> Self {
-        Self { claim_mode }
-    }
-
-    /// Asks the server its version and picks the claim mode `setting` calls for.
-    pub async fn detect(pool: &MySqlPool, setting: MySqlClaimSetting) -> Result<Self> {
-        let version: String = sqlx::query_scalar("SELECT VERSION()")
-            .fetch_one(pool)
-            .await?;
-        let claim_mode = choose_claim_mode(setting, &version);
-        let parsed = ServerVersion::parse(&version);
-        if setting == MySqlClaimSetting::Auto && parsed.is_none() {
-            tracing::warn!(%version, "unrecognised MySQL server version; claiming without SKIP LOCKED");
+        let setting = match claim_mode {
+            MySqlClaimMode::SkipLocked => MySqlClaimSetting::SkipLocked,
+            MySqlClaimMode::ClaimThenFetch => MySqlClaimSetting::ClaimThenFetch,
+        };
+        Self {
+            setting,
+            claim_mode: tokio::sync::OnceCell::new_with(Some(claim_mode)),
         }
-        tracing::info!(
-            %version,
-            server = %parsed.map(|v| v.to_string()).unwrap_or_else(|| "unknown".into()),
-            ?setting,
-            %claim_mode,
-            "MySQL outbox claim mode"
-        );
-        Ok(Self::new(claim_mode))
     }
 
-    pub fn claim_mode(&self) -> MySqlClaimMode {
+    /// A dialect that asks the server its version at the first claim, if `setting` needs it.
+    pub fn deferred(setting: MySqlClaimSetting) -> Self {
+        Self {
+            setting,
+            claim_mode: tokio::sync::OnceCell::new(),
+        }
+    }
+
+    /// Asks the server its version now and picks the claim mode `setting` calls for.
+    pub async fn detect(pool: &MySqlPool, setting: MySqlClaimSetting) -> Result<Self> {
+        let dialect = Self::deferred(setting);
+        dialect.claim_mode(pool).await?;
+        Ok(dialect)
+    }
+
+    /// The claim mode, asking the server its version the first time when the setting is
+    /// `auto`.
+    pub async fn claim_mode(&self, pool: &MySqlPool) -> Result<MySqlClaimMode> {
+        let setting = self.setting;
         self.claim_mode
+            .get_or_try_init(|| async move {
+                if setting != MySqlClaimSetting::Auto {
+                    return Ok(choose_claim_mode(setting, ""));
+                }
+                let version: String = sqlx::query_scalar("SELECT VERSION()")
+                    .fetch_one(pool)
+                    .await?;
+                let claim_mode = choose_claim_mode(setting, &version);
+                let parsed = ServerVersion::parse(&version);
+                if parsed.is_none() {
+                    tracing::warn!(%version, "unrecognised MySQL server version; claiming without SKIP LOCKED");
+                }
+                tracing::info!(
+                    %version,
+                    server = %parsed.map(|v| v.to_string()).unwrap_or_else(|| "unknown".into()),
+                    ?setting,
+                    %claim_mode,
+                    "MySQL outbox claim mode"
+                );
+                Ok::<_, Error>(claim_mode)
+            })
+            .await
+            .copied()
     }
 }
 
@@ -237,7 +268,7 @@ impl Dialect for MySql {
         if claim.limit == 0 {
             return Ok(0);
         }
-        match self.claim_mode {
+        match self.claim_mode(pool).await? {
             MySqlClaimMode::SkipLocked => lease_skip_locked(pool, claim, expires_at).await,
             MySqlClaimMode::ClaimThenFetch => lease_in_place(pool, claim, expires_at).await,
         }
