@@ -105,8 +105,9 @@ info "stack $STACK_NAME in $REGION"
 
 # --- build ------------------------------------------------------------------------------------
 # SAM runs `cargo lambda build --release --arm64 --bin <binary>` in the workspace root and
-# copies target/lambda/<binary>/bootstrap, so the build must use the workspace's own target/
-# (not a CARGO_TARGET_DIR elsewhere). Building Rust with cargo-lambda is a SAM beta feature.
+# copies target/lambda/<binary>/bootstrap. Older SAM CLIs look only in the workspace's own
+# target/, so the build does not use a CARGO_TARGET_DIR elsewhere. Building Rust with
+# cargo-lambda is a SAM beta feature (--beta-features).
 cd "$ROOT"
 if [ "${SKIP_BUILD:-}" != 1 ]; then
   section "Build: sam build (cargo-lambda, arm64)"
