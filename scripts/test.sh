@@ -5,7 +5,8 @@
 #
 # On a fresh machine it installs and starts what the tests need (PostgreSQL, MariaDB; later the
 # Python-side services), and is quick when they are already there. Then: rustfmt check, clippy
-# with warnings as errors, and the whole workspace's tests (cargo nextest when installed).
+# with warnings as errors, cfn-lint of template.yaml, and the whole workspace's tests (cargo
+# nextest when installed).
 #
 # Settings (environment):
 #   CARGO_TARGET_DIR             build cache, default ~/.cache/fluxgate/target (outside the clone)
@@ -112,6 +113,10 @@ main() {
     step "Lints: cargo clippy --workspace --all-targets -- -D warnings"
     cargo clippy --workspace --all-targets -- -D warnings
   fi
+  # The AWS SAM template, offline (cfn-lint from the venv): any error or warning fails here.
+  step "Template: cfn-lint template.yaml"
+  cfn-lint template.yaml
+
 
   run_tests "$@"
 
