@@ -85,8 +85,8 @@ IMAGE_REPO="$REGION-docker.pkg.dev/$PROJECT_ID/$AR_REPOSITORY"
 # The placeholders the manifests in cloudrun/ may use; nothing else is substituted, so a `$`
 # anywhere else stays as written. tests/cloudrun_manifests.rs checks the manifests against this.
 # shellcheck disable=SC2016
-MANIFEST_VARS='${PROJECT_ID} ${REGION} ${IMAGE_REPO} ${IMAGE_TAG} ${DB_SECRET} ${CLOUD_SQL_INSTANCE} ${PUBSUB_TOPIC} ${BIGQUERY_DATASET} ${BIGQUERY_TABLE} ${MAX_DELIVERY_ATTEMPTS}'
-export PROJECT_ID REGION IMAGE_REPO IMAGE_TAG DB_SECRET CLOUD_SQL_INSTANCE PUBSUB_TOPIC \
+MANIFEST_VARS='${PROJECT_ID} ${REGION} ${IMAGE_REPO} ${IMAGE_TAG} ${DB_SECRET} ${CLOUD_SQL_INSTANCE} ${PUBSUB_TOPIC} ${PUBSUB_DEAD_LETTER_SUBSCRIPTION} ${BIGQUERY_DATASET} ${BIGQUERY_TABLE} ${MAX_DELIVERY_ATTEMPTS}'
+export PROJECT_ID REGION IMAGE_REPO IMAGE_TAG DB_SECRET CLOUD_SQL_INSTANCE PUBSUB_TOPIC PUBSUB_DEAD_LETTER_SUBSCRIPTION \
   BIGQUERY_DATASET BIGQUERY_TABLE MAX_DELIVERY_ATTEMPTS
 
 # Functions deployed as Cloud Run services, in deploy order: ingest first, it applies migrations.
@@ -269,6 +269,10 @@ ensure_pubsub_topics() {
   g pubsub subscriptions add-iam-policy-binding "$PUBSUB_DEAD_LETTER_SUBSCRIPTION" \
     --member "serviceAccount:$REPLAY_SA" --role roles/pubsub.subscriber >/dev/null
   info "subscriber on $PUBSUB_DEAD_LETTER_SUBSCRIPTION for $REPLAY_SA"
+  # The redrive republishes dead letters to the main topic.
+  g pubsub topics add-iam-policy-binding "$PUBSUB_TOPIC" \
+    --member "serviceAccount:$REPLAY_SA" --role roles/pubsub.publisher >/dev/null
+  info "publisher on $PUBSUB_TOPIC for $REPLAY_SA"
 }
 
 # Substitutes the placeholders of one manifest into $RENDER_DIR and prints the result's path.

@@ -229,7 +229,8 @@ pub struct QueueConfig {
     pub pubsub: PubsubConfig,
 }
 
-/// Where and how the drain publishes to Pub/Sub (`FLUXGATE_QUEUE=pubsub`).
+/// Where and how the drain publishes to Pub/Sub (`FLUXGATE_QUEUE=pubsub`), and where replay
+/// finds the dead letters it redrives.
 #[derive(Debug, Clone, Args)]
 pub struct PubsubConfig {
     /// The topic, in full: `projects/PROJECT/topics/TOPIC`.
@@ -250,6 +251,11 @@ pub struct PubsubConfig {
     /// the drain gives its messages back to the outbox with backoff.
     #[arg(long, env = "FLUXGATE_PUBSUB_PUBLISH_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     pub pubsub_publish_timeout: TimeDelta,
+    /// The dead-letter topic's pull subscription, in full
+    /// (`projects/PROJECT/subscriptions/SUBSCRIPTION`), for `POST /v1/dlq/redrive` (replay):
+    /// its messages are pulled, republished to the topic and then acknowledged.
+    #[arg(long, env = "FLUXGATE_PUBSUB_DEAD_LETTER_SUBSCRIPTION")]
+    pub pubsub_dead_letter_subscription: Option<String>,
 }
 
 impl Default for PubsubConfig {
@@ -260,6 +266,7 @@ impl Default for PubsubConfig {
             pubsub_endpoint: None,
             pubsub_batch_messages: 100,
             pubsub_publish_timeout: TimeDelta::seconds(30),
+            pubsub_dead_letter_subscription: None,
         }
     }
 }

@@ -10,11 +10,22 @@
 //! protocol; only the server side is ours.
 //!
 //! It serves `Publish` (the only call the publishing client makes: it does not look the topic
-//! up, and makes no REST admin calls), answers every other method `UNIMPLEMENTED`, keeps what
-//! was published (data, attributes, ids, which request carried it, whether credentials came
-//! along), can be told to fail requests that carry chosen messages, and can hold requests
-//! until released (to test a shutdown during a publish). It does not deliver: a test posts
+//! up, and makes no REST admin calls), keeps what was published (data, attributes, ids, which
+//! request carried it, whether credentials came along), can be told to fail Publish requests
+//! that carry chosen messages, and can hold Publish requests until released (to test a
+//! shutdown during a publish). It does not deliver: a test posts
 //! [`PublishedMessage::push_envelope`] to the worker, as a push subscription would.
+//!
+//! For the dead-letter redrive it also serves the Subscriber calls replay makes on a pull
+//! subscription: `Pull`, `Acknowledge` and `ModifyAckDeadline`, on subscriptions a test creates
+//! ([`PubsubTestServer::add_subscription`]) and fills ([`PubsubTestServer::dead_letter`]), as
+//! Pub/Sub's dead-lettering would. It keeps Pub/Sub's at-least-once rules: a pulled message is
+//! leased under a fresh ack id and not pulled again while leased; `Acknowledge` with the
+//! current ack id removes it, any other ack id is ignored; `ModifyAckDeadline` to 0 ends the
+//! lease; an unacknowledged message never goes away. Ack deadlines do not run on a clock
+//! (tests are not timed): [`PubsubTestServer::expire_leases`] lets them pass. `Pull` answers at
+//! once, with what there is (nothing on an empty subscription), where Pub/Sub waits a while
+//! first. Every other method answers `UNIMPLEMENTED`.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -24,7 +35,8 @@ use std::sync::{Arc, Mutex};
 
 use base64::Engine;
 use googleapis_tonic_google_pubsub_v1::google::pubsub::v1::{
-    PublishRequest, PublishResponse, PubsubMessage,
+    AcknowledgeRequest, ModifyAckDeadlineRequest, PublishRequest, PublishResponse, PubsubMessage,
+    PullRequest, PullResponse, ReceivedMessage,
 };
 use serde_json::{Value, json};
 use tokio::sync::{oneshot, watch};
@@ -33,6 +45,9 @@ use tonic::server::NamedService;
 use tonic::{Code, Status};
 
 pub const PUBLISH_PATH: &str = "/google.pubsub.v1.Publisher/Publish";
+pub const PULL_PATH: &str = "/google.pubsub.v1.Subscriber/Pull";
+pub const ACKNOWLEDGE_PATH: &str = "/google.pubsub.v1.Subscriber/Acknowledge";
+pub const MODIFY_ACK_DEADLINE_PATH: &str = "/google.pubsub.v1.Subscriber/ModifyAckDeadline";
 
 /// One message the server accepted.
 #[derive(Debug, Clone)]
@@ -84,6 +99,31 @@ pub struct RecordedRequest {
     pub had_credentials: bool,
 }
 
+/// A message on a subscription: not yet acknowledged.
+#[derive(Debug, Clone)]
+pub struct SubscribedMessage {
+    pub message_id: String,
+    pub data: Vec<u8>,
+    pub attributes: HashMap<String, String>,
+    /// The ack id of its current lease, while a puller holds it.
+    pub leased_by: Option<String>,
+    /// How often it was pulled.
+    pub deliveries: i32,
+}
+
+/// One Subscriber call as it arrived.
+#[derive(Debug, Clone)]
+pub struct SubscriberCall {
+    /// `Pull`, `Acknowledge` or `ModifyAckDeadline`.
+    pub method: &'static str,
+    pub subscription: String,
+    /// The ack ids it named (`Acknowledge`, `ModifyAckDeadline`).
+    pub ack_ids: Vec<String>,
+    /// The messages it answered with (`Pull`), or the status it failed with.
+    pub outcome: Result<usize, Code>,
+    pub had_credentials: bool,
+}
+
 type Matcher = Box<dyn Fn(&PubsubMessage) -> bool + Send + Sync>;
 
 struct FailRule {
@@ -100,6 +140,9 @@ struct State {
     requests: Vec<RecordedRequest>,
     rules: Vec<FailRule>,
     next_id: u64,
+    subscriptions: HashMap<String, Vec<SubscribedMessage>>,
+    subscriber_calls: Vec<SubscriberCall>,
+    next_ack_id: u64,
 }
 
 struct Shared {
@@ -139,12 +182,16 @@ impl PubsubTestServer {
             waiting: AtomicUsize::new(0),
         });
         let (shutdown, stopped) = oneshot::channel::<()>();
-        let service = PublisherService {
+        let publisher = PublisherService {
+            shared: shared.clone(),
+        };
+        let subscriber = SubscriberService {
             shared: shared.clone(),
         };
         tokio::spawn(async move {
             let served = tonic::transport::Server::builder()
-                .add_service(service)
+                .add_service(publisher)
+                .add_service(subscriber)
                 .serve_with_incoming_shutdown(
                     tonic::transport::server::TcpIncoming::from(listener),
                     async {
@@ -181,7 +228,79 @@ impl PubsubTestServer {
         self.shared.state().requests.clone()
     }
 
-    /// Fails the next `times` requests (`None`: every request) that carry a message for
+    /// Creates a pull subscription (Pull on any other answers `NOT_FOUND`, as Pub/Sub does).
+    pub fn add_subscription(&self, subscription: &str) {
+        self.shared
+            .state()
+            .subscriptions
+            .entry(subscription.to_owned())
+            .or_default();
+    }
+
+    /// Puts a message on `subscription`, as Pub/Sub's dead-lettering publishes it to the
+    /// dead-letter topic; returns its message id.
+    pub fn dead_letter(
+        &self,
+        subscription: &str,
+        data: impl Into<Vec<u8>>,
+        attributes: HashMap<String, String>,
+    ) -> String {
+        let mut state = self.shared.state();
+        state.next_id += 1;
+        let message_id = format!("dl-{}", state.next_id);
+        state
+            .subscriptions
+            .get_mut(subscription)
+            .unwrap_or_else(|| panic!("no subscription {subscription} on the test server"))
+            .push(SubscribedMessage {
+                message_id: message_id.clone(),
+                data: data.into(),
+                attributes,
+                leased_by: None,
+                deliveries: 0,
+            });
+        message_id
+    }
+
+    /// The messages still on `subscription` (not acknowledged), leased or not.
+    pub fn on_subscription(&self, subscription: &str) -> Vec<SubscribedMessage> {
+        self.shared
+            .state()
+            .subscriptions
+            .get(subscription)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// A puller that pulls `count` messages from `subscription` and then never answers (it
+    /// crashed half-way): they stay leased, unacknowledged, until [`Self::expire_leases`].
+    pub fn lease_to_a_vanished_puller(&self, subscription: &str, count: i32) -> usize {
+        let request = PullRequest {
+            subscription: subscription.to_owned(),
+            max_messages: count,
+            ..PullRequest::default()
+        };
+        pull_from(&mut self.shared.state(), &request)
+            .expect("pull for a vanished puller")
+            .received_messages
+            .len()
+    }
+
+    /// The ack deadline of every leased message on `subscription` passes: each can be pulled
+    /// again (under a new ack id; the old one no longer acknowledges it).
+    pub fn expire_leases(&self, subscription: &str) {
+        if let Some(messages) = self.shared.state().subscriptions.get_mut(subscription) {
+            for message in messages {
+                message.leased_by = None;
+            }
+        }
+    }
+
+    pub fn subscriber_calls(&self) -> Vec<SubscriberCall> {
+        self.shared.state().subscriber_calls.clone()
+    }
+
+    /// Fails the next `times` Publish requests (`None`: every request) that carry a message for
     /// which `matches` is true, with `code`; the whole request fails, as on the real service.
     pub fn fail_requests_with(
         &self,
@@ -196,7 +315,7 @@ impl PubsubTestServer {
         });
     }
 
-    /// Fails every request from now on (the service is down, for the client's purposes).
+    /// Fails every Publish request from now on (the service is down, for the publisher).
     pub fn fail_everything(&self, code: Code) {
         self.fail_requests_with(|_| true, code, None);
     }
@@ -356,4 +475,256 @@ fn answer(state: &mut State, request: &PublishRequest) -> Result<Vec<String>, St
         })
         .collect();
     Ok(ids)
+}
+
+/// The Subscriber calls of a pull subscriber, routed by the gRPC method path.
+#[derive(Clone)]
+struct SubscriberService {
+    shared: Arc<Shared>,
+}
+
+impl NamedService for SubscriberService {
+    const NAME: &'static str = "google.pubsub.v1.Subscriber";
+}
+
+impl Service<http::Request<tonic::body::Body>> for SubscriberService {
+    type Response = http::Response<tonic::body::Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<Self::Response, Self::Error>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: http::Request<tonic::body::Body>) -> Self::Future {
+        let shared = self.shared.clone();
+        let path = request.uri().path().to_string();
+        Box::pin(async move {
+            let response = match path.as_str() {
+                PULL_PATH => {
+                    let mut grpc = tonic::server::Grpc::new(tonic_prost::ProstCodec::<
+                        PullResponse,
+                        PullRequest,
+                    >::default());
+                    grpc.unary(
+                        Handled {
+                            shared,
+                            handle: pull,
+                        },
+                        request,
+                    )
+                    .await
+                }
+                ACKNOWLEDGE_PATH => {
+                    let mut grpc = tonic::server::Grpc::new(tonic_prost::ProstCodec::<
+                        (),
+                        AcknowledgeRequest,
+                    >::default());
+                    grpc.unary(
+                        Handled {
+                            shared,
+                            handle: acknowledge,
+                        },
+                        request,
+                    )
+                    .await
+                }
+                MODIFY_ACK_DEADLINE_PATH => {
+                    let mut grpc = tonic::server::Grpc::new(tonic_prost::ProstCodec::<
+                        (),
+                        ModifyAckDeadlineRequest,
+                    >::default());
+                    grpc.unary(
+                        Handled {
+                            shared,
+                            handle: modify_ack_deadline,
+                        },
+                        request,
+                    )
+                    .await
+                }
+                _ => {
+                    Status::unimplemented(format!("the Pub/Sub test server does not serve {path}"))
+                        .into_http()
+                }
+            };
+            Ok(response)
+        })
+    }
+}
+
+/// A unary call answered at once from the state, and recorded.
+struct Handled<Req, Resp> {
+    shared: Arc<Shared>,
+    handle: fn(&mut State, Req, bool) -> Result<Resp, Status>,
+}
+
+impl<Req: Send + 'static, Resp: Send + 'static> tonic::server::UnaryService<Req>
+    for Handled<Req, Resp>
+{
+    type Response = Resp;
+    type Future = BoxFuture<tonic::Response<Resp>, Status>;
+
+    fn call(&mut self, request: tonic::Request<Req>) -> Self::Future {
+        let had_credentials = request.metadata().get("authorization").is_some();
+        let answer = (self.handle)(
+            &mut self.shared.state(),
+            request.into_inner(),
+            had_credentials,
+        )
+        .map(tonic::Response::new);
+        Box::pin(async move { answer })
+    }
+}
+
+fn record(
+    state: &mut State,
+    method: &'static str,
+    subscription: &str,
+    ack_ids: Vec<String>,
+    outcome: Result<usize, &Status>,
+    had_credentials: bool,
+) {
+    state.subscriber_calls.push(SubscriberCall {
+        method,
+        subscription: subscription.to_owned(),
+        ack_ids,
+        outcome: outcome.map_err(Status::code),
+        had_credentials,
+    });
+}
+
+fn unknown_subscription(subscription: &str) -> Status {
+    Status::not_found(format!("Subscription does not exist: {subscription}"))
+}
+
+/// Leases up to `max_messages` messages that no one holds, each under a fresh ack id.
+fn pull(
+    state: &mut State,
+    request: PullRequest,
+    had_credentials: bool,
+) -> Result<PullResponse, Status> {
+    let answer = pull_from(state, &request);
+    let outcome = answer.as_ref().map(|r| r.received_messages.len());
+    record(
+        state,
+        "Pull",
+        &request.subscription,
+        Vec::new(),
+        outcome,
+        had_credentials,
+    );
+    answer
+}
+
+fn pull_from(state: &mut State, request: &PullRequest) -> Result<PullResponse, Status> {
+    if request.max_messages <= 0 {
+        return Err(Status::invalid_argument("max_messages must be positive"));
+    }
+    let State {
+        subscriptions,
+        next_ack_id,
+        ..
+    } = state;
+    let messages = subscriptions
+        .get_mut(&request.subscription)
+        .ok_or_else(|| unknown_subscription(&request.subscription))?;
+    let mut received = Vec::new();
+    for message in messages.iter_mut().filter(|m| m.leased_by.is_none()) {
+        if received.len() == request.max_messages as usize {
+            break;
+        }
+        *next_ack_id += 1;
+        let ack_id = format!("ack-{next_ack_id}");
+        message.leased_by = Some(ack_id.clone());
+        message.deliveries += 1;
+        received.push(ReceivedMessage {
+            ack_id,
+            message: Some(PubsubMessage {
+                data: message.data.clone(),
+                attributes: message.attributes.clone(),
+                message_id: message.message_id.clone(),
+                ..PubsubMessage::default()
+            }),
+            delivery_attempt: message.deliveries,
+        });
+    }
+    Ok(PullResponse {
+        received_messages: received,
+    })
+}
+
+/// Removes the messages whose current lease the ack ids name; others are ignored.
+fn acknowledge(
+    state: &mut State,
+    request: AcknowledgeRequest,
+    had_credentials: bool,
+) -> Result<(), Status> {
+    let answer = if request.ack_ids.is_empty() {
+        Err(Status::invalid_argument("ack_ids must not be empty"))
+    } else {
+        match state.subscriptions.get_mut(&request.subscription) {
+            Some(messages) => {
+                messages.retain(|m| {
+                    m.leased_by
+                        .as_ref()
+                        .is_none_or(|ack_id| !request.ack_ids.contains(ack_id))
+                });
+                Ok(())
+            }
+            None => Err(unknown_subscription(&request.subscription)),
+        }
+    };
+    let count = request.ack_ids.len();
+    record(
+        state,
+        "Acknowledge",
+        &request.subscription,
+        request.ack_ids,
+        answer.as_ref().map(|()| count),
+        had_credentials,
+    );
+    answer
+}
+
+/// A deadline of 0 ends the leases (the messages can be pulled again at once); a longer one
+/// keeps them (there is no clock to extend).
+fn modify_ack_deadline(
+    state: &mut State,
+    request: ModifyAckDeadlineRequest,
+    had_credentials: bool,
+) -> Result<(), Status> {
+    let answer = if !(0..=600).contains(&request.ack_deadline_seconds) {
+        Err(Status::invalid_argument(
+            "ack_deadline_seconds must be 0 to 600",
+        ))
+    } else {
+        match state.subscriptions.get_mut(&request.subscription) {
+            Some(messages) => {
+                if request.ack_deadline_seconds == 0 {
+                    for message in messages.iter_mut() {
+                        if message
+                            .leased_by
+                            .as_ref()
+                            .is_some_and(|ack_id| request.ack_ids.contains(ack_id))
+                        {
+                            message.leased_by = None;
+                        }
+                    }
+                }
+                Ok(())
+            }
+            None => Err(unknown_subscription(&request.subscription)),
+        }
+    };
+    let count = request.ack_ids.len();
+    record(
+        state,
+        "ModifyAckDeadline",
+        &request.subscription,
+        request.ack_ids,
+        answer.as_ref().map(|()| count),
+        had_credentials,
+    );
+    answer
 }

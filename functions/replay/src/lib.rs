@@ -16,7 +16,8 @@ use utoipa::{OpenApi, ToSchema};
 
 use fluxgate::api::{self, Route};
 use fluxgate::auth::Authenticator;
-use fluxgate::dead_letters::{DeadLetters, RedriveReport};
+use fluxgate::config::{QueueConfig, QueueKind};
+use fluxgate::dead_letters::{DeadLetters, PubsubDeadLetters, RedriveReport, SqsDeadLetters};
 use fluxgate::error::{Error, Result};
 use fluxgate::event::EventKey;
 use fluxgate::http as fhttp;
@@ -93,6 +94,26 @@ pub fn service(
             .merge(api::openapi_route(&openapi()))
             .fallback(fhttp::not_found),
     )
+}
+
+/// The dead letters a replay process redrives, built from its queue settings; `None` (redrive
+/// answers 404) where no dead-letter queue or subscription is configured: the SQS queue
+/// `FLUXGATE_SQS_DEAD_LETTER_QUEUE_URL` back to `FLUXGATE_SQS_QUEUE_URL`, or the Pub/Sub
+/// subscription `FLUXGATE_PUBSUB_DEAD_LETTER_SUBSCRIPTION` back to `FLUXGATE_PUBSUB_TOPIC`.
+pub async fn dead_letters(queue: &QueueConfig) -> Result<Option<Arc<dyn DeadLetters>>> {
+    Ok(match queue.queue {
+        QueueKind::Sqs => match (&queue.sqs_dead_letter_queue_url, &queue.sqs_queue_url) {
+            (Some(dead_letters), Some(main)) => Some(Arc::new(
+                SqsDeadLetters::from_env(dead_letters.as_str(), main.as_str()).await,
+            )),
+            _ => None,
+        },
+        QueueKind::Pubsub if queue.pubsub.pubsub_dead_letter_subscription.is_some() => {
+            // A setting that is there but wrong (a bad name, no topic) stops the start, loudly.
+            Some(Arc::new(PubsubDeadLetters::connect(&queue.pubsub).await?))
+        }
+        QueueKind::Pubsub | QueueKind::Memory => None,
+    })
 }
 
 /// Who is replaying, for the record. Key ids come with authentication; until then an admin

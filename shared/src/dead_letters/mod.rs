@@ -4,6 +4,7 @@
 //! harmless, the warehouse key de-duplicates it).
 
 mod in_memory;
+mod pubsub;
 mod sqs;
 
 use async_trait::async_trait;
@@ -11,6 +12,7 @@ use serde::Serialize;
 
 use crate::error::Result;
 
+pub use pubsub::PubsubDeadLetters;
 pub use sqs::SqsDeadLetters;
 
 /// What one redrive did.

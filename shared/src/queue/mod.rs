@@ -18,6 +18,7 @@ pub use in_memory::{Delivery, InMemoryQueue, InMemoryQueueConfig};
 pub use pubsub::{
     ATTRIBUTE_CORRELATION_ID, ATTRIBUTE_EVENT_TYPE, ATTRIBUTE_TENANT_ID, PubsubQueue,
 };
+pub(crate) use pubsub::{Target as PubsubTarget, target as pubsub_target};
 pub use sqs::{MAX_ENTRIES_PER_REQUEST, MAX_REQUEST_BYTES, SqsQueue};
 
 /// Builds the queue the config names, once per process (cold start): the SQS client is made

@@ -32,16 +32,17 @@ pub const ATTRIBUTE_TENANT_ID: &str = "tenantId";
 pub const ATTRIBUTE_EVENT_TYPE: &str = "eventType";
 pub const ATTRIBUTE_CORRELATION_ID: &str = "correlationId";
 
-/// Where the client connects, and whether it sends credentials.
+/// Where the client connects, and whether it sends credentials (the dead-letter redrive's
+/// subscriber connects the same way).
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum Target {
+pub(crate) enum Target {
     /// A local server over plain gRPC, without credentials.
     Local(String),
     /// A Google endpoint (`None`: the client's global default) with ADC.
     Google(Option<String>),
 }
 
-fn target(config: &PubsubConfig) -> Result<Target> {
+pub(crate) fn target(config: &PubsubConfig) -> Result<Target> {
     if let Some(endpoint) = config.pubsub_endpoint.as_deref().filter(|e| !e.is_empty()) {
         return if endpoint.starts_with("http://") {
             Ok(Target::Local(endpoint.to_string()))
@@ -122,6 +123,30 @@ impl PubsubQueue {
     pub fn topic(&self) -> &str {
         &self.topic
     }
+
+    /// Publishes `messages` and answers each on its own: `Ok` once Pub/Sub has it, or why not.
+    pub(crate) async fn publish_messages(
+        &self,
+        messages: impl IntoIterator<Item = Message>,
+    ) -> Vec<PublishResult> {
+        let pending: Vec<_> = messages
+            .into_iter()
+            .map(|m| self.publisher.publish(m))
+            .collect();
+        // Send what is buffered now rather than after the delay threshold.
+        self.publisher.flush().await;
+        let mut results = Vec::with_capacity(pending.len());
+        for publish in pending {
+            results.push(publish.await.map(|_message_id| ()).map_err(|e| {
+                // The PublishError's Display hides the status; its source holds it.
+                match std::error::Error::source(&e) {
+                    Some(source) => format!("{e}: {source}"),
+                    None => e.to_string(),
+                }
+            }));
+        }
+        results
+    }
 }
 
 /// The Pub/Sub message of one queue message: the event as data, and its attributes.
@@ -146,23 +171,7 @@ impl Queue for PubsubQueue {
     }
 
     async fn publish_batch(&self, messages: &[QueueMessage]) -> Result<Vec<PublishResult>> {
-        let pending: Vec<_> = messages
-            .iter()
-            .map(|m| self.publisher.publish(to_message(m)))
-            .collect();
-        // Send what is buffered now rather than after the delay threshold.
-        self.publisher.flush().await;
-        let mut results = Vec::with_capacity(pending.len());
-        for publish in pending {
-            results.push(publish.await.map(|_message_id| ()).map_err(|e| {
-                // The PublishError's Display hides the status; its source holds it.
-                match std::error::Error::source(&e) {
-                    Some(source) => format!("{e}: {source}"),
-                    None => e.to_string(),
-                }
-            }));
-        }
-        Ok(results)
+        Ok(self.publish_messages(messages.iter().map(to_message)).await)
     }
 }
 
