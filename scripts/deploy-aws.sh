@@ -95,6 +95,12 @@ command -v cargo-lambda >/dev/null 2>&1 ||
 if ! command -v zig >/dev/null 2>&1 && ! python3 -c 'import ziglang' >/dev/null 2>&1; then
   die "zig is not installed (cargo-lambda builds arm64 with it): pip install ziglang, or brew install zig"
 fi
+# The arm64 standard library: rustup's target, fetched once.
+if command -v rustup >/dev/null 2>&1 &&
+  ! rustup target list --installed 2>/dev/null | grep -qx aarch64-unknown-linux-gnu; then
+  info "installing the Rust target aarch64-unknown-linux-gnu (rustup target add)"
+  rustup target add aarch64-unknown-linux-gnu
+fi
 info "sam $(sam --version 2>/dev/null | awk '{print $NF}'), $(cargo lambda --version 2>/dev/null | head -n1)"
 
 STACK_NAME=${STACK_NAME:-fluxgate}
