@@ -5,6 +5,7 @@
 //! request, the floor for any function). Also the binaries' sizes.
 //!
 //!   scripts/bench.sh cold-start      # builds the release binaries first, then runs this
+//!   (the harness itself runs in the test profile: it only spawns processes and waits)
 //!
 //! The functions start as on Lambda: `AWS_LAMBDA_RUNTIME_API` set (pointing at this bench), a
 //! lazy database pool (no connection at init), SQS and BigQuery clients built, nothing sent.

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
+use serde_json::{Value, json};
 
 /// Overrides where cargo-lambda is found (default: `cargo-lambda` on `PATH`, then the venv
 /// `scripts/test.sh` makes).
@@ -48,6 +48,21 @@ fn cargo_lambda() -> PathBuf {
                  ~/.cache/fluxgate/venv; or `pip install cargo-lambda` and put it on PATH \
                  (or point {CARGO_LAMBDA_ENV} at it)"
         )
+    })
+}
+
+/// The event EventBridge sends a function on a schedule (the drain's trigger).
+pub fn scheduled_event() -> Value {
+    json!({
+        "version": "0",
+        "id": "53dc4d37-cffa-4f76-80c9-8b7d4a4d2eaa",
+        "detail-type": "Scheduled Event",
+        "source": "aws.events",
+        "account": "123456789012",
+        "time": "2026-11-22T05:00:00Z",
+        "region": "us-east-1",
+        "resources": ["arn:aws:events:us-east-1:123456789012:rule/fluxgate-drain"],
+        "detail": {}
     })
 }
 

@@ -8,23 +8,9 @@ use std::time::Duration;
 use fluxgate::event::Event;
 use fluxgate::store::OutboxStatus;
 use fluxgate_tests::aws::{TestQueue, moto_env};
-use fluxgate_tests::lambda::LambdaFunction;
+use fluxgate_tests::lambda::{LambdaFunction, scheduled_event};
 use fluxgate_tests::{TestDb, event};
-use serde_json::{Value, json};
-
-fn scheduled_event() -> Value {
-    json!({
-        "version": "0",
-        "id": "7bf73129-1428-4cd3-a780-95db273d1602",
-        "detail-type": "Scheduled Event",
-        "source": "aws.events",
-        "account": "123456789012",
-        "time": "2026-11-22T05:00:00Z",
-        "region": "us-east-1",
-        "resources": ["arn:aws:events:us-east-1:123456789012:rule/fluxgate-drain"],
-        "detail": {}
-    })
-}
+use serde_json::Value;
 
 async fn drain_function(db: &TestDb, queue_url: &str) -> LambdaFunction {
     let mut env = vec![

@@ -17,27 +17,12 @@ use fluxgate::queue::SqsQueue;
 use fluxgate::store::{OutboxStatus, Store};
 use fluxgate_outbox_drain::Drain;
 use fluxgate_tests::aws::{TestQueue, moto_config};
-use fluxgate_tests::lambda::LambdaFunction;
+use fluxgate_tests::lambda::{LambdaFunction, scheduled_event};
 use fluxgate_tests::{BIGQUERY_PROJECT, TestBigQuery, TestDb, authenticator, key, tenant_key};
 use serde_json::{Value, json};
 
 const TENANT: &str = "acme";
 const MAX_RECEIVE_COUNT: u32 = 3;
-
-/// The scheduled event EventBridge sends the drain.
-fn scheduled_event() -> Value {
-    json!({
-        "version": "0",
-        "id": "53dc4d37-cffa-4f76-80c9-8b7d4a4d2eaa",
-        "detail-type": "Scheduled Event",
-        "source": "aws.events",
-        "account": "123456789012",
-        "time": "2026-11-22T05:00:00Z",
-        "region": "us-east-1",
-        "resources": ["arn:aws:events:us-east-1:123456789012:rule/fluxgate-drain"],
-        "detail": {}
-    })
-}
 
 /// An SQS message as the Lambda event source mapping hands it over.
 fn sqs_record(message: &Message, queue_arn: &str) -> Value {
