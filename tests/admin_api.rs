@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{Path, RawQuery, State};
-use axum::http::{HeaderMap, Method, Request, StatusCode};
+use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::IntoResponse;
 use chrono::TimeDelta;
 use fluxgate::config::{DrainConfig, WorkerConfig};
@@ -23,10 +23,9 @@ use fluxgate::tenant::TenantScope;
 use fluxgate_metrics::MetricsState;
 use fluxgate_outbox_drain::Drain;
 use fluxgate_replay::ReplayState;
-use fluxgate_tests::{ADMIN_KEY, TestDb, authenticator, event_at};
+use fluxgate_tests::{ADMIN_KEY, TestDb, authenticator, event_at, router};
 use fluxgate_worker::{Delivery, Verdict, Worker};
 use serde_json::{Value, json};
-use tower::ServiceExt;
 
 async fn call(
     app: &Router,
@@ -34,32 +33,19 @@ async fn call(
     uri: &str,
     body: Option<Value>,
 ) -> (StatusCode, Value, String) {
-    let request = Request::builder()
-        .method(method)
-        .uri(uri)
-        .header("content-type", "application/json")
-        // The admin key: these tests are about replay and metrics, not who may call them
-        // (tests/auth_api.rs is); per-tenant scoping is checked on the handlers below.
-        .header("authorization", format!("Bearer {ADMIN_KEY}"))
-        .body(body.map_or_else(Body::empty, |b| Body::from(b.to_string())))
-        .expect("request");
-    let response = app.clone().oneshot(request).await.expect("response");
-    let status = response.status();
-    let content_type = response
-        .headers()
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_owned();
-    let bytes = axum::body::to_bytes(response.into_body(), 1 << 24)
-        .await
-        .expect("body");
-    let text = String::from_utf8_lossy(&bytes).into_owned();
-    let json = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-    if status.is_client_error() || status.is_server_error() {
-        assert_eq!(content_type, "application/problem+json", "{uri}: {text}");
+    // The admin key: these tests are about replay and metrics, not who may call them
+    // (tests/auth_api.rs is); per-tenant scoping is checked on the handlers below.
+    let request = router::json_request(method.as_str(), uri, Some(ADMIN_KEY), body.as_ref());
+    let answer = router::send(app, request).await;
+    if answer.status.is_client_error() || answer.status.is_server_error() {
+        assert_eq!(
+            answer.content_type(),
+            "application/problem+json",
+            "{uri}: {}",
+            answer.text()
+        );
     }
-    (status, json, text)
+    (answer.status, answer.json(), answer.text())
 }
 
 async fn replay_app(store: Arc<dyn Store>, dead_letters: Option<Arc<dyn DeadLetters>>) -> Router {

@@ -13,10 +13,9 @@ use fluxgate::auth::{AdminAuth, AuthConfig, AuthMode, Authenticator};
 use fluxgate::config::Limits;
 use fluxgate::store::Store;
 use fluxgate_tests::{
-    ADMIN_KEY, TestDb, auth_config, authenticator, authenticator_with, key, tenant_key,
+    ADMIN_KEY, TestDb, auth_config, authenticator, authenticator_with, key, router, tenant_key,
 };
 use serde_json::{Value, json};
-use tower::ServiceExt;
 
 struct Answer {
     status: StatusCode,
@@ -40,20 +39,11 @@ async fn call(app: &Router, path: &str, headers: &[(&str, &str)], body: Option<V
     let request = request
         .body(body.map_or_else(Body::empty, |b| Body::from(b.to_string())))
         .expect("request");
-    let response = app.clone().oneshot(request).await.expect("answer");
-    let status = response.status();
-    let www_authenticate = response
-        .headers()
-        .get(header::WWW_AUTHENTICATE)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
-    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
-        .await
-        .expect("body");
+    let answer = router::send(app, request).await;
     Answer {
-        status,
-        www_authenticate,
-        body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        status: answer.status,
+        www_authenticate: answer.header("www-authenticate").map(str::to_owned),
+        body: answer.json(),
     }
 }
 

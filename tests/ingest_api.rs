@@ -15,9 +15,8 @@ use flate2::Compression;
 use flate2::write::GzEncoder;
 use fluxgate::config::Limits;
 use fluxgate::store::OutboxStatus;
-use fluxgate_tests::{ADMIN_KEY, TestDb, authenticator, key};
+use fluxgate_tests::{ADMIN_KEY, TestDb, authenticator, key, router};
 use serde_json::{Value, json};
-use tower::ServiceExt;
 
 struct Api {
     app: Router,
@@ -49,27 +48,11 @@ impl Api {
             header::AUTHORIZATION,
             format!("Bearer {ADMIN_KEY}").parse().expect("header value"),
         );
-        let response = self
-            .app
-            .clone()
-            .oneshot(request)
-            .await
-            .expect("the router answers");
-        let status = response.status();
-        let header_text = |name| {
-            response
-                .headers()
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned)
-        };
-        let content_type = header_text(header::CONTENT_TYPE.as_str()).unwrap_or_default();
-        let correlation_id = header_text("x-correlation-id");
-        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
-            .await
-            .expect("body");
-        let body = serde_json::from_slice(&bytes)
-            .unwrap_or(Value::String(String::from_utf8_lossy(&bytes).into()));
+        let answer = router::send(&self.app, request).await;
+        let status = answer.status;
+        let content_type = answer.content_type().to_owned();
+        let correlation_id = answer.header("x-correlation-id").map(str::to_owned);
+        let body = serde_json::from_slice(&answer.body).unwrap_or(Value::String(answer.text()));
         Answer {
             status,
             content_type,

@@ -12,15 +12,13 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use axum::Router;
-use axum::body::Body;
-use axum::http::{Method, Request, StatusCode};
+use axum::http::StatusCode;
 use chrono::TimeDelta;
 use fluxgate::config::{PubsubConfig, QueueConfig, QueueKind};
 use fluxgate::dead_letters::DeadLetters;
 use fluxgate_tests::pubsub_server::{PubsubTestServer, SubscribedMessage};
-use fluxgate_tests::{ADMIN_KEY, TestDb, authenticator, tenant_key};
+use fluxgate_tests::{ADMIN_KEY, TestDb, authenticator, router, tenant_key};
 use serde_json::{Value, json};
-use tower::ServiceExt;
 
 const TOPIC: &str = "projects/fluxgate-test/topics/events";
 const DEAD_LETTERS: &str = "projects/fluxgate-test/subscriptions/events-dead-letter-replay";
@@ -53,32 +51,13 @@ async fn replay_app(db: &TestDb, config: &QueueConfig) -> Router {
 
 /// `POST /v1/dlq/redrive` with `key` (a bearer key), answering status and JSON body.
 async fn redrive(app: &Router, key: Option<&str>, body: Option<Value>) -> (StatusCode, Value) {
-    let mut request = Request::builder()
-        .method(Method::POST)
-        .uri("/v1/dlq/redrive")
-        .header("content-type", "application/json");
-    if let Some(key) = key {
-        request = request.header("authorization", format!("Bearer {key}"));
+    let request = router::json_request("POST", "/v1/dlq/redrive", key, body.as_ref());
+    let answer = router::send(app, request).await;
+    let json = answer.json();
+    if !answer.status.is_success() {
+        assert_eq!(answer.content_type(), "application/problem+json", "{json}");
     }
-    let request = request
-        .body(body.map_or_else(Body::empty, |b| Body::from(b.to_string())))
-        .expect("request");
-    let response = app.clone().oneshot(request).await.expect("response");
-    let status = response.status();
-    let content_type = response
-        .headers()
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_owned();
-    let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
-        .await
-        .expect("body");
-    let json = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-    if !status.is_success() {
-        assert_eq!(content_type, "application/problem+json", "{json}");
-    }
-    (status, json)
+    (answer.status, json)
 }
 
 fn attributes(i: usize) -> HashMap<String, String> {

@@ -9,6 +9,7 @@
 //! - [`TestBigQuery`]: a dataset of its own per test on the bqemulator that `scripts/test.sh`
 //!   starts (`FLUXGATE_TEST_BIGQUERY_URL`), with rows and table metadata read back.
 //! - [`pubsub_server`]: a Pub/Sub gRPC test server (the one mock of the suite; see there why).
+//! - [`router`]: a request through an axum router in-process, its answer read back whole.
 //! - [`lambda`]: a function binary under cargo-lambda's Lambda Runtime API, invoked as Lambda
 //!   invokes it.
 //! - [`aws`]: AWS SDK clients on the moto server (`FLUXGATE_TEST_MOTO_URL`), a queue or a
@@ -25,6 +26,7 @@ mod events;
 mod files;
 pub mod lambda;
 pub mod pubsub_server;
+pub mod router;
 
 pub use auth::{ADMIN_KEY, auth_config, authenticator, authenticator_with, tenant_key};
 pub use bigquery::{BIGQUERY_PROJECT, BIGQUERY_URL_ENV, TestBigQuery};
