@@ -44,12 +44,8 @@ pub fn deadline_of(deadline_ms: u64) -> SystemTime {
 /// How long a run may claim: the configured budget, cut to what the invocation has left before
 /// its deadline, less the margin that lets the last round settle.
 pub fn budget_until(deadline: SystemTime, drain: &Drain) -> Duration {
-    let config = drain.config();
-    let configured = config
-        .drain_time_budget
-        .to_std()
-        .unwrap_or(Duration::from_secs(50));
-    let margin = config
+    let margin = drain
+        .config()
         .drain_deadline_margin
         .to_std()
         .unwrap_or(Duration::from_secs(5));
@@ -57,7 +53,7 @@ pub fn budget_until(deadline: SystemTime, drain: &Drain) -> Duration {
         .duration_since(SystemTime::now())
         .unwrap_or_default()
         .saturating_sub(margin);
-    configured.min(left)
+    drain.time_budget().min(left)
 }
 
 /// One run. The event is any JSON (the EventBridge scheduled event, or `{}` from a person's

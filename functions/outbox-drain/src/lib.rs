@@ -81,14 +81,17 @@ impl Drain {
         &self.config
     }
 
-    /// One run, with the configured time budget.
-    pub async fn run_with_budget(&self) -> Result<DrainSummary> {
-        let budget = self
-            .config
+    /// The configured time budget of one run (`FLUXGATE_DRAIN_TIME_BUDGET`).
+    pub fn time_budget(&self) -> Duration {
+        self.config
             .drain_time_budget
             .to_std()
-            .unwrap_or(Duration::from_secs(50));
-        self.run(Instant::now() + budget).await
+            .unwrap_or(Duration::from_secs(50))
+    }
+
+    /// One run, with the configured time budget.
+    pub async fn run_with_budget(&self) -> Result<DrainSummary> {
+        self.run(Instant::now() + self.time_budget()).await
     }
 
     /// One run that claims no new rows after `deadline`.
