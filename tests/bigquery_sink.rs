@@ -5,10 +5,11 @@
 use std::collections::HashMap;
 
 use chrono::{TimeZone, Utc};
-use fluxgate::config::{SinkConfig, SinkKind, WorkerConfig};
+use fluxgate::config::WorkerConfig;
 use fluxgate::event::Event;
 use fluxgate::queue::QueueMessage;
 use fluxgate::secrets::SecretsManager;
+use fluxgate::sink::BigQueryConfig;
 use fluxgate::sink::bigquery::{
     BigQueryCredentials, BigQuerySink, BigQueryTarget, BigQueryWriteMode, CLUSTERING_FIELDS,
     PARTITION_FIELD, events_schema,
@@ -263,10 +264,8 @@ async fn the_worker_records_a_refused_row_dead_and_loads_the_rest() {
     db.cleanup().await;
 }
 
-fn config_with_secret(secret_id: &str) -> SinkConfig {
-    SinkConfig {
-        sink: SinkKind::Bigquery,
-        warehouse_dir: std::env::temp_dir(),
+fn config_with_secret(secret_id: &str) -> BigQueryConfig {
+    BigQueryConfig {
         bigquery_project: Some("fluxgate-test".into()),
         bigquery_dataset: "fluxgate".into(),
         bigquery_table: "events".into(),
@@ -292,7 +291,8 @@ async fn the_service_account_key_comes_from_the_aws_secret() {
     })
     .to_string();
     let id = create_secret(&key).await;
-    match sink::bigquery_credentials_with(&config_with_secret(&id), &secrets)
+    match config_with_secret(&id)
+        .credentials_with(&secrets)
         .await
         .expect("the secret is read")
     {
@@ -302,7 +302,8 @@ async fn the_service_account_key_comes_from_the_aws_secret() {
 
     // A secret that holds something else is refused without being quoted.
     let id = create_secret("postgres://loader:hunter2@db.internal/events").await;
-    let credentials = sink::bigquery_credentials_with(&config_with_secret(&id), &secrets)
+    let credentials = config_with_secret(&id)
+        .credentials_with(&secrets)
         .await
         .expect("the secret is read");
     let target = BigQueryTarget {

@@ -9,9 +9,10 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use chrono::TimeDelta;
-use fluxgate::config::{DrainConfig, PubsubConfig, QueueConfig, QueueKind, WorkerConfig};
+use fluxgate::config::{DrainConfig, WorkerConfig};
 use fluxgate::event::{Event, EventKey};
 use fluxgate::queue::{self, Queue};
+use fluxgate::queue::{PubsubConfig, QueueConfig, QueueKind, SqsConfig};
 use fluxgate::sink::{self, LocalFileSink, RowError, RowResult, Sink, WarehouseRow};
 use fluxgate::store::{OutboxStatus, Store};
 use fluxgate_outbox_drain::{Drain, StoppedBy};
@@ -28,8 +29,7 @@ const SUBSCRIPTION: &str = "projects/fluxgate-test/subscriptions/events-push";
 async fn pubsub_queue(server: &PubsubTestServer, batch_messages: u32) -> Arc<dyn Queue> {
     queue::connect(&QueueConfig {
         queue: QueueKind::Pubsub,
-        sqs_queue_url: None,
-        sqs_dead_letter_queue_url: None,
+        sqs: SqsConfig::default(),
         pubsub: PubsubConfig {
             pubsub_topic: Some(TOPIC.into()),
             pubsub_emulator_host: Some(server.emulator_host()),
@@ -219,8 +219,7 @@ async fn the_explicit_endpoint_setting_reaches_a_local_server_without_credential
     db.store.insert_events(&events).await.expect("insert");
     let queue = queue::connect(&QueueConfig {
         queue: QueueKind::Pubsub,
-        sqs_queue_url: None,
-        sqs_dead_letter_queue_url: None,
+        sqs: SqsConfig::default(),
         pubsub: PubsubConfig {
             pubsub_topic: Some(TOPIC.into()),
             pubsub_endpoint: Some(server.endpoint()),
@@ -259,7 +258,7 @@ async fn an_unknown_topic_fails_every_message_and_nothing_is_lost() {
             .values()
             .all(|s| *s == OutboxStatus::Pending)
     );
-    assert!(fluxgate_outbox_drain::job::failed(&Ok(summary)));
+    assert!(summary.verdict().is_err());
 }
 
 // ----- the worker's push endpoint over HTTP -------------------------------------------------
@@ -599,7 +598,7 @@ async fn a_malformed_push_is_acknowledged_logged_and_changes_nothing() {
         assert_eq!(answer["verdict"], "malformed", "{answer}");
         assert!(answer["reason"].as_str().is_some_and(|r| !r.is_empty()));
     }
-    assert_eq!(worker.worker.push_stats().malformed(), bodies.len() as u64);
+    assert_eq!(worker.worker.stats().malformed(), bodies.len() as u64);
     assert_eq!(
         status_of(db.store.as_ref(), &sent).await,
         OutboxStatus::Pending
@@ -763,7 +762,7 @@ async fn end_to_end(warehouse: Warehouse) {
     )
     .await;
     assert!(statuses.values().all(|s| *s == OutboxStatus::Done));
-    assert_eq!(worker.worker.push_stats().malformed(), 0);
+    assert_eq!(worker.worker.stats().malformed(), 0);
     worker.warehouse.cleanup().await;
     db.cleanup().await;
 }

@@ -14,8 +14,8 @@ use std::sync::Arc;
 use axum::Router;
 use axum::http::StatusCode;
 use chrono::TimeDelta;
-use fluxgate::config::{PubsubConfig, QueueConfig, QueueKind};
 use fluxgate::dead_letters::DeadLetters;
+use fluxgate::queue::{PubsubConfig, QueueConfig, QueueKind, SqsConfig};
 use fluxgate_tests::pubsub_server::{PubsubTestServer, SubscribedMessage};
 use fluxgate_tests::{ADMIN_KEY, TestDb, authenticator, router, tenant_key};
 use serde_json::{Value, json};
@@ -27,8 +27,7 @@ const DEAD_LETTERS: &str = "projects/fluxgate-test/subscriptions/events-dead-let
 fn queue_config(server: &PubsubTestServer, batch_messages: u32) -> QueueConfig {
     QueueConfig {
         queue: QueueKind::Pubsub,
-        sqs_queue_url: None,
-        sqs_dead_letter_queue_url: None,
+        sqs: SqsConfig::default(),
         pubsub: PubsubConfig {
             pubsub_topic: Some(TOPIC.into()),
             pubsub_emulator_host: Some(server.emulator_host()),
@@ -42,7 +41,7 @@ fn queue_config(server: &PubsubTestServer, batch_messages: u32) -> QueueConfig {
 
 /// replay's whole service, with the dead letters as the binary builds them.
 async fn replay_app(db: &TestDb, config: &QueueConfig) -> Router {
-    let dead_letters: Option<Arc<dyn DeadLetters>> = fluxgate_replay::dead_letters(config)
+    let dead_letters: Option<Arc<dyn DeadLetters>> = fluxgate::dead_letters::connect(config)
         .await
         .expect("the replay settings are valid");
     let auth = authenticator(db.store.clone()).await;
@@ -329,10 +328,10 @@ async fn replay_without_a_dead_letter_subscription_answers_404_and_bad_settings_
 
     // A subscription that is not a full name, or no topic to send to, stops the start.
     config.pubsub.pubsub_dead_letter_subscription = Some("events-dead-letter-replay".into());
-    assert!(fluxgate_replay::dead_letters(&config).await.is_err());
+    assert!(fluxgate::dead_letters::connect(&config).await.is_err());
     let mut config = queue_config(&server, 100);
     config.pubsub.pubsub_topic = None;
-    assert!(fluxgate_replay::dead_letters(&config).await.is_err());
+    assert!(fluxgate::dead_letters::connect(&config).await.is_err());
 
     // An unknown subscription is the redrive's error, not a silent "nothing to move".
     let mut config = queue_config(&server, 100);

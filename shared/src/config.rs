@@ -87,12 +87,12 @@ pub struct DatabaseConfig {
 impl DatabaseConfig {
     pub fn max_connections(&self) -> u32 {
         self.db_max_connections
-            .unwrap_or(if crate::runtime::on_lambda() { 2 } else { 10 })
+            .unwrap_or(if crate::platform::on_lambda() { 2 } else { 10 })
             .max(1)
     }
 
     pub fn lazy(&self) -> bool {
-        self.db_lazy.unwrap_or_else(crate::runtime::on_lambda)
+        self.db_lazy.unwrap_or_else(crate::platform::on_lambda)
     }
 
     pub fn required_url(&self) -> Result<&str> {
@@ -199,123 +199,6 @@ impl Default for WorkerConfig {
             max_receive_count: 5,
         }
     }
-}
-
-/// Which queue the drain publishes to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum QueueKind {
-    /// In-process; only meaningful where the worker runs in the same process (fluxgate-local).
-    Memory,
-    /// Amazon SQS (a standard queue): `FLUXGATE_SQS_QUEUE_URL`; region, credentials and an
-    /// endpoint override (`AWS_ENDPOINT_URL`) come from the AWS SDK's usual environment.
-    Sqs,
-    /// Google Cloud Pub/Sub (`FLUXGATE_PUBSUB_TOPIC`); the worker takes it by push.
-    Pubsub,
-}
-
-#[derive(Debug, Clone, Args)]
-pub struct QueueConfig {
-    /// The queue between the drain and the worker.
-    #[arg(long, env = "FLUXGATE_QUEUE", value_enum, default_value = "memory")]
-    pub queue: QueueKind,
-    /// The SQS queue's URL (`FLUXGATE_QUEUE=sqs`), e.g.
-    /// `https://sqs.eu-west-1.amazonaws.com/123456789012/fluxgate-events`.
-    #[arg(long, env = "FLUXGATE_SQS_QUEUE_URL")]
-    pub sqs_queue_url: Option<String>,
-    /// The SQS dead-letter queue's URL, for `POST /v1/dlq/redrive` (replay).
-    #[arg(long, env = "FLUXGATE_SQS_DEAD_LETTER_QUEUE_URL")]
-    pub sqs_dead_letter_queue_url: Option<String>,
-    #[command(flatten)]
-    pub pubsub: PubsubConfig,
-}
-
-/// Where and how the drain publishes to Pub/Sub (`FLUXGATE_QUEUE=pubsub`), and where replay
-/// finds the dead letters it redrives.
-#[derive(Debug, Clone, Args)]
-pub struct PubsubConfig {
-    /// The topic, in full: `projects/PROJECT/topics/TOPIC`.
-    #[arg(long, env = "FLUXGATE_PUBSUB_TOPIC")]
-    pub pubsub_topic: Option<String>,
-    /// `host:port` of a local Pub/Sub server (the emulator's own setting): plain gRPC, no
-    /// credentials.
-    #[arg(long, env = "PUBSUB_EMULATOR_HOST")]
-    pub pubsub_emulator_host: Option<String>,
-    /// Endpoint URL, e.g. a regional `https://europe-west1-pubsub.googleapis.com` (with
-    /// Application Default Credentials) or a local `http://127.0.0.1:8085` (no credentials).
-    #[arg(long, env = "FLUXGATE_PUBSUB_ENDPOINT")]
-    pub pubsub_endpoint: Option<String>,
-    /// Most messages the client puts in one Publish request (Pub/Sub allows 1000).
-    #[arg(long, env = "FLUXGATE_PUBSUB_BATCH_MESSAGES", default_value_t = 100)]
-    pub pubsub_batch_messages: u32,
-    /// How long the client keeps retrying a failed Publish request (transient errors) before
-    /// the drain gives its messages back to the outbox with backoff.
-    #[arg(long, env = "FLUXGATE_PUBSUB_PUBLISH_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
-    pub pubsub_publish_timeout: TimeDelta,
-    /// The dead-letter topic's pull subscription, in full
-    /// (`projects/PROJECT/subscriptions/SUBSCRIPTION`), for `POST /v1/dlq/redrive` (replay):
-    /// its messages are pulled, republished to the topic and then acknowledged.
-    #[arg(long, env = "FLUXGATE_PUBSUB_DEAD_LETTER_SUBSCRIPTION")]
-    pub pubsub_dead_letter_subscription: Option<String>,
-}
-
-impl Default for PubsubConfig {
-    fn default() -> Self {
-        Self {
-            pubsub_topic: None,
-            pubsub_emulator_host: None,
-            pubsub_endpoint: None,
-            pubsub_batch_messages: 100,
-            pubsub_publish_timeout: TimeDelta::seconds(30),
-            pubsub_dead_letter_subscription: None,
-        }
-    }
-}
-
-/// Which warehouse the worker writes to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum SinkKind {
-    /// JSON Lines files in Hive-style partitions under `FLUXGATE_WAREHOUSE_DIR`.
-    LocalFiles,
-    /// A BigQuery table (streaming inserts).
-    Bigquery,
-}
-
-/// The warehouse and how to reach it. Read by the worker; `fluxgate::sink::connect` builds it.
-#[derive(Debug, Clone, Args)]
-pub struct SinkConfig {
-    /// Where loaded events go.
-    #[arg(long, env = "FLUXGATE_SINK", value_enum, default_value = "local-files")]
-    pub sink: SinkKind,
-    /// Folder of the local-file warehouse (JSON Lines, Hive-style partitions).
-    #[arg(
-        long,
-        env = "FLUXGATE_WAREHOUSE_DIR",
-        default_value = "./.fluxgate/warehouse"
-    )]
-    pub warehouse_dir: std::path::PathBuf,
-    /// Google Cloud project of the BigQuery dataset (required with `--sink bigquery`).
-    #[arg(long, env = "FLUXGATE_BIGQUERY_PROJECT")]
-    pub bigquery_project: Option<String>,
-    /// BigQuery dataset; created when missing.
-    #[arg(long, env = "FLUXGATE_BIGQUERY_DATASET", default_value = "fluxgate")]
-    pub bigquery_dataset: String,
-    /// BigQuery table; created when missing, partitioned by event_date and clustered by
-    /// tenant_id, event_type.
-    #[arg(long, env = "FLUXGATE_BIGQUERY_TABLE", default_value = "events")]
-    pub bigquery_table: String,
-    /// Location of the dataset when fluxgate creates it (such as `US`, `EU`, `europe-west1`);
-    /// BigQuery's default when unset. An existing dataset keeps its own.
-    #[arg(long, env = "FLUXGATE_BIGQUERY_LOCATION")]
-    pub bigquery_location: Option<String>,
-    /// Root URL of a BigQuery emulator (such as `http://127.0.0.1:9050`). When set, requests go
-    /// there with a fixed bearer token instead of Google credentials.
-    #[arg(long, env = "FLUXGATE_BIGQUERY_ENDPOINT")]
-    pub bigquery_endpoint: Option<String>,
-    /// AWS Secrets Manager secret holding a service-account key JSON (for running on AWS).
-    /// Unset: Application Default Credentials (the metadata server on Cloud Run,
-    /// `GOOGLE_APPLICATION_CREDENTIALS` elsewhere).
-    #[arg(long, env = "FLUXGATE_BIGQUERY_CREDENTIALS_SECRET_ID")]
-    pub bigquery_credentials_secret_id: Option<String>,
 }
 
 #[derive(Debug, Clone, Args)]

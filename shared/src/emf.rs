@@ -56,10 +56,9 @@ pub fn line(namespace: &str, at: DateTime<Utc>, figures: &[Figure]) -> Value {
     Value::Object(line)
 }
 
-/// Writes one EMF line to stdout, beside (not through) the tracing logs: CloudWatch reads a
-/// line as EMF only when the whole line is the EMF document.
-pub fn emit(figures: &[Figure]) {
-    println!("{}", line(&namespace(), crate::now(), figures));
+/// The EMF line of `figures` now, in this deployment's namespace.
+pub fn line_now(figures: &[Figure]) -> Value {
+    line(&namespace(), crate::now(), figures)
 }
 
 #[cfg(test)]

@@ -63,6 +63,9 @@ pub enum Error {
     Sink(String),
     #[error("configuration: {0}")]
     Config(String),
+    /// A setting that is missing or wrong, by its environment variable: start-up stops here.
+    #[error("setting {name}: {problem}")]
+    Setting { name: &'static str, problem: String },
     #[error("i/o: {0}")]
     Io(#[from] std::io::Error),
     /// The platform's runtime itself failed (the Lambda Runtime API is unreachable).
@@ -79,6 +82,13 @@ impl Error {
         Self::Malformed(FieldError::new(field, detail))
     }
 
+    pub fn setting(name: &'static str, problem: impl Into<String>) -> Self {
+        Self::Setting {
+            name,
+            problem: problem.into(),
+        }
+    }
+
     pub fn status(&self) -> StatusCode {
         match self {
             Self::InvalidField(_) => StatusCode::UNPROCESSABLE_ENTITY,
@@ -92,9 +102,11 @@ impl Error {
             Self::Forbidden(_) | Self::ForbiddenField(_) => StatusCode::FORBIDDEN,
             // The caller may retry: nothing was written, and the dependency may come back.
             Self::Database(_) | Self::Queue(_) | Self::Sink(_) => StatusCode::SERVICE_UNAVAILABLE,
-            Self::Migration(_) | Self::Config(_) | Self::Io(_) | Self::Runtime(_) => {
-                StatusCode::INTERNAL_SERVER_ERROR
-            }
+            Self::Migration(_)
+            | Self::Config(_)
+            | Self::Setting { .. }
+            | Self::Io(_)
+            | Self::Runtime(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -115,9 +127,11 @@ impl Error {
             Self::Database(_) | Self::Queue(_) | Self::Sink(_) => {
                 ("dependency-unavailable", "A dependency is unavailable")
             }
-            Self::Migration(_) | Self::Config(_) | Self::Io(_) | Self::Runtime(_) => {
-                ("internal", "Internal error")
-            }
+            Self::Migration(_)
+            | Self::Config(_)
+            | Self::Setting { .. }
+            | Self::Io(_)
+            | Self::Runtime(_) => ("internal", "Internal error"),
         }
     }
 
@@ -127,9 +141,11 @@ impl Error {
             Self::Database(_) => {
                 "the database is unavailable; nothing was written, retry later".into()
             }
-            Self::Migration(_) | Self::Config(_) | Self::Io(_) | Self::Runtime(_) => {
-                "internal error".into()
-            }
+            Self::Migration(_)
+            | Self::Config(_)
+            | Self::Setting { .. }
+            | Self::Io(_)
+            | Self::Runtime(_) => "internal error".into(),
             other => other.to_string(),
         }
     }

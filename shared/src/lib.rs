@@ -15,6 +15,7 @@ pub mod emf;
 pub mod error;
 pub mod event;
 pub mod http;
+pub mod platform;
 pub mod query;
 pub mod queue;
 pub mod runtime;

@@ -6,11 +6,11 @@
 use std::time::Duration;
 
 use chrono::{DateTime, NaiveDate, Utc};
-use fluxgate::config::{SinkConfig, SinkKind};
 use fluxgate::sink::WarehouseRow;
 use fluxgate::sink::bigquery::{
     BigQueryCredentials, BigQuerySink, BigQueryTarget, BigQueryWriteMode,
 };
+use fluxgate::sink::{BigQueryConfig, LocalFilesConfig, SinkConfig, SinkKind};
 use gcp_bigquery_client::Client;
 use gcp_bigquery_client::error::BQError;
 use gcp_bigquery_client::model::query_request::QueryRequest;
@@ -97,13 +97,17 @@ impl TestBigQuery {
     pub fn sink_config(&self) -> SinkConfig {
         SinkConfig {
             sink: SinkKind::Bigquery,
-            warehouse_dir: std::env::temp_dir(),
-            bigquery_project: Some(self.target.project.clone()),
-            bigquery_dataset: self.target.dataset.clone(),
-            bigquery_table: self.target.table.clone(),
-            bigquery_location: None,
-            bigquery_endpoint: Some(self.url.clone()),
-            bigquery_credentials_secret_id: None,
+            local_files: LocalFilesConfig {
+                warehouse_dir: std::env::temp_dir(),
+            },
+            bigquery: BigQueryConfig {
+                bigquery_project: Some(self.target.project.clone()),
+                bigquery_dataset: self.target.dataset.clone(),
+                bigquery_table: self.target.table.clone(),
+                bigquery_location: None,
+                bigquery_endpoint: Some(self.url.clone()),
+                bigquery_credentials_secret_id: None,
+            },
         }
     }
 

@@ -20,9 +20,27 @@ use fluxgate::config::Limits;
 use fluxgate::error::{Error, Result};
 use fluxgate::event::{Event, EventInput, EventKey};
 use fluxgate::http::{self as fhttp, BodyFormat, CorrelationId};
+use fluxgate::runtime::{ApiConfig, Function};
 use fluxgate::store::{InsertOutcome, OutboxState, OutboxStatus, Store};
 use fluxgate::tenant::TenantScope;
 use utoipa::OpenApi;
+
+/// ingest's settings, from the environment (each also a flag; `--help` lists them).
+#[derive(clap::Parser)]
+#[command(name = "fluxgate-ingest", about = "Takes events in over HTTP", version)]
+pub struct Config {
+    #[command(flatten)]
+    pub api: ApiConfig,
+    #[command(flatten)]
+    pub limits: Limits,
+}
+
+/// ingest as a function: its store, its callers' keys and its routes.
+pub async fn function(config: Config) -> Result<Function> {
+    let (store, auth) = config.api.open().await?;
+    let port = config.api.port();
+    Ok(Function::http(service(store, config.limits, auth), port))
+}
 
 #[derive(Clone)]
 pub struct IngestState {

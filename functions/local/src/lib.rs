@@ -37,7 +37,7 @@ use fluxgate::queue::{InMemoryQueue, InMemoryQueueConfig};
 use fluxgate::sink::LocalFileSink;
 use fluxgate::store::{self, Store};
 use fluxgate_outbox_drain::Drain;
-use fluxgate_worker::{Delivery, Verdict, Worker};
+use fluxgate_worker::Worker;
 
 #[derive(Debug, Clone, Parser)]
 #[command(
@@ -87,6 +87,35 @@ impl LocalConfig {
     pub fn warehouse_dir(&self) -> PathBuf {
         self.data_dir.join("warehouse")
     }
+}
+
+/// The whole binary: a subcommand manages tenants and keys (its error printed for a person);
+/// without one, the pipeline runs until SIGTERM or Ctrl-C.
+pub async fn main(config: LocalConfig) -> std::process::ExitCode {
+    let outcome = match &config.command {
+        None | Some(cli::Command::Serve) => {
+            fluxgate::telemetry::init();
+            run(config, fluxgate::runtime::shutdown_signal()).await
+        }
+        Some(command) => manage(&config, command).await,
+    };
+    match outcome {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // A person reads this: the message, not the enum.
+            eprintln!("error: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn manage(config: &LocalConfig, command: &cli::Command) -> Result<()> {
+    let url = config.database_url();
+    if url.starts_with("sqlite:") {
+        std::fs::create_dir_all(&config.data_dir)?;
+    }
+    let store = store::connect(&url, &config.database).await?;
+    cli::run(command, store.as_ref(), &mut std::io::stdout()).await
 }
 
 /// Runs until `shutdown` resolves, then stops taking requests, lets the drain and the worker
@@ -149,7 +178,11 @@ pub async fn run_on(
         .to_std()
         .unwrap_or(Duration::from_secs(1));
     tasks.spawn(drain_loop(drain, interval, stop.clone()));
-    tasks.spawn(worker_loop(worker, queue, stop.clone()));
+    tasks.spawn(fluxgate_worker::memory_trigger::consume(
+        worker,
+        queue,
+        stop.clone(),
+    ));
     tasks.close();
 
     let server_stop = stop.clone();
@@ -233,51 +266,6 @@ async fn drain_loop(drain: Drain, interval: Duration, stop: CancellationToken) {
     }
 }
 
-/// What the queue trigger does in the cloud: batches of up to 10 messages to the worker,
-/// acknowledged or retried with backoff by its verdicts.
-async fn worker_loop(worker: Worker, queue: Arc<InMemoryQueue>, stop: CancellationToken) {
-    loop {
-        let batch = tokio::select! {
-            _ = stop.cancelled() => return,
-            batch = queue.receive(10, Duration::from_secs(1)) => batch,
-        };
-        if batch.is_empty() {
-            continue;
-        }
-        let deliveries: Vec<Delivery> = batch
-            .iter()
-            .map(|d| Delivery {
-                message_id: d.receipt.to_string(),
-                body: d.message.body.clone(),
-                receive_count: d.receive_count,
-            })
-            .collect();
-        match worker.process(&deliveries).await {
-            Ok(verdicts) => {
-                for (delivery, verdict) in batch.iter().zip(verdicts) {
-                    match verdict {
-                        Verdict::Ack => queue.ack(delivery.receipt),
-                        Verdict::Retry | Verdict::Malformed(_) => {
-                            queue.nack(delivery.receipt, retry_delay(delivery.receive_count))
-                        }
-                    }
-                }
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "worker batch failed; retrying it");
-                for delivery in &batch {
-                    queue.nack(delivery.receipt, retry_delay(delivery.receive_count));
-                }
-            }
-        }
-    }
-}
-
-/// 1 s, 2 s, 4 s … capped at 30 s: short enough to watch locally.
-fn retry_delay(receive_count: u32) -> Duration {
-    Duration::from_secs(1u64 << receive_count.saturating_sub(1).min(5)).min(Duration::from_secs(30))
-}
-
 /// A database URL without its password, for the start-up line.
 fn redact(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
@@ -304,12 +292,5 @@ mod tests {
             redact("sqlite://./.fluxgate/fluxgate.db"),
             "sqlite://./.fluxgate/fluxgate.db"
         );
-    }
-
-    #[test]
-    fn retry_delays_grow_and_are_capped() {
-        assert_eq!(retry_delay(1), Duration::from_secs(1));
-        assert_eq!(retry_delay(3), Duration::from_secs(4));
-        assert_eq!(retry_delay(40), Duration::from_secs(30));
     }
 }

@@ -42,8 +42,3 @@ pub fn figures(report: &MetricsReport) -> Vec<Figure> {
 pub fn render(report: &MetricsReport) -> Value {
     emf::line(&emf::namespace(), report.generated_at, &figures(report))
 }
-
-/// Writes the EMF line to stdout, which Lambda ships to CloudWatch Logs.
-pub fn emit(report: &MetricsReport) {
-    println!("{}", render(report));
-}

@@ -25,6 +25,7 @@ use fluxgate::auth::Authenticator;
 use fluxgate::error::{Error, Result};
 use fluxgate::http as fhttp;
 use fluxgate::query::{QueryParams, check_range};
+use fluxgate::runtime::{ApiConfig, Function};
 use fluxgate::store::{
     FailedEvent, Latency, OutboxFilter, OutboxStatus, StatusCounts, Store, Throughput, TypeCount,
 };
@@ -36,6 +37,24 @@ use report::{Counts, LatencyReport, MetricsReport, Summary};
 pub const DEFAULT_WINDOW: TimeDelta = TimeDelta::minutes(15);
 pub const MAX_PAGE_SIZE: u64 = 500;
 pub const DEFAULT_PAGE_SIZE: u64 = 50;
+
+/// metrics' settings, from the environment (each also a flag; `--help` lists them).
+#[derive(clap::Parser)]
+#[command(
+    name = "fluxgate-metrics",
+    about = "Outbox figures over HTTP and Prometheus",
+    version
+)]
+pub struct Config {
+    #[command(flatten)]
+    pub api: ApiConfig,
+}
+
+/// metrics as a function: its store, its callers' keys and its routes.
+pub async fn function(config: Config) -> Result<Function> {
+    let (store, auth) = config.api.open().await?;
+    Ok(Function::http(service(store, auth), config.api.port()))
+}
 
 #[derive(Clone)]
 pub struct MetricsState {
@@ -210,9 +229,7 @@ pub async fn prometheus_text(
         fluxgate::now(),
     )
     .await?;
-    if fluxgate::runtime::on_lambda() {
-        emf::emit(&report);
-    }
+    fluxgate::runtime::emit_metrics(&emf::render(&report));
     let text = prometheus::render(&report)
         .map_err(|e| Error::Config(format!("cannot write the Prometheus text: {e}")))?;
     let mut response = text.into_response();

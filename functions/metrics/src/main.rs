@@ -1,33 +1,9 @@
-//! metrics as its own function: configured from the environment; on Lambda behind API
-//! Gateway, elsewhere served on `PORT`.
+//! fluxgate-metrics: outbox figures over HTTP and Prometheus; on Lambda behind API Gateway,
+//! elsewhere on `PORT`. Settings: [`fluxgate_metrics::Config`].
 
-use clap::Parser;
-use fluxgate::auth::{AuthConfig, Authenticator};
-use fluxgate::config::{DatabaseConfig, ServerConfig};
-use fluxgate::{runtime, secrets, store, telemetry};
-
-#[derive(Parser)]
-#[command(
-    name = "fluxgate-metrics",
-    about = "Outbox figures over HTTP and Prometheus",
-    version
-)]
-struct Config {
-    #[command(flatten)]
-    database: DatabaseConfig,
-    #[command(flatten)]
-    server: ServerConfig,
-    #[command(flatten)]
-    auth: AuthConfig,
-}
+use std::process::ExitCode;
 
 #[tokio::main]
-async fn main() -> Result<(), fluxgate::Error> {
-    telemetry::init();
-    let config = Config::parse();
-    let database_url = secrets::database_url(&config.database).await?;
-    let store = store::connect(database_url.expose(), &config.database).await?;
-    let auth = Authenticator::from_config(&config.auth, store.clone()).await?;
-    let app = fluxgate_metrics::service(store, auth);
-    runtime::serve_http(app, config.server.port).await
+async fn main() -> ExitCode {
+    fluxgate::runtime::run(fluxgate_metrics::function).await
 }

@@ -3,12 +3,10 @@
 //! with backoff, or DEAD once its attempts are used up. It stops when nothing is due or its
 //! time budget is spent, and answers with a summary.
 
-pub mod job;
-pub mod lambda;
 mod publish;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use axum::extract::State;
 use axum::routing::post;
@@ -16,16 +14,52 @@ use axum::{Json, Router};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
-use fluxgate::config::DrainConfig;
-use fluxgate::error::Result;
+use fluxgate::config::{DatabaseConfig, DrainConfig, ServerConfig};
+use fluxgate::emf::{self, Figure};
+use fluxgate::error::{Error, Result};
 use fluxgate::http as fhttp;
-use fluxgate::queue::Queue;
+use fluxgate::queue::{self, Queue, QueueConfig, QueueKind};
+use fluxgate::runtime::{self, Function, Invocation, open_store};
 use fluxgate::store::{ClaimRequest, Store};
 
 pub use publish::retry_for;
 
+/// The drain's settings, from the environment (each also a flag; `--help` lists them).
+#[derive(clap::Parser)]
+#[command(
+    name = "fluxgate-outbox-drain",
+    about = "Publishes pending outbox rows, once per trigger",
+    version
+)]
+pub struct Config {
+    #[command(flatten)]
+    pub database: DatabaseConfig,
+    #[command(flatten)]
+    pub queue: QueueConfig,
+    #[command(flatten)]
+    pub drain: DrainConfig,
+    #[command(flatten)]
+    pub server: ServerConfig,
+}
+
+/// The drain as a function: one run per EventBridge event on Lambda, one run per Cloud Run job
+/// task, `POST /v1/drain` elsewhere. SIGTERM stops new rounds; the round in flight settles.
+pub async fn function(config: Config) -> Result<Function> {
+    let drain = Drain::connect(&config.database, &config.queue, config.drain)
+        .await?
+        .with_stop(runtime::shutdown());
+    let on_schedule = drain.clone();
+    let job = drain.clone();
+    Ok(Function::http(service(drain), config.server.port)
+        .on_lambda_events(move |event: serde_json::Value, invocation: Invocation| {
+            let drain = on_schedule.clone();
+            async move { drain.scheduled_run(&event, invocation.deadline).await }
+        })
+        .as_job(move || async move { job.run_with_budget().await?.verdict() }))
+}
+
 /// Why a run ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum StoppedBy {
     /// Nothing due was left.
@@ -36,7 +70,7 @@ pub enum StoppedBy {
     Shutdown,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct DrainSummary {
     pub claimed: u64,
@@ -50,6 +84,39 @@ pub struct DrainSummary {
     pub stopped_by: StoppedBy,
 }
 
+impl DrainSummary {
+    /// Whether the run did its job, for the triggers that report a verdict (a Cloud Run job's
+    /// exit status, a Lambda invocation's error). It fails when it claimed rows and could
+    /// publish none of them (the queue is unreachable or refuses everything). Rows that failed
+    /// alongside published ones are the outbox's business (backoff) and do not fail it.
+    pub fn verdict(self) -> Result<Self> {
+        if self.claimed > 0 && self.published == 0 {
+            return Err(Error::Queue(format!(
+                "claimed {} rows and published none; they are back to PENDING with backoff",
+                self.claimed
+            )));
+        }
+        Ok(self)
+    }
+
+    /// The run's figures as CloudWatch metrics, with the outbox lag when known.
+    pub fn figures(&self, lag_seconds: Option<f64>) -> Vec<Figure> {
+        let mut figures = vec![
+            Figure::new("DrainClaimed", "Count", self.claimed as f64),
+            Figure::new("DrainPublished", "Count", self.published as f64),
+            Figure::new("DrainRetried", "Count", self.retried as f64),
+            Figure::new("DrainDead", "Count", self.dead as f64),
+            Figure::new("DrainDuration", "Milliseconds", self.duration_ms as f64),
+        ];
+        figures.extend(lag_figure(lag_seconds));
+        figures
+    }
+}
+
+fn lag_figure(lag_seconds: Option<f64>) -> Option<Figure> {
+    lag_seconds.map(|lag| Figure::new("OutboxLag", "Seconds", lag))
+}
+
 #[derive(Clone)]
 pub struct Drain {
     store: Arc<dyn Store>,
@@ -60,6 +127,25 @@ pub struct Drain {
 }
 
 impl Drain {
+    /// The drain of a deployment: its store and its managed queue.
+    pub async fn connect(
+        database: &DatabaseConfig,
+        queue: &QueueConfig,
+        config: DrainConfig,
+    ) -> Result<Self> {
+        // Publishing into this process's memory would strand every row as PUBLISHED with no
+        // worker to take it; refuse rather than pretend.
+        if queue.queue == QueueKind::Memory {
+            return Err(Error::setting(
+                "FLUXGATE_QUEUE",
+                "memory works only inside fluxgate-local, where the worker shares the process; \
+                 a stand-alone drain needs a managed queue (sqs or pubsub)",
+            ));
+        }
+        let queue = queue::connect(queue).await?;
+        Ok(Self::new(open_store(database).await?, queue, config))
+    }
+
     pub fn new(store: Arc<dyn Store>, queue: Arc<dyn Queue>, config: DrainConfig) -> Self {
         Self {
             store,
@@ -87,6 +173,69 @@ impl Drain {
             .drain_time_budget
             .to_std()
             .unwrap_or(Duration::from_secs(50))
+    }
+
+    /// How long a run may claim before `deadline` (a Lambda invocation's): the configured
+    /// budget, cut to what is left before the deadline less the margin that lets the last
+    /// round settle.
+    pub fn budget_until(&self, deadline: SystemTime) -> Duration {
+        let margin = self
+            .config
+            .drain_deadline_margin
+            .to_std()
+            .unwrap_or(Duration::from_secs(5));
+        let left = deadline
+            .duration_since(SystemTime::now())
+            .unwrap_or_default()
+            .saturating_sub(margin);
+        self.time_budget().min(left)
+    }
+
+    /// One run on a schedule's tick (the EventBridge event, or `{}` from a person's
+    /// `aws lambda invoke`; only its source is logged) that must end before `deadline`. Writes
+    /// the run's figures and the outbox lag as a metric line, and fails by [`DrainSummary::verdict`]
+    /// (the drain-errors alarm counts failed invocations).
+    pub async fn scheduled_run(
+        &self,
+        event: &serde_json::Value,
+        deadline: SystemTime,
+    ) -> Result<DrainSummary> {
+        let budget = self.budget_until(deadline);
+        let source = event
+            .get("source")
+            .and_then(|source| source.as_str())
+            .unwrap_or("manual");
+        tracing::debug!(
+            source,
+            budget_ms = budget.as_millis() as u64,
+            "drain invoked"
+        );
+        let outcome = self.run(Instant::now() + budget).await;
+        let lag = self.outbox_lag_seconds().await;
+        let figures = match &outcome {
+            Ok(summary) => summary.figures(lag),
+            Err(_) => lag_figure(lag).into_iter().collect(),
+        };
+        if !figures.is_empty() {
+            runtime::emit_metrics(&emf::line_now(&figures));
+        }
+        outcome?.verdict()
+    }
+
+    /// The age of the oldest PENDING event, for the outbox-lag alarm; `None` when the database
+    /// cannot say (the run's own error is what gets reported then).
+    pub async fn outbox_lag_seconds(&self) -> Option<f64> {
+        match self.store.admin().oldest_pending(None).await {
+            Ok(oldest) => Some(
+                oldest
+                    .map(|at| (fluxgate::now() - at).num_milliseconds().max(0) as f64 / 1000.0)
+                    .unwrap_or(0.0),
+            ),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the outbox lag");
+                None
+            }
+        }
     }
 
     /// One run, with the configured time budget.
@@ -193,4 +342,36 @@ pub fn service(drain: Drain) -> Router {
 
 async fn run_drain(State(drain): State<Drain>) -> Result<Json<DrainSummary>> {
     Ok(Json(drain.run_with_budget().await?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn summary(claimed: u64, published: u64) -> DrainSummary {
+        DrainSummary {
+            claimed,
+            published,
+            retried: claimed - published,
+            dead: 0,
+            rounds: 1,
+            duration_ms: 1,
+            stopped_by: StoppedBy::Empty,
+        }
+    }
+
+    #[test]
+    fn a_run_fails_when_it_publishes_nothing_it_claimed() {
+        assert!(summary(0, 0).verdict().is_ok(), "nothing due is fine");
+        assert!(summary(10, 10).verdict().is_ok());
+        assert!(summary(10, 9).verdict().is_ok(), "one row backs off");
+        assert!(summary(10, 0).verdict().is_err(), "queue unreachable");
+    }
+
+    #[test]
+    fn the_lag_is_a_figure_only_when_known() {
+        let names = |figures: Vec<Figure>| figures.iter().map(|f| f.name).collect::<Vec<_>>();
+        assert!(!names(summary(1, 1).figures(None)).contains(&"OutboxLag"));
+        assert!(names(summary(1, 1).figures(Some(2.5))).contains(&"OutboxLag"));
+    }
 }

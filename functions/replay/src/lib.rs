@@ -16,12 +16,13 @@ use utoipa::{OpenApi, ToSchema};
 
 use fluxgate::api::{self, Route};
 use fluxgate::auth::Authenticator;
-use fluxgate::config::{QueueConfig, QueueKind};
-use fluxgate::dead_letters::{DeadLetters, PubsubDeadLetters, RedriveReport, SqsDeadLetters};
+use fluxgate::dead_letters::{self, DeadLetters, RedriveReport};
 use fluxgate::error::{Error, Result};
 use fluxgate::event::EventKey;
 use fluxgate::http as fhttp;
 use fluxgate::query::check_range;
+use fluxgate::queue::QueueConfig;
+use fluxgate::runtime::{ApiConfig, Function};
 use fluxgate::store::{OutboxFilter, OutboxStatus, REPLAYABLE, ReplayFilter, ReplayOne, Store};
 use fluxgate::tenant::TenantScope;
 
@@ -34,6 +35,31 @@ pub const MAX_REDRIVE: u64 = 100_000;
 pub const DEFAULT_REDRIVE: u64 = 1000;
 /// Replay bodies are small.
 const MAX_BODY_BYTES: usize = 16 * 1024;
+
+/// replay's settings, from the environment (each also a flag; `--help` lists them). The queue
+/// settings name the dead letters it redrives ([`dead_letters::connect`]).
+#[derive(clap::Parser)]
+#[command(
+    name = "fluxgate-replay",
+    about = "Replays FAILED and DEAD events",
+    version
+)]
+pub struct Config {
+    #[command(flatten)]
+    pub api: ApiConfig,
+    #[command(flatten)]
+    pub queue: QueueConfig,
+}
+
+/// replay as a function: its store, its callers' keys, the queue's dead letters, its routes.
+pub async fn function(config: Config) -> Result<Function> {
+    let (store, auth) = config.api.open().await?;
+    let dead_letters = dead_letters::connect(&config.queue).await?;
+    Ok(Function::http(
+        service(store, dead_letters, auth),
+        config.api.port(),
+    ))
+}
 
 #[derive(Clone)]
 pub struct ReplayState {
@@ -94,26 +120,6 @@ pub fn service(
             .merge(api::openapi_route(&openapi()))
             .fallback(fhttp::not_found),
     )
-}
-
-/// The dead letters a replay process redrives, built from its queue settings; `None` (redrive
-/// answers 404) where no dead-letter queue or subscription is configured: the SQS queue
-/// `FLUXGATE_SQS_DEAD_LETTER_QUEUE_URL` back to `FLUXGATE_SQS_QUEUE_URL`, or the Pub/Sub
-/// subscription `FLUXGATE_PUBSUB_DEAD_LETTER_SUBSCRIPTION` back to `FLUXGATE_PUBSUB_TOPIC`.
-pub async fn dead_letters(queue: &QueueConfig) -> Result<Option<Arc<dyn DeadLetters>>> {
-    Ok(match queue.queue {
-        QueueKind::Sqs => match (&queue.sqs_dead_letter_queue_url, &queue.sqs_queue_url) {
-            (Some(dead_letters), Some(main)) => Some(Arc::new(
-                SqsDeadLetters::from_env(dead_letters.as_str(), main.as_str()).await,
-            )),
-            _ => None,
-        },
-        QueueKind::Pubsub if queue.pubsub.pubsub_dead_letter_subscription.is_some() => {
-            // A setting that is there but wrong (a bad name, no topic) stops the start, loudly.
-            Some(Arc::new(PubsubDeadLetters::connect(&queue.pubsub).await?))
-        }
-        QueueKind::Pubsub | QueueKind::Memory => None,
-    })
 }
 
 /// Who is replaying, for the record. Key ids come with authentication; until then an admin

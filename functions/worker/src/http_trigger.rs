@@ -57,7 +57,7 @@ pub fn router(worker: Worker) -> Router {
 /// worker as a whole HTTP service: the batch endpoint and the Pub/Sub push endpoint.
 pub fn service(worker: Worker) -> Router {
     let store = worker.store.clone();
-    let push = crate::pubsub_push::router(worker.clone(), worker.push_stats.clone());
+    let push = crate::pubsub_push::router(worker.clone());
     fhttp::with_observability(
         router(worker)
             .merge(push)

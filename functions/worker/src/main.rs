@@ -1,39 +1,10 @@
-//! worker: on Lambda, the SQS event source's batches (`lambda.rs`); elsewhere a service on
-//! `PORT` with `POST /v1/messages` (batches) and `POST /v1/pubsub/push` (a Pub/Sub push
-//! subscription on Cloud Run).
+//! fluxgate-worker: loads delivered events into the warehouse. On Lambda the SQS event
+//! source's batches; elsewhere `POST /v1/messages` and `POST /v1/pubsub/push` on `PORT`.
+//! Settings: [`fluxgate_worker::Config`].
 
-use clap::Parser;
-use fluxgate::config::{DatabaseConfig, ServerConfig, SinkConfig, WorkerConfig};
-use fluxgate::{runtime, secrets, sink, store, telemetry};
-use fluxgate_worker::Worker;
-
-#[derive(Parser)]
-#[command(
-    name = "fluxgate-worker",
-    about = "Loads delivered events into the warehouse",
-    version
-)]
-struct Config {
-    #[command(flatten)]
-    database: DatabaseConfig,
-    #[command(flatten)]
-    worker: WorkerConfig,
-    #[command(flatten)]
-    sink: SinkConfig,
-    #[command(flatten)]
-    server: ServerConfig,
-}
+use std::process::ExitCode;
 
 #[tokio::main]
-async fn main() -> Result<(), fluxgate::Error> {
-    telemetry::init();
-    let config = Config::parse();
-    let database_url = secrets::database_url(&config.database).await?;
-    let store = store::connect(database_url.expose(), &config.database).await?;
-    let sink = sink::connect(&config.sink).await?;
-    let worker = Worker::new(store, sink, config.worker);
-    if runtime::on_lambda() {
-        return fluxgate_worker::lambda::run(worker).await;
-    }
-    runtime::serve(fluxgate_worker::service(worker), config.server.port).await
+async fn main() -> ExitCode {
+    fluxgate::runtime::run(fluxgate_worker::function).await
 }

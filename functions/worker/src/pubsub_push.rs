@@ -17,7 +17,7 @@
 //!   replay finds it. An acknowledgement would make it vanish instead;
 //! - an envelope or body that is not what the drain publishes → 200 with an ERROR log line
 //!   (`malformed_push = true`, the reason and the message id) and the `malformed` counter of
-//!   [`PushStats`]: redelivering it could never succeed, so it must not be retried forever.
+//!   [`DeliveryStats`]: redelivering it could never succeed, so it must not be retried forever.
 //!   No outbox row can be marked, since such a message names no event we know.
 //!
 //! `deliveryAttempt` is present only when the subscription has a dead-letter policy; without
@@ -26,8 +26,6 @@
 //! handler does not look at tokens.
 
 use std::collections::HashMap;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -39,7 +37,7 @@ use serde::{Deserialize, Serialize};
 
 use fluxgate::http as fhttp;
 
-use crate::{Delivery, Verdict, Worker};
+use crate::{Delivery, DeliveryStats, Verdict, Worker};
 
 pub const PUSH_PATH: &str = "/v1/pubsub/push";
 
@@ -64,26 +62,6 @@ struct PushMessage {
     publish_time: Option<String>,
 }
 
-/// Counts of what the endpoint saw since the process started (read by tests; the log lines
-/// carry the same facts for log-based metrics).
-#[derive(Debug, Default)]
-pub struct PushStats {
-    malformed: AtomicU64,
-}
-
-impl PushStats {
-    /// Deliveries acknowledged without processing because the envelope or body was malformed.
-    pub fn malformed(&self) -> u64 {
-        self.malformed.load(Ordering::Relaxed)
-    }
-}
-
-#[derive(Clone)]
-struct PushState {
-    worker: Worker,
-    stats: Arc<PushStats>,
-}
-
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 struct PushAnswer {
@@ -95,11 +73,11 @@ struct PushAnswer {
     reason: Option<String>,
 }
 
-/// The push route, with the counters it keeps.
-pub fn router(worker: Worker, stats: Arc<PushStats>) -> Router {
+/// The push route; what it counts goes to the worker's [`crate::DeliveryStats`].
+pub fn router(worker: Worker) -> Router {
     Router::new()
         .route(PUSH_PATH, post(push))
-        .with_state(PushState { worker, stats })
+        .with_state(worker)
 }
 
 /// A push delivery that could be read.
@@ -147,10 +125,10 @@ fn read_envelope(body: &[u8]) -> Result<Pushed, (Option<String>, String)> {
     })
 }
 
-async fn push(State(state): State<PushState>, body: axum::body::Bytes) -> Response {
+async fn push(State(worker): State<Worker>, body: axum::body::Bytes) -> Response {
     let pushed = match read_envelope(&body) {
         Ok(pushed) => pushed,
-        Err((message_id, reason)) => return malformed(&state.stats, message_id, reason),
+        Err((message_id, reason)) => return malformed(worker.stats(), message_id, reason),
     };
     let message_id = pushed.delivery.message_id.clone();
     tracing::debug!(
@@ -161,11 +139,7 @@ async fn push(State(state): State<PushState>, body: axum::body::Bytes) -> Respon
         delivery_attempt = pushed.delivery.receive_count,
         "push delivery"
     );
-    let verdict = match state
-        .worker
-        .process(std::slice::from_ref(&pushed.delivery))
-        .await
-    {
+    let verdict = match worker.process(std::slice::from_ref(&pushed.delivery)).await {
         Ok(mut verdicts) => verdicts.pop().unwrap_or(Verdict::Retry),
         Err(e) => {
             // The outcome could not be recorded (database down): let Pub/Sub deliver again.
@@ -186,13 +160,13 @@ async fn push(State(state): State<PushState>, body: axum::body::Bytes) -> Respon
             "retry",
             None,
         ),
-        Verdict::Malformed(reason) => malformed(&state.stats, Some(message_id), reason),
+        Verdict::Malformed(reason) => malformed(worker.stats(), Some(message_id), reason),
     }
 }
 
 /// Acknowledges a delivery that can never succeed, loudly.
-fn malformed(stats: &PushStats, message_id: Option<String>, reason: String) -> Response {
-    stats.malformed.fetch_add(1, Ordering::Relaxed);
+fn malformed(stats: &DeliveryStats, message_id: Option<String>, reason: String) -> Response {
+    stats.count_malformed();
     tracing::error!(
         malformed_push = true,
         message_id = message_id.as_deref().unwrap_or(""),

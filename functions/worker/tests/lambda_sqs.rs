@@ -173,10 +173,11 @@ async fn events_travel_from_ingest_through_sqs_to_bigquery_under_the_lambda_runt
         std::sync::Arc::new(sqs),
         DrainConfig::default(),
     );
-    let summary =
-        fluxgate_outbox_drain::lambda::handle(&drain, &scheduled_event(), Duration::from_secs(30))
-            .await
-            .expect("drain run");
+    let deadline = std::time::SystemTime::now() + Duration::from_secs(35);
+    let summary = drain
+        .scheduled_run(&scheduled_event(), deadline)
+        .await
+        .expect("drain run");
     assert_eq!((summary.claimed, summary.published), (7, 7));
 
     // 3. SQS hands the messages over as one event; the worker runs under the Runtime API

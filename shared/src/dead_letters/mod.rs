@@ -7,10 +7,13 @@ mod in_memory;
 mod pubsub;
 mod sqs;
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use serde::Serialize;
 
 use crate::error::Result;
+use crate::queue::{QueueConfig, QueueKind};
 
 pub use pubsub::PubsubDeadLetters;
 pub use sqs::SqsDeadLetters;
@@ -30,4 +33,25 @@ pub struct RedriveReport {
 pub trait DeadLetters: Send + Sync + 'static {
     /// Moves up to `max` dead-lettered messages back to the main queue.
     async fn redrive(&self, max: u64) -> Result<RedriveReport>;
+}
+
+/// The dead letters a replay process redrives, built from the queue's settings; `None` (redrive
+/// answers 404) where no dead-letter queue or subscription is configured: the SQS queue
+/// `FLUXGATE_SQS_DEAD_LETTER_QUEUE_URL` back to `FLUXGATE_SQS_QUEUE_URL`, or the Pub/Sub
+/// subscription `FLUXGATE_PUBSUB_DEAD_LETTER_SUBSCRIPTION` back to `FLUXGATE_PUBSUB_TOPIC`.
+/// The in-process queue's dead letters live in `fluxgate-local`.
+pub async fn connect(queue: &QueueConfig) -> Result<Option<Arc<dyn DeadLetters>>> {
+    Ok(match queue.queue {
+        QueueKind::Sqs => match queue.sqs.dead_letter_route() {
+            Some((dead_letters, main)) => {
+                Some(Arc::new(SqsDeadLetters::from_env(dead_letters, main).await))
+            }
+            None => None,
+        },
+        QueueKind::Pubsub if queue.pubsub.pubsub_dead_letter_subscription.is_some() => {
+            // A setting that is there but wrong (a bad name, no topic) stops the start, loudly.
+            Some(Arc::new(PubsubDeadLetters::connect(&queue.pubsub).await?))
+        }
+        QueueKind::Pubsub | QueueKind::Memory => None,
+    })
 }

@@ -40,9 +40,8 @@ use tonic::metadata::MetadataMap;
 use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
 use super::{DeadLetters, RedriveReport};
-use crate::config::PubsubConfig;
 use crate::error::{Error, Result};
-use crate::queue::{PubsubQueue, PubsubTarget, pubsub_target};
+use crate::queue::{PubsubConfig, PubsubQueue, PubsubTarget, pubsub_target};
 
 /// Google's global Pub/Sub endpoint (the official client's default too).
 const GOOGLE_ENDPOINT: &str = "https://pubsub.googleapis.com";

@@ -8,36 +8,50 @@ mod sqs;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use clap::Args;
 use serde::{Deserialize, Serialize};
 
-use crate::config::{QueueConfig, QueueKind};
 use crate::error::{Error, Result};
 use crate::event::{Event, EventKey};
 
 pub use in_memory::{Delivery, InMemoryQueue, InMemoryQueueConfig};
+pub use pubsub::config::PubsubConfig;
 pub use pubsub::{
     ATTRIBUTE_CORRELATION_ID, ATTRIBUTE_EVENT_TYPE, ATTRIBUTE_TENANT_ID, PubsubQueue,
 };
 pub(crate) use pubsub::{Target as PubsubTarget, target as pubsub_target};
+pub use sqs::config::SqsConfig;
 pub use sqs::{MAX_ENTRIES_PER_REQUEST, MAX_REQUEST_BYTES, SqsQueue};
+
+/// Which queue the drain publishes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum QueueKind {
+    /// In-process; only meaningful where the worker runs in the same process (fluxgate-local).
+    Memory,
+    /// Amazon SQS (a standard queue): [`SqsConfig`].
+    Sqs,
+    /// Google Cloud Pub/Sub: [`PubsubConfig`]; the worker takes it by push.
+    Pubsub,
+}
+
+/// The queue between the drain and the worker: which one, and each one's own settings.
+#[derive(Debug, Clone, Args)]
+pub struct QueueConfig {
+    /// The queue between the drain and the worker.
+    #[arg(long, env = "FLUXGATE_QUEUE", value_enum, default_value = "memory")]
+    pub queue: QueueKind,
+    #[command(flatten)]
+    pub sqs: SqsConfig,
+    #[command(flatten)]
+    pub pubsub: PubsubConfig,
+}
 
 /// Builds the queue the config names, once per process (cold start): the SQS client is made
 /// here from the AWS SDK's standard configuration and reused by every publish.
 pub async fn connect(config: &QueueConfig) -> Result<Arc<dyn Queue>> {
     match config.queue {
         QueueKind::Memory => Ok(Arc::new(InMemoryQueue::new(InMemoryQueueConfig::default()))),
-        QueueKind::Sqs => {
-            let url = config
-                .sqs_queue_url
-                .as_deref()
-                .map(str::trim)
-                .filter(|url| !url.is_empty())
-                .ok_or_else(|| {
-                    Error::Config("FLUXGATE_QUEUE=sqs needs FLUXGATE_SQS_QUEUE_URL".into())
-                })?;
-            tracing::info!(queue_url = url, "publishing to SQS");
-            Ok(Arc::new(SqsQueue::from_env(url).await))
-        }
+        QueueKind::Sqs => Ok(Arc::new(SqsQueue::connect(&config.sqs).await?)),
         QueueKind::Pubsub => Ok(Arc::new(PubsubQueue::connect(&config.pubsub).await?)),
     }
 }

@@ -17,6 +17,18 @@ use super::{RowResult, Sink, WarehouseRow};
 use crate::error::{Error, Result};
 use crate::event::EventKey;
 
+/// The local-file warehouse's settings (`FLUXGATE_SINK=local-files`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct LocalFilesConfig {
+    /// Folder of the local-file warehouse (JSON Lines, Hive-style partitions).
+    #[arg(
+        long,
+        env = "FLUXGATE_WAREHOUSE_DIR",
+        default_value = "./.fluxgate/warehouse"
+    )]
+    pub warehouse_dir: PathBuf,
+}
+
 pub struct LocalFileSink {
     root: PathBuf,
     /// Keys already written: the de-duplication index, rebuilt from the files at open.

@@ -10,73 +10,41 @@ use chrono::{DateTime, NaiveDate, Utc};
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use crate::config::{SinkConfig, SinkKind};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::event::{Event, EventKey};
-use crate::secrets::SecretsManager;
 
-pub use bigquery::BigQuerySink;
-pub use local_files::LocalFileSink;
+pub use bigquery::{BigQueryConfig, BigQuerySink};
+pub use local_files::{LocalFileSink, LocalFilesConfig};
 
-/// Which credentials the BigQuery sink uses: a fixed token for an emulator
-/// (`FLUXGATE_BIGQUERY_ENDPOINT`), else the service-account key in the AWS secret
-/// `FLUXGATE_BIGQUERY_CREDENTIALS_SECRET_ID` (fetched here, once), else Application Default
-/// Credentials.
-pub async fn bigquery_credentials_with(
-    config: &SinkConfig,
-    secrets: &SecretsManager,
-) -> Result<bigquery::BigQueryCredentials> {
-    match (
-        &config.bigquery_endpoint,
-        &config.bigquery_credentials_secret_id,
-    ) {
-        (None, Some(secret_id)) => Ok(bigquery::BigQueryCredentials::ServiceAccountKey(
-            secrets.secret_string(secret_id).await?,
-        )),
-        _ => Ok(bigquery_credentials_with_no_secret(config)),
-    }
+/// Which warehouse the worker writes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SinkKind {
+    /// JSON Lines files in Hive-style partitions: [`LocalFilesConfig`].
+    LocalFiles,
+    /// A BigQuery table (streaming inserts): [`BigQueryConfig`].
+    Bigquery,
 }
 
-fn bigquery_credentials_with_no_secret(config: &SinkConfig) -> bigquery::BigQueryCredentials {
-    if config.bigquery_endpoint.is_some() {
-        bigquery::BigQueryCredentials::Emulator
-    } else {
-        bigquery::BigQueryCredentials::ApplicationDefault
-    }
+/// The warehouse: which one, and each one's own settings. Read by the worker.
+#[derive(Debug, Clone, clap::Args)]
+pub struct SinkConfig {
+    /// Where loaded events go.
+    #[arg(long, env = "FLUXGATE_SINK", value_enum, default_value = "local-files")]
+    pub sink: SinkKind,
+    #[command(flatten)]
+    pub local_files: LocalFilesConfig,
+    #[command(flatten)]
+    pub bigquery: BigQueryConfig,
 }
 
 /// Builds the configured warehouse. Cheap: the BigQuery sink makes no request until its first
 /// write (the AWS secret holding the BigQuery key, when named, is the one call made here).
 pub async fn connect(config: &SinkConfig) -> Result<Arc<dyn Sink>> {
     match config.sink {
-        SinkKind::LocalFiles => Ok(Arc::new(LocalFileSink::open(&config.warehouse_dir).await?)),
-        SinkKind::Bigquery => {
-            let project = config.bigquery_project.clone().ok_or_else(|| {
-                Error::Config(
-                    "FLUXGATE_BIGQUERY_PROJECT is required with FLUXGATE_SINK=bigquery".into(),
-                )
-            })?;
-            let target = bigquery::BigQueryTarget {
-                project,
-                dataset: config.bigquery_dataset.clone(),
-                table: config.bigquery_table.clone(),
-                location: config.bigquery_location.clone(),
-            };
-            let credentials = match &config.bigquery_credentials_secret_id {
-                Some(_) if config.bigquery_endpoint.is_none() => {
-                    bigquery_credentials_with(config, &SecretsManager::from_env().await).await?
-                }
-                _ => bigquery_credentials_with_no_secret(config),
-            };
-            let sink = BigQuerySink::connect(
-                target,
-                credentials,
-                config.bigquery_endpoint.as_deref(),
-                bigquery::BigQueryWriteMode::default(),
-            )
-            .await?;
-            Ok(Arc::new(sink))
-        }
+        SinkKind::LocalFiles => Ok(Arc::new(
+            LocalFileSink::open(&config.local_files.warehouse_dir).await?,
+        )),
+        SinkKind::Bigquery => Ok(Arc::new(BigQuerySink::from_config(&config.bigquery).await?)),
     }
 }
 

@@ -4,6 +4,8 @@
 //! Standard queues only: FIFO queues need a `MessageGroupId` (and a deduplication id) on every
 //! entry, which fluxgate does not set; the worker's dedup key makes redelivery harmless anyway.
 
+pub mod config;
+
 use async_trait::async_trait;
 use aws_sdk_sqs::Client;
 use aws_sdk_sqs::error::DisplayErrorContext;
@@ -13,6 +15,8 @@ use tokio::task::JoinSet;
 
 use super::{PublishResult, Queue, QueueMessage};
 use crate::error::Result;
+
+use config::SqsConfig;
 
 /// Entries of one `SendMessageBatch` request, at most (an SQS limit).
 pub const MAX_ENTRIES_PER_REQUEST: usize = 10;
@@ -49,6 +53,13 @@ impl SqsQueue {
             client,
             queue_url: queue_url.into(),
         }
+    }
+
+    /// The configured queue, on a client from the SDK's standard configuration.
+    pub async fn connect(config: &SqsConfig) -> Result<Self> {
+        let url = config.queue_url()?;
+        tracing::info!(queue_url = url, "publishing to SQS");
+        Ok(Self::from_env(url).await)
     }
 
     /// A queue on a client from the SDK's standard configuration: region, credentials and

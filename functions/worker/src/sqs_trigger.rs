@@ -1,9 +1,8 @@
-//! The worker as an SQS-triggered Lambda function: one [`Worker::process`] call (so one sink
+//! The worker as an SQS-triggered Lambda function (wired in [`crate::function`]): one [`Worker::process`] call (so one sink
 //! write) per SQS batch, answered with an `SqsBatchResponse` that names only the messages to
 //! deliver again (the event source mapping's `ReportBatchItemFailures`).
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
-use lambda_runtime::{LambdaEvent, service_fn};
 
 use fluxgate::error::Result;
 
@@ -12,16 +11,6 @@ use crate::{Delivery, Verdict, Worker, tally};
 /// SQS counts deliveries in this attribute; the queue's redrive policy dead-letters a message
 /// once it exceeds `maxReceiveCount`.
 const RECEIVE_COUNT_ATTRIBUTE: &str = "ApproximateReceiveCount";
-
-/// Takes SQS events from the Lambda Runtime API until the process ends.
-pub async fn run(worker: Worker) -> Result<()> {
-    lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| {
-        let worker = worker.clone();
-        async move { handle(&worker, event.payload).await }
-    }))
-    .await
-    .map_err(fluxgate::runtime::lambda_failed)
-}
 
 /// Handles one SQS batch. `Err` (the outcomes could not be recorded) fails the invocation, so
 /// SQS delivers the whole batch again; the warehouse rows already written are not written

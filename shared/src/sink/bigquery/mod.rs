@@ -13,6 +13,7 @@
 //!   AWS, from Secrets Manager), or a fixed token for an emulator.
 
 mod auth;
+pub mod config;
 mod streaming;
 mod table;
 
@@ -25,6 +26,7 @@ use super::{RowResult, Sink, WarehouseRow};
 use crate::error::Result;
 
 pub use auth::BigQueryCredentials;
+pub use config::BigQueryConfig;
 pub use table::{CLUSTERING_FIELDS, PARTITION_FIELD, events_schema};
 
 /// How rows reach the table. Only streaming inserts exist today. The seam for the modes of a
@@ -66,6 +68,17 @@ pub struct BigQuerySink {
 }
 
 impl BigQuerySink {
+    /// The sink its settings describe, in the default write mode.
+    pub async fn from_config(config: &BigQueryConfig) -> Result<Self> {
+        Self::connect(
+            config.target()?,
+            config.credentials().await?,
+            config.bigquery_endpoint.as_deref(),
+            BigQueryWriteMode::default(),
+        )
+        .await
+    }
+
     /// Builds the client; makes no request (credentials are exchanged for a token, and the
     /// table checked, at the first write). `endpoint` is an emulator's root URL (such as
     /// `http://127.0.0.1:9050`), `None` for Google's.

@@ -11,6 +11,8 @@
 //!   Application Default Credentials (the metadata server on Cloud Run,
 //!   `GOOGLE_APPLICATION_CREDENTIALS` elsewhere).
 
+pub mod config;
+
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -20,8 +22,9 @@ use google_cloud_pubsub::model::Message;
 use google_cloud_pubsub::retry_policy::RetryableErrors;
 
 use super::{PublishResult, Queue, QueueMessage};
-use crate::config::PubsubConfig;
 use crate::error::{Error, Result};
+
+use config::PubsubConfig;
 
 /// Pub/Sub allows at most 1000 messages in one Publish request; a drain round larger than
 /// that is split by the drain, and the client splits further by its own thresholds.

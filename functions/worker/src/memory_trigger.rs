@@ -1,0 +1,68 @@
+//! The worker on the in-process queue (`fluxgate-local`, and the tests that run the pipeline in
+//! one process): what an SQS event source mapping does in the cloud, as a loop.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use fluxgate::queue::InMemoryQueue;
+
+use crate::{Delivery, Verdict, Worker};
+
+/// What the queue trigger does in the cloud: batches of up to 10 messages to the worker,
+/// acknowledged or retried with backoff by its verdicts.
+pub async fn consume(worker: Worker, queue: Arc<InMemoryQueue>, stop: CancellationToken) {
+    loop {
+        let batch = tokio::select! {
+            _ = stop.cancelled() => return,
+            batch = queue.receive(10, Duration::from_secs(1)) => batch,
+        };
+        if batch.is_empty() {
+            continue;
+        }
+        let deliveries: Vec<Delivery> = batch
+            .iter()
+            .map(|d| Delivery {
+                message_id: d.receipt.to_string(),
+                body: d.message.body.clone(),
+                receive_count: d.receive_count,
+            })
+            .collect();
+        match worker.process(&deliveries).await {
+            Ok(verdicts) => {
+                for (delivery, verdict) in batch.iter().zip(verdicts) {
+                    match verdict {
+                        Verdict::Ack => queue.ack(delivery.receipt),
+                        Verdict::Retry | Verdict::Malformed(_) => {
+                            queue.nack(delivery.receipt, retry_delay(delivery.receive_count))
+                        }
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "worker batch failed; retrying it");
+                for delivery in &batch {
+                    queue.nack(delivery.receipt, retry_delay(delivery.receive_count));
+                }
+            }
+        }
+    }
+}
+
+/// 1 s, 2 s, 4 s … capped at 30 s: short enough to watch locally.
+fn retry_delay(receive_count: u32) -> Duration {
+    Duration::from_secs(1u64 << receive_count.saturating_sub(1).min(5)).min(Duration::from_secs(30))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_delays_grow_and_are_capped() {
+        assert_eq!(retry_delay(1), Duration::from_secs(1));
+        assert_eq!(retry_delay(3), Duration::from_secs(4));
+        assert_eq!(retry_delay(40), Duration::from_secs(30));
+    }
+}

@@ -1,0 +1,96 @@
+//! The BigQuery sink's settings (`FLUXGATE_SINK=bigquery`), and the one place that decides its
+//! credentials.
+
+use clap::Args;
+
+use super::{BigQueryCredentials, BigQueryTarget};
+use crate::error::{Error, Result};
+use crate::secrets::SecretsManager;
+
+#[derive(Debug, Clone, Args)]
+pub struct BigQueryConfig {
+    /// Google Cloud project of the BigQuery dataset (required with `--sink bigquery`).
+    #[arg(long, env = "FLUXGATE_BIGQUERY_PROJECT")]
+    pub bigquery_project: Option<String>,
+    /// BigQuery dataset; created when missing.
+    #[arg(long, env = "FLUXGATE_BIGQUERY_DATASET", default_value = "fluxgate")]
+    pub bigquery_dataset: String,
+    /// BigQuery table; created when missing, partitioned by event_date and clustered by
+    /// tenant_id, event_type.
+    #[arg(long, env = "FLUXGATE_BIGQUERY_TABLE", default_value = "events")]
+    pub bigquery_table: String,
+    /// Location of the dataset when fluxgate creates it (such as `US`, `EU`, `europe-west1`);
+    /// BigQuery's default when unset. An existing dataset keeps its own.
+    #[arg(long, env = "FLUXGATE_BIGQUERY_LOCATION")]
+    pub bigquery_location: Option<String>,
+    /// Root URL of a BigQuery emulator (such as `http://127.0.0.1:9050`). When set, requests go
+    /// there with a fixed bearer token instead of Google credentials.
+    #[arg(long, env = "FLUXGATE_BIGQUERY_ENDPOINT")]
+    pub bigquery_endpoint: Option<String>,
+    /// AWS Secrets Manager secret holding a service-account key JSON (for running on AWS).
+    /// Unset: Application Default Credentials (the metadata server on Cloud Run,
+    /// `GOOGLE_APPLICATION_CREDENTIALS` elsewhere).
+    #[arg(long, env = "FLUXGATE_BIGQUERY_CREDENTIALS_SECRET_ID")]
+    pub bigquery_credentials_secret_id: Option<String>,
+}
+
+impl BigQueryConfig {
+    /// The table rows go to; a project is required.
+    pub fn target(&self) -> Result<BigQueryTarget> {
+        let project = self
+            .bigquery_project
+            .clone()
+            .filter(|p| !p.trim().is_empty())
+            .ok_or_else(|| {
+                Error::setting(
+                    "FLUXGATE_BIGQUERY_PROJECT",
+                    "FLUXGATE_SINK=bigquery needs it",
+                )
+            })?;
+        Ok(BigQueryTarget {
+            project,
+            dataset: self.bigquery_dataset.clone(),
+            table: self.bigquery_table.clone(),
+            location: self.bigquery_location.clone(),
+        })
+    }
+
+    /// Which credentials the sink uses: a fixed token for an emulator
+    /// (`FLUXGATE_BIGQUERY_ENDPOINT`), else the service-account key in the AWS secret
+    /// `FLUXGATE_BIGQUERY_CREDENTIALS_SECRET_ID` (fetched once, here), else Application
+    /// Default Credentials. Reaches Secrets Manager only when a secret is named.
+    pub async fn credentials(&self) -> Result<BigQueryCredentials> {
+        match self.key_secret() {
+            Some(_) => {
+                self.credentials_with(&SecretsManager::from_env().await)
+                    .await
+            }
+            None => Ok(self.credentials_without_secret()),
+        }
+    }
+
+    /// [`Self::credentials`] with the caller's Secrets Manager client.
+    pub async fn credentials_with(&self, secrets: &SecretsManager) -> Result<BigQueryCredentials> {
+        match self.key_secret() {
+            Some(secret_id) => Ok(BigQueryCredentials::ServiceAccountKey(
+                secrets.secret_string(secret_id).await?,
+            )),
+            None => Ok(self.credentials_without_secret()),
+        }
+    }
+
+    /// The key's secret, unless an emulator (which takes any token) is configured.
+    fn key_secret(&self) -> Option<&str> {
+        match &self.bigquery_endpoint {
+            Some(_) => None,
+            None => self.bigquery_credentials_secret_id.as_deref(),
+        }
+    }
+
+    fn credentials_without_secret(&self) -> BigQueryCredentials {
+        match &self.bigquery_endpoint {
+            Some(_) => BigQueryCredentials::Emulator,
+            None => BigQueryCredentials::ApplicationDefault,
+        }
+    }
+}
