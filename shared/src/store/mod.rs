@@ -6,6 +6,7 @@
 mod admin;
 mod api_keys;
 mod batch;
+mod config;
 mod connect;
 mod mysql;
 mod postgres;
@@ -31,6 +32,7 @@ pub use admin::{
 };
 pub use api_keys::{ActiveKey, ApiKeyInfo, ApiKeys, NewApiKey, TenantRecord};
 pub use batch::InsertOutcome;
+pub use config::DatabaseConfig;
 pub use connect::connect;
 pub use mysql::{MySql, MySqlClaimMode, MySqlClaimSetting, MySqlStore};
 pub use postgres::{Postgres, PostgresStore};
