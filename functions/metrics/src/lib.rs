@@ -26,7 +26,8 @@ use fluxgate::error::{Error, Result};
 use fluxgate::http as fhttp;
 use fluxgate::query::{QueryParams, check_range};
 use fluxgate::store::{
-    FailedEvent, Latency, OutboxFilter, OutboxStatus, StatusCounts, Store, Throughput, TypeCount,
+    FailedEvent, Latency, OutboxFilter, OutboxMetrics, OutboxStatus, StatusCounts, Throughput,
+    TypeCount,
 };
 use fluxgate::tenant::TenantScope;
 
@@ -39,7 +40,7 @@ pub const DEFAULT_PAGE_SIZE: u64 = 50;
 
 #[derive(Clone)]
 pub struct MetricsState {
-    pub store: Arc<dyn Store>,
+    pub store: Arc<dyn OutboxMetrics>,
     /// Who may read which tenant's figures (the `TenantScope` extractor asks it).
     pub auth: Authenticator,
 }
@@ -79,7 +80,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 }
 
 /// metrics as a whole service: routes, health checks, `/openapi.json`, problem+json 404s.
-pub fn service(store: Arc<dyn Store>, auth: Authenticator) -> Router {
+pub fn service(store: Arc<dyn OutboxMetrics>, auth: Authenticator) -> Router {
     fhttp::with_observability(
         router(MetricsState {
             store: store.clone(),
@@ -121,7 +122,7 @@ pub async fn summary(
 ) -> Result<Json<Summary>> {
     let query = QueryParams::parse(raw.as_deref(), &["tenantId", "from", "to"])?;
     let filter = outbox_filter(&scope, &query)?;
-    let counts = state.store.admin().status_counts(&filter).await?;
+    let counts = state.store.status_counts(&filter).await?;
     Ok(Json(Summary::new(&filter, counts)))
 }
 
@@ -182,7 +183,6 @@ pub async fn failed_events(
     let limit = query.number("limit", 1, MAX_PAGE_SIZE, DEFAULT_PAGE_SIZE)?;
     let (items, total) = state
         .store
-        .admin()
         .failed_events(tenant.as_deref(), (page - 1) * limit, limit as u32)
         .await?;
     Ok(Json(FailedPage {

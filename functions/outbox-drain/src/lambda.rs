@@ -89,7 +89,7 @@ pub async fn handle(drain: &Drain, event: &Value, budget: Duration) -> Result<Dr
 /// The age of the oldest PENDING event, for the outbox-lag alarm; `None` when the database
 /// cannot say (the run's own error is what gets reported then).
 async fn outbox_lag_seconds(drain: &Drain) -> Option<f64> {
-    match drain.store.admin().oldest_pending(None).await {
+    match drain.store.oldest_pending(None).await {
         Ok(oldest) => Some(
             oldest
                 .map(|at| (fluxgate::now() - at).num_milliseconds().max(0) as f64 / 1000.0)

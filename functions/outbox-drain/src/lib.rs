@@ -20,7 +20,7 @@ use fluxgate::config::DrainConfig;
 use fluxgate::error::Result;
 use fluxgate::http as fhttp;
 use fluxgate::queue::Queue;
-use fluxgate::store::{ClaimRequest, Store};
+use fluxgate::store::{ClaimRequest, OutboxClaims};
 
 pub use publish::retry_for;
 
@@ -52,7 +52,8 @@ pub struct DrainSummary {
 
 #[derive(Clone)]
 pub struct Drain {
-    store: Arc<dyn Store>,
+    /// Claims and settles outbox rows, and reads the lag for the run's metrics.
+    store: Arc<dyn OutboxClaims>,
     queue: Arc<dyn Queue>,
     config: Arc<DrainConfig>,
     /// Cancelled on SIGTERM: no new round starts, the one in flight settles what it published.
@@ -60,7 +61,7 @@ pub struct Drain {
 }
 
 impl Drain {
-    pub fn new(store: Arc<dyn Store>, queue: Arc<dyn Queue>, config: DrainConfig) -> Self {
+    pub fn new(store: Arc<dyn OutboxClaims>, queue: Arc<dyn Queue>, config: DrainConfig) -> Self {
         Self {
             store,
             queue,

@@ -13,7 +13,7 @@ use fluxgate::config::WorkerConfig;
 use fluxgate::error::Result;
 use fluxgate::event::Event;
 use fluxgate::sink::{RowError, RowResult, Sink, WarehouseRow};
-use fluxgate::store::{DeliveryOutcome, OutboxStatus, Store};
+use fluxgate::store::{DeliveryLog, DeliveryOutcome, OutboxStatus};
 
 pub use http_trigger::{router, service};
 
@@ -40,14 +40,15 @@ pub enum Verdict {
 
 #[derive(Clone)]
 pub struct Worker {
-    store: Arc<dyn Store>,
+    /// Reads where delivered events stand and records the verdicts on them.
+    store: Arc<dyn DeliveryLog>,
     sink: Arc<dyn Sink>,
     config: Arc<WorkerConfig>,
     push_stats: Arc<pubsub_push::PushStats>,
 }
 
 impl Worker {
-    pub fn new(store: Arc<dyn Store>, sink: Arc<dyn Sink>, config: WorkerConfig) -> Self {
+    pub fn new(store: Arc<dyn DeliveryLog>, sink: Arc<dyn Sink>, config: WorkerConfig) -> Self {
         Self {
             store,
             sink,
