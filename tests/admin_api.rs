@@ -156,7 +156,6 @@ async fn replay_by_filter_counts_on_a_dry_run_and_moves_otherwise() {
     let app = replay_app(store.clone(), None).await;
     let summary = |store: Arc<dyn Store>| async move {
         store
-            .admin()
             .status_counts(&Default::default())
             .await
             .expect("counts")

@@ -1,9 +1,9 @@
 //! The database URL from AWS Secrets Manager (moto, started by `scripts/test.sh`), proven by
 //! connecting to the real test databases with what the secret resolves to.
 
-use fluxgate::config::DatabaseConfig;
 use fluxgate::secrets::{SecretsManager, database_url_with};
 use fluxgate::store;
+use fluxgate::store::DatabaseConfig;
 use fluxgate_tests::aws::{create_secret, moto_config};
 use fluxgate_tests::{DbKind, MYSQL_URL_ENV, TestDb, database_config};
 use sqlx::{AssertSqlSafe, Connection, Executor, MySqlConnection};

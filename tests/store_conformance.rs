@@ -1147,7 +1147,7 @@ mod cases {
 
     pub async fn admin_counts_lag_latency_and_throughput_from_known_rows(db: &TestDb) {
         let store = db.store.as_ref();
-        let admin = store.admin();
+        let admin = store;
         let base = fluxgate::now() - TimeDelta::hours(2);
         known_rows(store, base).await;
 
@@ -1257,7 +1257,7 @@ mod cases {
 
     pub async fn admin_failed_listing_is_paginated_with_last_error(db: &TestDb) {
         let store = db.store.as_ref();
-        let admin = store.admin();
+        let admin = store;
         let base = fluxgate::now() - TimeDelta::hours(2);
         known_rows(store, base).await;
         let (items, total) = admin.failed_events(Some(T), 0, 10).await.expect("failed");
@@ -1290,7 +1290,7 @@ mod cases {
 
     pub async fn admin_replay_one_event(db: &TestDb) {
         let store = db.store.as_ref();
-        let admin = store.admin();
+        let admin = store;
         let base = fluxgate::now() - TimeDelta::hours(2);
         known_rows(store, base).await;
         let now = fluxgate::now();
@@ -1357,7 +1357,7 @@ mod cases {
 
     pub async fn admin_replay_by_filter_dry_run_and_batches(db: &TestDb) {
         let store = db.store.as_ref();
-        let admin = store.admin();
+        let admin = store;
         let base = fluxgate::now() - TimeDelta::hours(2);
         // 600 DEAD events of T (more than one replay batch), 1 FAILED of T, 1 DEAD of tenant-b.
         let events: Vec<Event> = (0..600)

@@ -19,7 +19,7 @@ use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
 use crate::error::{Error, Result};
-use crate::store::Store;
+use crate::store::Readiness;
 
 pub const CORRELATION_ID: HeaderName = HeaderName::from_static("x-correlation-id");
 
@@ -206,7 +206,7 @@ pub fn with_observability(router: Router) -> Router {
 }
 
 /// `GET /healthz` (the process answers) and `GET /readyz` (the database answers too).
-pub fn health_routes(store: Arc<dyn Store>) -> Router {
+pub fn health_routes(store: Arc<dyn Readiness>) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -222,7 +222,7 @@ pub(crate) async fn healthz() -> &'static str {
 #[utoipa::path(get, path = "/readyz", tag = "meta", responses(
     (status = 200, description = "The process and its database answer", body = String),
     (status = 503, description = "The database does not answer", content_type = "application/problem+json")))]
-pub(crate) async fn readyz(State(store): State<Arc<dyn Store>>) -> impl IntoResponse {
+pub(crate) async fn readyz(State(store): State<Arc<dyn Readiness>>) -> impl IntoResponse {
     match store.ping().await {
         Ok(()) => (StatusCode::OK, "ready").into_response(),
         Err(e) => e.into_response(),

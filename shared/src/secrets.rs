@@ -12,8 +12,8 @@ use aws_sdk_secretsmanager::error::{DisplayErrorContext, SdkError};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use serde_json::{Map, Value};
 
-use crate::config::DatabaseConfig;
 use crate::error::{Error, Result};
+use crate::store::DatabaseConfig;
 
 /// A secret value. Read it with [`SecretString::expose`] where it is used, and nowhere else.
 #[derive(Clone, PartialEq, Eq)]

@@ -1,12 +1,9 @@
-//! Who a request acts for, resolved in one place: the [`TenantScope`] extractor.
+//! Who a request acts for: the [`TenantScope`], a plain value.
 //!
 //! Handlers never look at credentials; they ask the scope. Authentication (API keys, admin
-//! keys, platform IAM) decides which scope a request gets.
+//! keys, platform IAM) decides which scope a request gets, in one place: the extractor in
+//! `auth` (`crate::auth::extract`), next to the authenticator it asks.
 
-use axum::extract::{FromRef, FromRequestParts};
-use axum::http::request::Parts;
-
-use crate::auth::Authenticator;
 use crate::error::{Error, FieldError};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,23 +59,6 @@ impl TenantScope {
             Self::Open | Self::Admin => Ok(()),
             Self::Tenant(_) => Err(Error::Forbidden("this endpoint needs an admin key".into())),
         }
-    }
-}
-
-/// The one place requests are authenticated: a handler that takes a `TenantScope` gets the
-/// caller's scope, or the request is answered 401 before the handler runs. The state of a
-/// router must hand out its [`Authenticator`] (`impl FromRef<State> for Authenticator`).
-impl<S> FromRequestParts<S> for TenantScope
-where
-    S: Send + Sync,
-    Authenticator: FromRef<S>,
-{
-    type Rejection = Error;
-
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        Authenticator::from_ref(state)
-            .authenticate(&parts.headers)
-            .await
     }
 }
 

@@ -110,7 +110,7 @@ async fn bench(kind: DbKind, rows: u64) {
         started.elapsed().as_secs_f64()
     );
     let store: &dyn Store = db.store.as_ref();
-    let admin = store.admin();
+    let admin = store;
     let now = fluxgate::now();
     let tenant = OutboxFilter {
         tenant_id: Some("tenant-7".into()),

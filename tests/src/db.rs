@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, Command, FromArgMatches};
-use fluxgate::config::DatabaseConfig;
+use fluxgate::store::DatabaseConfig;
 use fluxgate::store::{self, Store};
 use sqlx::{AssertSqlSafe, Connection, Executor, MySqlConnection, PgConnection};
 use tempfile::TempDir;

@@ -21,7 +21,7 @@ use fluxgate::error::{Error, Result};
 use fluxgate::event::{Event, EventInput, EventKey};
 use fluxgate::http::{self as fhttp, BodyFormat, CorrelationId};
 use fluxgate::runtime::{ApiConfig, Function};
-use fluxgate::store::{InsertOutcome, OutboxState, OutboxStatus, Store};
+use fluxgate::store::{EventWriter, InsertOutcome, OutboxState, OutboxStatus};
 use fluxgate::tenant::TenantScope;
 use utoipa::OpenApi;
 
@@ -44,7 +44,8 @@ pub async fn function(config: Config) -> Result<Function> {
 
 #[derive(Clone)]
 pub struct IngestState {
-    pub store: Arc<dyn Store>,
+    /// Only what ingest does with the store: write events and read one back.
+    pub store: Arc<dyn EventWriter>,
     pub limits: Arc<Limits>,
     /// Who may write and read which tenant's events (the `TenantScope` extractor asks it).
     pub auth: Authenticator,
@@ -84,7 +85,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 }
 
 /// ingest as a whole service: routes, health checks, correlation ids, problem+json 404s.
-pub fn service(store: Arc<dyn Store>, limits: Limits, auth: Authenticator) -> Router {
+pub fn service(store: Arc<dyn EventWriter>, limits: Limits, auth: Authenticator) -> Router {
     let state = IngestState {
         store: store.clone(),
         limits: Arc::new(limits),

@@ -29,13 +29,13 @@ use tokio_util::task::TaskTracker;
 
 use fluxgate::api;
 use fluxgate::auth::{AuthConfig, AuthMode, Authenticator};
-use fluxgate::config::{DatabaseConfig, DrainConfig, Limits, WorkerConfig, parse_duration};
+use fluxgate::config::{DrainConfig, Limits, WorkerConfig, parse_duration};
 use fluxgate::dead_letters::DeadLetters;
 use fluxgate::error::Result;
 use fluxgate::http as fhttp;
 use fluxgate::queue::{InMemoryQueue, InMemoryQueueConfig};
 use fluxgate::sink::LocalFileSink;
-use fluxgate::store::{self, Store};
+use fluxgate::store::{self, DatabaseConfig, Store};
 use fluxgate_outbox_drain::Drain;
 use fluxgate_worker::Worker;
 

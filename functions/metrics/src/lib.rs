@@ -27,7 +27,8 @@ use fluxgate::http as fhttp;
 use fluxgate::query::{QueryParams, check_range};
 use fluxgate::runtime::{ApiConfig, Function};
 use fluxgate::store::{
-    FailedEvent, Latency, OutboxFilter, OutboxStatus, StatusCounts, Store, Throughput, TypeCount,
+    FailedEvent, Latency, OutboxFilter, OutboxMetrics, OutboxStatus, StatusCounts, Throughput,
+    TypeCount,
 };
 use fluxgate::tenant::TenantScope;
 
@@ -58,7 +59,7 @@ pub async fn function(config: Config) -> Result<Function> {
 
 #[derive(Clone)]
 pub struct MetricsState {
-    pub store: Arc<dyn Store>,
+    pub store: Arc<dyn OutboxMetrics>,
     /// Who may read which tenant's figures (the `TenantScope` extractor asks it).
     pub auth: Authenticator,
 }
@@ -98,7 +99,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 }
 
 /// metrics as a whole service: routes, health checks, `/openapi.json`, problem+json 404s.
-pub fn service(store: Arc<dyn Store>, auth: Authenticator) -> Router {
+pub fn service(store: Arc<dyn OutboxMetrics>, auth: Authenticator) -> Router {
     fhttp::with_observability(
         router(MetricsState {
             store: store.clone(),
@@ -140,7 +141,7 @@ pub async fn summary(
 ) -> Result<Json<Summary>> {
     let query = QueryParams::parse(raw.as_deref(), &["tenantId", "from", "to"])?;
     let filter = outbox_filter(&scope, &query)?;
-    let counts = state.store.admin().status_counts(&filter).await?;
+    let counts = state.store.status_counts(&filter).await?;
     Ok(Json(Summary::new(&filter, counts)))
 }
 
@@ -201,7 +202,6 @@ pub async fn failed_events(
     let limit = query.number("limit", 1, MAX_PAGE_SIZE, DEFAULT_PAGE_SIZE)?;
     let (items, total) = state
         .store
-        .admin()
         .failed_events(tenant.as_deref(), (page - 1) * limit, limit as u32)
         .await?;
     Ok(Json(FailedPage {

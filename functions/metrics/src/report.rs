@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use fluxgate::error::Result;
-use fluxgate::store::{Latency, OutboxFilter, StatusCounts, Store, Throughput, TypeCount};
+use fluxgate::store::{Latency, OutboxFilter, OutboxMetrics, StatusCounts, Throughput, TypeCount};
 
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -47,18 +47,17 @@ pub struct LatencyReport {
 
 /// Gathers the report; `window` is the latency window ending at `now`.
 pub async fn collect(
-    store: &dyn Store,
+    store: &dyn OutboxMetrics,
     filter: &OutboxFilter,
     window: TimeDelta,
     now: DateTime<Utc>,
 ) -> Result<MetricsReport> {
-    let admin = store.admin();
     let tenant = filter.tenant_id.as_deref();
-    let by_status = admin.status_counts(filter).await?;
-    let by_type = admin.type_counts(filter).await?;
-    let oldest_pending_at = admin.oldest_pending(tenant).await?;
-    let latency = admin.latency(tenant, now - window, now).await?;
-    let throughput = admin.throughput(tenant, now).await?;
+    let by_status = store.status_counts(filter).await?;
+    let by_type = store.type_counts(filter).await?;
+    let oldest_pending_at = store.oldest_pending(tenant).await?;
+    let latency = store.latency(tenant, now - window, now).await?;
+    let throughput = store.throughput(tenant, now).await?;
     let lag_seconds = oldest_pending_at
         .map(|oldest| ((now - oldest).num_milliseconds().max(0) as f64) / 1000.0)
         .unwrap_or(0.0);

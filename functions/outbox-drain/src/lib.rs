@@ -14,13 +14,13 @@ use axum::{Json, Router};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
-use fluxgate::config::{DatabaseConfig, DrainConfig, ServerConfig};
+use fluxgate::config::{DrainConfig, ServerConfig};
 use fluxgate::emf::{self, Figure};
 use fluxgate::error::{Error, Result};
 use fluxgate::http as fhttp;
 use fluxgate::queue::{self, Queue, QueueConfig, QueueKind};
 use fluxgate::runtime::{self, Function, Invocation, open_store};
-use fluxgate::store::{ClaimRequest, Store};
+use fluxgate::store::{ClaimRequest, DatabaseConfig, OutboxClaims};
 
 pub use publish::retry_for;
 
@@ -119,7 +119,8 @@ fn lag_figure(lag_seconds: Option<f64>) -> Option<Figure> {
 
 #[derive(Clone)]
 pub struct Drain {
-    store: Arc<dyn Store>,
+    /// Claims and settles outbox rows, and reads the lag for the run's metrics.
+    store: Arc<dyn OutboxClaims>,
     queue: Arc<dyn Queue>,
     config: Arc<DrainConfig>,
     /// Cancelled on SIGTERM: no new round starts, the one in flight settles what it published.
@@ -146,7 +147,7 @@ impl Drain {
         Ok(Self::new(open_store(database).await?, queue, config))
     }
 
-    pub fn new(store: Arc<dyn Store>, queue: Arc<dyn Queue>, config: DrainConfig) -> Self {
+    pub fn new(store: Arc<dyn OutboxClaims>, queue: Arc<dyn Queue>, config: DrainConfig) -> Self {
         Self {
             store,
             queue,
@@ -225,7 +226,7 @@ impl Drain {
     /// The age of the oldest PENDING event, for the outbox-lag alarm; `None` when the database
     /// cannot say (the run's own error is what gets reported then).
     pub async fn outbox_lag_seconds(&self) -> Option<f64> {
-        match self.store.admin().oldest_pending(None).await {
+        match self.store.oldest_pending(None).await {
             Ok(oldest) => Some(
                 oldest
                     .map(|at| (fluxgate::now() - at).num_milliseconds().max(0) as f64 / 1000.0)

@@ -23,7 +23,9 @@ use fluxgate::http as fhttp;
 use fluxgate::query::check_range;
 use fluxgate::queue::QueueConfig;
 use fluxgate::runtime::{ApiConfig, Function};
-use fluxgate::store::{OutboxFilter, OutboxStatus, REPLAYABLE, ReplayFilter, ReplayOne, Store};
+use fluxgate::store::{
+    OutboxFilter, OutboxReplay, OutboxStatus, REPLAYABLE, ReplayFilter, ReplayOne,
+};
 use fluxgate::tenant::TenantScope;
 
 /// Most rows one `POST /v1/replay` moves; larger replays are several requests.
@@ -63,7 +65,7 @@ pub async fn function(config: Config) -> Result<Function> {
 
 #[derive(Clone)]
 pub struct ReplayState {
-    pub store: Arc<dyn Store>,
+    pub store: Arc<dyn OutboxReplay>,
     /// The queue's dead letters; `None` where this process cannot reach them.
     pub dead_letters: Option<Arc<dyn DeadLetters>>,
     /// Who may replay which tenant's events (the `TenantScope` extractor asks it).
@@ -105,7 +107,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 
 /// replay as a whole service: routes, health checks, `/openapi.json`, problem+json 404s.
 pub fn service(
-    store: Arc<dyn Store>,
+    store: Arc<dyn OutboxReplay>,
     dead_letters: Option<Arc<dyn DeadLetters>>,
     auth: Authenticator,
 ) -> Router {
@@ -161,7 +163,6 @@ pub async fn replay_event(
     };
     let outcome = state
         .store
-        .admin()
         .replay_event(&key, &requested_by(&scope), fluxgate::now())
         .await?;
     match outcome {
@@ -270,11 +271,11 @@ pub async fn replay_matching(
     scope.require_admin()?;
     let request: ReplayRequest = read_json(&headers, body).await?.unwrap_or_default();
     let (filter, dry_run) = request.into_filter()?;
-    let admin = state.store.admin();
     let replayed = if dry_run {
-        admin.count_replayable(&filter).await?
+        state.store.count_replayable(&filter).await?
     } else {
-        admin
+        state
+            .store
             .replay_matching(&filter, &requested_by(&scope), fluxgate::now())
             .await?
     };

@@ -13,12 +13,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use aws_lambda_events::event::sqs::SqsEvent;
 
-use fluxgate::config::{DatabaseConfig, ServerConfig, WorkerConfig};
+use fluxgate::config::{ServerConfig, WorkerConfig};
 use fluxgate::error::Result;
 use fluxgate::event::Event;
 use fluxgate::runtime::{Function, open_store};
 use fluxgate::sink::{self, RowError, RowResult, Sink, SinkConfig, WarehouseRow};
-use fluxgate::store::{DeliveryOutcome, OutboxStatus, Store};
+use fluxgate::store::{DatabaseConfig, DeliveryLog, DeliveryOutcome, OutboxStatus};
 
 pub use http_trigger::{router, service};
 
@@ -79,7 +79,8 @@ pub enum Verdict {
 
 #[derive(Clone)]
 pub struct Worker {
-    store: Arc<dyn Store>,
+    /// Reads where delivered events stand and records the verdicts on them.
+    store: Arc<dyn DeliveryLog>,
     sink: Arc<dyn Sink>,
     config: Arc<WorkerConfig>,
     stats: Arc<DeliveryStats>,
@@ -104,7 +105,7 @@ impl DeliveryStats {
 }
 
 impl Worker {
-    pub fn new(store: Arc<dyn Store>, sink: Arc<dyn Sink>, config: WorkerConfig) -> Self {
+    pub fn new(store: Arc<dyn DeliveryLog>, sink: Arc<dyn Sink>, config: WorkerConfig) -> Self {
         Self {
             store,
             sink,

@@ -1,7 +1,8 @@
 //! Who is calling: API keys of tenants, the admin key, or the platform's IAM in front.
 //!
-//! Authentication happens in one place, the [`crate::tenant::TenantScope`] extractor, which
-//! asks the function's [`Authenticator`]. Handlers only ever see the resulting scope.
+//! Authentication happens in one place, the [`crate::tenant::TenantScope`] extractor
+//! (`extract`), which asks the function's [`Authenticator`]. Handlers only ever see the
+//! resulting scope.
 //!
 //! Which functions authenticate: ingest and the admin functions (replay, metrics). The
 //! drain's and the worker's HTTP triggers are called by schedulers and queues (EventBridge,
@@ -9,6 +10,7 @@
 //! not by API keys.
 
 mod authenticator;
+mod extract;
 pub mod key;
 
 use std::fmt;

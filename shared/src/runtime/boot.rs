@@ -6,10 +6,10 @@ use std::sync::Arc;
 use clap::Args;
 
 use crate::auth::{AuthConfig, Authenticator};
-use crate::config::{DatabaseConfig, ServerConfig};
+use crate::config::ServerConfig;
 use crate::error::Result;
 use crate::secrets;
-use crate::store::{self, Store};
+use crate::store::{self, DatabaseConfig, Store};
 
 /// The store a function works on: the URL from `FLUXGATE_DATABASE_SECRET_ID` or
 /// `DATABASE_URL`, connected (and migrated) as `config` says.

@@ -1,7 +1,7 @@
 //! What the replay and metrics functions ask of the outbox: moving FAILED/DEAD events back to
-//! PENDING (recorded), and aggregations over the outbox. A narrow trait of its own, so the
-//! pipeline functions keep seeing only [`Store`](super::Store); implemented once over sqlx
-//! for every database, with the few spots where SQL differs behind [`Dialect`] hooks.
+//! PENDING (recorded, [`OutboxReplay`]), and aggregations over the outbox ([`OutboxMetrics`]).
+//! A trait for each, so each function holds only the queries it runs; implemented once over
+//! sqlx for every database, with the few spots where SQL differs behind [`Dialect`] hooks.
 //!
 //! Every aggregation is one SQL statement the database answers from an index (migration
 //! 0003), so it stays fast with millions of rows; nothing is counted in Rust.
@@ -13,9 +13,9 @@ use serde_json::{Map, Value};
 use sqlx::types::Json;
 use sqlx::{Database, Executor, FromRow, IntoArguments, QueryBuilder};
 
-use super::OutboxStatus;
 use super::rows::{self, Bind, KeyStatusRow, RowsAffected};
 use super::sql_store::{Dialect, SqlStore};
+use super::{OutboxLag, OutboxStatus, Readiness};
 use crate::error::Result;
 use crate::event::EventKey;
 
@@ -141,8 +141,9 @@ pub struct FailedEvent {
     pub last_replayed_at: Option<DateTime<Utc>>,
 }
 
+/// replay's role: FAILED and DEAD events back to PENDING, each move recorded.
 #[async_trait]
-pub trait OutboxAdmin: Send + Sync {
+pub trait OutboxReplay: Readiness {
     /// Moves one FAILED or DEAD event back to PENDING, due now, with its attempts reset, and
     /// records the replay (by `requested_by`) in the same transaction.
     async fn replay_event(
@@ -152,7 +153,7 @@ pub trait OutboxAdmin: Send + Sync {
         now: DateTime<Utc>,
     ) -> Result<ReplayOne>;
 
-    /// How many rows [`OutboxAdmin::replay_matching`] would move now (a dry run; writes nothing).
+    /// How many rows [`OutboxReplay::replay_matching`] would move now (a dry run; writes nothing).
     async fn count_replayable(&self, filter: &ReplayFilter) -> Result<u64>;
 
     /// Moves the rows of `filter` back to PENDING in transactions of at most [`REPLAY_BATCH`]
@@ -163,14 +164,15 @@ pub trait OutboxAdmin: Send + Sync {
         requested_by: &str,
         now: DateTime<Utc>,
     ) -> Result<u64>;
+}
 
+/// The metrics function's role: aggregations over the outbox, the lag among them.
+#[async_trait]
+pub trait OutboxMetrics: OutboxLag {
     async fn status_counts(&self, filter: &OutboxFilter) -> Result<StatusCounts>;
 
     /// Events per type, most frequent first (at most [`MAX_TYPES`]).
     async fn type_counts(&self, filter: &OutboxFilter) -> Result<Vec<TypeCount>>;
-
-    /// When the oldest PENDING event was received (the lag is `now` minus this).
-    async fn oldest_pending(&self, tenant_id: Option<&str>) -> Result<Option<DateTime<Utc>>>;
 
     /// Latency of the events that reached DONE in `since..=until`.
     async fn latency(
@@ -390,20 +392,13 @@ where
 }
 
 #[async_trait]
-impl<D: Dialect> OutboxAdmin for SqlStore<D>
+impl<D: Dialect> OutboxReplay for SqlStore<D>
 where
     for<'c> &'c mut <D::DB as Database>::Connection: Executor<'c, Database = D::DB>,
     for<'c> &'c sqlx::Pool<D::DB>: Executor<'c, Database = D::DB>,
     <D::DB as Database>::Arguments: IntoArguments<D::DB>,
     <D::DB as Database>::QueryResult: RowsAffected,
-    StatusCountRow: for<'r> FromRow<'r, <D::DB as Database>::Row>,
-    TypeCountRow: for<'r> FromRow<'r, <D::DB as Database>::Row>,
     CountRow: for<'r> FromRow<'r, <D::DB as Database>::Row>,
-    OldestRow: for<'r> FromRow<'r, <D::DB as Database>::Row>,
-    LatencyRow: for<'r> FromRow<'r, <D::DB as Database>::Row>,
-    MillisRow: for<'r> FromRow<'r, <D::DB as Database>::Row>,
-    ThroughputRow: for<'r> FromRow<'r, <D::DB as Database>::Row>,
-    FailedRow: for<'r> FromRow<'r, <D::DB as Database>::Row>,
     KeyRow: for<'r> FromRow<'r, <D::DB as Database>::Row>,
     KeyStatusRow: for<'r> FromRow<'r, <D::DB as Database>::Row>,
     String: Bind<D::DB>,
@@ -525,7 +520,25 @@ where
         tracing::info!(replay_id = %id, requested_by, moved = moved_total, "replay by filter");
         Ok(moved_total)
     }
+}
 
+#[async_trait]
+impl<D: Dialect> OutboxMetrics for SqlStore<D>
+where
+    for<'c> &'c sqlx::Pool<D::DB>: Executor<'c, Database = D::DB>,
+    <D::DB as Database>::Arguments: IntoArguments<D::DB>,
+    StatusCountRow: for<'r> FromRow<'r, <D::DB as Database>::Row>,
+    TypeCountRow: for<'r> FromRow<'r, <D::DB as Database>::Row>,
+    CountRow: for<'r> FromRow<'r, <D::DB as Database>::Row>,
+    LatencyRow: for<'r> FromRow<'r, <D::DB as Database>::Row>,
+    MillisRow: for<'r> FromRow<'r, <D::DB as Database>::Row>,
+    ThroughputRow: for<'r> FromRow<'r, <D::DB as Database>::Row>,
+    FailedRow: for<'r> FromRow<'r, <D::DB as Database>::Row>,
+    String: Bind<D::DB>,
+    i64: Bind<D::DB>,
+    DateTime<Utc>: Bind<D::DB>,
+    SqlStore<D>: OutboxLag,
+{
     async fn status_counts(&self, filter: &OutboxFilter) -> Result<StatusCounts> {
         let mut qb =
             QueryBuilder::<D::DB>::new("SELECT status, COUNT(*) AS n FROM outbox WHERE 1 = 1");
@@ -553,15 +566,6 @@ where
                 count: count(row.n),
             })
             .collect())
-    }
-
-    async fn oldest_pending(&self, tenant_id: Option<&str>) -> Result<Option<DateTime<Utc>>> {
-        let mut qb = QueryBuilder::<D::DB>::new(
-            "SELECT MIN(created_at) AS oldest FROM outbox WHERE status = 'PENDING'",
-        );
-        push_rows(&mut qb, "tenant_id", "created_at", &tenant_only(tenant_id));
-        let row: OldestRow = qb.build_query_as().fetch_one(self.pool()).await?;
-        Ok(row.oldest)
     }
 
     async fn latency(
@@ -677,5 +681,24 @@ where
             })
             .collect::<Result<Vec<_>>>()?;
         Ok((items, count(total.n)))
+    }
+}
+
+#[async_trait]
+impl<D: Dialect> OutboxLag for SqlStore<D>
+where
+    for<'c> &'c sqlx::Pool<D::DB>: Executor<'c, Database = D::DB>,
+    <D::DB as Database>::Arguments: IntoArguments<D::DB>,
+    OldestRow: for<'r> FromRow<'r, <D::DB as Database>::Row>,
+    String: Bind<D::DB>,
+    DateTime<Utc>: Bind<D::DB>,
+{
+    async fn oldest_pending(&self, tenant_id: Option<&str>) -> Result<Option<DateTime<Utc>>> {
+        let mut qb = QueryBuilder::<D::DB>::new(
+            "SELECT MIN(created_at) AS oldest FROM outbox WHERE status = 'PENDING'",
+        );
+        push_rows(&mut qb, "tenant_id", "created_at", &tenant_only(tenant_id));
+        let row: OldestRow = qb.build_query_as().fetch_one(self.pool()).await?;
+        Ok(row.oldest)
     }
 }

@@ -10,8 +10,9 @@ use sqlx::postgres::PgPoolOptions;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 
 use super::mysql::SESSION_SETUP;
-use super::{MySql, MySqlStore, Postgres, PostgresStore, Sqlite, SqliteStore, Store};
-use crate::config::DatabaseConfig;
+use super::{
+    DatabaseConfig, MySql, MySqlStore, Postgres, PostgresStore, Sqlite, SqliteStore, Store,
+};
 use crate::error::{Error, Result};
 
 /// Connects by the URL's scheme (`postgres://`, `postgresql://`, `mysql://`, `mariadb://`,

@@ -1,4 +1,6 @@
-//! Where events and their outbox rows live. One trait, one file per database.
+//! Where events and their outbox rows live. One trait per role a function plays (ingest writes
+//! events, the drain claims, the worker logs deliveries, replay and metrics administer), the
+//! umbrella [`Store`] over them all, and one file per database.
 //!
 //! Every method takes `now` from the caller instead of reading the database clock, so that
 //! the same rules hold on every database and tests can move time without sleeping.
@@ -6,6 +8,7 @@
 mod admin;
 mod api_keys;
 mod batch;
+mod config;
 mod connect;
 mod mysql;
 mod postgres;
@@ -26,11 +29,12 @@ use crate::error::Result;
 use crate::event::{Event, EventKey};
 
 pub use admin::{
-    FailedEvent, Latency, MAX_TYPES, OutboxAdmin, OutboxFilter, REPLAY_BATCH, REPLAYABLE,
-    ReplayFilter, ReplayOne, StatusCounts, Throughput, TypeCount,
+    FailedEvent, Latency, MAX_TYPES, OutboxFilter, OutboxMetrics, OutboxReplay, REPLAY_BATCH,
+    REPLAYABLE, ReplayFilter, ReplayOne, StatusCounts, Throughput, TypeCount,
 };
 pub use api_keys::{ActiveKey, ApiKeyInfo, ApiKeys, NewApiKey, TenantRecord};
 pub use batch::InsertOutcome;
+pub use config::DatabaseConfig;
 pub use connect::connect;
 pub use mysql::{MySql, MySqlClaimMode, MySqlClaimSetting, MySqlStore};
 pub use postgres::{Postgres, PostgresStore};
@@ -150,22 +154,16 @@ pub struct DeliveryOutcome {
     pub error: Option<String>,
 }
 
-/// Events and their outbox. Every store also keeps tenants and API keys ([`ApiKeys`], a
-/// supertrait rather than more methods here), so the one pool a function opens serves both,
-/// and `Arc<dyn Store>` upcasts to `Arc<dyn ApiKeys>` for code that needs keys only.
+/// A round trip to the database: what `/readyz` asks of a function's store. Every role below
+/// includes it, so a function that holds only its role can still say whether it is ready.
 #[async_trait]
-pub trait Store: ApiKeys + Send + Sync + 'static {
-    /// `postgres`, `mysql` or `sqlite`.
-    fn dialect(&self) -> &'static str;
-
-    /// The replay and metrics queries. A narrow trait of their own behind an accessor, rather
-    /// than more methods here or a supertrait: the pipeline functions keep seeing only what
-    /// they use, and other admin concerns (API keys) sit beside it the same way.
-    fn admin(&self) -> &dyn OutboxAdmin;
-
-    /// A round trip to the database (readiness).
+pub trait Readiness: Send + Sync + 'static {
     async fn ping(&self) -> Result<()>;
+}
 
+/// ingest's role: events go in, each with its outbox row, and one can be read back.
+#[async_trait]
+pub trait EventWriter: Readiness {
     /// Stores events that are new, each with its outbox row, all in one transaction, and
     /// tells for each input what happened. Idempotent per (tenant, event id): the same
     /// payload again is a duplicate and writes nothing; a different payload is a conflict.
@@ -181,7 +179,19 @@ pub trait Store: ApiKeys + Send + Sync + 'static {
     async fn insert_unique(&self, events: &[&Event]) -> Result<Vec<(bool, String)>>;
 
     async fn get_event(&self, key: &EventKey) -> Result<Option<StoredEvent>>;
+}
 
+/// How far behind the outbox is. Shared by the drain (its outbox-lag metric after each run)
+/// and the metrics function.
+#[async_trait]
+pub trait OutboxLag: Readiness {
+    /// When the oldest PENDING event was received (the lag is `now` minus this).
+    async fn oldest_pending(&self, tenant_id: Option<&str>) -> Result<Option<DateTime<Utc>>>;
+}
+
+/// The drain's role: lease due rows, then settle each as published or to be retried.
+#[async_trait]
+pub trait OutboxClaims: OutboxLag {
     /// Leases up to `limit` due PENDING rows to `owner`, oldest due first. Rows leased by a
     /// run whose lease has expired are due again.
     async fn claim_batch(&self, claim: &ClaimRequest) -> Result<Vec<ClaimedEvent>>;
@@ -201,7 +211,11 @@ pub trait Store: ApiKeys + Send + Sync + 'static {
         retries: &[PublishRetry],
         now: DateTime<Utc>,
     ) -> Result<u64>;
+}
 
+/// The worker's role: where each delivered event stands, and the verdicts on them.
+#[async_trait]
+pub trait DeliveryLog: Readiness {
     /// Current status of each key that exists.
     async fn statuses(&self, keys: &[EventKey]) -> Result<HashMap<EventKey, OutboxStatus>>;
 
@@ -209,8 +223,20 @@ pub trait Store: ApiKeys + Send + Sync + 'static {
     /// for an event already in the warehouse does not move it back.
     async fn record_outcomes(&self, outcomes: &[DeliveryOutcome], now: DateTime<Utc>)
     -> Result<()>;
+}
+
+/// Every role over one database: what [`connect`] opens. A function hands on only the role it
+/// plays (`Arc<dyn Store>` upcasts to `Arc<dyn DeliveryLog>` and the others), and the one pool
+/// serves them all, tenants and API keys included.
+#[async_trait]
+pub trait Store:
+    EventWriter + OutboxClaims + DeliveryLog + OutboxReplay + OutboxMetrics + ApiKeys
+{
+    /// `postgres`, `mysql` or `sqlite`.
+    fn dialect(&self) -> &'static str;
 
     /// Puts PUBLISHED and FAILED rows back to PENDING: for an in-process queue, whose messages
-    /// die with the process, this is what a real queue's visibility timeout does.
+    /// die with the process, this is what a real queue's visibility timeout does. Only `local`
+    /// runs one, and it plays every role, so this stays with the whole store.
     async fn requeue_undelivered(&self, now: DateTime<Utc>) -> Result<u64>;
 }

@@ -1,18 +1,16 @@
-//! The `Store` trait implemented once over sqlx, for every database. What really differs
+//! The store's roles implemented once over sqlx, for every database. What really differs
 //! between databases (migrations, insert-if-absent, claiming) is the [`Dialect`].
 
 use std::collections::HashMap;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use serde_json::{Map, Value};
-use sqlx::types::Json;
 use sqlx::{Connection, Database, Executor, FromRow, IntoArguments, Pool};
 
-use super::admin::OutboxAdmin;
-use super::rows::{self, Bind, ClaimedRow, KeyHashRow, KeyStatusRow, RowsAffected, StoredRow};
+use super::rows::{self, Bind, ClaimedRow, KeyStatusRow, RowsAffected, StoredRow};
 use super::{
-    ApiKeys, ClaimRequest, ClaimedEvent, DeliveryOutcome, OutboxStatus, PublishRetry, Store,
+    ApiKeys, ClaimRequest, ClaimedEvent, DeliveryLog, DeliveryOutcome, EventWriter, OutboxClaims,
+    OutboxLag, OutboxMetrics, OutboxReplay, OutboxStatus, PublishRetry, Readiness, Store,
     StoredEvent,
 };
 use crate::error::Result;
@@ -26,7 +24,7 @@ pub trait Dialect: Send + Sync + 'static {
 
     async fn migrate(&self, pool: &Pool<Self::DB>) -> Result<()>;
 
-    /// See [`Store::insert_unique`].
+    /// See [`EventWriter::insert_unique`].
     async fn insert_unique(
         &self,
         pool: &Pool<Self::DB>,
@@ -74,39 +72,46 @@ impl<D: Dialect> SqlStore<D> {
     }
 }
 
+// One impl per role, each bounded by only what its queries need of the database.
+
+#[async_trait]
+impl<D: Dialect> Readiness for SqlStore<D> {
+    async fn ping(&self) -> Result<()> {
+        self.pool.acquire().await?.ping().await?;
+        Ok(())
+    }
+}
+
 #[async_trait]
 impl<D: Dialect> Store for SqlStore<D>
 where
-    for<'c> &'c mut <D::DB as Database>::Connection: Executor<'c, Database = D::DB>,
     for<'c> &'c Pool<D::DB>: Executor<'c, Database = D::DB>,
     <D::DB as Database>::Arguments: IntoArguments<D::DB>,
     <D::DB as Database>::QueryResult: RowsAffected,
-    StoredRow: for<'r> FromRow<'r, <D::DB as Database>::Row>,
-    ClaimedRow: for<'r> FromRow<'r, <D::DB as Database>::Row>,
-    KeyHashRow: for<'r> FromRow<'r, <D::DB as Database>::Row>,
-    KeyStatusRow: for<'r> FromRow<'r, <D::DB as Database>::Row>,
-    String: Bind<D::DB>,
-    Option<String>: Bind<D::DB>,
-    i32: Bind<D::DB>,
     DateTime<Utc>: Bind<D::DB>,
-    Json<Map<String, Value>>: Bind<D::DB>,
-    Option<Json<Map<String, Value>>>: Bind<D::DB>,
-    SqlStore<D>: ApiKeys,
-    SqlStore<D>: OutboxAdmin,
+    SqlStore<D>: EventWriter + OutboxClaims + DeliveryLog + OutboxReplay + OutboxMetrics + ApiKeys,
 {
     fn dialect(&self) -> &'static str {
         self.dialect.name()
     }
 
-    fn admin(&self) -> &dyn OutboxAdmin {
-        self
+    async fn requeue_undelivered(&self, now: DateTime<Utc>) -> Result<u64> {
+        Ok(rows::requeue_undelivered::<D::DB>(now)
+            .build()
+            .execute(&self.pool)
+            .await?
+            .rows_affected())
     }
+}
 
-    async fn ping(&self) -> Result<()> {
-        self.pool.acquire().await?.ping().await?;
-        Ok(())
-    }
-
+#[async_trait]
+impl<D: Dialect> EventWriter for SqlStore<D>
+where
+    for<'c> &'c Pool<D::DB>: Executor<'c, Database = D::DB>,
+    <D::DB as Database>::Arguments: IntoArguments<D::DB>,
+    StoredRow: for<'r> FromRow<'r, <D::DB as Database>::Row>,
+    String: Bind<D::DB>,
+{
     async fn insert_unique(&self, events: &[&Event]) -> Result<Vec<(bool, String)>> {
         self.dialect.insert_unique(&self.pool, events).await
     }
@@ -118,7 +123,22 @@ where
             .await?;
         Ok(row.map(StoredEvent::try_from).transpose()?)
     }
+}
 
+#[async_trait]
+impl<D: Dialect> OutboxClaims for SqlStore<D>
+where
+    for<'c> &'c mut <D::DB as Database>::Connection: Executor<'c, Database = D::DB>,
+    for<'c> &'c Pool<D::DB>: Executor<'c, Database = D::DB>,
+    <D::DB as Database>::Arguments: IntoArguments<D::DB>,
+    <D::DB as Database>::QueryResult: RowsAffected,
+    ClaimedRow: for<'r> FromRow<'r, <D::DB as Database>::Row>,
+    String: Bind<D::DB>,
+    Option<String>: Bind<D::DB>,
+    i32: Bind<D::DB>,
+    DateTime<Utc>: Bind<D::DB>,
+    SqlStore<D>: OutboxLag,
+{
     async fn claim_batch(&self, claim: &ClaimRequest) -> Result<Vec<ClaimedEvent>> {
         let expires_at = claim.now + claim.lease_ttl;
         // A claim the database rolled back as a deadlock victim leased nothing, so it is
@@ -187,7 +207,19 @@ where
         })
         .await?)
     }
+}
 
+#[async_trait]
+impl<D: Dialect> DeliveryLog for SqlStore<D>
+where
+    for<'c> &'c mut <D::DB as Database>::Connection: Executor<'c, Database = D::DB>,
+    for<'c> &'c Pool<D::DB>: Executor<'c, Database = D::DB>,
+    <D::DB as Database>::Arguments: IntoArguments<D::DB>,
+    KeyStatusRow: for<'r> FromRow<'r, <D::DB as Database>::Row>,
+    String: Bind<D::DB>,
+    Option<String>: Bind<D::DB>,
+    DateTime<Utc>: Bind<D::DB>,
+{
     async fn statuses(&self, keys: &[EventKey]) -> Result<HashMap<EventKey, OutboxStatus>> {
         let mut found = HashMap::with_capacity(keys.len());
         for chunk in keys.chunks(rows::CHUNK) {
@@ -234,14 +266,6 @@ where
         })
         .await?;
         Ok(())
-    }
-
-    async fn requeue_undelivered(&self, now: DateTime<Utc>) -> Result<u64> {
-        Ok(rows::requeue_undelivered::<D::DB>(now)
-            .build()
-            .execute(&self.pool)
-            .await?
-            .rows_affected())
     }
 }
 
