@@ -112,6 +112,9 @@ main() {
     cargo fmt --all -- --check
     step "Lints: cargo clippy --workspace --all-targets -- -D warnings"
     cargo clippy --workspace --all-targets -- -D warnings
+    # The common crate's modules import each other in one direction only (docs/ARCHITECTURE.md).
+    step "Lints: no import circle in shared/src"
+    python3 scripts/lib/module_cycles.py shared/src >/dev/null
   fi
   # The AWS SAM template, offline (cfn-lint from the venv): any error or warning fails here.
   step "Template: cfn-lint template.yaml"

@@ -512,7 +512,7 @@ async fn in_memory_dead_letters_are_redriven_to_the_queue() {
     let again = queue.receive(10, Duration::ZERO).await;
     let mut ids: Vec<String> = again
         .iter()
-        .map(|d| d.message.key.event_id.clone())
+        .map(|d| d.message.keys[0].event_id.clone())
         .collect();
     ids.sort();
     assert_eq!(ids, ["m0", "m1", "m2"]);

@@ -56,8 +56,16 @@ async fn statuses(store: &dyn Store, events: &[Event]) -> HashMap<EventKey, Outb
     store.statuses(&keys).await.expect("statuses")
 }
 
-fn decoded(message: &PublishedMessage) -> Event {
-    serde_json::from_slice(&message.data).expect("a published message carries the whole event")
+/// The events a published message carries (packed, whole).
+fn decoded(message: &PublishedMessage) -> Vec<Event> {
+    fluxgate_tests::carried_by(&message.data).expect("a published message carries whole events")
+}
+
+/// The one event of a message the drain published one event per message.
+fn decoded_one(message: &PublishedMessage) -> Event {
+    let mut events = decoded(message);
+    assert_eq!(events.len(), 1, "one event per message here");
+    events.remove(0)
 }
 
 #[tokio::test]
@@ -73,6 +81,8 @@ async fn the_drain_publishes_in_batches_with_attributes_through_the_real_client(
         pubsub_queue(&server, 40).await,
         DrainConfig {
             drain_batch_size: 100,
+            // One event per message: this is about the client's batching of messages.
+            pack_max_events: 1,
             ..DrainConfig::default()
         },
     );
@@ -104,11 +114,13 @@ async fn the_drain_publishes_in_batches_with_attributes_through_the_real_client(
 
     let published = server.published();
     assert_eq!(published.len(), 250);
-    let by_id: HashMap<String, &PublishedMessage> =
-        published.iter().map(|m| (decoded(m).event_id, m)).collect();
+    let by_id: HashMap<String, &PublishedMessage> = published
+        .iter()
+        .map(|m| (decoded_one(m).event_id, m))
+        .collect();
     for (i, sent) in events.iter().enumerate() {
         let message = by_id[&sent.event_id];
-        assert_eq!(&decoded(message), sent);
+        assert_eq!(&decoded_one(message), sent);
         assert_eq!(
             message.attributes,
             HashMap::from([
@@ -148,6 +160,8 @@ async fn a_failed_publish_reschedules_only_the_messages_it_carried_with_backoff(
         DrainConfig {
             drain_batch_size: 30,
             retry_backoff: fluxgate::config::parse_schedule("7m").expect("schedule"),
+            // One event per message, so a request carries several and only its own fail.
+            pack_max_events: 1,
             ..DrainConfig::default()
         },
     );
@@ -159,11 +173,8 @@ async fn a_failed_publish_reschedules_only_the_messages_it_carried_with_backoff(
         .iter()
         .filter(|r| r.outcome.is_err())
         .flat_map(|r| r.message_data.iter())
-        .map(|data| {
-            serde_json::from_slice::<Event>(data)
-                .expect("event")
-                .event_id
-        })
+        .flat_map(|data| fluxgate_tests::carried_by(data).expect("events"))
+        .map(|event| event.event_id)
         .collect();
     assert!(failed.contains("e0015"));
     assert!(
@@ -178,7 +189,7 @@ async fn a_failed_publish_reschedules_only_the_messages_it_carried_with_backoff(
     let published: HashSet<String> = server
         .published()
         .iter()
-        .map(|m| decoded(m).event_id)
+        .map(|m| decoded_one(m).event_id)
         .collect();
     for sent in &events {
         let stored = db
@@ -687,8 +698,9 @@ async fn end_to_end(warehouse: Warehouse) {
     assert_eq!(summary["published"], 41, "{summary}");
 
     // 3. the push subscription: each published message to the worker, as Pub/Sub posts it.
+    // One message per tenant: the 40 events of acme packed together, beta's alone.
     let published = server.published();
-    assert_eq!(published.len(), 41);
+    assert_eq!(published.len(), 2);
     let single = published
         .iter()
         .find(|m| m.attributes.get("tenantId").map(String::as_str) == Some("beta"))
@@ -704,12 +716,27 @@ async fn end_to_end(warehouse: Warehouse) {
             retried.push(message);
         }
     }
-    assert_eq!(retried.len(), 1, "the flaky row asks for redelivery");
-    let flaky: Event = decoded(retried[0]);
     assert_eq!(
-        status_of(db.store.as_ref(), &flaky).await,
-        OutboxStatus::Failed
+        retried.len(),
+        1,
+        "the pack with the flaky row asks for redelivery"
     );
+    let pack = decoded(retried[0]);
+    assert_eq!(pack.len(), 40);
+    for event in &pack {
+        let want = if event.event_type == "order.flaky" {
+            OutboxStatus::Failed
+        } else {
+            OutboxStatus::Done
+        };
+        // Each event of a pack is settled on its own: the others are loaded already.
+        assert_eq!(
+            status_of(db.store.as_ref(), event).await,
+            want,
+            "{}",
+            event.event_id
+        );
+    }
     // Pub/Sub redelivers after its backoff; the warehouse has recovered meanwhile. And a
     // duplicate delivery of an already loaded message changes nothing.
     worker.sink.heal();
@@ -725,8 +752,7 @@ async fn end_to_end(warehouse: Warehouse) {
     // 4. the warehouse holds exactly the events, and the outbox says DONE.
     let rows = worker.rows().await;
     assert_eq!(rows.len(), 41);
-    for message in &published {
-        let sent = decoded(message);
+    for sent in published.iter().flat_map(decoded) {
         let stored = db
             .store
             .get_event(&sent.key())
@@ -758,7 +784,7 @@ async fn end_to_end(warehouse: Warehouse) {
     }
     let statuses = statuses(
         db.store.as_ref(),
-        &published.iter().map(decoded).collect::<Vec<_>>(),
+        &published.iter().flat_map(decoded).collect::<Vec<_>>(),
     )
     .await;
     assert!(statuses.values().all(|s| *s == OutboxStatus::Done));
@@ -821,5 +847,6 @@ async fn a_stop_during_a_publish_settles_that_round_and_leaves_the_rest_claimabl
         DrainConfig::default(),
     );
     assert_eq!(next.run(far_deadline()).await.expect("drain").published, 20);
-    assert_eq!(server.published().len(), 30);
+    let carried: Vec<Event> = server.published().iter().flat_map(decoded).collect();
+    assert_eq!(carried.len(), 30, "each event published once");
 }

@@ -73,13 +73,16 @@ fn messages_of(events: &[Event]) -> Vec<QueueMessage> {
 }
 
 /// Received messages by the event id their body carries.
+/// Each event the messages carry (one per message, or a pack), by its id, with its message.
 fn by_event_id(received: &[Message]) -> HashMap<String, (Event, &Message)> {
     received
         .iter()
-        .map(|message| {
+        .flat_map(|message| {
             let body = message.body().expect("a message body");
-            let event: Event = serde_json::from_str(body).expect("the body is an event");
-            (event.event_id.clone(), (event, message))
+            let events = fluxgate_tests::carried_by(body.as_bytes()).expect("events");
+            events
+                .into_iter()
+                .map(move |event| (event.event_id.clone(), (event, message)))
         })
         .collect()
 }
@@ -229,7 +232,11 @@ async fn the_drain_publishes_postgres_rows_to_sqs_and_marks_them_published() {
     assert_eq!(summary.published, 30);
     assert_eq!(summary.retried, 0);
     assert_eq!(summary.stopped_by, StoppedBy::Empty);
-    assert_eq!(requests.sizes(), [10, 10, 10]);
+    assert_eq!(
+        requests.sizes(),
+        [1],
+        "30 events of one tenant: one pack, one request"
+    );
 
     let keys: Vec<_> = events.iter().map(Event::key).collect();
     let statuses = db.store.statuses(&keys).await.expect("statuses");

@@ -29,6 +29,7 @@ macro_rules! conformance {
                 done_is_final,
                 statuses_of_existing_keys,
                 requeue_undelivered_keeps_final_rows,
+                release_leases_frees_every_pending_claim,
                 empty_and_unknown_inputs,
                 large_batches_cross_chunk_boundaries,
                 admin_counts_lag_latency_and_throughput_from_known_rows,
@@ -936,6 +937,35 @@ mod cases {
         .into_iter()
         .collect();
         assert_eq!(got, expected);
+    }
+
+    /// The one drain of a database, restarted after a crash, takes back its predecessor's
+    /// claims at once instead of after the lease TTL; final rows stay as they are.
+    pub async fn release_leases_frees_every_pending_claim(db: &TestDb) {
+        let store = db.store.as_ref();
+        let t0 = fluxgate::now();
+        let events: Vec<Event> = ["a", "b", "c", "done"]
+            .iter()
+            .map(|id| variant(id, 1, t0))
+            .collect();
+        insert(store, &events).await;
+        let crashed = claim(store, "crashed-drain", 4, t0).await;
+        assert_eq!(crashed.len(), 4);
+        let done = [key(T, "done")];
+        store
+            .mark_published("crashed-drain", &done, t0)
+            .await
+            .expect("publish");
+        record(store, &[outcome(&done[0], Done, None)], t0).await;
+        assert!(
+            claim(store, "next-drain", 10, t0).await.is_empty(),
+            "leased"
+        );
+
+        assert_eq!(store.release_leases(t0).await.expect("release"), 3);
+        let next = claim(store, "next-drain", 10, t0).await;
+        assert_eq!(claimed_ids(&next), id_set(&["a", "b", "c"]));
+        assert_eq!(status(store, &done[0]).await, Done);
     }
 
     pub async fn requeue_undelivered_keeps_final_rows(db: &TestDb) {

@@ -92,7 +92,7 @@ impl Default for Limits {
 #[derive(Debug, Clone, Args)]
 pub struct DrainConfig {
     /// Rows claimed per round.
-    #[arg(long, env = "FLUXGATE_DRAIN_BATCH_SIZE", default_value_t = 100)]
+    #[arg(long, env = "FLUXGATE_DRAIN_BATCH_SIZE", default_value_t = 500)]
     pub drain_batch_size: u32,
     /// How long a claim holds before another run may take the rows (a crashed run's claims
     /// come back after this).
@@ -111,17 +111,33 @@ pub struct DrainConfig {
     /// Failed publishes after which an event is DEAD.
     #[arg(long, env = "FLUXGATE_MAX_ATTEMPTS", default_value_t = 5)]
     pub max_attempts: u32,
+    /// Most events in one queue message (a pack of one tenant's events).
+    #[arg(long, env = "FLUXGATE_PACK_MAX_EVENTS", default_value_t = DrainConfig::PACK_MAX_EVENTS)]
+    pub pack_max_events: usize,
+    /// Largest queue message body, in bytes; the queue's own limit caps it further (SQS
+    /// 256 KiB, which every queue takes whatever its `MaximumMessageSize`; Pub/Sub 10 MB).
+    /// SQS bills each 64 KiB of a message as one request, so larger packs cost the same per
+    /// byte and less per event.
+    #[arg(long, env = "FLUXGATE_PACK_MAX_BYTES", default_value_t = DrainConfig::PACK_MAX_BYTES)]
+    pub pack_max_bytes: usize,
+}
+
+impl DrainConfig {
+    pub const PACK_MAX_EVENTS: usize = 500;
+    pub const PACK_MAX_BYTES: usize = 256 * 1024;
 }
 
 impl Default for DrainConfig {
     fn default() -> Self {
         Self {
-            drain_batch_size: 100,
+            drain_batch_size: 500,
             drain_lease_ttl: TimeDelta::minutes(2),
             drain_time_budget: TimeDelta::seconds(50),
             drain_deadline_margin: TimeDelta::seconds(5),
             retry_backoff: Schedule::default(),
             max_attempts: 5,
+            pack_max_events: Self::PACK_MAX_EVENTS,
+            pack_max_bytes: Self::PACK_MAX_BYTES,
         }
     }
 }

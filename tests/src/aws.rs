@@ -104,12 +104,14 @@ impl TestQueue {
         Self { client, url, name }
     }
 
-    /// Receives (and deletes) messages until `expected` have come or `within` has passed; the
-    /// messages carry all their attributes and their receive count.
+    /// Receives (and deletes) messages until they carry `expected` events (a pack counts its
+    /// events, any other message one) or `within` has passed; the messages carry all their
+    /// attributes and their receive count.
     pub async fn receive(&self, expected: usize, within: Duration) -> Vec<Message> {
         let deadline = Instant::now() + within;
         let mut received = Vec::new();
-        while received.len() < expected && Instant::now() < deadline {
+        let mut carried = 0;
+        while carried < expected && Instant::now() < deadline {
             let batch = self
                 .client
                 .receive_message()
@@ -135,6 +137,8 @@ impl TestQueue {
                             panic!("delete from {}: {}", self.name, DisplayErrorContext(&err))
                         });
                 }
+                carried += crate::events::carried_by(message.body().unwrap_or_default().as_bytes())
+                    .map_or(1, |events| events.len());
                 received.push(message.clone());
             }
         }

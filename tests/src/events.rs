@@ -76,6 +76,19 @@ pub fn claim_request(owner: &str, limit: u32, now: DateTime<Utc>) -> ClaimReques
     }
 }
 
+/// The events a queue message body carries: a pack, or one event (the format before packs).
+pub fn carried_by(body: &[u8]) -> fluxgate::Result<Vec<Event>> {
+    fluxgate::queue::pack::read_events(body)
+}
+
+/// Every event the messages carry, in order.
+pub fn unpack<'a>(bodies: impl IntoIterator<Item = &'a [u8]>) -> Vec<Event> {
+    bodies
+        .into_iter()
+        .flat_map(|body| carried_by(body).expect("a fluxgate message"))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -34,7 +34,7 @@ pub use db::{
     DbKind, MYSQL_URL_ENV, POSTGRES_URL_ENV, TEST_DB_ENV, TEST_DB_PREFIX, TestDb, database_config,
 };
 pub use events::{
-    EVENT_TYPE, LEASE_TTL, claim_request, event, event_at, event_with_payload, key, keys,
-    payload_hash,
+    EVENT_TYPE, LEASE_TTL, carried_by, claim_request, event, event_at, event_with_payload, key,
+    keys, payload_hash, unpack,
 };
 pub use files::files_under;

@@ -14,6 +14,7 @@
 
 pub mod cli;
 pub mod dev_key;
+pub mod eager;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -24,6 +25,7 @@ use std::time::Duration;
 use axum::Router;
 use clap::Parser;
 use tokio::net::TcpListener;
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -55,6 +57,13 @@ pub struct LocalConfig {
     /// Port of the HTTP API (0 picks a free one).
     #[arg(long, env = "PORT", default_value_t = 8080)]
     pub port: u16,
+    /// Run the drain as soon as ingest has stored new events (eager publish), besides every
+    /// `FLUXGATE_DRAIN_INTERVAL`.
+    #[arg(long, env = "FLUXGATE_EAGER_PUBLISH", default_value_t = true, action = clap::ArgAction::Set)]
+    pub eager_publish: bool,
+    /// Worker batches in flight at once.
+    #[arg(long, env = "FLUXGATE_LOCAL_CONSUMERS", default_value_t = 4)]
+    pub consumers: usize,
     /// How often the drain runs.
     #[arg(long, env = "FLUXGATE_DRAIN_INTERVAL", default_value = "1s", value_parser = parse_duration)]
     pub drain_interval: chrono::TimeDelta,
@@ -137,7 +146,10 @@ pub async fn run_on(
     tokio::fs::create_dir_all(&config.data_dir).await?;
     let url = config.database_url();
     let store = store::connect(&url, &config.database).await?;
-    let requeued = store.requeue_undelivered(fluxgate::now()).await?;
+    // This process is the one drain of its database (its queue lives in its memory), so
+    // what its predecessor claimed or handed to that queue is due again at once.
+    let now = fluxgate::now();
+    let requeued = store.requeue_undelivered(now).await? + store.release_leases(now).await?;
     if requeued > 0 {
         tracing::info!(
             requeued,
@@ -177,10 +189,12 @@ pub async fn run_on(
         .drain_interval
         .to_std()
         .unwrap_or(Duration::from_secs(1));
-    tasks.spawn(drain_loop(drain, interval, stop.clone()));
+    let stored = config.eager_publish.then(|| drain.wake_on());
+    tasks.spawn(drain_loop(drain, interval, stored, stop.clone()));
     tasks.spawn(fluxgate_worker::memory_trigger::consume(
         worker,
         queue,
+        config.consumers,
         stop.clone(),
     ));
     tasks.close();
@@ -212,7 +226,7 @@ pub fn app(
     auth: Authenticator,
 ) -> Router {
     let ingest = fluxgate_ingest::router(fluxgate_ingest::IngestState {
-        store: store.clone(),
+        store: Arc::new(eager::WakingWriter::new(store.clone(), drain.wake_on())),
         limits: Arc::new(limits),
         auth: auth.clone(),
     });
@@ -247,13 +261,24 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 }
 
 /// What a schedule does in the cloud: one drain run per tick.
-async fn drain_loop(drain: Drain, interval: Duration, stop: CancellationToken) {
+/// With eager publish, also as soon as ingest has stored new events (`stored`).
+async fn drain_loop(
+    drain: Drain,
+    interval: Duration,
+    stored: Option<Arc<Notify>>,
+    stop: CancellationToken,
+) {
     let mut ticks = tokio::time::interval(interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let woken = async |stored: &Option<Arc<Notify>>| match stored {
+        Some(stored) => stored.notified().await,
+        None => std::future::pending().await,
+    };
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = ticks.tick() => {}
+            _ = woken(&stored) => {}
         }
         // A run is not interrupted: what it claimed it also settles.
         match drain.run_with_budget().await {

@@ -125,6 +125,8 @@ pub struct Drain {
     config: Arc<DrainConfig>,
     /// Cancelled on SIGTERM: no new round starts, the one in flight settles what it published.
     stop: CancellationToken,
+    /// Woken when there is something to publish now (see [`Drain::wake_on`]).
+    wake: Arc<tokio::sync::Notify>,
 }
 
 impl Drain {
@@ -153,6 +155,7 @@ impl Drain {
             queue,
             config: Arc::new(config),
             stop: CancellationToken::new(),
+            wake: Arc::default(),
         }
     }
 
@@ -162,6 +165,12 @@ impl Drain {
     pub fn with_stop(mut self, stop: CancellationToken) -> Self {
         self.stop = stop;
         self
+    }
+
+    /// What wakes the process's drain loop early: ingest in the same process notifies it once
+    /// it has stored new events (eager publish), so they need not wait for the next tick.
+    pub fn wake_on(&self) -> Arc<tokio::sync::Notify> {
+        self.wake.clone()
     }
 
     pub fn config(&self) -> &DrainConfig {

@@ -3,8 +3,9 @@
 use chrono::{DateTime, Utc};
 
 use fluxgate::config::DrainConfig;
-use fluxgate::event::EventKey;
-use fluxgate::queue::{Queue, QueueMessage};
+use fluxgate::event::{Event, EventKey};
+use fluxgate::queue::Queue;
+use fluxgate::queue::pack::{PackLimits, Packed, pack};
 use fluxgate::store::{ClaimedEvent, OutboxStatus, PublishRetry};
 
 pub(crate) struct Settled {
@@ -12,8 +13,9 @@ pub(crate) struct Settled {
     pub retries: Vec<PublishRetry>,
 }
 
-/// Publishes in batches of the queue's size; a batch that fails as a whole fails each of its
-/// messages.
+/// Packs the claimed events into messages within the queue's and the configured limits, and
+/// publishes them in batches of the queue's size. Every event of a message shares its
+/// message's fate; a batch that fails as a whole fails each of its messages.
 pub(crate) async fn publish_claimed(
     queue: &dyn Queue,
     config: &DrainConfig,
@@ -24,35 +26,49 @@ pub(crate) async fn publish_claimed(
         published: Vec::with_capacity(claimed.len()),
         retries: Vec::new(),
     };
-    for chunk in claimed.chunks(queue.max_batch().max(1)) {
-        let mut messages = Vec::with_capacity(chunk.len());
-        let mut sendable = Vec::with_capacity(chunk.len());
-        for claimed in chunk {
-            match QueueMessage::from_event(&claimed.event) {
-                Ok(message) => {
-                    messages.push(message);
-                    sendable.push(claimed);
-                }
-                Err(e) => settled
+    let limits = PackLimits {
+        max_events: config.pack_max_events,
+        max_bytes: config.pack_max_bytes.min(queue.max_message_bytes()),
+    };
+    let events: Vec<&Event> = claimed.iter().map(|c| &c.event).collect();
+    let (mut members, mut messages) = (Vec::new(), Vec::new());
+    for packed in pack(&events, limits) {
+        match packed {
+            Packed::Message { events, message } => {
+                members.push(events);
+                messages.push(message);
+            }
+            Packed::Refused { event, reason } => {
+                settled
                     .retries
-                    .push(retry_for(claimed, config, now, e.to_string())),
+                    .push(retry_for(&claimed[event], config, now, reason));
             }
         }
-        let results = match queue.publish_batch(&messages).await {
+    }
+    let size = queue.max_batch().max(1);
+    for (batch, batch_members) in messages.chunks(size).zip(members.chunks(size)) {
+        let results = match queue.publish_batch(batch).await {
             Ok(results) => results,
-            Err(e) => vec![Err(e.to_string()); messages.len()],
+            Err(e) => vec![Err(e.to_string()); batch.len()],
         };
-        for (claimed, result) in sendable.into_iter().zip(results) {
+        for ((message, members), result) in batch.iter().zip(batch_members).zip(results) {
             match result {
-                Ok(()) => settled.published.push(claimed.event.key()),
+                Ok(()) => settled.published.extend(message.keys.iter().cloned()),
                 Err(error) => {
                     tracing::warn!(
-                        tenant_id = %claimed.event.tenant_id,
-                        event_id = %claimed.event.event_id,
+                        tenant_id = %message.attributes.tenant_id,
+                        events = members.len(),
                         %error,
                         "publish failed"
                     );
-                    settled.retries.push(retry_for(claimed, config, now, error));
+                    for member in members {
+                        settled.retries.push(retry_for(
+                            &claimed[*member],
+                            config,
+                            now,
+                            error.clone(),
+                        ));
+                    }
                 }
             }
         }

@@ -43,6 +43,12 @@ async fn count(db: &TestDb, events: &[Event], status: OutboxStatus) -> usize {
     statuses.values().filter(|s| **s == status).count()
 }
 
+/// Events in the messages the server took (the drain packs them).
+fn carried(server: &PubsubTestServer) -> usize {
+    let published = server.published();
+    fluxgate_tests::unpack(published.iter().map(|m| m.data.as_slice())).len()
+}
+
 async fn finish(command: Command) -> std::process::Output {
     let mut command = command;
     tokio::task::spawn_blocking(move || command.output().expect("run fluxgate-outbox-drain"))
@@ -72,7 +78,7 @@ async fn a_job_runs_once_and_its_exit_status_tells_whether_it_worked() {
         serde_json::from_str(line["summary"].as_str().expect("summary field")).expect("json");
     assert_eq!(summary["published"], 12, "{line}");
     assert_eq!(count(&db, &events, OutboxStatus::Published).await, 12);
-    assert_eq!(server.published().len(), 12);
+    assert_eq!(carried(&server), 12);
 
     // A topic that does not exist: nothing can be published, the job fails, nothing is lost.
     let more = seed(&db, "lost", 3).await;
@@ -125,5 +131,5 @@ async fn sigterm_during_a_job_settles_the_round_in_flight_and_leaves_the_rest() 
     assert!(stdout.contains("shutdown"), "{stdout}");
     assert_eq!(count(&db, &events, OutboxStatus::Published).await, 10);
     assert_eq!(count(&db, &events, OutboxStatus::Pending).await, 20);
-    assert_eq!(server.published().len(), 10);
+    assert_eq!(carried(&server), 10);
 }

@@ -61,7 +61,17 @@ async fn a_scheduled_invocation_publishes_the_outbox_to_sqs_and_reports_its_figu
         vec![OutboxStatus::Published; 25]
     );
     let received = queue.receive(25, Duration::from_secs(20)).await;
-    assert_eq!(received.len(), 25);
+    assert_eq!(
+        received.len(),
+        3,
+        "one message per round: the round's events, packed"
+    );
+    let carried = fluxgate_tests::unpack(
+        received
+            .iter()
+            .map(|m| m.body().unwrap_or_default().as_bytes()),
+    );
+    assert_eq!(carried, events, "every event, once, in order");
 
     // the metric line for the run, in the configured namespace
     let lines = metric_lines(&function.log_text());

@@ -15,7 +15,8 @@ use aws_lambda_events::event::sqs::SqsEvent;
 
 use fluxgate::config::{ServerConfig, WorkerConfig};
 use fluxgate::error::Result;
-use fluxgate::event::Event;
+use fluxgate::event::{Event, EventKey};
+use fluxgate::queue::pack;
 use fluxgate::runtime::{Function, open_store};
 use fluxgate::sink::{self, RowError, RowResult, Sink, SinkConfig, WarehouseRow};
 use fluxgate::store::{DatabaseConfig, DeliveryLog, DeliveryOutcome, OutboxStatus};
@@ -119,17 +120,35 @@ impl Worker {
         &self.stats
     }
 
-    /// Handles a batch and answers for each delivery, in order. `Err` means the outcomes could
-    /// not be recorded: retry the whole batch (the sink skips rows it already holds).
+    /// Handles a batch and answers for each delivery, in order. A delivery carries one event
+    /// or a pack of them ([`fluxgate::queue::pack`]); each event is settled on its own, and a
+    /// message is acknowledged once none of its events needs another delivery. `Err` means the
+    /// outcomes could not be recorded: retry the whole batch (the sink skips rows it already
+    /// holds, and DONE events are not written again).
     pub async fn process(&self, deliveries: &[Delivery]) -> Result<Vec<Verdict>> {
-        let mut verdicts: Vec<Option<Verdict>> = vec![None; deliveries.len()];
-        let mut events: Vec<(usize, Event)> = Vec::with_capacity(deliveries.len());
+        let mut verdicts: Vec<Verdict> = Vec::with_capacity(deliveries.len());
+        // Each event once, with the deliveries that carry it (a redelivered message and a
+        // newer one may both hold it): it is written once and its verdict counts for each.
+        let mut carried: HashMap<EventKey, (Event, Vec<usize>)> = HashMap::new();
+        let mut order: Vec<EventKey> = Vec::new();
         for (i, delivery) in deliveries.iter().enumerate() {
-            match serde_json::from_slice::<Event>(&delivery.body) {
-                Ok(event) => events.push((i, event)),
+            match pack::read_events(&delivery.body) {
+                Ok(events) => {
+                    verdicts.push(Verdict::Ack);
+                    for event in events {
+                        let key = event.key();
+                        match carried.get_mut(&key) {
+                            Some((_, by)) => by.push(i),
+                            None => {
+                                order.push(key.clone());
+                                carried.insert(key, (event, vec![i]));
+                            }
+                        }
+                    }
+                }
                 Err(e) => {
                     tracing::error!(message_id = %delivery.message_id, error = %e, "message body is not an event");
-                    verdicts[i] = Some(Verdict::Malformed(format!(
+                    verdicts.push(Verdict::Malformed(format!(
                         "message body is not an event: {e}"
                     )));
                 }
@@ -138,23 +157,19 @@ impl Worker {
 
         // Already in the warehouse: a redelivery. Acknowledge without writing again, so a
         // redelivered message never makes a second row, whatever the sink can de-duplicate.
-        let keys: Vec<_> = events.iter().map(|(_, e)| e.key()).collect();
-        let statuses = self.store.statuses(&keys).await?;
-        let mut to_write: Vec<(usize, Event)> = Vec::with_capacity(events.len());
-        for (i, event) in events {
-            if statuses.get(&event.key()) == Some(&OutboxStatus::Done) {
-                verdicts[i] = Some(Verdict::Ack);
-            } else {
-                to_write.push((i, event));
-            }
-        }
+        let statuses = self.store.statuses(&order).await?;
+        let to_write: Vec<&(Event, Vec<usize>)> = order
+            .iter()
+            .filter(|key| statuses.get(*key) != Some(&OutboxStatus::Done))
+            .filter_map(|key| carried.get(key))
+            .collect();
 
         let mut outcomes = Vec::with_capacity(to_write.len());
         if !to_write.is_empty() {
             let ingested_at = fluxgate::now();
             let rows: Vec<WarehouseRow> = to_write
                 .iter()
-                .map(|(_, e)| WarehouseRow::new(e, ingested_at))
+                .map(|(event, _)| WarehouseRow::new(event, ingested_at))
                 .collect();
             let results: Vec<RowResult> = match self.sink.write_rows(&rows).await {
                 Ok(results) => results,
@@ -163,19 +178,25 @@ impl Worker {
                     vec![Err(RowError::Transient(e.to_string())); rows.len()]
                 }
             };
-            for ((i, event), result) in to_write.iter().zip(results) {
-                let (status, error, verdict) = self.judge(&deliveries[*i], result);
+            for ((event, by), result) in to_write.into_iter().zip(results) {
+                // The most deliveries any carrier has seen decides whether this was the last.
+                let receive_count = by.iter().map(|i| deliveries[*i].receive_count).max();
+                let (status, error, retry) = self.judge(receive_count.unwrap_or(1), result);
                 if let Some(error) = &error {
                     tracing::warn!(
                         tenant_id = %event.tenant_id,
                         event_id = %event.event_id,
-                        receive_count = deliveries[*i].receive_count,
+                        receive_count,
                         %status,
                         %error,
                         "event not loaded"
                     );
                 }
-                verdicts[*i] = Some(verdict);
+                if retry {
+                    for i in by {
+                        verdicts[*i] = Verdict::Retry;
+                    }
+                }
                 outcomes.push(DeliveryOutcome {
                     key: event.key(),
                     status,
@@ -186,29 +207,21 @@ impl Worker {
         self.store
             .record_outcomes(&outcomes, fluxgate::now())
             .await?;
-        Ok(verdicts
-            .into_iter()
-            .map(|v| v.unwrap_or(Verdict::Retry))
-            .collect())
+        Ok(verdicts)
     }
 
-    fn judge(
-        &self,
-        delivery: &Delivery,
-        result: RowResult,
-    ) -> (OutboxStatus, Option<String>, Verdict) {
+    /// An event's outcome, and whether its message must be delivered again.
+    fn judge(&self, receive_count: u32, result: RowResult) -> (OutboxStatus, Option<String>, bool) {
         match result {
-            Ok(()) => (OutboxStatus::Done, None, Verdict::Ack),
+            Ok(()) => (OutboxStatus::Done, None, false),
             // The same row would be refused every time: record it and stop delivering it.
-            Err(RowError::Permanent(e)) => (OutboxStatus::Dead, Some(e), Verdict::Ack),
+            Err(RowError::Permanent(e)) => (OutboxStatus::Dead, Some(e), false),
             // The queue's last delivery: record DEAD now, then let the queue dead-letter it
             // (where replay can find it).
-            Err(RowError::Transient(e))
-                if delivery.receive_count >= self.config.max_receive_count =>
-            {
-                (OutboxStatus::Dead, Some(e), Verdict::Retry)
+            Err(RowError::Transient(e)) if receive_count >= self.config.max_receive_count => {
+                (OutboxStatus::Dead, Some(e), true)
             }
-            Err(RowError::Transient(e)) => (OutboxStatus::Failed, Some(e), Verdict::Retry),
+            Err(RowError::Transient(e)) => (OutboxStatus::Failed, Some(e), true),
         }
     }
 }

@@ -10,13 +10,30 @@ use fluxgate::queue::InMemoryQueue;
 
 use crate::{Delivery, Verdict, Worker};
 
-/// What the queue trigger does in the cloud: batches of up to 10 messages to the worker,
-/// acknowledged or retried with backoff by its verdicts.
-pub async fn consume(worker: Worker, queue: Arc<InMemoryQueue>, stop: CancellationToken) {
+/// Messages (packs of events) one consumer hands the worker at once.
+const MESSAGES_PER_BATCH: usize = 4;
+
+/// What the queue trigger does in the cloud: `consumers` loops side by side, each handing the
+/// worker batches of messages, acknowledged or retried with backoff by its verdicts. Several
+/// batches in flight keep the database and the warehouse busy while one of them waits.
+pub async fn consume(
+    worker: Worker,
+    queue: Arc<InMemoryQueue>,
+    consumers: usize,
+    stop: CancellationToken,
+) {
+    let mut loops = tokio::task::JoinSet::new();
+    for _ in 0..consumers.max(1) {
+        loops.spawn(consume_one(worker.clone(), queue.clone(), stop.clone()));
+    }
+    while loops.join_next().await.is_some() {}
+}
+
+async fn consume_one(worker: Worker, queue: Arc<InMemoryQueue>, stop: CancellationToken) {
     loop {
         let batch = tokio::select! {
             _ = stop.cancelled() => return,
-            batch = queue.receive(10, Duration::from_secs(1)) => batch,
+            batch = queue.receive(MESSAGES_PER_BATCH, Duration::from_secs(1)) => batch,
         };
         if batch.is_empty() {
             continue;

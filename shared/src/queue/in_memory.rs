@@ -216,6 +216,11 @@ impl Queue for InMemoryQueue {
         100
     }
 
+    /// Nothing crosses a wire: packs as large as the drain's caps make them.
+    fn max_message_bytes(&self) -> usize {
+        usize::MAX
+    }
+
     async fn publish_batch(&self, messages: &[QueueMessage]) -> Result<Vec<PublishResult>> {
         let mut state = self.state();
         let results = messages
@@ -245,10 +250,10 @@ mod tests {
 
     fn message(id: &str) -> QueueMessage {
         QueueMessage {
-            key: EventKey {
+            keys: vec![EventKey {
                 tenant_id: "t".into(),
                 event_id: id.into(),
-            },
+            }],
             body: b"{}".to_vec(),
             attributes: MessageAttributes {
                 tenant_id: "t".into(),

@@ -2,6 +2,7 @@
 //! publishing side (one file per queue), and the message format every queue carries.
 
 mod in_memory;
+pub mod pack;
 mod pubsub;
 mod sqs;
 
@@ -56,11 +57,12 @@ pub async fn connect(config: &QueueConfig) -> Result<Arc<dyn Queue>> {
     }
 }
 
-/// One event on its way through a queue. The body is the whole event as JSON, so the worker
-/// needs nothing else; the attributes let queue-side filters and people read it.
+/// Events on their way through a queue: one message carries whole events (a [`pack`]), so the
+/// worker needs nothing else; the attributes let queue-side filters and people read it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct QueueMessage {
-    pub key: EventKey,
+    /// The events it carries, in order.
+    pub keys: Vec<EventKey>,
     pub body: Vec<u8>,
     pub attributes: MessageAttributes,
 }
@@ -74,16 +76,32 @@ pub struct MessageAttributes {
     pub correlation_id: Option<String>,
 }
 
+impl MessageAttributes {
+    /// What all `events` share: the tenant, and the event type and correlation id where they
+    /// agree (empty, and so left off the message, where they do not).
+    pub fn common_to(events: &[&Event]) -> Self {
+        fn common<'a>(mut values: impl Iterator<Item = Option<&'a str>>) -> Option<String> {
+            let first = values.next()??;
+            values.all(|v| v == Some(first)).then(|| first.to_owned())
+        }
+        Self {
+            tenant_id: common(events.iter().map(|e| Some(e.tenant_id.as_str())))
+                .unwrap_or_default(),
+            event_type: common(events.iter().map(|e| Some(e.event_type.as_str())))
+                .unwrap_or_default(),
+            correlation_id: common(events.iter().map(|e| e.correlation_id.as_deref())),
+        }
+    }
+}
+
 impl QueueMessage {
+    /// A message of one event in the version-1 format (the event itself, no envelope): what
+    /// the drain published before packs, and what the worker still reads.
     pub fn from_event(event: &Event) -> Result<Self> {
         Ok(Self {
-            key: event.key(),
+            keys: vec![event.key()],
             body: serde_json::to_vec(event).map_err(|e| Error::Queue(e.to_string()))?,
-            attributes: MessageAttributes {
-                tenant_id: event.tenant_id.clone(),
-                event_type: event.event_type.clone(),
-                correlation_id: event.correlation_id.clone(),
-            },
+            attributes: MessageAttributes::common_to(&[event]),
         })
     }
 }
@@ -95,6 +113,9 @@ pub type PublishResult = std::result::Result<(), String>;
 pub trait Queue: Send + Sync + 'static {
     /// Most messages one `publish_batch` call sends at once (the caller splits larger sets).
     fn max_batch(&self) -> usize;
+
+    /// Largest body one message may have, so the drain packs within it.
+    fn max_message_bytes(&self) -> usize;
 
     /// Publishes the messages and answers for each, in order. `Err` means none were sent.
     async fn publish_batch(&self, messages: &[QueueMessage]) -> Result<Vec<PublishResult>>;

@@ -239,4 +239,9 @@ pub trait Store:
     /// die with the process, this is what a real queue's visibility timeout does. Only `local`
     /// runs one, and it plays every role, so this stays with the whole store.
     async fn requeue_undelivered(&self, now: DateTime<Utc>) -> Result<u64>;
+
+    /// Releases every claim on PENDING rows at once. Only for the one drain of a database
+    /// (local at start-up), whose crashed predecessor's claims would otherwise wait out the
+    /// lease TTL; where other drains may be alive, their leases must hold.
+    async fn release_leases(&self, now: DateTime<Utc>) -> Result<u64>;
 }

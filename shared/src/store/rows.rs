@@ -419,6 +419,22 @@ where
     qb
 }
 
+pub(crate) fn release_leases<DB: Database>(now: DateTime<Utc>) -> QueryBuilder<DB>
+where
+    DateTime<Utc>: Bind<DB>,
+{
+    // Due now: a claim-then-fetch lease (MySQL without SKIP LOCKED) parks the row by moving
+    // its due time to the lease's end, and a leased row was due when it was claimed.
+    let mut qb = QueryBuilder::new(
+        "UPDATE outbox SET lease_owner = NULL, lease_expires_at = NULL, next_attempt_at = ",
+    );
+    qb.push_bind(now)
+        .push(", updated_at = ")
+        .push_bind(now)
+        .push(" WHERE status = 'PENDING' AND lease_owner IS NOT NULL");
+    qb
+}
+
 /// Error texts come from outside systems and can be long; the column keeps the start.
 fn truncate_error(error: &str) -> String {
     const MAX: usize = 2000;

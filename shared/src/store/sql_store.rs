@@ -102,6 +102,14 @@ where
             .await?
             .rows_affected())
     }
+
+    async fn release_leases(&self, now: DateTime<Utc>) -> Result<u64> {
+        Ok(rows::release_leases::<D::DB>(now)
+            .build()
+            .execute(&self.pool)
+            .await?
+            .rows_affected())
+    }
 }
 
 #[async_trait]

@@ -30,6 +30,10 @@ use config::PubsubConfig;
 /// that is split by the drain, and the client splits further by its own thresholds.
 const MAX_MESSAGES_PER_CALL: usize = 1000;
 
+/// Pub/Sub takes messages (and Publish requests) of up to 10 MB; the rest is room for the
+/// attributes and the request's own framing.
+const MAX_MESSAGE_BYTES: usize = 9_000_000;
+
 /// Attribute names on every message, for subscription filters and for people reading it.
 pub const ATTRIBUTE_TENANT_ID: &str = "tenantId";
 pub const ATTRIBUTE_EVENT_TYPE: &str = "eventType";
@@ -155,13 +159,15 @@ impl PubsubQueue {
 /// The Pub/Sub message of one queue message: the event as data, and its attributes.
 pub fn to_message(message: &QueueMessage) -> Message {
     let attributes = &message.attributes;
-    let mut pairs = vec![
-        (ATTRIBUTE_TENANT_ID, attributes.tenant_id.clone()),
-        (ATTRIBUTE_EVENT_TYPE, attributes.event_type.clone()),
-    ];
-    if let Some(correlation_id) = &attributes.correlation_id {
-        pairs.push((ATTRIBUTE_CORRELATION_ID, correlation_id.clone()));
-    }
+    // What the events of a pack do not share is left off (empty), as on SQS.
+    let pairs: Vec<(&str, String)> = [
+        (ATTRIBUTE_TENANT_ID, Some(&attributes.tenant_id)),
+        (ATTRIBUTE_EVENT_TYPE, Some(&attributes.event_type)),
+        (ATTRIBUTE_CORRELATION_ID, attributes.correlation_id.as_ref()),
+    ]
+    .into_iter()
+    .filter_map(|(name, value)| value.filter(|v| !v.is_empty()).map(|v| (name, v.clone())))
+    .collect();
     Message::new()
         .set_data(bytes::Bytes::from(message.body.clone()))
         .set_attributes(pairs)
@@ -171,6 +177,10 @@ pub fn to_message(message: &QueueMessage) -> Message {
 impl Queue for PubsubQueue {
     fn max_batch(&self) -> usize {
         MAX_MESSAGES_PER_CALL
+    }
+
+    fn max_message_bytes(&self) -> usize {
+        MAX_MESSAGE_BYTES
     }
 
     async fn publish_batch(&self, messages: &[QueueMessage]) -> Result<Vec<PublishResult>> {

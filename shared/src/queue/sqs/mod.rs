@@ -31,6 +31,10 @@ const MAX_PUBLISH_BATCH: usize = 100;
 
 const STRING: &str = "String";
 
+/// Bytes kept free in a message for its attributes (tenant id, event type, correlation id,
+/// each at most 128 characters, with their names and types).
+const ATTRIBUTE_ALLOWANCE: usize = 1024;
+
 /// Publishes to one standard SQS queue. Cheap to clone (the SDK client is shared).
 #[derive(Clone)]
 pub struct SqsQueue {
@@ -132,6 +136,11 @@ pub fn settle(count: usize, output: &SendMessageBatchOutput) -> Vec<PublishResul
 impl Queue for SqsQueue {
     fn max_batch(&self) -> usize {
         MAX_PUBLISH_BATCH
+    }
+
+    /// The request limit less room for the attributes, which SQS counts in a message's size.
+    fn max_message_bytes(&self) -> usize {
+        MAX_REQUEST_BYTES - ATTRIBUTE_ALLOWANCE
     }
 
     async fn publish_batch(&self, messages: &[QueueMessage]) -> Result<Vec<PublishResult>> {
@@ -275,10 +284,10 @@ mod tests {
 
     fn message(body_len: usize, correlation: Option<&str>) -> QueueMessage {
         QueueMessage {
-            key: EventKey {
+            keys: vec![EventKey {
                 tenant_id: "acme".into(),
                 event_id: "e1".into(),
-            },
+            }],
             body: vec![b'x'; body_len],
             attributes: MessageAttributes {
                 tenant_id: "acme".into(),
