@@ -35,12 +35,12 @@ pub(crate) async fn publish_claimed(
                 }
                 Err(e) => settled
                     .retries
-                    .push(retry_for(claimed, config, now, e.to_string())),
+                    .push(retry_for(claimed, config, now, e.chain())),
             }
         }
         let results = match queue.publish_batch(&messages).await {
             Ok(results) => results,
-            Err(e) => vec![Err(e.to_string()); messages.len()],
+            Err(e) => vec![Err(e.chain()); messages.len()],
         };
         for (claimed, result) in sendable.into_iter().zip(results) {
             match result {

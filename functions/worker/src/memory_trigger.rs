@@ -41,7 +41,7 @@ pub async fn consume(worker: Worker, queue: Arc<InMemoryQueue>, stop: Cancellati
                 }
             }
             Err(e) => {
-                tracing::error!(error = %e, "worker batch failed; retrying it");
+                tracing::error!(error = %e.chain(), "worker batch failed; retrying it");
                 for delivery in &batch {
                     queue.nack(delivery.receipt, retry_delay(delivery.receive_count));
                 }

@@ -78,7 +78,8 @@ impl QueueMessage {
     pub fn from_event(event: &Event) -> Result<Self> {
         Ok(Self {
             key: event.key(),
-            body: serde_json::to_vec(event).map_err(|e| Error::Queue(e.to_string()))?,
+            body: serde_json::to_vec(event)
+                .map_err(|e| Error::queue_caused("the event cannot be encoded as JSON", e))?,
             attributes: MessageAttributes {
                 tenant_id: event.tenant_id.clone(),
                 event_type: event.event_type.clone(),
