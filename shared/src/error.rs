@@ -334,14 +334,19 @@ pub fn chain(error: &dyn std::error::Error) -> String {
     text
 }
 
+/// What the log needs of an error answered to a client, attached to the response by
+/// [`Error::into_response`] and logged once by the layer of
+/// [`crate::http::with_observability`].
+#[derive(Debug, Clone)]
+pub struct ErrorReport {
+    pub status: StatusCode,
+    /// The error with its whole `source()` chain (see [`chain`]).
+    pub message: String,
+}
+
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
         let status = self.status();
-        if status.is_server_error() {
-            tracing::error!(error = %self.chain(), "request failed");
-        } else {
-            tracing::info!(error = %self.chain(), "request rejected");
-        }
         let body = serde_json::to_vec(&self.problem()).unwrap_or_default();
         let mut response = (status, body).into_response();
         response
@@ -354,6 +359,10 @@ impl IntoResponse for Error {
                 HeaderValue::from_static("Bearer realm=\"fluxgate\""),
             );
         }
+        response.extensions_mut().insert(ErrorReport {
+            status,
+            message: self.chain(),
+        });
         response
     }
 }
@@ -477,6 +486,112 @@ mod tests {
         assert_eq!(
             diagnostic.error_message,
             "queue: publish to events: connection refused"
+        );
+    }
+
+    /// The log lines a test writes, in memory.
+    #[derive(Clone, Default)]
+    struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().expect("log buffer").extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Captured {
+        fn lines(&self) -> Vec<String> {
+            let bytes = self.0.lock().expect("log buffer");
+            String::from_utf8_lossy(&bytes)
+                .lines()
+                .map(str::to_owned)
+                .collect()
+        }
+    }
+
+    async fn fail() -> Result<&'static str> {
+        Err(Error::queue_caused("publish to events", refused()))
+    }
+
+    async fn reject() -> Result<&'static str> {
+        Err(Error::invalid("payload", "must be a JSON object"))
+    }
+
+    async fn get(app: &axum::Router, path: &str) -> StatusCode {
+        use tower::ServiceExt;
+        let request = axum::http::Request::get(path)
+            .body(axum::body::Body::empty())
+            .expect("request");
+        app.clone().oneshot(request).await.expect("answer").status()
+    }
+
+    #[tokio::test]
+    async fn an_error_answer_is_logged_once_by_the_observability_layer() {
+        let router = axum::Router::new()
+            .route("/fail", axum::routing::get(fail))
+            .route("/reject", axum::routing::get(reject));
+        // Served through the layer twice, as a router merged into another service could be.
+        let app = crate::http::with_observability(crate::http::with_observability(router));
+
+        let log = Captured::default();
+        let writer = log.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::TRACE)
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        // A current-thread test runtime: everything the requests log happens on this thread.
+        let _guard = tracing::subscriber::set_default(subscriber);
+
+        // Building the response logs nothing by itself.
+        let response = Error::queue_caused("publish to events", refused()).into_response();
+        assert!(log.lines().is_empty(), "{:?}", log.lines());
+        assert_eq!(
+            response
+                .extensions()
+                .get::<ErrorReport>()
+                .map(|r| r.message.as_str()),
+            Some("queue: publish to events: connection refused")
+        );
+
+        assert_eq!(get(&app, "/fail").await, StatusCode::SERVICE_UNAVAILABLE);
+        let lines = log.lines();
+        let failed: Vec<&String> = lines
+            .iter()
+            .filter(|l| l.contains("request failed"))
+            .collect();
+        assert_eq!(failed.len(), 1, "{lines:#?}");
+        assert!(failed[0].contains("ERROR"), "{}", failed[0]);
+        assert!(
+            failed[0].contains("queue: publish to events: connection refused"),
+            "the whole chain: {}",
+            failed[0]
+        );
+        assert!(
+            failed[0].contains("correlation_id"),
+            "in the request's span: {}",
+            failed[0]
+        );
+        let errors = lines.iter().filter(|l| l.contains("ERROR")).count();
+        assert_eq!(errors, 1, "one ERROR line per failed request: {lines:#?}");
+
+        assert_eq!(get(&app, "/reject").await, StatusCode::UNPROCESSABLE_ENTITY);
+        let lines = log.lines();
+        let rejected: Vec<&String> = lines
+            .iter()
+            .filter(|l| l.contains("request rejected"))
+            .collect();
+        assert_eq!(rejected.len(), 1, "{lines:#?}");
+        assert!(rejected[0].contains("INFO"), "{}", rejected[0]);
+        assert!(
+            rejected[0].contains("must be a JSON object"),
+            "{}",
+            rejected[0]
         );
     }
 }
