@@ -24,6 +24,13 @@ impl FieldError {
     }
 }
 
+/// The cause an error keeps: the upstream library's error, reachable through
+/// [`std::error::Error::source`] and logged with the whole chain, never shown to clients by
+/// itself (see [`Error::problem`]).
+pub type Cause = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// What went wrong, by kind. `Display` says what failed here; the upstream error is the
+/// `source()` (see [`chain`] for both in one line).
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The body parsed but a field breaks a rule.
@@ -53,24 +60,56 @@ pub enum Error {
     /// `tenantId` that is not the key's tenant): 403, naming the field.
     #[error("forbidden: {0}")]
     ForbiddenField(FieldError),
-    #[error("database: {0}")]
+    #[error("database")]
     Database(#[from] sqlx::Error),
-    #[error("database migration: {0}")]
+    #[error("database migration")]
     Migration(#[from] sqlx::migrate::MigrateError),
-    #[error("queue: {0}")]
-    Queue(String),
-    #[error("sink: {0}")]
-    Sink(String),
-    #[error("configuration: {0}")]
-    Config(String),
+    /// The queue (SQS, Pub/Sub, its dead letters) failed or refused: the caller may retry.
+    #[error("queue: {context}")]
+    Queue {
+        context: String,
+        #[source]
+        source: Option<Cause>,
+    },
+    /// The warehouse sink (BigQuery, local files) failed or refused: the caller may retry.
+    #[error("sink: {context}")]
+    Sink {
+        context: String,
+        #[source]
+        source: Option<Cause>,
+    },
     /// A setting that is missing or wrong, by its environment variable: start-up stops here.
     #[error("setting {name}: {problem}")]
-    Setting { name: &'static str, problem: String },
-    #[error("i/o: {0}")]
+    Setting {
+        name: &'static str,
+        problem: String,
+        #[source]
+        source: Option<Cause>,
+    },
+    /// A dependency that cannot be set up (credentials, a client, a secret store, the system's
+    /// random source): not one setting's fault, and not the caller's.
+    #[error("{context}")]
+    Dependency {
+        context: String,
+        #[source]
+        source: Option<Cause>,
+    },
+    /// A rule fluxgate's own code keeps was broken: a bug, whatever the input.
+    #[error("internal: {context}")]
+    Internal {
+        context: String,
+        #[source]
+        source: Option<Cause>,
+    },
+    #[error("i/o")]
     Io(#[from] std::io::Error),
     /// The platform's runtime itself failed (the Lambda Runtime API is unreachable).
-    #[error("{0}")]
-    Runtime(String),
+    #[error("{context}")]
+    Runtime {
+        context: String,
+        #[source]
+        source: Option<Cause>,
+    },
 }
 
 impl Error {
@@ -86,7 +125,89 @@ impl Error {
         Self::Setting {
             name,
             problem: problem.into(),
+            source: None,
         }
+    }
+
+    /// A setting that is wrong, with what the parser or client said about it.
+    pub fn setting_caused(
+        name: &'static str,
+        problem: impl Into<String>,
+        cause: impl Into<Cause>,
+    ) -> Self {
+        Self::Setting {
+            name,
+            problem: problem.into(),
+            source: Some(cause.into()),
+        }
+    }
+
+    pub fn queue(context: impl Into<String>) -> Self {
+        Self::Queue {
+            context: context.into(),
+            source: None,
+        }
+    }
+
+    pub fn queue_caused(context: impl Into<String>, cause: impl Into<Cause>) -> Self {
+        Self::Queue {
+            context: context.into(),
+            source: Some(cause.into()),
+        }
+    }
+
+    pub fn sink(context: impl Into<String>) -> Self {
+        Self::Sink {
+            context: context.into(),
+            source: None,
+        }
+    }
+
+    pub fn sink_caused(context: impl Into<String>, cause: impl Into<Cause>) -> Self {
+        Self::Sink {
+            context: context.into(),
+            source: Some(cause.into()),
+        }
+    }
+
+    pub fn dependency(context: impl Into<String>) -> Self {
+        Self::Dependency {
+            context: context.into(),
+            source: None,
+        }
+    }
+
+    pub fn dependency_caused(context: impl Into<String>, cause: impl Into<Cause>) -> Self {
+        Self::Dependency {
+            context: context.into(),
+            source: Some(cause.into()),
+        }
+    }
+
+    pub fn internal(context: impl Into<String>) -> Self {
+        Self::Internal {
+            context: context.into(),
+            source: None,
+        }
+    }
+
+    pub fn internal_caused(context: impl Into<String>, cause: impl Into<Cause>) -> Self {
+        Self::Internal {
+            context: context.into(),
+            source: Some(cause.into()),
+        }
+    }
+
+    pub fn runtime(context: impl Into<String>, cause: impl Into<Cause>) -> Self {
+        Self::Runtime {
+            context: context.into(),
+            source: Some(cause.into()),
+        }
+    }
+
+    /// This error and its causes in one line (see [`chain`]).
+    pub fn chain(&self) -> String {
+        chain(self)
     }
 
     pub fn status(&self) -> StatusCode {
@@ -101,12 +222,15 @@ impl Error {
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Self::Forbidden(_) | Self::ForbiddenField(_) => StatusCode::FORBIDDEN,
             // The caller may retry: nothing was written, and the dependency may come back.
-            Self::Database(_) | Self::Queue(_) | Self::Sink(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Database(_) | Self::Queue { .. } | Self::Sink { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Self::Migration(_)
-            | Self::Config(_)
             | Self::Setting { .. }
+            | Self::Dependency { .. }
+            | Self::Internal { .. }
             | Self::Io(_)
-            | Self::Runtime(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            | Self::Runtime { .. } => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -124,14 +248,15 @@ impl Error {
             Self::WrongState(_) => ("wrong-state", "Not possible in the current state"),
             Self::Unauthorized(_) => ("unauthorized", "Authentication required"),
             Self::Forbidden(_) | Self::ForbiddenField(_) => ("forbidden", "Not allowed"),
-            Self::Database(_) | Self::Queue(_) | Self::Sink(_) => {
+            Self::Database(_) | Self::Queue { .. } | Self::Sink { .. } => {
                 ("dependency-unavailable", "A dependency is unavailable")
             }
             Self::Migration(_)
-            | Self::Config(_)
             | Self::Setting { .. }
+            | Self::Dependency { .. }
+            | Self::Internal { .. }
             | Self::Io(_)
-            | Self::Runtime(_) => ("internal", "Internal error"),
+            | Self::Runtime { .. } => ("internal", "Internal error"),
         }
     }
 
@@ -142,10 +267,13 @@ impl Error {
                 "the database is unavailable; nothing was written, retry later".into()
             }
             Self::Migration(_)
-            | Self::Config(_)
             | Self::Setting { .. }
+            | Self::Dependency { .. }
+            | Self::Internal { .. }
             | Self::Io(_)
-            | Self::Runtime(_) => "internal error".into(),
+            | Self::Runtime { .. } => "internal error".into(),
+            // What the queue or sink said, as clients have always seen it.
+            Self::Queue { .. } | Self::Sink { .. } => self.chain(),
             other => other.to_string(),
         }
     }
@@ -189,14 +317,36 @@ pub struct Problem {
 
 pub const PROBLEM_JSON: &str = "application/problem+json";
 
+/// `error` and each of its causes, `": "` between them: what a person reading the log needs.
+/// A cause whose text the line already ends with (some libraries repeat their source) is not
+/// written twice.
+pub fn chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(next) = cause {
+        let next_text = next.to_string();
+        if !text.ends_with(&next_text) {
+            text.push_str(": ");
+            text.push_str(&next_text);
+        }
+        cause = next.source();
+    }
+    text
+}
+
+/// What the log needs of an error answered to a client, attached to the response by
+/// [`Error::into_response`] and logged once by the layer of
+/// [`crate::http::with_observability`].
+#[derive(Debug, Clone)]
+pub struct ErrorReport {
+    pub status: StatusCode,
+    /// The error with its whole `source()` chain (see [`chain`]).
+    pub message: String,
+}
+
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
         let status = self.status();
-        if status.is_server_error() {
-            tracing::error!(error = %self, "request failed");
-        } else {
-            tracing::info!(error = %self, "request rejected");
-        }
         let body = serde_json::to_vec(&self.problem()).unwrap_or_default();
         let mut response = (status, body).into_response();
         response
@@ -209,6 +359,10 @@ impl IntoResponse for Error {
                 HeaderValue::from_static("Bearer realm=\"fluxgate\""),
             );
         }
+        response.extensions_mut().insert(ErrorReport {
+            status,
+            message: self.chain(),
+        });
         response
     }
 }
@@ -220,7 +374,7 @@ impl From<Error> for lambda_http::lambda_runtime::Diagnostic {
         let (slug, _) = error.slug_and_title();
         Self {
             error_type: format!("fluxgate:{slug}"),
-            error_message: error.to_string(),
+            error_message: error.chain(),
         }
     }
 }
@@ -243,5 +397,201 @@ mod tests {
         assert_eq!(problem.field.as_deref(), Some("payload"));
         assert_eq!(problem.status, 422);
         assert_eq!(problem.kind, "urn:fluxgate:problem:invalid-field");
+    }
+
+    fn refused() -> std::io::Error {
+        std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "connection refused")
+    }
+
+    #[test]
+    fn the_upstream_error_is_kept_as_the_source() {
+        let err = Error::queue_caused("publish to events", refused());
+        let source = std::error::Error::source(&err).expect("a source");
+        let io = source
+            .downcast_ref::<std::io::Error>()
+            .expect("the io error itself");
+        assert_eq!(io.kind(), std::io::ErrorKind::ConnectionRefused);
+        assert_eq!(
+            err.to_string(),
+            "queue: publish to events",
+            "Display is this level only"
+        );
+        assert_eq!(err.chain(), "queue: publish to events: connection refused");
+
+        let setting =
+            Error::setting_caused("FLUXGATE_PUBSUB_ENDPOINT", "cannot be used", refused());
+        assert!(std::error::Error::source(&setting).is_some());
+        assert!(
+            std::error::Error::source(&Error::setting("DATABASE_URL", "is required")).is_none()
+        );
+    }
+
+    #[test]
+    fn a_chain_does_not_repeat_a_cause_the_message_already_ends_with() {
+        let err = Error::sink_caused("write", std::io::Error::other("disk full"));
+        assert_eq!(chain(&err), "sink: write: disk full");
+        let database = Error::Database(sqlx::Error::Protocol("bad frame".into()));
+        assert_eq!(
+            chain(&database),
+            "database: encountered unexpected or invalid data: bad frame"
+        );
+    }
+
+    /// The problem documents clients see, per kind, as they were before causes were kept.
+    #[test]
+    fn problem_documents_are_unchanged() {
+        let document = |err: Error| serde_json::to_value(err.problem()).expect("json");
+        assert_eq!(
+            document(Error::queue_caused("publish to events", refused())),
+            serde_json::json!({
+                "type": "urn:fluxgate:problem:dependency-unavailable",
+                "title": "A dependency is unavailable",
+                "status": 503,
+                "detail": "queue: publish to events: connection refused",
+            })
+        );
+        assert_eq!(
+            document(Error::sink("BigQuery insertAll into p.d.t: 500")),
+            serde_json::json!({
+                "type": "urn:fluxgate:problem:dependency-unavailable",
+                "title": "A dependency is unavailable",
+                "status": 503,
+                "detail": "sink: BigQuery insertAll into p.d.t: 500",
+            })
+        );
+        let internal = serde_json::json!({
+            "type": "urn:fluxgate:problem:internal",
+            "title": "Internal error",
+            "status": 500,
+            "detail": "internal error",
+        });
+        for err in [
+            Error::setting_caused("DATABASE_URL", "the database URL cannot be read", refused()),
+            Error::internal("the store answered no outcome"),
+            Error::dependency_caused("BigQuery credentials", refused()),
+            Error::runtime("Lambda runtime", refused()),
+            Error::Io(refused()),
+        ] {
+            assert_eq!(document(err), internal);
+        }
+    }
+
+    #[test]
+    fn a_lambda_diagnostic_names_the_slug_and_the_causes() {
+        let diagnostic = lambda_http::lambda_runtime::Diagnostic::from(Error::queue_caused(
+            "publish to events",
+            refused(),
+        ));
+        assert_eq!(diagnostic.error_type, "fluxgate:dependency-unavailable");
+        assert_eq!(
+            diagnostic.error_message,
+            "queue: publish to events: connection refused"
+        );
+    }
+
+    /// The log lines a test writes, in memory.
+    #[derive(Clone, Default)]
+    struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().expect("log buffer").extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Captured {
+        fn lines(&self) -> Vec<String> {
+            let bytes = self.0.lock().expect("log buffer");
+            String::from_utf8_lossy(&bytes)
+                .lines()
+                .map(str::to_owned)
+                .collect()
+        }
+    }
+
+    async fn fail() -> Result<&'static str> {
+        Err(Error::queue_caused("publish to events", refused()))
+    }
+
+    async fn reject() -> Result<&'static str> {
+        Err(Error::invalid("payload", "must be a JSON object"))
+    }
+
+    async fn get(app: &axum::Router, path: &str) -> StatusCode {
+        use tower::ServiceExt;
+        let request = axum::http::Request::get(path)
+            .body(axum::body::Body::empty())
+            .expect("request");
+        app.clone().oneshot(request).await.expect("answer").status()
+    }
+
+    #[tokio::test]
+    async fn an_error_answer_is_logged_once_by_the_observability_layer() {
+        let router = axum::Router::new()
+            .route("/fail", axum::routing::get(fail))
+            .route("/reject", axum::routing::get(reject));
+        // Served through the layer twice, as a router merged into another service could be.
+        let app = crate::http::with_observability(crate::http::with_observability(router));
+
+        let log = Captured::default();
+        let writer = log.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::TRACE)
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        // A current-thread test runtime: everything the requests log happens on this thread.
+        let _guard = tracing::subscriber::set_default(subscriber);
+
+        // Building the response logs nothing by itself.
+        let response = Error::queue_caused("publish to events", refused()).into_response();
+        assert!(log.lines().is_empty(), "{:?}", log.lines());
+        assert_eq!(
+            response
+                .extensions()
+                .get::<ErrorReport>()
+                .map(|r| r.message.as_str()),
+            Some("queue: publish to events: connection refused")
+        );
+
+        assert_eq!(get(&app, "/fail").await, StatusCode::SERVICE_UNAVAILABLE);
+        let lines = log.lines();
+        let failed: Vec<&String> = lines
+            .iter()
+            .filter(|l| l.contains("request failed"))
+            .collect();
+        assert_eq!(failed.len(), 1, "{lines:#?}");
+        assert!(failed[0].contains("ERROR"), "{}", failed[0]);
+        assert!(
+            failed[0].contains("queue: publish to events: connection refused"),
+            "the whole chain: {}",
+            failed[0]
+        );
+        assert!(
+            failed[0].contains("correlation_id"),
+            "in the request's span: {}",
+            failed[0]
+        );
+        let errors = lines.iter().filter(|l| l.contains("ERROR")).count();
+        assert_eq!(errors, 1, "one ERROR line per failed request: {lines:#?}");
+
+        assert_eq!(get(&app, "/reject").await, StatusCode::UNPROCESSABLE_ENTITY);
+        let lines = log.lines();
+        let rejected: Vec<&String> = lines
+            .iter()
+            .filter(|l| l.contains("request rejected"))
+            .collect();
+        assert_eq!(rejected.len(), 1, "{lines:#?}");
+        assert!(rejected[0].contains("INFO"), "{}", rejected[0]);
+        assert!(
+            rejected[0].contains("must be a JSON object"),
+            "{}",
+            rejected[0]
+        );
     }
 }

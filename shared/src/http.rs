@@ -9,7 +9,7 @@ use axum::body::{Body, Bytes};
 use axum::extract::{FromRequestParts, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderName, Request, StatusCode, header};
-use axum::response::IntoResponse;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use flate2::read::GzDecoder;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
@@ -18,7 +18,7 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorReport, Result};
 use crate::store::Readiness;
 
 pub const CORRELATION_ID: HeaderName = HeaderName::from_static("x-correlation-id");
@@ -178,7 +178,8 @@ impl<S: Send + Sync> FromRequestParts<S> for CorrelationId {
 }
 
 /// Takes `X-Correlation-Id` or makes one, opens a span with it so every log line of the
-/// request carries it, and echoes it on the response.
+/// request carries it, echoes it on the response, and logs an error answer once (see
+/// [`log_error`]).
 pub fn with_observability(router: Router) -> Router {
     router.layer(
         ServiceBuilder::new()
@@ -187,6 +188,8 @@ pub fn with_observability(router: Router) -> Router {
                 TraceLayer::new_for_http()
                     // One line per request at INFO, with status and latency: the access log.
                     .on_response(DefaultOnResponse::new().level(Level::INFO))
+                    // A 5xx is logged once, with its cause, by `log_error`; not again here.
+                    .on_failure(())
                     .make_span_with(|request: &Request<Body>| {
                         let correlation_id = request
                             .headers()
@@ -201,8 +204,23 @@ pub fn with_observability(router: Router) -> Router {
                         )
                     }),
             )
-            .layer(PropagateRequestIdLayer::new(CORRELATION_ID)),
+            .layer(PropagateRequestIdLayer::new(CORRELATION_ID))
+            .layer(axum::middleware::map_response(log_error)),
     )
+}
+
+/// The one place an error answer is logged, inside the request's span: `error!` for a 5xx,
+/// `info!` for a 4xx, with the error's whole cause chain. The report is taken off the
+/// response, so a router served through this twice still logs it once.
+async fn log_error(mut response: Response) -> Response {
+    if let Some(report) = response.extensions_mut().remove::<ErrorReport>() {
+        if report.status.is_server_error() {
+            tracing::error!(status = report.status.as_u16(), error = %report.message, "request failed");
+        } else {
+            tracing::info!(status = report.status.as_u16(), error = %report.message, "request rejected");
+        }
+    }
+    response
 }
 
 /// `GET /healthz` (the process answers) and `GET /readyz` (the database answers too).

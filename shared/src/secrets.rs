@@ -8,7 +8,7 @@
 use std::fmt;
 
 use aws_sdk_secretsmanager::Client;
-use aws_sdk_secretsmanager::error::{DisplayErrorContext, SdkError};
+use aws_sdk_secretsmanager::error::SdkError;
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use serde_json::{Map, Value};
 
@@ -76,14 +76,14 @@ impl SecretsManager {
                     SdkError::ServiceError(service) if service.err().is_resource_not_found_exception()
                 );
                 if not_found {
-                    Error::Config(format!(
+                    Error::dependency(format!(
                         "secret {secret_id:?} does not exist in Secrets Manager (or this role may not read it)"
                     ))
                 } else {
-                    Error::Config(format!(
-                        "reading secret {secret_id:?} from Secrets Manager: {}",
-                        DisplayErrorContext(&err)
-                    ))
+                    Error::dependency_caused(
+                        format!("reading secret {secret_id:?} from Secrets Manager"),
+                        err,
+                    )
                 }
             })?;
         match output.secret_string {
@@ -91,7 +91,7 @@ impl SecretsManager {
                 tracing::info!(secret_id, "read secret from Secrets Manager");
                 Ok(SecretString(value))
             }
-            None => Err(Error::Config(format!(
+            None => Err(Error::dependency(format!(
                 "secret {secret_id:?} holds binary data; fluxgate reads secret strings"
             ))),
         }
@@ -144,17 +144,21 @@ pub fn with_host_override(url: SecretString, host: Option<&str>) -> Result<Secre
     };
     // Errors never show the URL: it may hold a password.
     let mut parsed = url::Url::parse(url.expose())
-        .map_err(|e| Error::Config(format!("the database URL cannot be read: {e}")))?;
+        .map_err(|e| Error::setting_caused("DATABASE_URL", "cannot be read as a URL", e))?;
     if parsed.scheme().starts_with("sqlite") {
-        return Err(Error::Config(
-            "FLUXGATE_DATABASE_HOST does not apply to SQLite".into(),
+        return Err(Error::setting(
+            "FLUXGATE_DATABASE_HOST",
+            "does not apply to SQLite",
         ));
     }
-    parsed
-        .set_host(Some(host))
-        .map_err(|e| Error::Config(format!("FLUXGATE_DATABASE_HOST {host:?}: {e}")))?;
+    parsed.set_host(Some(host)).map_err(|e| {
+        Error::setting_caused("FLUXGATE_DATABASE_HOST", format!("{host:?} is no host"), e)
+    })?;
     Ok(SecretString::new(parsed.as_str()))
 }
+
+/// The setting a database secret's errors name: the secret is wrong, or the wrong one.
+const SECRET_SETTING: &str = "FLUXGATE_DATABASE_SECRET_ID";
 
 fn secret_id(config: &DatabaseConfig) -> Option<&str> {
     config
@@ -188,17 +192,21 @@ pub fn database_url_from_secret(secret_id: &str, value: &SecretString) -> Result
         if text.contains("://") || text.starts_with("sqlite:") {
             return Ok(SecretString::new(text));
         }
-        return Err(Error::Config(format!(
-            "secret {secret_id:?} is neither a database URL nor an RDS-style JSON object"
-        )));
+        return Err(Error::setting(
+            SECRET_SETTING,
+            format!("secret {secret_id:?} is neither a database URL nor an RDS-style JSON object"),
+        ));
     }
     let fields: Map<String, Value> = serde_json::from_str(text).map_err(|e| {
         // serde_json's syntax errors give a position, not the text around it.
-        Error::Config(format!(
-            "secret {secret_id:?} is not a valid JSON object (line {}, column {})",
-            e.line(),
-            e.column()
-        ))
+        Error::setting(
+            SECRET_SETTING,
+            format!(
+                "secret {secret_id:?} is not a valid JSON object (line {}, column {})",
+                e.line(),
+                e.column()
+            ),
+        )
     })?;
     let field = |name: &str| -> Result<Option<String>> {
         match fields.get(name) {
@@ -206,16 +214,20 @@ pub fn database_url_from_secret(secret_id: &str, value: &SecretString) -> Result
             Some(Value::String(s)) if s.is_empty() => Ok(None),
             Some(Value::String(s)) => Ok(Some(s.clone())),
             Some(Value::Number(n)) if name == "port" => Ok(Some(n.to_string())),
-            Some(_) => Err(Error::Config(format!(
-                "secret {secret_id:?}: field {name:?} must be a string"
-            ))),
+            Some(_) => Err(Error::setting(
+                SECRET_SETTING,
+                format!("secret {secret_id:?}: field {name:?} must be a string"),
+            )),
         }
     };
     let required = |name: &str| -> Result<String> {
         field(name)?.ok_or_else(|| {
-            Error::Config(format!(
-                "secret {secret_id:?} has no {name:?} (an RDS-style secret needs username, password and host)"
-            ))
+            Error::setting(
+                SECRET_SETTING,
+                format!(
+                    "secret {secret_id:?} has no {name:?} (an RDS-style secret needs username, password and host)"
+                ),
+            )
         })
     };
     let username = required("username")?;
@@ -227,17 +239,21 @@ pub fn database_url_from_secret(secret_id: &str, value: &SecretString) -> Result
         "mysql" | "aurora-mysql" | "aurora" => ("mysql", 3306),
         "mariadb" => ("mariadb", 3306),
         _ => {
-            return Err(Error::Config(format!(
-                "secret {secret_id:?}: engine {engine:?} is not supported (postgres, mysql or mariadb)"
-            )));
+            return Err(Error::setting(
+                SECRET_SETTING,
+                format!(
+                    "secret {secret_id:?}: engine {engine:?} is not supported (postgres, mysql or mariadb)"
+                ),
+            ));
         }
     };
     let port = match field("port")? {
         None => default_port,
         Some(port) => port.trim().parse::<u16>().map_err(|_| {
-            Error::Config(format!(
-                "secret {secret_id:?}: field \"port\" is not a port number"
-            ))
+            Error::setting(
+                SECRET_SETTING,
+                format!("secret {secret_id:?}: field \"port\" is not a port number"),
+            )
         })?,
     };
     let database = field("dbname")?

@@ -146,7 +146,7 @@ async fn post_event(
         .await?
         .first()
         .copied()
-        .ok_or_else(|| Error::Config("the store answered no outcome".into()))?;
+        .ok_or_else(|| Error::internal("the store answered no outcome"))?;
     let status = match outcome {
         InsertOutcome::Accepted => StatusCode::ACCEPTED,
         InsertOutcome::Duplicate => StatusCode::OK,

@@ -112,7 +112,7 @@ pub async fn main(config: LocalConfig) -> std::process::ExitCode {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             // A person reads this: the message, not the enum.
-            eprintln!("error: {e}");
+            eprintln!("error: {}", e.chain());
             std::process::ExitCode::FAILURE
         }
     }
@@ -286,7 +286,7 @@ async fn drain_loop(
                 tracing::debug!(published = summary.published, "drain tick");
             }
             Ok(_) => {}
-            Err(e) => tracing::error!(error = %e, "drain run failed"),
+            Err(e) => tracing::error!(error = %e.chain(), "drain run failed"),
         }
     }
 }

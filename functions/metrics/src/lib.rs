@@ -231,7 +231,7 @@ pub async fn prometheus_text(
     .await?;
     fluxgate::runtime::emit_metrics(&emf::render(&report));
     let text = prometheus::render(&report)
-        .map_err(|e| Error::Config(format!("cannot write the Prometheus text: {e}")))?;
+        .map_err(|e| Error::internal_caused("cannot write the Prometheus text", e))?;
     let mut response = text.into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,

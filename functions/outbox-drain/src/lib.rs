@@ -91,7 +91,7 @@ impl DrainSummary {
     /// alongside published ones are the outbox's business (backoff) and do not fail it.
     pub fn verdict(self) -> Result<Self> {
         if self.claimed > 0 && self.published == 0 {
-            return Err(Error::Queue(format!(
+            return Err(Error::queue(format!(
                 "claimed {} rows and published none; they are back to PENDING with backoff",
                 self.claimed
             )));
@@ -242,7 +242,7 @@ impl Drain {
                     .unwrap_or(0.0),
             ),
             Err(e) => {
-                tracing::warn!(error = %e, "cannot read the outbox lag");
+                tracing::warn!(error = %e.chain(), "cannot read the outbox lag");
                 None
             }
         }

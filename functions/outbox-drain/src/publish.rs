@@ -49,7 +49,7 @@ pub(crate) async fn publish_claimed(
     for (batch, batch_members) in messages.chunks(size).zip(members.chunks(size)) {
         let results = match queue.publish_batch(batch).await {
             Ok(results) => results,
-            Err(e) => vec![Err(e.to_string()); batch.len()],
+            Err(e) => vec![Err(e.chain()); batch.len()],
         };
         for ((message, members), result) in batch.iter().zip(batch_members).zip(results) {
             match result {

@@ -174,8 +174,8 @@ impl Worker {
             let results: Vec<RowResult> = match self.sink.write_rows(&rows).await {
                 Ok(results) => results,
                 Err(e) => {
-                    tracing::warn!(error = %e, rows = rows.len(), "sink write failed");
-                    vec![Err(RowError::Transient(e.to_string())); rows.len()]
+                    tracing::warn!(error = %e.chain(), rows = rows.len(), "sink write failed");
+                    vec![Err(RowError::Transient(e.chain())); rows.len()]
                 }
             };
             for ((event, by), result) in to_write.into_iter().zip(results) {

@@ -58,7 +58,7 @@ async fn consume_one(worker: Worker, queue: Arc<InMemoryQueue>, stop: Cancellati
                 }
             }
             Err(e) => {
-                tracing::error!(error = %e, "worker batch failed; retrying it");
+                tracing::error!(error = %e.chain(), "worker batch failed; retrying it");
                 for delivery in &batch {
                     queue.nack(delivery.receipt, retry_delay(delivery.receive_count));
                 }

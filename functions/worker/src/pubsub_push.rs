@@ -143,12 +143,12 @@ async fn push(State(worker): State<Worker>, body: axum::body::Bytes) -> Response
         Ok(mut verdicts) => verdicts.pop().unwrap_or(Verdict::Retry),
         Err(e) => {
             // The outcome could not be recorded (database down): let Pub/Sub deliver again.
-            tracing::warn!(%message_id, error = %e, "push delivery not recorded; asking for redelivery");
+            tracing::warn!(%message_id, error = %e.chain(), "push delivery not recorded; asking for redelivery");
             return answer(
                 StatusCode::SERVICE_UNAVAILABLE,
                 Some(message_id),
                 "retry",
-                Some(e.to_string()),
+                Some(e.chain()),
             );
         }
     };

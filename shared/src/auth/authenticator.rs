@@ -171,8 +171,9 @@ fn credential(headers: &HeaderMap) -> Option<&str> {
 async fn admin_key(config: &AuthConfig) -> Result<Option<String>> {
     let key = match (&config.admin_key, &config.admin_key_secret_id) {
         (Some(_), Some(_)) => {
-            return Err(Error::Config(
-                "set FLUXGATE_ADMIN_KEY or FLUXGATE_ADMIN_KEY_SECRET_ID, not both".into(),
+            return Err(Error::setting(
+                "FLUXGATE_ADMIN_KEY",
+                "and FLUXGATE_ADMIN_KEY_SECRET_ID are both set; set one of them",
             ));
         }
         (Some(key), None) => Some(key.trim().to_owned()),
@@ -189,10 +190,19 @@ async fn admin_key(config: &AuthConfig) -> Result<Option<String>> {
     if let Some(key) = &key
         && key.chars().count() < MIN_ADMIN_KEY_CHARS
     {
-        return Err(Error::Config(format!(
-            "the admin key must be at least {MIN_ADMIN_KEY_CHARS} characters of random \
-             (for example `openssl rand -base64 32`)"
-        )));
+        // The secret's id, when the key came from one: that is the setting to fix.
+        let name = if config.admin_key.is_some() {
+            "FLUXGATE_ADMIN_KEY"
+        } else {
+            "FLUXGATE_ADMIN_KEY_SECRET_ID"
+        };
+        return Err(Error::setting(
+            name,
+            format!(
+                "the admin key must be at least {MIN_ADMIN_KEY_CHARS} characters of random \
+                 (for example `openssl rand -base64 32`)"
+            ),
+        ));
     }
     Ok(key)
 }

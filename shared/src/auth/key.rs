@@ -55,7 +55,7 @@ pub fn generate(tenant_id: &str, name: Option<&str>, now: DateTime<Utc>) -> Resu
     let mut secret = [0u8; SECRET_BYTES];
     getrandom::fill(&mut id)
         .and_then(|()| getrandom::fill(&mut secret))
-        .map_err(|e| Error::Config(format!("the system random source failed: {e}")))?;
+        .map_err(|e| Error::dependency_caused("the system random source failed", e))?;
     let key_id = hex::encode(id);
     let full = format!("{PREFIX}_{key_id}_{}", URL_SAFE_NO_PAD.encode(secret));
     Ok(IssuedKey {

@@ -70,14 +70,32 @@ fn check_subscription(subscription: &str) -> Result<()> {
         ["projects", project, "subscriptions", name] if !project.is_empty() && !name.is_empty() => {
             Ok(())
         }
-        _ => Err(Error::Config(format!(
-            "FLUXGATE_PUBSUB_DEAD_LETTER_SUBSCRIPTION must be projects/PROJECT/subscriptions/SUBSCRIPTION, not {subscription:?}"
-        ))),
+        _ => Err(Error::setting(
+            "FLUXGATE_PUBSUB_DEAD_LETTER_SUBSCRIPTION",
+            format!("must be projects/PROJECT/subscriptions/SUBSCRIPTION, not {subscription:?}"),
+        )),
     }
 }
 
-fn pubsub_error(what: &str, status: &tonic::Status) -> Error {
-    Error::Queue(format!("{what}: {:?}: {}", status.code(), status.message()))
+fn pubsub_error(what: &str, status: tonic::Status) -> Error {
+    Error::queue_caused(what, GrpcStatus(status))
+}
+
+/// A gRPC status as the redrive reports it, `Code: message` (the status's own `Display`
+/// spells the code out and appends its source), keeping the status's source.
+#[derive(Debug)]
+struct GrpcStatus(tonic::Status);
+
+impl std::fmt::Display for GrpcStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}: {}", self.0.code(), self.0.message())
+    }
+}
+
+impl std::error::Error for GrpcStatus {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        std::error::Error::source(&self.0)
+    }
 }
 
 impl PubsubDeadLetters {
@@ -88,9 +106,9 @@ impl PubsubDeadLetters {
             .clone()
             .filter(|s| !s.is_empty())
             .ok_or_else(|| {
-                Error::Config(
-                    "Pub/Sub redrive needs FLUXGATE_PUBSUB_DEAD_LETTER_SUBSCRIPTION (projects/P/subscriptions/S)"
-                        .into(),
+                Error::setting(
+                    "FLUXGATE_PUBSUB_DEAD_LETTER_SUBSCRIPTION",
+                    "Pub/Sub redrive needs it (projects/P/subscriptions/S)",
                 )
             })?;
         check_subscription(&subscription)?;
@@ -102,7 +120,7 @@ impl PubsubDeadLetters {
                 let credentials = google_cloud_auth::credentials::Builder::default()
                     .build()
                     .map_err(|e| {
-                        Error::Config(format!("Google credentials for Pub/Sub redrive: {e}"))
+                        Error::dependency_caused("Google credentials for Pub/Sub redrive", e)
                     })?;
                 (
                     endpoint.as_deref().unwrap_or(GOOGLE_ENDPOINT),
@@ -110,8 +128,9 @@ impl PubsubDeadLetters {
                 )
             }
         };
-        let bad_endpoint =
-            |e: tonic::transport::Error| Error::Config(format!("Pub/Sub endpoint {endpoint}: {e}"));
+        let bad_endpoint = |e: tonic::transport::Error| {
+            Error::dependency_caused(format!("Pub/Sub endpoint {endpoint}"), e)
+        };
         let mut channel = Endpoint::from_shared(endpoint.to_owned())
             .map_err(bad_endpoint)?
             .connect_timeout(Duration::from_secs(10));
@@ -139,7 +158,7 @@ impl PubsubDeadLetters {
                     *request.metadata_mut() = MetadataMap::from_headers(data);
                 }
                 Ok(CacheableResource::NotModified) => {}
-                Err(e) => return Err(Error::Queue(format!("Google credentials: {e}"))),
+                Err(e) => return Err(Error::queue_caused("Google credentials", e)),
             }
         }
         request.set_timeout(deadline);
@@ -161,7 +180,7 @@ impl PubsubDeadLetters {
             Err(status) if status.code() == tonic::Code::DeadlineExceeded => Ok(Vec::new()),
             Err(status) => Err(pubsub_error(
                 &format!("pull from {}", self.subscription),
-                &status,
+                status,
             )),
         }
     }
@@ -183,7 +202,7 @@ impl PubsubDeadLetters {
                         "acknowledge republished dead letters on {} (they will be redriven again)",
                         self.subscription
                     ),
-                    &status,
+                    status,
                 )
             })
     }
@@ -203,11 +222,11 @@ impl PubsubDeadLetters {
                 .clone()
                 .modify_ack_deadline(request)
                 .await
-                .map_err(|s| pubsub_error("hand back", &s)),
+                .map_err(|s| pubsub_error("hand back", s)),
             Err(e) => Err(e),
         };
         if let Err(e) = sent {
-            tracing::warn!(count, error = %e, "dead letters not handed back; they return after their ack deadline");
+            tracing::warn!(count, error = %e.chain(), "dead letters not handed back; they return after their ack deadline");
         }
     }
 }
@@ -259,11 +278,14 @@ impl DeadLetters for PubsubDeadLetters {
                 self.hand_back(failed).await;
                 // Stop rather than pull more that would likely fail the same way; the error
                 // tells the caller, and the messages wait on the dead-letter subscription.
-                return Err(Error::Queue(format!(
-                    "{count} dead letters could not be republished to {} and stay on {} ({moved} moved before that): {error}",
-                    self.queue.topic(),
-                    self.subscription
-                )));
+                return Err(Error::queue_caused(
+                    format!(
+                        "{count} dead letters could not be republished to {} and stay on {} ({moved} moved before that)",
+                        self.queue.topic(),
+                        self.subscription
+                    ),
+                    error,
+                ));
             }
         }
         Ok(RedriveReport {

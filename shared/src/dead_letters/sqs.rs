@@ -9,7 +9,6 @@
 
 use async_trait::async_trait;
 use aws_sdk_sqs::Client;
-use aws_sdk_sqs::error::DisplayErrorContext;
 use aws_sdk_sqs::types::{
     DeleteMessageBatchRequestEntry, QueueAttributeName, SendMessageBatchRequestEntry,
 };
@@ -66,8 +65,8 @@ impl SqsDeadLetters {
     }
 }
 
-fn sqs_error(what: &str, err: impl std::error::Error) -> Error {
-    Error::Queue(format!("{what}: {}", DisplayErrorContext(err)))
+fn sqs_error(what: &str, err: impl std::error::Error + Send + Sync + 'static) -> Error {
+    Error::queue_caused(what, err)
 }
 
 #[async_trait]

@@ -100,7 +100,8 @@ impl QueueMessage {
     pub fn from_event(event: &Event) -> Result<Self> {
         Ok(Self {
             keys: vec![event.key()],
-            body: serde_json::to_vec(event).map_err(|e| Error::Queue(e.to_string()))?,
+            body: serde_json::to_vec(event)
+                .map_err(|e| Error::queue_caused("the event cannot be encoded as JSON", e))?,
             attributes: MessageAttributes::common_to(&[event]),
         })
     }

@@ -24,7 +24,7 @@ where
     Box::new(move || {
         Box::pin(async move {
             let summary = job().await?;
-            serde_json::to_value(summary).map_err(|e| Error::Runtime(format!("summary: {e}")))
+            serde_json::to_value(summary).map_err(|e| Error::runtime("summary", e))
         })
     })
 }
@@ -37,7 +37,7 @@ pub(super) async fn run_once(name: &str, job: JobRun) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            tracing::error!(error = %e, "{name} job failed");
+            tracing::error!(error = %e.chain(), "{name} job failed");
             ExitCode::FAILURE
         }
     }

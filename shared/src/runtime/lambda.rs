@@ -40,7 +40,7 @@ where
             .map_err(|e| Error::malformed("event", e.to_string()));
         Box::pin(async move {
             let answer = answer?.await?;
-            serde_json::to_value(answer).map_err(|e| Error::Runtime(format!("answer: {e}")))
+            serde_json::to_value(answer).map_err(|e| Error::runtime("answer", e))
         })
     })
 }
@@ -60,8 +60,8 @@ pub(super) async fn serve_events(handler: EventHandler) -> Result<()> {
 
 /// The runtime's own failure (it cannot reach the Runtime API): the process ends and Lambda
 /// starts a new one.
-pub(super) fn runtime_failed(error: impl std::fmt::Display) -> Error {
-    Error::Runtime(format!("Lambda runtime: {error}"))
+pub(super) fn runtime_failed(error: lambda_runtime::Error) -> Error {
+    Error::runtime("Lambda runtime", error)
 }
 
 /// Any epoch time before this (September 2001) is not one: Lambda sends the deadline in epoch

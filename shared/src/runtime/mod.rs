@@ -87,7 +87,7 @@ impl Function {
         match outcome {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
-                tracing::error!(error = %e, "{name} stopped");
+                tracing::error!(error = %e.chain(), "{name} stopped");
                 ExitCode::FAILURE
             }
         }
@@ -109,7 +109,7 @@ where
     match build(config).await {
         Ok(function) => function.serve(&name).await,
         Err(e) => {
-            tracing::error!(error = %e, "{name} cannot start");
+            tracing::error!(error = %e.chain(), "{name} cannot start");
             ExitCode::FAILURE
         }
     }

@@ -43,7 +43,7 @@ impl LocalFileSink {
         let scan_root = root.clone();
         let written = tokio::task::spawn_blocking(move || index_existing(&scan_root))
             .await
-            .map_err(|e| Error::Sink(format!("indexing {}: {e}", root.display())))??;
+            .map_err(|e| Error::sink_caused(format!("indexing {}", root.display()), e))??;
         Ok(Self {
             root,
             written: Mutex::new(written),
@@ -87,12 +87,14 @@ impl Sink for LocalFileSink {
 async fn write_part(dir: &Path, rows: &[&WarehouseRow]) -> Result<()> {
     let mut body = Vec::with_capacity(rows.len() * 256);
     for row in rows {
-        let mut value = serde_json::to_value(row).map_err(|e| Error::Sink(e.to_string()))?;
+        let mut value = serde_json::to_value(row)
+            .map_err(|e| Error::sink_caused("a row cannot be encoded as JSON", e))?;
         if let Value::Object(map) = &mut value {
             map.remove("tenant_id");
             map.remove("event_date");
         }
-        serde_json::to_writer(&mut body, &value).map_err(|e| Error::Sink(e.to_string()))?;
+        serde_json::to_writer(&mut body, &value)
+            .map_err(|e| Error::sink_caused("a row cannot be encoded as JSON", e))?;
         body.push(b'\n');
     }
     tokio::fs::create_dir_all(dir).await?;
@@ -128,7 +130,7 @@ fn index_existing(root: &Path) -> Result<HashSet<EventKey>> {
                     .filter(|l| !l.is_empty())
                 {
                     let row: Value = serde_json::from_str(line)
-                        .map_err(|e| Error::Sink(format!("{}: {e}", path.display())))?;
+                        .map_err(|e| Error::sink_caused(path.display().to_string(), e))?;
                     if let Some(event_id) = row.get("event_id").and_then(Value::as_str) {
                         keys.insert(EventKey {
                             tenant_id: tenant.clone(),

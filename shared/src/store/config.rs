@@ -55,9 +55,9 @@ impl DatabaseConfig {
 
     pub fn required_url(&self) -> Result<&str> {
         self.database_url.as_deref().ok_or_else(|| {
-            Error::Config(
-                "DATABASE_URL (postgres://, mysql:// or sqlite://) or FLUXGATE_DATABASE_SECRET_ID is required"
-                    .into(),
+            Error::setting(
+                "DATABASE_URL",
+                "is required (postgres://, mysql:// or sqlite://), or FLUXGATE_DATABASE_SECRET_ID",
             )
         })
     }

@@ -84,8 +84,9 @@ pub async fn connect(url: &str, config: &DatabaseConfig) -> Result<Arc<dyn Store
                 SqliteStore::new(pool, Sqlite, config.db_migrate).await?,
             ))
         }
-        other => Err(Error::Config(format!(
-            "DATABASE_URL scheme {other:?} is not supported (use postgres://, mysql:// or sqlite:)"
-        ))),
+        other => Err(Error::setting(
+            "DATABASE_URL",
+            format!("scheme {other:?} is not supported (use postgres://, mysql:// or sqlite:)"),
+        )),
     }
 }

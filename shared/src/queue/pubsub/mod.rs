@@ -56,9 +56,10 @@ pub(crate) fn target(config: &PubsubConfig) -> Result<Target> {
         } else if endpoint.starts_with("https://") {
             Ok(Target::Google(Some(endpoint.to_string())))
         } else {
-            Err(Error::Config(format!(
-                "FLUXGATE_PUBSUB_ENDPOINT must be an http:// or https:// URL, not {endpoint:?}"
-            )))
+            Err(Error::setting(
+                "FLUXGATE_PUBSUB_ENDPOINT",
+                format!("must be an http:// or https:// URL, not {endpoint:?}"),
+            ))
         };
     }
     match config
@@ -75,9 +76,10 @@ fn check_topic(topic: &str) -> Result<()> {
     let parts: Vec<&str> = topic.split('/').collect();
     match parts.as_slice() {
         ["projects", project, "topics", name] if !project.is_empty() && !name.is_empty() => Ok(()),
-        _ => Err(Error::Config(format!(
-            "FLUXGATE_PUBSUB_TOPIC must be projects/PROJECT/topics/TOPIC, not {topic:?}"
-        ))),
+        _ => Err(Error::setting(
+            "FLUXGATE_PUBSUB_TOPIC",
+            format!("must be projects/PROJECT/topics/TOPIC, not {topic:?}"),
+        )),
     }
 }
 
@@ -94,9 +96,9 @@ impl PubsubQueue {
             .clone()
             .filter(|t| !t.is_empty())
             .ok_or_else(|| {
-                Error::Config(
-                    "FLUXGATE_QUEUE=pubsub needs FLUXGATE_PUBSUB_TOPIC (projects/P/topics/T)"
-                        .into(),
+                Error::setting(
+                    "FLUXGATE_PUBSUB_TOPIC",
+                    "FLUXGATE_QUEUE=pubsub needs it (projects/P/topics/T)",
                 )
             })?;
         check_topic(&topic)?;
@@ -122,7 +124,7 @@ impl PubsubQueue {
         let publisher = builder
             .build()
             .await
-            .map_err(|e| Error::Config(format!("Pub/Sub publisher for {topic}: {e}")))?;
+            .map_err(|e| Error::dependency_caused(format!("Pub/Sub publisher for {topic}"), e))?;
         tracing::info!(%topic, target = ?target, "Pub/Sub publisher ready");
         Ok(Self { publisher, topic })
     }

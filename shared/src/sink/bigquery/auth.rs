@@ -70,7 +70,7 @@ pub(super) async fn build_client(
         .connect_timeout(CONNECT_TIMEOUT)
         .timeout(REQUEST_TIMEOUT)
         .build()
-        .map_err(|e| Error::Config(format!("BigQuery HTTP client: {e}")))?;
+        .map_err(|e| Error::dependency_caused("BigQuery HTTP client", e))?;
     let mut builder = ClientBuilder::new();
     builder.with_client(http);
     if let Some(endpoint) = endpoint {
@@ -83,11 +83,11 @@ pub(super) async fn build_client(
         BigQueryCredentials::ServiceAccountKey(key) => {
             let key =
                 gcp_bigquery_client::yup_oauth2::parse_service_account_key(key.expose().as_bytes())
+                    // Not kept as the cause: the parser's message may quote the key.
                     .map_err(|_| {
-                        Error::Config(
+                        Error::dependency(
                             "the BigQuery credentials are not a service-account key JSON \
-                         (expected type, client_email, private_key, token_uri, ...)"
-                                .into(),
+                         (expected type, client_email, private_key, token_uri, ...)",
                         )
                     })?;
             builder.build_from_service_account_key(key, false).await
@@ -96,7 +96,7 @@ pub(super) async fn build_client(
             builder.build_from_authenticator(Arc::new(FixedToken)).await
         }
     };
-    built.map_err(|e| Error::Config(format!("BigQuery credentials: {e}")))
+    built.map_err(|e| Error::dependency_caused("BigQuery credentials", e))
 }
 
 #[cfg(test)]

@@ -135,7 +135,7 @@ impl Outcome {
     /// `Err` when requests were sent and all failed as a whole (nothing was written).
     pub(super) fn into_result(self) -> Result<Vec<RowResult>> {
         match self.all_failed {
-            Some(error) => Err(Error::Sink(error)),
+            Some(error) => Err(Error::sink(error)),
             None => Ok(self.results),
         }
     }

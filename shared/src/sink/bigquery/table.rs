@@ -24,7 +24,7 @@ pub const CLUSTERING_FIELDS: [&str; 2] = ["tenant_id", "event_type"];
 /// The events table's schema, from `infra/bigquery/events_schema.json`.
 pub fn events_schema() -> Result<TableSchema> {
     let fields: Vec<TableFieldSchema> = serde_json::from_str(SCHEMA_JSON)
-        .map_err(|e| Error::Config(format!("infra/bigquery/events_schema.json: {e}")))?;
+        .map_err(|e| Error::internal_caused("infra/bigquery/events_schema.json", e))?;
     Ok(TableSchema::new(fields))
 }
 
@@ -51,7 +51,7 @@ pub(super) fn status_code(error: &BQError) -> Option<i64> {
 }
 
 fn sink_error(what: &str, target: &BigQueryTarget, error: BQError) -> Error {
-    Error::Sink(format!("BigQuery {what} for {target}: {error}"))
+    Error::sink_caused(format!("BigQuery {what} for {target}"), error)
 }
 
 /// Makes sure the table exists: one `tables.get` when it does (the usual case), else creates
