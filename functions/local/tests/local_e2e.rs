@@ -480,3 +480,112 @@ async fn the_cli_manages_tenants_and_keys_of_a_database() {
     );
     db.cleanup().await;
 }
+
+/// Events of the kill test: `FLUXGATE_CRASH_TEST_EVENTS`, 100,000 by default.
+fn crash_test_events() -> usize {
+    std::env::var("FLUXGATE_CRASH_TEST_EVENTS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(100_000)
+}
+
+/// Posts `body` to whichever process is up now (`base` changes at each restart) until one
+/// answers 200: a kill while the request is in flight gets no answer, and the same batch again
+/// is idempotent (what was stored is a duplicate then).
+async fn post_until_answered(
+    base: &tokio::sync::watch::Receiver<(String, String)>,
+    body: &Value,
+) -> Value {
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let (url, key) = base.borrow().clone();
+        let answer = client
+            .post(format!("{url}/v1/events/batch"))
+            .bearer_auth(&key)
+            .json(body)
+            .send()
+            .await;
+        if let Ok(response) = answer
+            && response.status().as_u16() == 200
+            && let Ok(answer) = response.json::<Value>().await
+        {
+            return answer;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no process answered a batch in 300 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Batches posted while the process is killed (SIGKILL) and restarted six times, during ingest
+/// and delivery: at the end every accepted event is DONE and in the warehouse exactly once.
+async fn six_kills_lose_and_duplicate_nothing(database_url: Option<&str>) {
+    const BATCH: usize = 500;
+    let total = crash_test_events().div_ceil(BATCH) * BATCH;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut local = LocalProcess::start(dir.path(), database_url).await;
+    let (base_tx, base) = tokio::sync::watch::channel((local.base.clone(), local.key.clone()));
+    let poster = tokio::spawn(async move {
+        let mut accepted = Vec::new();
+        for first in (0..total).step_by(BATCH) {
+            let events: Vec<Value> = (first..first + BATCH)
+                .map(|i| {
+                    json!({"tenantId": "acme", "eventId": format!("k{i:07}"),
+                                "eventType": "page.viewed", "payload": {"n": i}})
+                })
+                .collect();
+            let answer = post_until_answered(&base, &json!({ "events": events })).await;
+            for item in answer["items"].as_array().expect("items") {
+                let status = item["status"].as_str().expect("status");
+                assert!(matches!(status, "accepted" | "duplicate"), "{item}");
+                accepted.push(EventKey {
+                    tenant_id: "acme".into(),
+                    event_id: item["eventId"].as_str().expect("eventId").to_owned(),
+                });
+            }
+        }
+        accepted
+    });
+    // Six kills spread over ingest and delivery, each followed by a restart on the same data.
+    for kill in 0..6 {
+        tokio::time::sleep(Duration::from_millis(if kill < 4 { 1500 } else { 700 })).await;
+        local.signal("KILL");
+        local.wait_exit(Duration::from_secs(20)).await;
+        drop(local);
+        local = LocalProcess::start(dir.path(), database_url).await;
+        base_tx
+            .send((local.base.clone(), local.key.clone()))
+            .expect("the poster listens");
+    }
+    let accepted = poster.await.expect("poster");
+    assert_eq!(accepted.len(), total, "every batch was answered in the end");
+
+    let url = database_url.map_or_else(|| sqlite_url(dir.path()), str::to_owned);
+    let store = fluxgate::store::connect(&url, &database_config(&url))
+        .await
+        .expect("open the database");
+    wait_all_done(store.as_ref(), &accepted, Duration::from_secs(600)).await;
+    let (rows, stored) = warehouse(dir.path());
+    assert_eq!(
+        stored.len(),
+        total,
+        "every accepted event is in the warehouse"
+    );
+    assert_eq!(rows, total, "and none twice");
+    drop(local);
+}
+
+#[tokio::test]
+async fn six_kills_during_ingest_and_delivery_lose_nothing_on_sqlite() {
+    six_kills_lose_and_duplicate_nothing(None).await;
+}
+
+#[tokio::test]
+async fn six_kills_during_ingest_and_delivery_lose_nothing_on_postgres() {
+    let db = TestDb::postgres().await;
+    six_kills_lose_and_duplicate_nothing(Some(&db.url)).await;
+    db.cleanup().await;
+}
