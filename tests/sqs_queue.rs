@@ -181,13 +181,13 @@ async fn an_oversize_message_fails_alone_and_the_rest_are_sent() {
 async fn large_messages_are_split_by_bytes_and_all_arrive() {
     let queue = TestQueue::create().await;
     let (sqs, requests) = sqs_queue(&queue.url).await;
-    // About 100 KiB each: two fit in one 256 KiB request, the third needs another.
+    // About 400 KiB each: two fit in one 1 MiB request, the third needs another.
     let events: Vec<Event> = (0..3)
         .map(|i| {
             event_with_payload(
                 "acme",
                 &format!("big{i}"),
-                json!({ "blob": "y".repeat(100 * 1024) }),
+                json!({ "blob": "y".repeat(400 * 1024) }),
             )
         })
         .collect();

@@ -115,16 +115,16 @@ pub struct DrainConfig {
     #[arg(long, env = "FLUXGATE_PACK_MAX_EVENTS", default_value_t = DrainConfig::PACK_MAX_EVENTS)]
     pub pack_max_events: usize,
     /// Largest queue message body, in bytes; the queue's own limit caps it further (SQS
-    /// 256 KiB, which every queue takes whatever its `MaximumMessageSize`; Pub/Sub 10 MB).
-    /// SQS bills each 64 KiB of a message as one request, so larger packs cost the same per
-    /// byte and less per event.
+    /// 1 MiB, Pub/Sub 10 MB). An SQS queue whose `MaximumMessageSize` is smaller (256 KiB
+    /// before 2025) needs this at or below it. SQS bills each 64 KiB of a message as one
+    /// request, so larger packs cost the same per byte and fewer API calls.
     #[arg(long, env = "FLUXGATE_PACK_MAX_BYTES", default_value_t = DrainConfig::PACK_MAX_BYTES)]
     pub pack_max_bytes: usize,
 }
 
 impl DrainConfig {
     pub const PACK_MAX_EVENTS: usize = 500;
-    pub const PACK_MAX_BYTES: usize = 256 * 1024;
+    pub const PACK_MAX_BYTES: usize = 1024 * 1024;
 }
 
 impl Default for DrainConfig {

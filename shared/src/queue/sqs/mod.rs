@@ -21,10 +21,10 @@ use config::SqsConfig;
 /// Entries of one `SendMessageBatch` request, at most (an SQS limit).
 pub const MAX_ENTRIES_PER_REQUEST: usize = 10;
 /// Bytes of one request, all entries' bodies and attributes together, at most; also the
-/// largest single message. 256 KiB is the long-standing SQS limit; newer queues may take up to
-/// 1 MiB, but staying under 256 KiB works whatever `MaximumMessageSize` a queue has, and
-/// fluxgate's payload limit (128 KiB by default) keeps events well below it.
-pub const MAX_REQUEST_BYTES: usize = 256 * 1024;
+/// largest single message: 1 MiB since August 2025 (256 KiB before), and the default
+/// `MaximumMessageSize` of new queues. `template.yaml` sets it on its queues; a queue made with
+/// a smaller one needs `FLUXGATE_PACK_MAX_BYTES` at or below it.
+pub const MAX_REQUEST_BYTES: usize = 1024 * 1024;
 /// Messages one `publish_batch` call takes: the drain hands over this many at once, and they
 /// go out as up to ten concurrent requests.
 const MAX_PUBLISH_BATCH: usize = 100;
@@ -321,8 +321,8 @@ mod tests {
 
     #[test]
     fn large_messages_split_requests_by_bytes() {
-        // 100 KiB bodies: two fit under 256 KiB, a third does not.
-        let messages: Vec<_> = (0..5).map(|_| message(100 * 1024, None)).collect();
+        // 400 KiB bodies: two fit under 1 MiB, a third does not.
+        let messages: Vec<_> = (0..5).map(|_| message(400 * 1024, None)).collect();
         let plan = plan_requests(&messages);
         assert_eq!(plan, vec![vec![0, 1], vec![2, 3], vec![4]]);
         for group in &plan {
