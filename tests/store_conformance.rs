@@ -1255,6 +1255,12 @@ mod cases {
         assert_eq!(ms(latency.avg_ms), Some(420_250));
         assert_eq!(ms(latency.p50_ms), Some(120_000));
         assert_eq!(ms(latency.p95_ms), Some(1_200_000));
+        assert_eq!(ms(latency.p99_ms), Some(1_200_000));
+        // 1 s in the 1 s bucket; 120 s, 360 s and 1 200 s above the last bound (60 s).
+        let mut histogram = [0; fluxgate::store::LATENCY_BUCKETS_MS.len() + 1];
+        histogram[7] = 1;
+        histogram[fluxgate::store::LATENCY_BUCKETS_MS.len()] = 3;
+        assert_eq!(latency.histogram, histogram);
         // A window holding only e0 and e1 (done at base + 1 s and base + 121 s).
         let early = admin
             .latency(None, base, base + secs(200))
@@ -1272,6 +1278,7 @@ mod cases {
             (empty.completed, empty.avg_ms, empty.p50_ms),
             (0, None, None)
         );
+        assert_eq!(empty.histogram.iter().sum::<u64>(), 0);
 
         // At base + 400 s: e2 (362 s) in the last minute, e1 (121 s) in five, e0 (1 s) in 15;
         // e3 (1 203 s) is later than "now" and not counted.

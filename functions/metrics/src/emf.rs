@@ -30,6 +30,7 @@ pub fn figures(report: &MetricsReport) -> Vec<Figure> {
         ("LatencyAvg", latency.avg_ms),
         ("LatencyP50", latency.p50_ms),
         ("LatencyP95", latency.p95_ms),
+        ("LatencyP99", latency.p99_ms),
     ] {
         if let Some(ms) = value {
             figures.push(Figure::new(name, "Milliseconds", ms));

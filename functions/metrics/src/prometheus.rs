@@ -14,7 +14,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use std::sync::atomic::AtomicU64;
 
-use fluxgate::store::OutboxStatus;
+use fluxgate::store::{LATENCY_BUCKETS_MS, OutboxStatus};
 
 use crate::report::MetricsReport;
 
@@ -90,7 +90,11 @@ pub fn render(report: &MetricsReport) -> Result<String, std::fmt::Error> {
     );
     let latency = &report.latency.latency;
     let quantiles = Family::<Labels, FloatGauge>::default();
-    for (quantile, value) in [("0.5", latency.p50_ms), ("0.95", latency.p95_ms)] {
+    for (quantile, value) in [
+        ("0.5", latency.p50_ms),
+        ("0.95", latency.p95_ms),
+        ("0.99", latency.p99_ms),
+    ] {
         if let Some(ms) = value {
             quantiles
                 .get_or_create(&vec![("quantile".to_owned(), quantile.to_owned())])
@@ -107,6 +111,38 @@ pub fn render(report: &MetricsReport) -> Result<String, std::fmt::Error> {
         "latency_avg_seconds",
         "Average receive-to-DONE latency over the latency window.",
         latency.avg_ms.unwrap_or(0.0) / 1000.0,
+    );
+    // The window's distribution as histogram buckets (`le`, cumulative, in seconds), for
+    // `histogram_quantile`. Gauges, not a counter histogram: they count the events of a
+    // sliding window, so they go down as well as up (an OpenMetrics gaugehistogram, which
+    // prometheus-client cannot write yet).
+    let buckets = Family::<Labels, Gauge>::default();
+    let mut cumulative: u64 = 0;
+    for (i, in_bucket) in latency.histogram.iter().enumerate() {
+        cumulative += in_bucket;
+        let le = LATENCY_BUCKETS_MS
+            .get(i)
+            .map_or_else(|| "+Inf".to_owned(), |ms| (ms / 1000.0).to_string());
+        buckets
+            .get_or_create(&vec![("le".to_owned(), le)])
+            .set(i64::try_from(cumulative).unwrap_or(i64::MAX));
+    }
+    registry.register(
+        "latency_window_seconds_bucket",
+        "Events that reached DONE in the latency window with a receive-to-DONE latency at most `le` seconds.",
+        buckets,
+    );
+    gauge(
+        &mut registry,
+        "latency_window_seconds_count",
+        "Events that reached DONE in the latency window.",
+        latency.completed as f64,
+    );
+    gauge(
+        &mut registry,
+        "latency_window_seconds_sum",
+        "Sum of their receive-to-DONE latencies, in seconds.",
+        latency.avg_ms.unwrap_or(0.0) * latency.completed as f64 / 1000.0,
     );
     let throughput = Family::<Labels, Gauge>::default();
     for (window, done) in [

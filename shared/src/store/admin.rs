@@ -114,7 +114,17 @@ pub struct Latency {
     pub avg_ms: Option<f64>,
     pub p50_ms: Option<f64>,
     pub p95_ms: Option<f64>,
+    pub p99_ms: Option<f64>,
+    /// Events per latency bucket: entry i counts latencies above bucket i - 1's bound and at
+    /// most [`LATENCY_BUCKETS_MS`]`[i]`; the last entry counts those above every bound.
+    #[schema(value_type = Vec<u64>)]
+    pub histogram: [u64; LATENCY_BUCKETS_MS.len() + 1],
 }
+
+/// Upper bounds, in milliseconds, of the latency histogram's buckets.
+pub const LATENCY_BUCKETS_MS: [f64; 12] = [
+    5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0, 60000.0,
+];
 
 /// Events that reached DONE in the last 1, 5 and 15 minutes.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
@@ -224,6 +234,14 @@ pub(crate) struct LatencyRow {
     avg_ms: Option<f64>,
     p50_ms: Option<f64>,
     p95_ms: Option<f64>,
+    p99_ms: Option<f64>,
+}
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct BucketRow {
+    /// The smallest latency of the bucket, which names it.
+    ms: Option<f64>,
+    n: i64,
 }
 
 #[derive(sqlx::FromRow)]
@@ -532,6 +550,7 @@ where
     CountRow: for<'r> FromRow<'r, <D::DB as Database>::Row>,
     LatencyRow: for<'r> FromRow<'r, <D::DB as Database>::Row>,
     MillisRow: for<'r> FromRow<'r, <D::DB as Database>::Row>,
+    BucketRow: for<'r> FromRow<'r, <D::DB as Database>::Row>,
     ThroughputRow: for<'r> FromRow<'r, <D::DB as Database>::Row>,
     FailedRow: for<'r> FromRow<'r, <D::DB as Database>::Row>,
     String: Bind<D::DB>,
@@ -586,11 +605,12 @@ where
         let percentiles = if dialect.has_percentile_disc() {
             format!(
                 ", percentile_disc(0.5) WITHIN GROUP (ORDER BY {millis}) AS p50_ms, \
-                 percentile_disc(0.95) WITHIN GROUP (ORDER BY {millis}) AS p95_ms"
+                 percentile_disc(0.95) WITHIN GROUP (ORDER BY {millis}) AS p95_ms, \
+                 percentile_disc(0.99) WITHIN GROUP (ORDER BY {millis}) AS p99_ms"
             )
         } else {
             // Filled in below by rank; a NULL decodes as None on every database.
-            ", NULL AS p50_ms, NULL AS p95_ms".to_owned()
+            ", NULL AS p50_ms, NULL AS p95_ms, NULL AS p99_ms".to_owned()
         };
         let mut qb = QueryBuilder::<D::DB>::new(format!(
             "SELECT COUNT(*) AS n, AVG({millis}) AS avg_ms{percentiles}"
@@ -598,7 +618,7 @@ where
         window(&mut qb);
         let row: LatencyRow = qb.build_query_as().fetch_one(self.pool()).await?;
         let completed = count(row.n);
-        let (mut p50, mut p95) = (row.p50_ms, row.p95_ms);
+        let (mut p50, mut p95, mut p99) = (row.p50_ms, row.p95_ms, row.p99_ms);
         if !dialect.has_percentile_disc() && completed > 0 {
             // Nearest rank, as percentile_disc: the value at position ceil(p * n).
             let at_rank = async |p: f64| -> Result<Option<f64>> {
@@ -611,12 +631,41 @@ where
             };
             p50 = at_rank(0.5).await?;
             p95 = at_rank(0.95).await?;
+            p99 = at_rank(0.99).await?;
+        }
+        // The histogram in one scan of the same window, grouped by bucket; each group is named
+        // by its smallest latency (a float on every database, where a CASE of integer literals
+        // is a different integer type on each). Latencies count to the millisecond: SQLite's
+        // julianday arithmetic is microseconds off, which must not move a latency on a bound.
+        let mut histogram = [0; LATENCY_BUCKETS_MS.len() + 1];
+        if completed > 0 {
+            let rounded = format!("ROUND({millis})");
+            let mut bucket = String::from("CASE");
+            for (i, bound) in LATENCY_BUCKETS_MS.iter().enumerate() {
+                bucket.push_str(&format!(" WHEN {rounded} <= {bound} THEN {i}"));
+            }
+            bucket.push_str(&format!(" ELSE {} END", LATENCY_BUCKETS_MS.len()));
+            let mut qb =
+                QueryBuilder::<D::DB>::new(format!("SELECT MIN({rounded}) AS ms, COUNT(*) AS n"));
+            window(&mut qb);
+            qb.push(format!(" GROUP BY {bucket}"));
+            let rows: Vec<BucketRow> = qb.build_query_as().fetch_all(self.pool()).await?;
+            for row in rows {
+                let ms = row.ms.unwrap_or(0.0);
+                let index = LATENCY_BUCKETS_MS
+                    .iter()
+                    .position(|bound| ms <= *bound)
+                    .unwrap_or(LATENCY_BUCKETS_MS.len());
+                histogram[index] += count(row.n);
+            }
         }
         Ok(Latency {
             completed,
             avg_ms: round_ms(row.avg_ms),
             p50_ms: round_ms(p50),
             p95_ms: round_ms(p95),
+            p99_ms: round_ms(p99),
+            histogram,
         })
     }
 

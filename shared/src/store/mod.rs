@@ -29,8 +29,8 @@ use crate::error::Result;
 use crate::event::{Event, EventKey};
 
 pub use admin::{
-    FailedEvent, Latency, MAX_TYPES, OutboxFilter, OutboxMetrics, OutboxReplay, REPLAY_BATCH,
-    REPLAYABLE, ReplayFilter, ReplayOne, StatusCounts, Throughput, TypeCount,
+    FailedEvent, LATENCY_BUCKETS_MS, Latency, MAX_TYPES, OutboxFilter, OutboxMetrics, OutboxReplay,
+    REPLAY_BATCH, REPLAYABLE, ReplayFilter, ReplayOne, StatusCounts, Throughput, TypeCount,
 };
 pub use api_keys::{ActiveKey, ApiKeyInfo, ApiKeys, NewApiKey, TenantRecord};
 pub use batch::InsertOutcome;
