@@ -6,8 +6,9 @@ use std::time::Duration;
 
 use clap::{Args, Command, FromArgMatches};
 use fluxgate::config::DatabaseConfig;
+use fluxgate::event::EventKey;
 use fluxgate::store::{self, Store};
-use sqlx::{AssertSqlSafe, Connection, Executor, MySqlConnection, PgConnection};
+use sqlx::{AssertSqlSafe, Connection, Executor, MySqlConnection, PgConnection, SqliteConnection};
 use tempfile::TempDir;
 
 /// The admin URL of the PostgreSQL server the tests create their databases on.
@@ -202,6 +203,69 @@ impl TestDb {
                 if let Err(err) = dir.close() {
                     eprintln!("fluxgate-tests: could not remove the SQLite test directory: {err}");
                 }
+            }
+        }
+    }
+
+    /// How many rows of `table` (`"events"` or `"outbox"`) hold `key`, counted in SQL on a
+    /// connection of its own, not through the `Store` under test.
+    pub async fn count_rows(&self, table: &str, key: &EventKey) -> i64 {
+        let (postgres, other) = match table {
+            "events" => (
+                "SELECT COUNT(*) FROM events WHERE tenant_id = $1 AND event_id = $2",
+                "SELECT COUNT(*) FROM events WHERE tenant_id = ? AND event_id = ?",
+            ),
+            "outbox" => (
+                "SELECT COUNT(*) FROM outbox WHERE tenant_id = $1 AND event_id = $2",
+                "SELECT COUNT(*) FROM outbox WHERE tenant_id = ? AND event_id = ?",
+            ),
+            other => panic!("count_rows: no table {other:?} (events or outbox)"),
+        };
+        let fail =
+            |err: sqlx::Error| -> i64 { panic!("count {table} rows on {}: {err}", self.kind) };
+        match self.kind {
+            DbKind::Postgres => {
+                let mut conn = PgConnection::connect(&self.url).await.unwrap_or_else(|e| {
+                    panic!("connect to {}: {e}", redact(&self.url));
+                });
+                let n = sqlx::query_scalar(postgres)
+                    .bind(&key.tenant_id)
+                    .bind(&key.event_id)
+                    .fetch_one(&mut conn)
+                    .await
+                    .unwrap_or_else(fail);
+                let _ = conn.close().await;
+                n
+            }
+            DbKind::MariaDb => {
+                let mut conn = MySqlConnection::connect(&self.url)
+                    .await
+                    .unwrap_or_else(|e| {
+                        panic!("connect to {}: {e}", redact(&self.url));
+                    });
+                let n = sqlx::query_scalar(other)
+                    .bind(&key.tenant_id)
+                    .bind(&key.event_id)
+                    .fetch_one(&mut conn)
+                    .await
+                    .unwrap_or_else(fail);
+                let _ = conn.close().await;
+                n
+            }
+            DbKind::Sqlite => {
+                let mut conn = SqliteConnection::connect(&self.url)
+                    .await
+                    .unwrap_or_else(|e| {
+                        panic!("open {}: {e}", self.url);
+                    });
+                let n = sqlx::query_scalar(other)
+                    .bind(&key.tenant_id)
+                    .bind(&key.event_id)
+                    .fetch_one(&mut conn)
+                    .await
+                    .unwrap_or_else(fail);
+                let _ = conn.close().await;
+                n
             }
         }
     }
