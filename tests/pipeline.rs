@@ -13,7 +13,7 @@ use fluxgate::queue::{InMemoryQueue, InMemoryQueueConfig, QueueMessage};
 use fluxgate::sink::{LocalFileSink, RowError, RowResult, Sink, WarehouseRow};
 use fluxgate::store::{ClaimRequest, OutboxStatus, Store};
 use fluxgate_outbox_drain::{Drain, StoppedBy};
-use fluxgate_tests::{TestDb, claim_request, event};
+use fluxgate_tests::{TestDb, claim_request, event, event_at, keys};
 use fluxgate_worker::{Delivery, Verdict, Worker};
 
 fn drain_config() -> DrainConfig {
@@ -150,48 +150,95 @@ async fn concurrent_drains_on_sqlite() {
     concurrent_drains_never_publish_a_row_twice(TestDb::sqlite().await).await;
 }
 
+/// Time is the injected `now` of the claims, never a sleep: the crashed run's claims are made
+/// at chosen moments, so one lease has surely expired and the other surely holds when the
+/// drain (which reads the wall clock) runs.
 #[tokio::test]
 async fn claims_of_a_crashed_run_come_back_after_the_lease() {
     let db = TestDb::postgres().await;
-    let events = seed(db.store.as_ref(), "acme", 5).await;
-    let queue = Arc::new(InMemoryQueue::new(InMemoryQueueConfig::default()));
-    let drain = Drain::new(db.store.clone(), queue.clone(), drain_config());
+    let store = db.store.as_ref();
+    let t0 = fluxgate::now();
+    let lease = TimeDelta::minutes(10);
+    let crashed_claim = |now| ClaimRequest {
+        owner: "crashed-run".into(),
+        limit: 100,
+        lease_ttl: lease,
+        now,
+    };
+    let received = t0 - TimeDelta::hours(1);
+    let batch = |prefix: &str| -> Vec<Event> {
+        (0..5)
+            .map(|i| event_at("acme", &format!("{prefix}{i}"), received))
+            .collect()
+    };
 
-    // A run claims with a short lease and dies before publishing.
-    let crashed = db
-        .store
-        .claim_batch(&ClaimRequest {
-            owner: "crashed-run".into(),
-            limit: 100,
-            lease_ttl: TimeDelta::milliseconds(300),
-            now: fluxgate::now(),
-        })
+    // A run claims rows now and dies before publishing: its lease holds for ten minutes.
+    let held = batch("held-");
+    store.insert_events(&held).await.expect("insert");
+    let claimed = store.claim_batch(&crashed_claim(t0)).await.expect("claim");
+    assert_eq!(claimed.len(), 5);
+    // The same run had claimed other rows half an hour ago: that lease ended 20 minutes ago.
+    let expired = batch("expired-");
+    store.insert_events(&expired).await.expect("insert");
+    let claimed = store
+        .claim_batch(&crashed_claim(t0 - TimeDelta::minutes(30)))
         .await
         .expect("claim");
-    assert_eq!(crashed.len(), 5);
-    // While its lease holds, no other run takes the rows.
-    assert_eq!(drain.run(far_deadline()).await.expect("drain").claimed, 0);
+    assert_eq!(
+        claimed.len(),
+        5,
+        "only the expired- rows were due half an hour ago"
+    );
 
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    let queue = Arc::new(InMemoryQueue::new(InMemoryQueueConfig::default()));
+    let drain = Drain::new(db.store.clone(), queue.clone(), drain_config());
     let summary = drain.run(far_deadline()).await.expect("drain");
     assert_eq!(
-        summary.published, 5,
-        "the expired lease gives the rows back"
+        (summary.claimed, summary.published),
+        (5, 5),
+        "the expired lease gives its rows back, the holding one does not"
     );
-    assert_eq!(drain_queue(&queue).await.len(), 5);
+    let mut published: Vec<_> = drain_queue(&queue)
+        .await
+        .into_iter()
+        .map(|m| m.key.event_id)
+        .collect();
+    published.sort();
+    let mut expected: Vec<_> = expired.iter().map(|e| e.event_id.clone()).collect();
+    expected.sort();
+    assert_eq!(
+        published, expected,
+        "while its lease holds, no other run takes a row"
+    );
 
-    // The crashed run, should it wake up, settles nothing.
-    let keys: Vec<_> = events.iter().map(Event::key).collect();
-    let settled = db
-        .store
-        .mark_published("crashed-run", &keys, fluxgate::now())
+    // The crashed run, should it wake up, settles nothing it lost.
+    let settled = store
+        .mark_published("crashed-run", &keys(&expired), fluxgate::now())
         .await
         .expect("mark");
     assert_eq!(settled, 0);
     assert_eq!(
-        status_counts(db.store.as_ref(), &events).await[&OutboxStatus::Published],
+        status_counts(store, &expired).await[&OutboxStatus::Published],
         5
     );
+    assert_eq!(status_counts(store, &held).await[&OutboxStatus::Pending], 5);
+
+    // The held rows come back the moment their lease ends, and not before.
+    let next = |now| claim_request("next-run", 100, now);
+    let early = store
+        .claim_batch(&next(t0 + lease - TimeDelta::seconds(1)))
+        .await
+        .expect("claim");
+    assert!(early.is_empty(), "claimed before the lease ended");
+    let back = store
+        .claim_batch(&next(t0 + lease + TimeDelta::seconds(1)))
+        .await
+        .expect("claim");
+    let mut back: Vec<_> = back.iter().map(|c| c.event.event_id.clone()).collect();
+    back.sort();
+    let mut expected: Vec<_> = held.iter().map(|e| e.event_id.clone()).collect();
+    expected.sort();
+    assert_eq!(back, expected);
     db.cleanup().await;
 }
 
