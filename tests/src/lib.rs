@@ -32,6 +32,7 @@ pub use auth::{ADMIN_KEY, auth_config, authenticator, authenticator_with, tenant
 pub use bigquery::{BIGQUERY_PROJECT, BIGQUERY_URL_ENV, TestBigQuery};
 pub use db::{
     DbKind, MYSQL_URL_ENV, POSTGRES_URL_ENV, TEST_DB_ENV, TEST_DB_PREFIX, TestDb, database_config,
+    database_exists,
 };
 pub use events::{
     EVENT_TYPE, LEASE_TTL, claim_request, event, event_at, event_with_payload, key, keys,
