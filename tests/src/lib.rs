@@ -9,6 +9,7 @@
 //! - [`TestBigQuery`]: a dataset of its own per test on the bqemulator that `scripts/test.sh`
 //!   starts (`FLUXGATE_TEST_BIGQUERY_URL`), with rows and table metadata read back.
 //! - [`pubsub_server`]: a Pub/Sub gRPC test server (the one mock of the suite; see there why).
+//! - [`CapturedLog`]: everything a test logs, at every level, in a buffer.
 //! - [`router`]: a request through an axum router in-process, its answer read back whole.
 //! - [`lambda`]: a function binary under cargo-lambda's Lambda Runtime API, invoked as Lambda
 //!   invokes it.
@@ -25,6 +26,7 @@ mod db;
 mod events;
 mod files;
 pub mod lambda;
+mod logs;
 pub mod pubsub_server;
 pub mod router;
 
@@ -39,3 +41,4 @@ pub use events::{
     payload_hash,
 };
 pub use files::files_under;
+pub use logs::CapturedLog;
