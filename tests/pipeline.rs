@@ -2,18 +2,19 @@
 //! leases that come back after a crash, backoff and DEAD, and the worker's verdicts.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use async_trait::async_trait;
 use chrono::TimeDelta;
 use fluxgate::config::{DrainConfig, Schedule, WorkerConfig};
 use fluxgate::event::Event;
 use fluxgate::queue::{InMemoryQueue, InMemoryQueueConfig, QueueMessage};
-use fluxgate::sink::{LocalFileSink, RowError, RowResult, Sink, WarehouseRow};
+use fluxgate::sink::{LocalFileSink, Sink, WarehouseRow};
 use fluxgate::store::{ClaimRequest, OutboxStatus, Store};
 use fluxgate_outbox_drain::{Drain, StoppedBy};
-use fluxgate_tests::{TestDb, claim_request, event, event_at, keys};
+use fluxgate_tests::{
+    FlakySink, TestDb, claim_request, event, event_at, keys, warehouse_row_count,
+};
 use fluxgate_worker::{Delivery, Verdict, Worker};
 
 fn drain_config() -> DrainConfig {
@@ -338,39 +339,6 @@ async fn failed_publishes_back_off_and_end_dead() {
     db.cleanup().await;
 }
 
-/// The real file warehouse, failing the event types a test names.
-struct FlakySink {
-    inner: LocalFileSink,
-    transient: Mutex<Vec<String>>,
-    permanent: Vec<String>,
-}
-
-#[async_trait]
-impl Sink for FlakySink {
-    async fn write_rows(&self, rows: &[WarehouseRow]) -> fluxgate::Result<Vec<RowResult>> {
-        let transient = self.transient.lock().expect("lock").clone();
-        let (fail, pass): (Vec<_>, Vec<_>) = rows.iter().cloned().partition(|r| {
-            transient.contains(&r.event_type) || self.permanent.contains(&r.event_type)
-        });
-        self.inner.write_rows(&pass).await?;
-        Ok(rows
-            .iter()
-            .map(|row| {
-                if self.permanent.contains(&row.event_type) {
-                    Err(RowError::Permanent(format!(
-                        "{} refused as invalid",
-                        row.event_type
-                    )))
-                } else if fail.iter().any(|f| f.key() == row.key()) {
-                    Err(RowError::Transient("warehouse timed out".into()))
-                } else {
-                    Ok(())
-                }
-            })
-            .collect())
-    }
-}
-
 fn delivery(event: &Event, receive_count: u32) -> Delivery {
     Delivery {
         message_id: format!("m-{}", event.event_id),
@@ -385,19 +353,6 @@ fn typed(id: &str, event_type: &str) -> Event {
     e
 }
 
-fn warehouse_rows(dir: &std::path::Path) -> usize {
-    let mut count = 0;
-    for entry in fluxgate_tests::files_under(dir) {
-        if entry.extension().is_some_and(|e| e == "jsonl") {
-            count += std::fs::read_to_string(&entry)
-                .expect("read")
-                .lines()
-                .count();
-        }
-    }
-    count
-}
-
 #[tokio::test]
 async fn the_worker_records_done_failed_and_dead_and_never_writes_twice() {
     let db = TestDb::postgres().await;
@@ -410,11 +365,13 @@ async fn the_worker_records_done_failed_and_dead_and_never_writes_twice() {
         .insert_events(&[ok.clone(), flaky.clone(), last_try.clone(), refused.clone()])
         .await
         .expect("insert");
-    let sink = Arc::new(FlakySink {
-        inner: LocalFileSink::open(warehouse.path()).await.expect("sink"),
-        transient: Mutex::new(vec!["order.flaky".into()]),
-        permanent: vec!["order.refused".into()],
-    });
+    // The declared fake around the real file warehouse (see fluxgate_tests::FlakySink): it
+    // fails order.flaky transiently and order.refused permanently.
+    let sink = Arc::new(FlakySink::new(
+        Arc::new(LocalFileSink::open(warehouse.path()).await.expect("sink")),
+        &["order.flaky"],
+        &["order.refused"],
+    ));
     let worker = Worker::new(
         db.store.clone(),
         sink.clone(),
@@ -478,29 +435,26 @@ async fn the_worker_records_done_failed_and_dead_and_never_writes_twice() {
             .as_deref()
             .is_some_and(|e| e.contains("refused"))
     );
-    assert_eq!(warehouse_rows(warehouse.path()), 1);
+    assert_eq!(warehouse_row_count(warehouse.path()), 1);
 
     // The warehouse recovers; the queue delivers the failed one again, and the done one too
     // (at-least-once): one more row, not two.
-    sink.transient.lock().expect("lock").clear();
+    sink.heal();
     let verdicts = worker
         .process(&[delivery(&flaky, 2), delivery(&ok, 2)])
         .await
         .expect("process");
     assert_eq!(verdicts, vec![Verdict::Ack, Verdict::Ack]);
     assert_eq!(status(&flaky).await.status, OutboxStatus::Done);
-    assert_eq!(warehouse_rows(warehouse.path()), 2);
+    assert_eq!(warehouse_row_count(warehouse.path()), 2);
 
     // A redelivered DONE event is acknowledged without touching the warehouse, even while
     // the warehouse would fail it.
-    sink.transient
-        .lock()
-        .expect("lock")
-        .push("order.created".into());
+    sink.fail_transiently("order.created");
     let verdicts = worker.process(&[delivery(&ok, 3)]).await.expect("process");
     assert_eq!(verdicts, vec![Verdict::Ack]);
     assert_eq!(status(&ok).await.status, OutboxStatus::Done);
-    assert_eq!(warehouse_rows(warehouse.path()), 2);
+    assert_eq!(warehouse_row_count(warehouse.path()), 2);
     db.cleanup().await;
 }
 
@@ -520,11 +474,11 @@ async fn the_same_message_twice_in_one_batch_makes_one_row() {
         .await
         .expect("process");
     assert_eq!(verdicts, vec![Verdict::Ack, Verdict::Ack]);
-    assert_eq!(warehouse_rows(warehouse.path()), 1);
+    assert_eq!(warehouse_row_count(warehouse.path()), 1);
 
     // A restarted process rebuilds the warehouse's index from its files.
     let reopened = Arc::new(LocalFileSink::open(warehouse.path()).await.expect("sink"));
     let rows = [WarehouseRow::new(&e, fluxgate::now())];
     reopened.write_rows(&rows).await.expect("write");
-    assert_eq!(warehouse_rows(warehouse.path()), 1);
+    assert_eq!(warehouse_row_count(warehouse.path()), 1);
 }

@@ -4,19 +4,18 @@
 //! pipeline end to end over HTTP.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use async_trait::async_trait;
 use chrono::TimeDelta;
 use fluxgate::config::{DrainConfig, PubsubConfig, QueueConfig, QueueKind, WorkerConfig};
 use fluxgate::event::{Event, EventKey};
 use fluxgate::queue::{self, Queue};
-use fluxgate::sink::{self, LocalFileSink, RowError, RowResult, Sink, WarehouseRow};
+use fluxgate::sink::{self, LocalFileSink, Sink, WarehouseRow};
 use fluxgate::store::{OutboxStatus, Store};
 use fluxgate_outbox_drain::{Drain, StoppedBy};
 use fluxgate_tests::pubsub_server::{PublishedMessage, PubsubTestServer};
-use fluxgate_tests::{ADMIN_KEY, TestBigQuery, TestDb, authenticator, event};
+use fluxgate_tests::{ADMIN_KEY, FlakySink, TestBigQuery, TestDb, authenticator, event};
 use fluxgate_worker::Worker;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
@@ -264,41 +263,6 @@ async fn an_unknown_topic_fails_every_message_and_nothing_is_lost() {
 
 // ----- the worker's push endpoint over HTTP -------------------------------------------------
 
-/// A real warehouse, failing the event types a test names until told otherwise.
-struct FlakySink {
-    inner: Arc<dyn Sink>,
-    failing: Mutex<Vec<String>>,
-}
-
-impl FlakySink {
-    fn heal(&self) {
-        self.failing.lock().expect("lock").clear();
-    }
-}
-
-#[async_trait]
-impl Sink for FlakySink {
-    async fn write_rows(&self, rows: &[WarehouseRow]) -> fluxgate::Result<Vec<RowResult>> {
-        let failing = self.failing.lock().expect("lock").clone();
-        let pass: Vec<WarehouseRow> = rows
-            .iter()
-            .filter(|r| !failing.contains(&r.event_type))
-            .cloned()
-            .collect();
-        self.inner.write_rows(&pass).await?;
-        Ok(rows
-            .iter()
-            .map(|row| {
-                if failing.contains(&row.event_type) {
-                    Err(RowError::Transient("warehouse timed out".into()))
-                } else {
-                    Ok(())
-                }
-            })
-            .collect())
-    }
-}
-
 /// A real HTTP server on 127.0.0.1:0 serving `app`; its base URL.
 async fn serve(app: axum::Router) -> String {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -339,7 +303,7 @@ impl Warehouse {
     /// Rows by event id, as JSON with the warehouse's column names.
     async fn rows(&self) -> HashMap<String, Vec<Value>> {
         match self {
-            Self::Files(dir) => file_rows(dir.path()),
+            Self::Files(dir) => fluxgate_tests::warehouse_file_rows(dir.path()),
             Self::BigQuery(bq) => {
                 let mut rows: HashMap<String, Vec<Value>> = HashMap::new();
                 for row in bq.rows().await {
@@ -374,10 +338,8 @@ impl PushWorker {
     }
 
     async fn start_on(store: Arc<dyn Store>, warehouse: Warehouse, failing: &[&str]) -> Self {
-        let sink = Arc::new(FlakySink {
-            inner: warehouse.sink().await,
-            failing: Mutex::new(failing.iter().map(|s| s.to_string()).collect()),
-        });
+        // The declared fake around the real warehouse (see fluxgate_tests::FlakySink).
+        let sink = Arc::new(FlakySink::new(warehouse.sink().await, failing, &[]));
         let worker = Worker::new(
             store,
             sink.clone(),
@@ -419,30 +381,6 @@ impl PushWorker {
     async fn rows(&self) -> HashMap<String, Vec<Value>> {
         self.warehouse.rows().await
     }
-}
-
-/// The file warehouse's rows by event id, with their partition columns.
-fn file_rows(root: &std::path::Path) -> HashMap<String, Vec<Value>> {
-    let mut rows: HashMap<String, Vec<Value>> = HashMap::new();
-    for path in fluxgate_tests::files_under(root) {
-        if path.extension().is_some_and(|e| e == "jsonl") {
-            // Hive layout: the partition columns are in the path, not in the rows.
-            let partitions: Vec<(String, String)> = path
-                .iter()
-                .filter_map(|part| part.to_str()?.split_once('='))
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect();
-            for line in std::fs::read_to_string(&path).expect("read").lines() {
-                let mut row: Value = serde_json::from_str(line).expect("row");
-                for (column, value) in &partitions {
-                    row[column] = json!(value);
-                }
-                let id = row["event_id"].as_str().expect("event_id").to_string();
-                rows.entry(id).or_default().push(row);
-            }
-        }
-    }
-    rows
 }
 
 /// A push envelope exactly as documented, for `event` as the drain publishes it.

@@ -9,6 +9,7 @@
 //! - [`TestBigQuery`]: a dataset of its own per test on the bqemulator that `scripts/test.sh`
 //!   starts (`FLUXGATE_TEST_BIGQUERY_URL`), with rows and table metadata read back.
 //! - [`pubsub_server`]: a Pub/Sub gRPC test server (the one mock of the suite; see there why).
+//! - [`FlakySink`]: the one declared fake — a real warehouse that fails chosen rows on demand.
 //! - [`CapturedLog`]: everything a test logs, at every level, in a buffer.
 //! - [`router`]: a request through an axum router in-process, its answer read back whole.
 //! - [`lambda`]: a function binary under cargo-lambda's Lambda Runtime API, invoked as Lambda
@@ -25,6 +26,7 @@ pub mod bigquery;
 mod db;
 mod events;
 mod files;
+mod flaky_sink;
 pub mod lambda;
 mod logs;
 pub mod pubsub_server;
@@ -40,5 +42,6 @@ pub use events::{
     EVENT_TYPE, LEASE_TTL, claim_request, event, event_at, event_with_payload, key, keys,
     payload_hash,
 };
-pub use files::files_under;
+pub use files::{files_under, warehouse_file_rows, warehouse_row_count};
+pub use flaky_sink::FlakySink;
 pub use logs::CapturedLog;

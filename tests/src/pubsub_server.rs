@@ -9,6 +9,10 @@
 //! client against it, so what is tested is our use of the real client over the real wire
 //! protocol; only the server side is ours.
 //!
+//! Beside it, one declared fake: [`crate::FlakySink`] wraps a real warehouse and fails the rows
+//! of chosen event types (no real warehouse can be told to fail one row on demand); the tests
+//! of the worker's failure paths (tests/pipeline.rs, tests/pubsub.rs) use it and say so.
+//!
 //! It serves `Publish` (the only call the publishing client makes: it does not look the topic
 //! up, and makes no REST admin calls), keeps what was published (data, attributes, ids, which
 //! request carried it, whether credentials came along), can be told to fail Publish requests

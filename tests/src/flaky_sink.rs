@@ -1,0 +1,71 @@
+//! `FlakySink`: a DECLARED FAKE, beside the one mock ([`crate::pubsub_server`]).
+//!
+//! It wraps a real warehouse (the local-file sink, or BigQuery on bqemulator) and makes the
+//! rows of chosen event types fail, transiently (a timeout) or permanently (refused as
+//! invalid), because no real warehouse here can be told to fail one row on demand. Every row
+//! it does not fail goes to the real warehouse; the worker, the store and the queue around it
+//! are real. Tests that use it say so.
+
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use fluxgate::sink::{RowError, RowResult, Sink, WarehouseRow};
+
+pub struct FlakySink {
+    inner: Arc<dyn Sink>,
+    transient: Mutex<Vec<String>>,
+    permanent: Vec<String>,
+}
+
+impl FlakySink {
+    /// The real `inner` warehouse, failing rows of the `transient` event types with
+    /// "warehouse timed out" until [`FlakySink::heal`], and of the `permanent` ones always.
+    pub fn new(inner: Arc<dyn Sink>, transient: &[&str], permanent: &[&str]) -> Self {
+        let owned = |types: &[&str]| types.iter().map(|t| (*t).to_owned()).collect::<Vec<_>>();
+        Self {
+            inner,
+            transient: Mutex::new(owned(transient)),
+            permanent: owned(permanent),
+        }
+    }
+
+    /// The transient failures end.
+    pub fn heal(&self) {
+        self.transient.lock().expect("lock").clear();
+    }
+
+    /// Rows of `event_type` fail transiently from now on.
+    pub fn fail_transiently(&self, event_type: &str) {
+        self.transient
+            .lock()
+            .expect("lock")
+            .push(event_type.to_owned());
+    }
+}
+
+#[async_trait]
+impl Sink for FlakySink {
+    async fn write_rows(&self, rows: &[WarehouseRow]) -> fluxgate::Result<Vec<RowResult>> {
+        let transient = self.transient.lock().expect("lock").clone();
+        let fails = |row: &WarehouseRow| {
+            transient.contains(&row.event_type) || self.permanent.contains(&row.event_type)
+        };
+        let pass: Vec<WarehouseRow> = rows.iter().filter(|r| !fails(r)).cloned().collect();
+        self.inner.write_rows(&pass).await?;
+        Ok(rows
+            .iter()
+            .map(|row| {
+                if self.permanent.contains(&row.event_type) {
+                    Err(RowError::Permanent(format!(
+                        "{} refused as invalid",
+                        row.event_type
+                    )))
+                } else if transient.contains(&row.event_type) {
+                    Err(RowError::Transient("warehouse timed out".into()))
+                } else {
+                    Ok(())
+                }
+            })
+            .collect())
+    }
+}
