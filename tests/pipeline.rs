@@ -262,12 +262,7 @@ async fn failed_publishes_back_off_and_end_dead() {
     let before = fluxgate::now();
     let first = drain.run(far_deadline()).await.expect("drain");
     assert_eq!((first.claimed, first.retried, first.dead), (4, 4, 0));
-    let stored = db
-        .store
-        .get_event(&events[0].key())
-        .await
-        .expect("get")
-        .expect("exists");
+    let stored = db.stored(&events[0].key()).await;
     assert_eq!(stored.outbox.status, OutboxStatus::Pending);
     assert_eq!(stored.outbox.attempts, 1);
     assert!(
@@ -290,14 +285,7 @@ async fn failed_publishes_back_off_and_end_dead() {
 
     // The later attempts, as the schedule makes them due: claim at the due time directly.
     for attempt in 2..=3 {
-        let due = db
-            .store
-            .get_event(&events[0].key())
-            .await
-            .expect("get")
-            .expect("exists")
-            .outbox
-            .next_attempt_at;
+        let due = db.stored(&events[0].key()).await.outbox.next_attempt_at;
         let claimed = db
             .store
             .claim_batch(&claim_request("later", 100, due))
@@ -312,12 +300,7 @@ async fn failed_publishes_back_off_and_end_dead() {
             .reschedule("later", &retries, due)
             .await
             .expect("reschedule");
-        let stored = db
-            .store
-            .get_event(&events[0].key())
-            .await
-            .expect("get")
-            .expect("exists");
+        let stored = db.stored(&events[0].key()).await;
         assert_eq!(stored.outbox.attempts, attempt);
         if attempt == 2 {
             assert_eq!(stored.outbox.next_attempt_at - due, TimeDelta::minutes(5));

@@ -180,12 +180,7 @@ async fn a_failed_publish_reschedules_only_the_messages_it_carried_with_backoff(
         .map(|m| decoded(m).event_id)
         .collect();
     for sent in &events {
-        let stored = db
-            .store
-            .get_event(&sent.key())
-            .await
-            .expect("read")
-            .expect("stored");
+        let stored = db.stored(&sent.key()).await;
         if failed.contains(&sent.event_id) {
             assert_eq!(stored.outbox.status, OutboxStatus::Pending);
             assert_eq!(stored.outbox.attempts, 1);
@@ -494,12 +489,7 @@ async fn the_last_delivery_attempt_is_dead_and_left_to_the_dead_letter_policy() 
     // that the subscription (max delivery attempts 5) forwards it to the dead-letter topic.
     let (status, body) = worker.push_envelope(&envelope(&sent, "m-3", Some(5))).await;
     assert_eq!(status, 503, "{body}");
-    let stored = db
-        .store
-        .get_event(&sent.key())
-        .await
-        .expect("read")
-        .expect("stored");
+    let stored = db.stored(&sent.key()).await;
     assert_eq!(stored.outbox.status, OutboxStatus::Dead);
     assert!(
         stored
@@ -666,12 +656,7 @@ async fn end_to_end(warehouse: Warehouse) {
     assert_eq!(rows.len(), 41);
     for message in &published {
         let sent = decoded(message);
-        let stored = db
-            .store
-            .get_event(&sent.key())
-            .await
-            .expect("read")
-            .expect("stored");
+        let stored = db.stored(&sent.key()).await;
         assert_eq!(
             stored.outbox.status,
             OutboxStatus::Done,

@@ -288,12 +288,7 @@ async fn a_failed_publish_puts_rows_back_to_pending_with_the_error() {
     assert_eq!(summary.dead, 0);
 
     for original in &events {
-        let stored = db
-            .store
-            .get_event(&original.key())
-            .await
-            .expect("get")
-            .expect("the event is kept");
+        let stored = db.stored(&original.key()).await;
         assert_eq!(stored.outbox.status, OutboxStatus::Pending);
         assert_eq!(stored.outbox.attempts, 1);
         assert_missing_queue_error(stored.outbox.last_error.as_deref());
@@ -340,12 +335,7 @@ async fn a_publish_that_always_fails_ends_dead_through_the_drain() {
     );
 
     for original in &events {
-        let stored = db
-            .store
-            .get_event(&original.key())
-            .await
-            .expect("get")
-            .expect("the event is kept");
+        let stored = db.stored(&original.key()).await;
         assert_eq!(stored.outbox.status, OutboxStatus::Dead);
         assert_eq!(stored.outbox.attempts, 3);
         assert_missing_queue_error(stored.outbox.last_error.as_deref());

@@ -7,7 +7,7 @@ use std::time::Duration;
 use clap::{Args, Command, FromArgMatches};
 use fluxgate::config::DatabaseConfig;
 use fluxgate::event::EventKey;
-use fluxgate::store::{self, Store};
+use fluxgate::store::{self, Store, StoredEvent};
 use sqlx::{AssertSqlSafe, Connection, Executor, MySqlConnection, PgConnection, SqliteConnection};
 use tempfile::TempDir;
 
@@ -217,6 +217,15 @@ impl TestDb {
         }
     }
 
+    /// The stored event of `key` with its outbox row; panics when there is none.
+    pub async fn stored(&self, key: &EventKey) -> StoredEvent {
+        self.store
+            .get_event(key)
+            .await
+            .unwrap_or_else(|err| panic!("get_event({key:?}): {err}"))
+            .unwrap_or_else(|| panic!("{key:?} is not stored"))
+    }
+
     /// How many rows of `table` (`"events"` or `"outbox"`) hold `key`, counted in SQL on a
     /// connection of its own, not through the `Store` under test.
     pub async fn count_rows(&self, table: &str, key: &EventKey) -> i64 {
@@ -231,52 +240,26 @@ impl TestDb {
             ),
             other => panic!("count_rows: no table {other:?} (events or outbox)"),
         };
-        let fail =
-            |err: sqlx::Error| -> i64 { panic!("count {table} rows on {}: {err}", self.kind) };
+        // One connection of the database's own type, one query, closed again.
+        macro_rules! count {
+            ($conn:ty, $sql:expr) => {{
+                let mut conn = <$conn>::connect(&self.url)
+                    .await
+                    .unwrap_or_else(|e| panic!("connect to {}: {e}", redact(&self.url)));
+                let n: i64 = sqlx::query_scalar($sql)
+                    .bind(&key.tenant_id)
+                    .bind(&key.event_id)
+                    .fetch_one(&mut conn)
+                    .await
+                    .unwrap_or_else(|e| panic!("count {table} rows on {}: {e}", self.kind));
+                let _ = conn.close().await;
+                n
+            }};
+        }
         match self.kind {
-            DbKind::Postgres => {
-                let mut conn = PgConnection::connect(&self.url).await.unwrap_or_else(|e| {
-                    panic!("connect to {}: {e}", redact(&self.url));
-                });
-                let n = sqlx::query_scalar(postgres)
-                    .bind(&key.tenant_id)
-                    .bind(&key.event_id)
-                    .fetch_one(&mut conn)
-                    .await
-                    .unwrap_or_else(fail);
-                let _ = conn.close().await;
-                n
-            }
-            DbKind::MariaDb => {
-                let mut conn = MySqlConnection::connect(&self.url)
-                    .await
-                    .unwrap_or_else(|e| {
-                        panic!("connect to {}: {e}", redact(&self.url));
-                    });
-                let n = sqlx::query_scalar(other)
-                    .bind(&key.tenant_id)
-                    .bind(&key.event_id)
-                    .fetch_one(&mut conn)
-                    .await
-                    .unwrap_or_else(fail);
-                let _ = conn.close().await;
-                n
-            }
-            DbKind::Sqlite => {
-                let mut conn = SqliteConnection::connect(&self.url)
-                    .await
-                    .unwrap_or_else(|e| {
-                        panic!("open {}: {e}", self.url);
-                    });
-                let n = sqlx::query_scalar(other)
-                    .bind(&key.tenant_id)
-                    .bind(&key.event_id)
-                    .fetch_one(&mut conn)
-                    .await
-                    .unwrap_or_else(fail);
-                let _ = conn.close().await;
-                n
-            }
+            DbKind::Postgres => count!(PgConnection, postgres),
+            DbKind::MariaDb => count!(MySqlConnection, other),
+            DbKind::Sqlite => count!(SqliteConnection, other),
         }
     }
 
