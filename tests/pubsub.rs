@@ -25,20 +25,9 @@ const SUBSCRIPTION: &str = "projects/fluxgate-test/subscriptions/events-push";
 
 /// The queue exactly as the drain binary builds it from its settings.
 async fn pubsub_queue(server: &PubsubTestServer, batch_messages: u32) -> Arc<dyn Queue> {
-    queue::connect(&QueueConfig {
-        queue: QueueKind::Pubsub,
-        sqs_queue_url: None,
-        sqs_dead_letter_queue_url: None,
-        pubsub: PubsubConfig {
-            pubsub_topic: Some(TOPIC.into()),
-            pubsub_emulator_host: Some(server.emulator_host()),
-            pubsub_batch_messages: batch_messages,
-            pubsub_publish_timeout: TimeDelta::seconds(2),
-            ..PubsubConfig::default()
-        },
-    })
-    .await
-    .expect("the Pub/Sub queue connects to the test server")
+    queue::connect(&server.queue_config(TOPIC, batch_messages))
+        .await
+        .expect("the Pub/Sub queue connects to the test server")
 }
 
 fn far_deadline() -> Instant {
@@ -399,33 +388,36 @@ fn envelope(event: &Event, message_id: &str, delivery_attempt: Option<u32>) -> V
     envelope
 }
 
-async fn status_of(store: &dyn Store, event: &Event) -> OutboxStatus {
-    store
-        .get_event(&event.key())
+async fn status_of(db: &TestDb, event: &Event) -> OutboxStatus {
+    db.stored(&event.key()).await.outbox.status
+}
+
+/// One stored event of acme, and a push worker on `db` whose warehouse fails that event's type
+/// when `failing` (through the declared fake FlakySink).
+async fn one_event_and_worker(db: &TestDb, id: &str, failing: bool) -> (Event, PushWorker) {
+    let sent = event("acme", id);
+    db.store
+        .insert_events(std::slice::from_ref(&sent))
         .await
-        .expect("read")
-        .expect("stored")
-        .outbox
-        .status
+        .expect("insert");
+    let failing_types: Vec<&str> = if failing {
+        vec![sent.event_type.as_str()]
+    } else {
+        Vec::new()
+    };
+    let worker = PushWorker::start(db.store.clone(), &failing_types).await;
+    (sent, worker)
 }
 
 #[tokio::test]
 async fn a_push_is_acknowledged_when_loaded_and_a_redelivery_makes_no_second_row() {
     let db = TestDb::postgres().await;
-    let sent = event("acme", "o-1");
-    db.store
-        .insert_events(std::slice::from_ref(&sent))
-        .await
-        .expect("insert");
-    let worker = PushWorker::start(db.store.clone(), &[]).await;
+    let (sent, worker) = one_event_and_worker(&db, "o-1", false).await;
 
     let (status, body) = worker.push_envelope(&envelope(&sent, "m-1", None)).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["verdict"], "ack");
-    assert_eq!(
-        status_of(db.store.as_ref(), &sent).await,
-        OutboxStatus::Done
-    );
+    assert_eq!(status_of(&db, &sent).await, OutboxStatus::Done);
 
     // Pub/Sub delivers at least once: the same message again, and again with a new id.
     for (id, attempt) in [("m-1", Some(2)), ("m-1-dup", None)] {
@@ -442,28 +434,17 @@ async fn a_push_is_acknowledged_when_loaded_and_a_redelivery_makes_no_second_row
 #[tokio::test]
 async fn a_transient_sink_failure_is_a_5xx_and_failed_then_done_after_recovery() {
     let db = TestDb::postgres().await;
-    let sent = event("acme", "o-2");
-    db.store
-        .insert_events(std::slice::from_ref(&sent))
-        .await
-        .expect("insert");
-    let worker = PushWorker::start(db.store.clone(), &[&sent.event_type]).await;
+    let (sent, worker) = one_event_and_worker(&db, "o-2", true).await;
 
     let (status, body) = worker.push_envelope(&envelope(&sent, "m-2", Some(1))).await;
     assert_eq!(status, 503, "Pub/Sub retries on 5xx: {body}");
-    assert_eq!(
-        status_of(db.store.as_ref(), &sent).await,
-        OutboxStatus::Failed
-    );
+    assert_eq!(status_of(&db, &sent).await, OutboxStatus::Failed);
     assert!(worker.rows().await.is_empty());
 
     worker.sink.heal();
     let (status, _) = worker.push_envelope(&envelope(&sent, "m-2", Some(2))).await;
     assert_eq!(status, 200);
-    assert_eq!(
-        status_of(db.store.as_ref(), &sent).await,
-        OutboxStatus::Done
-    );
+    assert_eq!(status_of(&db, &sent).await, OutboxStatus::Done);
     assert_eq!(worker.rows().await["o-2"].len(), 1);
     db.cleanup().await;
 }
@@ -471,19 +452,11 @@ async fn a_transient_sink_failure_is_a_5xx_and_failed_then_done_after_recovery()
 #[tokio::test]
 async fn the_last_delivery_attempt_is_dead_and_left_to_the_dead_letter_policy() {
     let db = TestDb::postgres().await;
-    let sent = event("acme", "o-3");
-    db.store
-        .insert_events(std::slice::from_ref(&sent))
-        .await
-        .expect("insert");
-    let worker = PushWorker::start(db.store.clone(), &[&sent.event_type]).await;
+    let (sent, worker) = one_event_and_worker(&db, "o-3", true).await;
 
     let (status, _) = worker.push_envelope(&envelope(&sent, "m-3", Some(4))).await;
     assert_eq!(status, 503);
-    assert_eq!(
-        status_of(db.store.as_ref(), &sent).await,
-        OutboxStatus::Failed
-    );
+    assert_eq!(status_of(&db, &sent).await, OutboxStatus::Failed);
 
     // deliveryAttempt 5 = FLUXGATE_MAX_RECEIVE_COUNT: DEAD, and still a negative answer so
     // that the subscription (max delivery attempts 5) forwards it to the dead-letter topic.
@@ -503,12 +476,7 @@ async fn the_last_delivery_attempt_is_dead_and_left_to_the_dead_letter_policy() 
 #[tokio::test]
 async fn a_malformed_push_is_acknowledged_logged_and_changes_nothing() {
     let db = TestDb::sqlite().await;
-    let sent = event("acme", "o-4");
-    db.store
-        .insert_events(std::slice::from_ref(&sent))
-        .await
-        .expect("insert");
-    let worker = PushWorker::start(db.store.clone(), &[]).await;
+    let (sent, worker) = one_event_and_worker(&db, "o-4", false).await;
 
     use base64::Engine;
     let not_an_event = base64::engine::general_purpose::STANDARD.encode(br#"{"hello": 1}"#);
@@ -528,10 +496,7 @@ async fn a_malformed_push_is_acknowledged_logged_and_changes_nothing() {
         assert!(answer["reason"].as_str().is_some_and(|r| !r.is_empty()));
     }
     assert_eq!(worker.worker.push_stats().malformed(), bodies.len() as u64);
-    assert_eq!(
-        status_of(db.store.as_ref(), &sent).await,
-        OutboxStatus::Pending
-    );
+    assert_eq!(status_of(&db, &sent).await, OutboxStatus::Pending);
     assert!(worker.rows().await.is_empty());
 }
 
@@ -635,10 +600,7 @@ async fn end_to_end(warehouse: Warehouse) {
     }
     assert_eq!(retried.len(), 1, "the flaky row asks for redelivery");
     let flaky: Event = decoded(retried[0]);
-    assert_eq!(
-        status_of(db.store.as_ref(), &flaky).await,
-        OutboxStatus::Failed
-    );
+    assert_eq!(status_of(&db, &flaky).await, OutboxStatus::Failed);
     // Pub/Sub redelivers after its backoff; the warehouse has recovered meanwhile. And a
     // duplicate delivery of an already loaded message changes nothing.
     worker.sink.heal();

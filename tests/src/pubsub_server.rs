@@ -38,6 +38,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use base64::Engine;
+use chrono::TimeDelta;
+use fluxgate::config::{PubsubConfig, QueueConfig, QueueKind};
 use googleapis_tonic_google_pubsub_v1::google::pubsub::v1::{
     AcknowledgeRequest, ModifyAckDeadlineRequest, PublishRequest, PublishResponse, PubsubMessage,
     PullRequest, PullResponse, ReceivedMessage,
@@ -217,6 +219,24 @@ impl PubsubTestServer {
     /// `host:port`, the form of `PUBSUB_EMULATOR_HOST`.
     pub fn emulator_host(&self) -> String {
         self.addr.to_string()
+    }
+
+    /// Queue settings of a Cloud Run deployment (`FLUXGATE_QUEUE=pubsub`) pointed at this
+    /// server through `PUBSUB_EMULATOR_HOST`: publishing to `topic` in batches of
+    /// `batch_messages`, with a 2 s publish timeout.
+    pub fn queue_config(&self, topic: &str, batch_messages: u32) -> QueueConfig {
+        QueueConfig {
+            queue: QueueKind::Pubsub,
+            sqs_queue_url: None,
+            sqs_dead_letter_queue_url: None,
+            pubsub: PubsubConfig {
+                pubsub_topic: Some(topic.into()),
+                pubsub_emulator_host: Some(self.emulator_host()),
+                pubsub_batch_messages: batch_messages,
+                pubsub_publish_timeout: TimeDelta::seconds(2),
+                ..PubsubConfig::default()
+            },
+        }
     }
 
     /// `http://host:port`, the form of `FLUXGATE_PUBSUB_ENDPOINT` for a local server.
