@@ -13,7 +13,8 @@ use fluxgate::sink::{LocalFileSink, Sink, WarehouseRow};
 use fluxgate::store::{ClaimRequest, OutboxStatus, Store};
 use fluxgate_outbox_drain::{Drain, StoppedBy};
 use fluxgate_tests::{
-    FlakySink, TestDb, claim_request, event, event_at, keys, warehouse_row_count,
+    OutcomeEvents, TestDb, claim_request, event, event_at, keys, outcome_events,
+    warehouse_row_count,
 };
 use fluxgate_worker::{Delivery, Verdict, Worker};
 
@@ -330,31 +331,19 @@ fn delivery(event: &Event, receive_count: u32) -> Delivery {
     }
 }
 
-fn typed(id: &str, event_type: &str) -> Event {
-    let mut e = event("acme", id);
-    e.event_type = event_type.into();
-    e
-}
-
 #[tokio::test]
 async fn the_worker_records_done_failed_and_dead_and_never_writes_twice() {
     let db = TestDb::postgres().await;
     let warehouse = tempfile::tempdir().expect("tempdir");
-    let ok = typed("ok", "order.created");
-    let flaky = typed("flaky", "order.flaky");
-    let last_try = typed("last", "order.flaky");
-    let refused = typed("refused", "order.refused");
-    db.store
-        .insert_events(&[ok.clone(), flaky.clone(), last_try.clone(), refused.clone()])
-        .await
-        .expect("insert");
     // The declared fake around the real file warehouse (see fluxgate_tests::FlakySink): it
     // fails order.flaky transiently and order.refused permanently.
-    let sink = Arc::new(FlakySink::new(
-        Arc::new(LocalFileSink::open(warehouse.path()).await.expect("sink")),
-        &["order.flaky"],
-        &["order.refused"],
-    ));
+    let (events, sink) = outcome_events(db.store.as_ref(), warehouse.path()).await;
+    let OutcomeEvents {
+        ok,
+        flaky,
+        last: last_try,
+        refused,
+    } = events;
     let worker = Worker::new(
         db.store.clone(),
         sink.clone(),

@@ -17,15 +17,9 @@ use fluxgate::event::Event;
 use fluxgate::sink::LocalFileSink;
 use fluxgate::store::{OutboxStatus, Store};
 use fluxgate_tests::router::{self, RouterAnswer};
-use fluxgate_tests::{FlakySink, TestDb, event, warehouse_row_count};
+use fluxgate_tests::{OutcomeEvents, TestDb, event, outcome_events, warehouse_row_count};
 use fluxgate_worker::Worker;
 use serde_json::{Value, json};
-
-fn typed(id: &str, event_type: &str) -> Event {
-    let mut built = event("acme", id);
-    built.event_type = event_type.into();
-    built
-}
 
 /// A message of the batch, carrying `event` as the drain publishes it.
 fn message(event: &Event, receive_count: Option<u32>) -> Value {
@@ -61,19 +55,13 @@ async fn post_messages_answers_each_message_and_records_its_outcome() {
     let db = TestDb::postgres().await;
     let store = db.store.as_ref();
     let warehouse = tempfile::tempdir().expect("tempdir");
-    let ok = typed("ok", "order.created");
-    let flaky = typed("flaky", "order.flaky");
-    let last = typed("last", "order.flaky");
-    let refused = typed("refused", "order.refused");
-    store
-        .insert_events(&[ok.clone(), flaky.clone(), last.clone(), refused.clone()])
-        .await
-        .expect("insert");
-    let sink = Arc::new(FlakySink::new(
-        Arc::new(LocalFileSink::open(warehouse.path()).await.expect("sink")),
-        &["order.flaky"],
-        &["order.refused"],
-    ));
+    let (events, sink) = outcome_events(store, warehouse.path()).await;
+    let OutcomeEvents {
+        ok,
+        flaky,
+        last,
+        refused,
+    } = events;
     let worker = Worker::new(
         db.store.clone(),
         sink.clone(),

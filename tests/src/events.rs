@@ -25,6 +25,13 @@ pub fn event(tenant: &str, id: &str) -> Event {
     event_with_payload(tenant, id, json!({ "id": id, "n": 1 }))
 }
 
+/// A valid event of type `event_type`, received now.
+pub fn event_of_type(tenant: &str, id: &str, event_type: &str) -> Event {
+    let mut built = event(tenant, id);
+    built.event_type = event_type.to_owned();
+    built
+}
+
 /// A valid event received at `received_at` (which is also when its outbox row is first due).
 pub fn event_at(tenant: &str, id: &str, received_at: DateTime<Utc>) -> Event {
     let mut built = event(tenant, id);

@@ -6,10 +6,13 @@
 //! it does not fail goes to the real warehouse; the worker, the store and the queue around it
 //! are real. Tests that use it say so.
 
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use fluxgate::sink::{RowError, RowResult, Sink, WarehouseRow};
+use fluxgate::event::Event;
+use fluxgate::sink::{LocalFileSink, RowError, RowResult, Sink, WarehouseRow};
+use fluxgate::store::Store;
 
 pub struct FlakySink {
     inner: Arc<dyn Sink>,
@@ -68,4 +71,46 @@ impl Sink for FlakySink {
             })
             .collect())
     }
+}
+
+/// Events of tenant acme for each outcome a worker records, stored by [`outcome_events`].
+pub struct OutcomeEvents {
+    /// order.created: loads.
+    pub ok: Event,
+    /// order.flaky: fails transiently.
+    pub flaky: Event,
+    /// order.flaky too, for a test to deliver at its last receive.
+    pub last: Event,
+    /// order.refused: refused for good.
+    pub refused: Event,
+}
+
+/// Stores the [`OutcomeEvents`] in `store`, and opens the real file warehouse under
+/// `warehouse` behind a `FlakySink` that fails order.flaky transiently and order.refused
+/// permanently.
+pub async fn outcome_events(
+    store: &dyn Store,
+    warehouse: &Path,
+) -> (OutcomeEvents, Arc<FlakySink>) {
+    let typed = |id: &str, event_type: &str| crate::event_of_type("acme", id, event_type);
+    let events = OutcomeEvents {
+        ok: typed("ok", "order.created"),
+        flaky: typed("flaky", "order.flaky"),
+        last: typed("last", "order.flaky"),
+        refused: typed("refused", "order.refused"),
+    };
+    store
+        .insert_events(&[
+            events.ok.clone(),
+            events.flaky.clone(),
+            events.last.clone(),
+            events.refused.clone(),
+        ])
+        .await
+        .expect("insert");
+    let files = LocalFileSink::open(warehouse)
+        .await
+        .expect("the file warehouse");
+    let sink = FlakySink::new(Arc::new(files), &["order.flaky"], &["order.refused"]);
+    (events, Arc::new(sink))
 }
