@@ -13,7 +13,7 @@ use fluxgate::sink::{LocalFileSink, Sink, WarehouseRow};
 use fluxgate::store::{ClaimRequest, OutboxStatus, Store};
 use fluxgate_outbox_drain::{Drain, StoppedBy};
 use fluxgate_tests::{
-    OutcomeEvents, TestDb, claim_request, event, event_at, keys, outcome_events,
+    OutcomeEvents, TestDb, claim_request, event, event_at, far_deadline, keys, outcome_events,
     warehouse_row_count,
 };
 use fluxgate_worker::{Delivery, Verdict, Worker};
@@ -23,10 +23,6 @@ fn drain_config() -> DrainConfig {
         drain_batch_size: 25,
         ..DrainConfig::default()
     }
-}
-
-fn far_deadline() -> Instant {
-    Instant::now() + Duration::from_secs(60)
 }
 
 async fn seed(store: &dyn Store, tenant: &str, count: usize) -> Vec<Event> {

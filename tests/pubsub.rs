@@ -15,7 +15,9 @@ use fluxgate::sink::{self, LocalFileSink, Sink, WarehouseRow};
 use fluxgate::store::{OutboxStatus, Store};
 use fluxgate_outbox_drain::{Drain, StoppedBy};
 use fluxgate_tests::pubsub_server::{PublishedMessage, PubsubTestServer};
-use fluxgate_tests::{ADMIN_KEY, FlakySink, TestBigQuery, TestDb, authenticator, event};
+use fluxgate_tests::{
+    ADMIN_KEY, FlakySink, TestBigQuery, TestDb, authenticator, event, far_deadline,
+};
 use fluxgate_worker::Worker;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
@@ -28,10 +30,6 @@ async fn pubsub_queue(server: &PubsubTestServer, batch_messages: u32) -> Arc<dyn
     queue::connect(&server.queue_config(TOPIC, batch_messages))
         .await
         .expect("the Pub/Sub queue connects to the test server")
-}
-
-fn far_deadline() -> Instant {
-    Instant::now() + Duration::from_secs(60)
 }
 
 fn with_correlation(mut event: Event, correlation_id: &str) -> Event {

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use aws_sdk_sqs::config::interceptors::BeforeSerializationInterceptorContextRef;
 use aws_sdk_sqs::config::{ConfigBag, Intercept};
@@ -18,7 +18,7 @@ use fluxgate::queue::{MAX_REQUEST_BYTES, Queue, QueueMessage, SqsQueue};
 use fluxgate::store::OutboxStatus;
 use fluxgate_outbox_drain::{Drain, StoppedBy};
 use fluxgate_tests::aws::{TestQueue, moto_config, string_attribute};
-use fluxgate_tests::{EVENT_TYPE, TestDb, event, event_with_payload};
+use fluxgate_tests::{EVENT_TYPE, TestDb, event, event_with_payload, far_deadline};
 use serde_json::json;
 
 const RECEIVE_WITHIN: Duration = Duration::from_secs(20);
@@ -222,10 +222,7 @@ async fn the_drain_publishes_postgres_rows_to_sqs_and_marks_them_published() {
             ..DrainConfig::default()
         },
     );
-    let summary = drain
-        .run(Instant::now() + Duration::from_secs(60))
-        .await
-        .expect("drain");
+    let summary = drain.run(far_deadline()).await.expect("drain");
     assert_eq!(summary.claimed, 30);
     assert_eq!(summary.published, 30);
     assert_eq!(summary.retried, 0);
@@ -279,7 +276,7 @@ async fn a_failed_publish_puts_rows_back_to_pending_with_the_error() {
     let drain = Drain::new(db.store.clone(), Arc::new(sqs), config);
     let before = fluxgate::now();
     let summary = drain
-        .run(Instant::now() + Duration::from_secs(60))
+        .run(far_deadline())
         .await
         .expect("the run itself succeeds");
     assert_eq!(summary.claimed, 3);
@@ -318,7 +315,7 @@ async fn a_publish_that_always_fails_ends_dead_through_the_drain() {
     };
     let drain = Drain::new(db.store.clone(), Arc::new(sqs), config);
     let summary = drain
-        .run(Instant::now() + Duration::from_secs(60))
+        .run(far_deadline())
         .await
         .expect("the run itself succeeds");
     assert_eq!(summary.published, 0);
@@ -340,10 +337,7 @@ async fn a_publish_that_always_fails_ends_dead_through_the_drain() {
         assert_eq!(stored.outbox.attempts, 3);
         assert_missing_queue_error(stored.outbox.last_error.as_deref());
     }
-    let again = drain
-        .run(Instant::now() + Duration::from_secs(60))
-        .await
-        .expect("drain");
+    let again = drain.run(far_deadline()).await.expect("drain");
     assert_eq!(again.claimed, 0, "DEAD rows are not claimed again");
     db.cleanup().await;
 }

@@ -9,6 +9,11 @@ use sha2::{Digest, Sha256};
 /// The event type of the events built here.
 pub const EVENT_TYPE: &str = "test.created";
 
+/// A deadline for a drain run that a test never reaches: the run ends when nothing is due.
+pub fn far_deadline() -> std::time::Instant {
+    std::time::Instant::now() + std::time::Duration::from_secs(60)
+}
+
 /// The lease of [`claim_request`]: the drain's default.
 pub const LEASE_TTL: TimeDelta = TimeDelta::minutes(2);
 

@@ -39,8 +39,8 @@ pub use db::{
     database_exists,
 };
 pub use events::{
-    EVENT_TYPE, LEASE_TTL, claim_request, event, event_at, event_of_type, event_with_payload, key,
-    keys, payload_hash,
+    EVENT_TYPE, LEASE_TTL, claim_request, event, event_at, event_of_type, event_with_payload,
+    far_deadline, key, keys, payload_hash,
 };
 pub use files::{files_under, warehouse_file_rows, warehouse_row_count};
 pub use flaky_sink::{FlakySink, OutcomeEvents, outcome_events};
