@@ -13,8 +13,8 @@ use fluxgate::sink::{LocalFileSink, Sink, WarehouseRow};
 use fluxgate::store::{ClaimRequest, OutboxStatus, Store};
 use fluxgate_outbox_drain::{Drain, StoppedBy};
 use fluxgate_tests::{
-    OutcomeEvents, TestDb, claim_request, event, event_at, far_deadline, keys, outcome_events,
-    warehouse_row_count,
+    OutcomeEvents, TestDb, claim_request, event, event_at, far_deadline, keys,
+    one_event_and_file_warehouse, outcome_events, warehouse_row_count,
 };
 use fluxgate_worker::{Delivery, Verdict, Worker};
 
@@ -429,13 +429,7 @@ async fn the_worker_records_done_failed_and_dead_and_never_writes_twice() {
 #[tokio::test]
 async fn the_same_message_twice_in_one_batch_makes_one_row() {
     let db = TestDb::sqlite().await;
-    let warehouse = tempfile::tempdir().expect("tempdir");
-    let e = event("acme", "twice");
-    db.store
-        .insert_events(std::slice::from_ref(&e))
-        .await
-        .expect("insert");
-    let sink = Arc::new(LocalFileSink::open(warehouse.path()).await.expect("sink"));
+    let (e, warehouse, sink) = one_event_and_file_warehouse(db.store.as_ref(), "twice").await;
     let worker = Worker::new(db.store.clone(), sink, WorkerConfig::default());
     let verdicts = worker
         .process(&[delivery(&e, 1), delivery(&e, 1)])

@@ -8,16 +8,15 @@
 //! The warehouse is wrapped in the declared fake `FlakySink` (see fluxgate_tests::FlakySink):
 //! no real warehouse can be told to fail one row on demand.
 
-use std::sync::Arc;
-
 use axum::Router;
 use axum::http::StatusCode;
 use fluxgate::config::WorkerConfig;
 use fluxgate::event::Event;
-use fluxgate::sink::LocalFileSink;
 use fluxgate::store::{OutboxStatus, Store};
 use fluxgate_tests::router::{self, RouterAnswer};
-use fluxgate_tests::{OutcomeEvents, TestDb, event, outcome_events, warehouse_row_count};
+use fluxgate_tests::{
+    OutcomeEvents, TestDb, one_event_and_file_warehouse, outcome_events, warehouse_row_count,
+};
 use fluxgate_worker::Worker;
 use serde_json::{Value, json};
 
@@ -142,13 +141,7 @@ async fn post_messages_answers_each_message_and_records_its_outcome() {
 #[tokio::test]
 async fn a_request_that_is_not_a_batch_is_a_problem_and_changes_nothing() {
     let db = TestDb::sqlite().await;
-    let warehouse = tempfile::tempdir().expect("tempdir");
-    let pending = event("acme", "p1");
-    db.store
-        .insert_events(std::slice::from_ref(&pending))
-        .await
-        .expect("insert");
-    let sink = Arc::new(LocalFileSink::open(warehouse.path()).await.expect("sink"));
+    let (pending, warehouse, sink) = one_event_and_file_warehouse(db.store.as_ref(), "p1").await;
     let app =
         fluxgate_worker::service(Worker::new(db.store.clone(), sink, WorkerConfig::default()));
     let valid = message(&pending, None);

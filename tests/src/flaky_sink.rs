@@ -114,3 +114,21 @@ pub async fn outcome_events(
     let sink = FlakySink::new(Arc::new(files), &["order.flaky"], &["order.refused"]);
     (events, Arc::new(sink))
 }
+
+/// One event of acme stored in `store`, and a real file warehouse in a temporary directory
+/// (kept as long as the returned `TempDir`).
+pub async fn one_event_and_file_warehouse(
+    store: &dyn Store,
+    id: &str,
+) -> (Event, tempfile::TempDir, Arc<LocalFileSink>) {
+    let stored = crate::event("acme", id);
+    store
+        .insert_events(std::slice::from_ref(&stored))
+        .await
+        .expect("insert");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sink = LocalFileSink::open(dir.path())
+        .await
+        .expect("the file warehouse");
+    (stored, dir, Arc::new(sink))
+}

@@ -43,5 +43,5 @@ pub use events::{
     far_deadline, key, keys, payload_hash,
 };
 pub use files::{files_under, warehouse_file_rows, warehouse_row_count};
-pub use flaky_sink::{FlakySink, OutcomeEvents, outcome_events};
+pub use flaky_sink::{FlakySink, OutcomeEvents, one_event_and_file_warehouse, outcome_events};
 pub use logs::CapturedLog;
