@@ -339,7 +339,7 @@ async fn the_worker_records_done_failed_and_dead_and_never_writes_twice() {
         flaky,
         last: last_try,
         refused,
-    } = events;
+    } = &events;
     let worker = Worker::new(
         db.store.clone(),
         sink.clone(),
@@ -378,32 +378,9 @@ async fn the_worker_records_done_failed_and_dead_and_never_writes_twice() {
     );
     assert!(matches!(verdicts[4], Verdict::Malformed(_)));
 
-    let status = |e: &Event| {
-        let store = db.store.clone();
-        let key = e.key();
-        async move {
-            store
-                .get_event(&key)
-                .await
-                .expect("get")
-                .expect("exists")
-                .outbox
-        }
-    };
-    assert_eq!(status(&ok).await.status, OutboxStatus::Done);
-    let failed = status(&flaky).await;
-    assert_eq!(failed.status, OutboxStatus::Failed);
-    assert_eq!(failed.attempts, 1);
-    assert_eq!(failed.last_error.as_deref(), Some("warehouse timed out"));
-    assert_eq!(status(&last_try).await.status, OutboxStatus::Dead);
-    let dead = status(&refused).await;
-    assert_eq!(dead.status, OutboxStatus::Dead);
-    assert!(
-        dead.last_error
-            .as_deref()
-            .is_some_and(|e| e.contains("refused"))
-    );
-    assert_eq!(warehouse_row_count(warehouse.path()), 1);
+    events
+        .assert_first_delivery_recorded(&db, warehouse.path())
+        .await;
 
     // The warehouse recovers; the queue delivers the failed one again, and the done one too
     // (at-least-once): one more row, not two.
@@ -413,7 +390,10 @@ async fn the_worker_records_done_failed_and_dead_and_never_writes_twice() {
         .await
         .expect("process");
     assert_eq!(verdicts, vec![Verdict::Ack, Verdict::Ack]);
-    assert_eq!(status(&flaky).await.status, OutboxStatus::Done);
+    assert_eq!(
+        db.stored(&flaky.key()).await.outbox.status,
+        OutboxStatus::Done
+    );
     assert_eq!(warehouse_row_count(warehouse.path()), 2);
 
     // A redelivered DONE event is acknowledged without touching the warehouse, even while
@@ -421,7 +401,7 @@ async fn the_worker_records_done_failed_and_dead_and_never_writes_twice() {
     sink.fail_transiently("order.created");
     let verdicts = worker.process(&[delivery(&ok, 3)]).await.expect("process");
     assert_eq!(verdicts, vec![Verdict::Ack]);
-    assert_eq!(status(&ok).await.status, OutboxStatus::Done);
+    assert_eq!(db.stored(&ok.key()).await.outbox.status, OutboxStatus::Done);
     assert_eq!(warehouse_row_count(warehouse.path()), 2);
     db.cleanup().await;
 }

@@ -12,7 +12,9 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use fluxgate::event::Event;
 use fluxgate::sink::{LocalFileSink, RowError, RowResult, Sink, WarehouseRow};
-use fluxgate::store::Store;
+use fluxgate::store::{OutboxStatus, Store};
+
+use crate::TestDb;
 
 pub struct FlakySink {
     inner: Arc<dyn Sink>,
@@ -83,6 +85,37 @@ pub struct OutcomeEvents {
     pub last: Event,
     /// order.refused: refused for good.
     pub refused: Event,
+}
+
+impl OutcomeEvents {
+    /// What one delivery of each (`last` at its last receive) leaves: ok DONE; flaky FAILED
+    /// after one attempt, with the timeout; last DEAD (left to the queue's dead-letter
+    /// policy); refused DEAD with the refusal; and ok's row alone in the file warehouse.
+    pub async fn assert_first_delivery_recorded(&self, db: &TestDb, warehouse: &Path) {
+        let outbox = |event: &Event| {
+            let key = event.key();
+            async move { db.stored(&key).await.outbox }
+        };
+        assert_eq!(outbox(&self.ok).await.status, OutboxStatus::Done);
+        let failed = outbox(&self.flaky).await;
+        assert_eq!(failed.status, OutboxStatus::Failed);
+        assert_eq!(failed.attempts, 1);
+        assert_eq!(failed.last_error.as_deref(), Some("warehouse timed out"));
+        assert_eq!(
+            outbox(&self.last).await.status,
+            OutboxStatus::Dead,
+            "the last receive records DEAD and is left to the queue's dead-letter policy"
+        );
+        let dead = outbox(&self.refused).await;
+        assert_eq!(dead.status, OutboxStatus::Dead);
+        assert!(
+            dead.last_error
+                .as_deref()
+                .is_some_and(|e| e.contains("refused")),
+            "{dead:?}"
+        );
+        assert_eq!(crate::warehouse_row_count(warehouse), 1);
+    }
 }
 
 /// Stores the [`OutcomeEvents`] in `store`, and opens the real file warehouse under
