@@ -144,9 +144,9 @@ fn cases(run: &str) -> Vec<Case> {
 
 /// A URL of the test database that carries a password: PostgreSQL (trust authentication)
 /// with the password in the URL, MariaDB with a user of its own that has one (made here, with
-/// the admin connection). SQLite has none. Returns the URL, the password, and the MariaDB user
-/// to drop afterwards.
-async fn url_with_password(db: &TestDb) -> (String, Option<String>, Option<String>) {
+/// the admin connection). SQLite has none. Returns the URL, the password, and the MariaDB user,
+/// dropped again when its guard is dropped (also when the test panics).
+async fn url_with_password(db: &TestDb) -> (String, Option<String>, Option<MariaDbUser>) {
     let password = format!("pw-{}", uuid::Uuid::new_v4().simple());
     let (url, user) = match db.kind {
         DbKind::Sqlite => return (db.url.clone(), None, None),
@@ -173,21 +173,48 @@ async fn url_with_password(db: &TestDb) -> (String, Option<String>, Option<Strin
             }
             let _ = admin.close().await;
             let (_, at_host) = db.url.split_once('@').expect("the URL has a user");
-            (format!("mysql://{user}:{password}@{at_host}"), Some(user))
+            let url = format!("mysql://{user}:{password}@{at_host}");
+            let guard = MariaDbUser {
+                admin_url: db.url.clone(),
+                name: user,
+            };
+            (url, Some(guard))
         }
     };
     assert!(url.contains(&password), "the password is in {url}");
     (url, Some(password), user)
 }
 
-async fn drop_user(db: &TestDb, user: Option<String>) {
-    if let Some(user) = user {
-        let mut admin = MySqlConnection::connect(&db.url).await.expect("connect");
-        admin
-            .execute(AssertSqlSafe(format!("DROP USER '{user}'@'%'")))
-            .await
-            .expect("drop the user");
-        let _ = admin.close().await;
+/// A MariaDB user this test made; dropped with it. Drop is synchronous and runs inside the
+/// test's runtime, so the statement runs on a thread of its own with a small runtime.
+struct MariaDbUser {
+    admin_url: String,
+    name: String,
+}
+
+impl Drop for MariaDbUser {
+    fn drop(&mut self) {
+        let (admin_url, name) = (self.admin_url.clone(), self.name.clone());
+        let dropped = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            runtime.block_on(async {
+                let mut admin = MySqlConnection::connect(&admin_url).await?;
+                admin
+                    .execute(AssertSqlSafe(format!("DROP USER IF EXISTS '{name}'@'%'")))
+                    .await?;
+                admin.close().await
+            })
+        })
+        .join();
+        if !matches!(dropped, Ok(Ok(()))) {
+            eprintln!(
+                "tenant_isolation: could not drop the MariaDB user {}",
+                self.name
+            );
+        }
     }
 }
 
@@ -392,7 +419,7 @@ async fn every_route_is_isolated(db: TestDb) {
         "{text}"
     );
     drop(store);
-    drop_user(&db, user).await;
+    drop(user);
     db.cleanup().await;
 }
 
