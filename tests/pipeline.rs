@@ -349,10 +349,10 @@ async fn the_worker_records_done_failed_and_dead_and_never_writes_twice() {
     );
 
     let mut batch = vec![
-        delivery(&ok, 1),
-        delivery(&flaky, 1),
-        delivery(&last_try, 3),
-        delivery(&refused, 1),
+        delivery(ok, 1),
+        delivery(flaky, 1),
+        delivery(last_try, 3),
+        delivery(refused, 1),
     ];
     batch.push(Delivery {
         message_id: "garbage".into(),
@@ -386,7 +386,7 @@ async fn the_worker_records_done_failed_and_dead_and_never_writes_twice() {
     // (at-least-once): one more row, not two.
     sink.heal();
     let verdicts = worker
-        .process(&[delivery(&flaky, 2), delivery(&ok, 2)])
+        .process(&[delivery(flaky, 2), delivery(ok, 2)])
         .await
         .expect("process");
     assert_eq!(verdicts, vec![Verdict::Ack, Verdict::Ack]);
@@ -399,7 +399,7 @@ async fn the_worker_records_done_failed_and_dead_and_never_writes_twice() {
     // A redelivered DONE event is acknowledged without touching the warehouse, even while
     // the warehouse would fail it.
     sink.fail_transiently("order.created");
-    let verdicts = worker.process(&[delivery(&ok, 3)]).await.expect("process");
+    let verdicts = worker.process(&[delivery(ok, 3)]).await.expect("process");
     assert_eq!(verdicts, vec![Verdict::Ack]);
     assert_eq!(db.stored(&ok.key()).await.outbox.status, OutboxStatus::Done);
     assert_eq!(warehouse_row_count(warehouse.path()), 2);

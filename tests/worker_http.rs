@@ -71,10 +71,10 @@ async fn post_messages_answers_each_message_and_records_its_outcome() {
     let app = fluxgate_worker::service(worker);
 
     let batch = json!({"messages": [
-        message(&ok, None),
-        message(&flaky, Some(1)),
-        message(&last, Some(3)),
-        message(&refused, Some(1)),
+        message(ok, None),
+        message(flaky, Some(1)),
+        message(last, Some(3)),
+        message(refused, Some(1)),
         {"messageId": "garbage", "body": {"not": "an event"}},
     ]});
     let answer = post(&app, &batch.to_string()).await;
@@ -108,14 +108,14 @@ async fn post_messages_answers_each_message_and_records_its_outcome() {
 
     // The warehouse recovers; the queue delivers the retried one again, and the done one too.
     sink.heal();
-    let again = json!({"messages": [message(&flaky, Some(2)), message(&ok, Some(2))]});
+    let again = json!({"messages": [message(flaky, Some(2)), message(ok, Some(2))]});
     let answer = post(&app, &again.to_string()).await;
     assert_eq!(answer.status, StatusCode::OK, "{}", answer.text());
     assert_eq!(
         answer.json(),
         json!({"processed": 2, "batchItemFailures": []})
     );
-    assert_eq!(outbox(store, &flaky).await.status, OutboxStatus::Done);
+    assert_eq!(outbox(store, flaky).await.status, OutboxStatus::Done);
     assert_eq!(
         warehouse_row_count(warehouse.path()),
         2,
