@@ -553,6 +553,35 @@ fn concrete(path: &str) -> String {
         .join("/")
 }
 
+/// Whether `service` answered with its problem+json fallback (a path it does not serve).
+fn is_fallback(status: StatusCode, body: &Value) -> bool {
+    status == StatusCode::NOT_FOUND
+        && body["detail"]
+            .as_str()
+            .is_some_and(|d| d.starts_with("route "))
+}
+
+/// `service` really serves each endpoint (not the problem+json fallback, not a 405).
+async fn check_served(
+    name: &str,
+    endpoints: &std::collections::BTreeSet<(String, String)>,
+    service: &Router,
+) {
+    for (method, path) in endpoints {
+        let method: Method = method.parse().expect("method");
+        let (status, body, _) = call(service, method.clone(), &concrete(path), None).await;
+        assert_ne!(
+            status,
+            StatusCode::METHOD_NOT_ALLOWED,
+            "{name}: {method} {path}"
+        );
+        assert!(
+            !is_fallback(status, &body),
+            "{name}: {method} {path} is listed but not served"
+        );
+    }
+}
+
 /// Every endpoint of the table plus the common ones is documented, nothing else is, and the
 /// service really serves each documented endpoint (not the problem+json fallback, not a 405).
 async fn check_document(
@@ -576,23 +605,7 @@ async fn check_document(
         "{name}: not OpenAPI 3.1"
     );
 
-    for (method, path) in &documented {
-        let method: Method = method.parse().expect("method");
-        let (status, body, _) = call(&service, method.clone(), &concrete(path), None).await;
-        assert_ne!(
-            status,
-            StatusCode::METHOD_NOT_ALLOWED,
-            "{name}: {method} {path}"
-        );
-        let fallback = status == StatusCode::NOT_FOUND
-            && body["detail"]
-                .as_str()
-                .is_some_and(|d| d.starts_with("route "));
-        assert!(
-            !fallback,
-            "{name}: {method} {path} is documented but not served"
-        );
-    }
+    check_served(name, &documented, &service).await;
     let (status, served_json, _) = call(&service, Method::GET, "/openapi.json", None).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(
@@ -645,8 +658,57 @@ async fn every_route_is_in_the_openapi_document_and_nothing_else() {
     all.extend(fluxgate::api::endpoints(&fluxgate_replay::routes()));
     all.extend(fluxgate::api::endpoints(&fluxgate_metrics::routes()));
     check_document("local", all, &fluxgate_local::openapi(), local).await;
+
+    // The worker is called by queues (SQS through Lambda, Pub/Sub push), not by clients: it has
+    // no OpenAPI document, and its endpoints are in no client's. Its routes are listed here
+    // (tests/cloudrun_manifests.rs checks this list against the routes its source declares);
+    // each is really served, and it serves nothing else.
+    let worker_routes: std::collections::BTreeSet<(String, String)> = [
+        ("POST", WORKER_MESSAGES_PATH),
+        ("POST", fluxgate_worker::pubsub_push::PUSH_PATH),
+    ]
+    .into_iter()
+    .map(|(m, p)| (m.to_owned(), p.to_owned()))
+    .collect();
+    let warehouse = tempfile::tempdir().expect("tempdir");
+    let sink = Arc::new(LocalFileSink::open(warehouse.path()).await.expect("sink"));
+    let worker =
+        fluxgate_worker::service(Worker::new(store.clone(), sink, WorkerConfig::default()));
+    let mut worker_endpoints = worker_routes.clone();
+    worker_endpoints.extend(
+        fluxgate::api::common_endpoints()
+            .into_iter()
+            .filter(|(_, path)| path != "/openapi.json"),
+    );
+    check_served("worker", &worker_endpoints, &worker).await;
+    for (method, path) in [
+        ("GET", "/openapi.json"),
+        ("GET", "/v1/events"),
+        ("POST", "/v1/drain"),
+    ] {
+        let (status, body, _) = call(&worker, method.parse().expect("method"), path, None).await;
+        assert!(
+            is_fallback(status, &body),
+            "worker: {method} {path} is served ({status}): {body}"
+        );
+    }
+    for (name, document) in [
+        ("ingest", fluxgate_ingest::openapi()),
+        ("replay", fluxgate_replay::openapi()),
+        ("metrics", fluxgate_metrics::openapi()),
+        ("local", fluxgate_local::openapi()),
+    ] {
+        let documented = fluxgate::api::documented(&document);
+        assert!(
+            documented.is_disjoint(&worker_routes),
+            "{name}'s client document describes a worker endpoint"
+        );
+    }
     db.cleanup().await;
 }
+
+/// The worker's batch endpoint (functions/worker/src/http_trigger.rs).
+const WORKER_MESSAGES_PATH: &str = "/v1/messages";
 
 /// SQS on the moto server: dead letters go back to the main queue, and each is deleted from
 /// the dead-letter queue only after it was resent.
@@ -700,12 +762,16 @@ async fn sqs_dead_letters_are_redriven_to_the_queue() {
         .iter()
         .filter_map(|m| m.body().map(str::to_owned))
         .collect();
+    // Counted as they are, copies included: each dead letter exactly once, nothing more.
+    let mut expected: Vec<String> = (0..13).map(|i| format!("{{\"n\":{i}}}")).collect();
     bodies.sort();
-    bodies.dedup();
-    assert_eq!(
-        bodies.len(),
-        13,
-        "every dead letter is on the queue once: {bodies:?}"
+    expected.sort();
+    assert_eq!(bodies, expected, "every dead letter is on the queue once");
+    let extra = queue.leftovers().await;
+    assert!(
+        extra.is_empty(),
+        "more than the 13 dead letters reached the queue: {:?}",
+        extra.iter().map(|m| m.body()).collect::<Vec<_>>()
     );
     assert!(
         moved

@@ -2,8 +2,7 @@
 //! in a real database and the real `TenantScope` extractor: a key acts for its own tenant
 //! only, bad credentials are 401, the admin key reaches every tenant, and no key is logged.
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Body;
@@ -13,7 +12,8 @@ use fluxgate::auth::{AdminAuth, AuthConfig, AuthMode, Authenticator};
 use fluxgate::config::Limits;
 use fluxgate::store::Store;
 use fluxgate_tests::{
-    ADMIN_KEY, TestDb, auth_config, authenticator, authenticator_with, key, router, tenant_key,
+    ADMIN_KEY, CapturedLog, TestDb, auth_config, authenticator, authenticator_with, key, router,
+    tenant_key,
 };
 use serde_json::{Value, json};
 
@@ -344,21 +344,6 @@ async fn weak_or_unavailable_admin_keys_are_refused_at_start() {
     assert!(!debug.contains(ADMIN_KEY), "{debug}");
 }
 
-/// A writer the test subscriber logs into.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().expect("log buffer").extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 /// Every log line, at every level, of successful and failed requests: the key id may show,
 /// the secret never.
 #[tokio::test]
@@ -374,14 +359,8 @@ async fn keys_never_reach_the_log() {
     let app = app(store.clone(), authenticator(store.clone()).await);
     let forged = format!("{}{}", &acme[..17], "B".repeat(43));
 
-    let log = Captured::default();
-    let writer = log.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_writer(move || writer.clone())
-        .finish();
     // A current-thread test runtime: everything the requests log happens on this thread.
-    let guard = tracing::subscriber::set_default(subscriber);
+    let (log, guard) = CapturedLog::start();
     let ok = call(
         &app,
         "/v1/events",
@@ -420,7 +399,7 @@ async fn keys_never_reach_the_log() {
     assert_eq!(admin.status, StatusCode::OK);
     drop(guard);
 
-    let text = String::from_utf8(log.0.lock().expect("log buffer").clone()).expect("utf-8 log");
+    let text = log.text();
     assert!(
         text.contains("authentication failed") && text.contains(&revoked[4..16]),
         "the failures are logged, with the key id: {text}"

@@ -189,20 +189,29 @@ fn deliveries(events: &[Event], receive_count: u32) -> Vec<Delivery> {
         .collect()
 }
 
+/// Stores `events`, and delivers each once to a worker whose sink is built the way the worker
+/// binary builds it (FLUXGATE_SINK=bigquery, emulator endpoint); the worker and its verdicts.
+async fn store_and_deliver(
+    db: &TestDb,
+    bq: &TestBigQuery,
+    events: &[Event],
+) -> (Worker, Vec<Verdict>) {
+    db.store.insert_events(events).await.expect("insert");
+    let sink = sink::connect(&bq.sink_config()).await.expect("sink");
+    let worker = Worker::new(db.store.clone(), sink, WorkerConfig::default());
+    let verdicts = worker
+        .process(&deliveries(events, 1))
+        .await
+        .expect("process");
+    (worker, verdicts)
+}
+
 #[tokio::test]
 async fn the_worker_loads_deliveries_into_bigquery_once_and_records_done() {
     let db = TestDb::postgres().await;
     let bq = TestBigQuery::new().await;
     let events = varied_events();
-    db.store.insert_events(&events).await.expect("insert");
-    // Built the way the worker binary builds it (FLUXGATE_SINK=bigquery, emulator endpoint).
-    let sink = sink::connect(&bq.sink_config()).await.expect("sink");
-    let worker = Worker::new(db.store.clone(), sink, WorkerConfig::default());
-
-    let verdicts = worker
-        .process(&deliveries(&events, 1))
-        .await
-        .expect("process");
+    let (worker, verdicts) = store_and_deliver(&db, &bq, &events).await;
     assert_eq!(verdicts, vec![Verdict::Ack; events.len()]);
     let keys: Vec<_> = events.iter().map(Event::key).collect();
     let statuses = db.store.statuses(&keys).await.expect("statuses");
@@ -242,14 +251,7 @@ async fn the_worker_records_a_refused_row_dead_and_loads_the_rest() {
         .single()
         .expect("chrono reaches year 10000");
     events[2].event_ts = far;
-    db.store.insert_events(&events).await.expect("insert");
-    let sink = sink::connect(&bq.sink_config()).await.expect("sink");
-    let worker = Worker::new(db.store.clone(), sink, WorkerConfig::default());
-
-    let verdicts = worker
-        .process(&deliveries(&events, 1))
-        .await
-        .expect("process");
+    let (_, verdicts) = store_and_deliver(&db, &bq, &events).await;
     // Refused for good: acknowledged (no point in redelivering) and recorded DEAD.
     assert_eq!(verdicts, vec![Verdict::Ack; 3]);
     let keys: Vec<_> = events.iter().map(Event::key).collect();

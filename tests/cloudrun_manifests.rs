@@ -576,6 +576,30 @@ fn the_source_scan_sees_what_the_code_reads() {
     assert_eq!(kebab_case("SQSQueue"), "sqs-queue");
 }
 
+/// tests/admin_api.rs checks that the worker really serves its routes and nothing else, from a
+/// list of its own (the worker has no OpenAPI document); this keeps that list complete.
+#[test]
+fn the_worker_declares_exactly_the_routes_the_route_check_lists() {
+    let code = Code::scan();
+    let worker = Scope::Crate(
+        code.crate_of("fluxgate-worker")
+            .expect("the worker binary")
+            .clone(),
+    );
+    let declared: BTreeSet<&str> = code
+        .routes
+        .iter()
+        .filter(|(_, scope)| *scope == worker)
+        .map(|(path, _)| path.as_str())
+        .collect();
+    assert_eq!(
+        declared,
+        BTreeSet::from(["/v1/messages", "/v1/pubsub/push"]),
+        "the worker's routes changed: update the worker's list in \
+         tests/admin_api.rs (every_route_is_in_the_openapi_document_and_nothing_else) and here"
+    );
+}
+
 #[test]
 fn every_function_on_cloud_run_has_one_manifest_of_the_right_kind() {
     let mut findings = Findings::default();

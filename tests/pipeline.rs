@@ -2,18 +2,20 @@
 //! leases that come back after a crash, backoff and DEAD, and the worker's verdicts.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use async_trait::async_trait;
 use chrono::TimeDelta;
 use fluxgate::config::{DrainConfig, Schedule, WorkerConfig};
 use fluxgate::event::Event;
 use fluxgate::queue::{InMemoryQueue, InMemoryQueueConfig, QueueMessage};
-use fluxgate::sink::{LocalFileSink, RowError, RowResult, Sink, WarehouseRow};
+use fluxgate::sink::{LocalFileSink, Sink, WarehouseRow};
 use fluxgate::store::{ClaimRequest, OutboxStatus, Store};
 use fluxgate_outbox_drain::{Drain, StoppedBy};
-use fluxgate_tests::{TestDb, claim_request, event, unpack};
+use fluxgate_tests::{
+    OutcomeEvents, TestDb, claim_request, event, event_at, far_deadline, keys,
+    one_event_and_file_warehouse, outcome_events, unpack, warehouse_row_count,
+};
 use fluxgate_worker::{Delivery, Verdict, Worker};
 
 fn drain_config() -> DrainConfig {
@@ -21,10 +23,6 @@ fn drain_config() -> DrainConfig {
         drain_batch_size: 25,
         ..DrainConfig::default()
     }
-}
-
-fn far_deadline() -> Instant {
-    Instant::now() + Duration::from_secs(60)
 }
 
 async fn seed(store: &dyn Store, tenant: &str, count: usize) -> Vec<Event> {
@@ -150,49 +148,95 @@ async fn concurrent_drains_on_sqlite() {
     concurrent_drains_never_publish_a_row_twice(TestDb::sqlite().await).await;
 }
 
+/// Time is the injected `now` of the claims, never a sleep: the crashed run's claims are made
+/// at chosen moments, so one lease has surely expired and the other surely holds when the
+/// drain (which reads the wall clock) runs.
 #[tokio::test]
 async fn claims_of_a_crashed_run_come_back_after_the_lease() {
     let db = TestDb::postgres().await;
-    let events = seed(db.store.as_ref(), "acme", 5).await;
-    let queue = Arc::new(InMemoryQueue::new(InMemoryQueueConfig::default()));
-    let drain = Drain::new(db.store.clone(), queue.clone(), drain_config());
+    let store = db.store.as_ref();
+    let t0 = fluxgate::now();
+    let lease = TimeDelta::minutes(10);
+    let crashed_claim = |now| ClaimRequest {
+        owner: "crashed-run".into(),
+        limit: 100,
+        lease_ttl: lease,
+        now,
+    };
+    let received = t0 - TimeDelta::hours(1);
+    let batch = |prefix: &str| -> Vec<Event> {
+        (0..5)
+            .map(|i| event_at("acme", &format!("{prefix}{i}"), received))
+            .collect()
+    };
 
-    // A run claims with a short lease and dies before publishing.
-    let crashed = db
-        .store
-        .claim_batch(&ClaimRequest {
-            owner: "crashed-run".into(),
-            limit: 100,
-            lease_ttl: TimeDelta::milliseconds(300),
-            now: fluxgate::now(),
-        })
+    // A run claims rows now and dies before publishing: its lease holds for ten minutes.
+    let held = batch("held-");
+    store.insert_events(&held).await.expect("insert");
+    let claimed = store.claim_batch(&crashed_claim(t0)).await.expect("claim");
+    assert_eq!(claimed.len(), 5);
+    // The same run had claimed other rows half an hour ago: that lease ended 20 minutes ago.
+    let expired = batch("expired-");
+    store.insert_events(&expired).await.expect("insert");
+    let claimed = store
+        .claim_batch(&crashed_claim(t0 - TimeDelta::minutes(30)))
         .await
         .expect("claim");
-    assert_eq!(crashed.len(), 5);
-    // While its lease holds, no other run takes the rows.
-    assert_eq!(drain.run(far_deadline()).await.expect("drain").claimed, 0);
+    assert_eq!(
+        claimed.len(),
+        5,
+        "only the expired- rows were due half an hour ago"
+    );
 
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    let queue = Arc::new(InMemoryQueue::new(InMemoryQueueConfig::default()));
+    let drain = Drain::new(db.store.clone(), queue.clone(), drain_config());
     let summary = drain.run(far_deadline()).await.expect("drain");
     assert_eq!(
-        summary.published, 5,
-        "the expired lease gives the rows back"
+        (summary.claimed, summary.published),
+        (5, 5),
+        "the expired lease gives its rows back, the holding one does not"
     );
     let messages = drain_queue(&queue).await;
-    assert_eq!(unpack(messages.iter().map(|m| m.body.as_slice())).len(), 5);
+    let mut published: Vec<_> = unpack(messages.iter().map(|m| m.body.as_slice()))
+        .into_iter()
+        .map(|e| e.event_id)
+        .collect();
+    published.sort();
+    let mut expected: Vec<_> = expired.iter().map(|e| e.event_id.clone()).collect();
+    expected.sort();
+    assert_eq!(
+        published, expected,
+        "while its lease holds, no other run takes a row"
+    );
 
-    // The crashed run, should it wake up, settles nothing.
-    let keys: Vec<_> = events.iter().map(Event::key).collect();
-    let settled = db
-        .store
-        .mark_published("crashed-run", &keys, fluxgate::now())
+    // The crashed run, should it wake up, settles nothing it lost.
+    let settled = store
+        .mark_published("crashed-run", &keys(&expired), fluxgate::now())
         .await
         .expect("mark");
     assert_eq!(settled, 0);
     assert_eq!(
-        status_counts(db.store.as_ref(), &events).await[&OutboxStatus::Published],
+        status_counts(store, &expired).await[&OutboxStatus::Published],
         5
     );
+    assert_eq!(status_counts(store, &held).await[&OutboxStatus::Pending], 5);
+
+    // The held rows come back the moment their lease ends, and not before.
+    let next = |now| claim_request("next-run", 100, now);
+    let early = store
+        .claim_batch(&next(t0 + lease - TimeDelta::seconds(1)))
+        .await
+        .expect("claim");
+    assert!(early.is_empty(), "claimed before the lease ended");
+    let back = store
+        .claim_batch(&next(t0 + lease + TimeDelta::seconds(1)))
+        .await
+        .expect("claim");
+    let mut back: Vec<_> = back.iter().map(|c| c.event.event_id.clone()).collect();
+    back.sort();
+    let mut expected: Vec<_> = held.iter().map(|e| e.event_id.clone()).collect();
+    expected.sort();
+    assert_eq!(back, expected);
     db.cleanup().await;
 }
 
@@ -215,12 +259,7 @@ async fn failed_publishes_back_off_and_end_dead() {
     let before = fluxgate::now();
     let first = drain.run(far_deadline()).await.expect("drain");
     assert_eq!((first.claimed, first.retried, first.dead), (4, 4, 0));
-    let stored = db
-        .store
-        .get_event(&events[0].key())
-        .await
-        .expect("get")
-        .expect("exists");
+    let stored = db.stored(&events[0].key()).await;
     assert_eq!(stored.outbox.status, OutboxStatus::Pending);
     assert_eq!(stored.outbox.attempts, 1);
     assert!(
@@ -243,14 +282,7 @@ async fn failed_publishes_back_off_and_end_dead() {
 
     // The later attempts, as the schedule makes them due: claim at the due time directly.
     for attempt in 2..=3 {
-        let due = db
-            .store
-            .get_event(&events[0].key())
-            .await
-            .expect("get")
-            .expect("exists")
-            .outbox
-            .next_attempt_at;
+        let due = db.stored(&events[0].key()).await.outbox.next_attempt_at;
         let claimed = db
             .store
             .claim_batch(&claim_request("later", 100, due))
@@ -265,12 +297,7 @@ async fn failed_publishes_back_off_and_end_dead() {
             .reschedule("later", &retries, due)
             .await
             .expect("reschedule");
-        let stored = db
-            .store
-            .get_event(&events[0].key())
-            .await
-            .expect("get")
-            .expect("exists");
+        let stored = db.stored(&events[0].key()).await;
         assert_eq!(stored.outbox.attempts, attempt);
         if attempt == 2 {
             assert_eq!(stored.outbox.next_attempt_at - due, TimeDelta::minutes(5));
@@ -292,39 +319,6 @@ async fn failed_publishes_back_off_and_end_dead() {
     db.cleanup().await;
 }
 
-/// The real file warehouse, failing the event types a test names.
-struct FlakySink {
-    inner: LocalFileSink,
-    transient: Mutex<Vec<String>>,
-    permanent: Vec<String>,
-}
-
-#[async_trait]
-impl Sink for FlakySink {
-    async fn write_rows(&self, rows: &[WarehouseRow]) -> fluxgate::Result<Vec<RowResult>> {
-        let transient = self.transient.lock().expect("lock").clone();
-        let (fail, pass): (Vec<_>, Vec<_>) = rows.iter().cloned().partition(|r| {
-            transient.contains(&r.event_type) || self.permanent.contains(&r.event_type)
-        });
-        self.inner.write_rows(&pass).await?;
-        Ok(rows
-            .iter()
-            .map(|row| {
-                if self.permanent.contains(&row.event_type) {
-                    Err(RowError::Permanent(format!(
-                        "{} refused as invalid",
-                        row.event_type
-                    )))
-                } else if fail.iter().any(|f| f.key() == row.key()) {
-                    Err(RowError::Transient("warehouse timed out".into()))
-                } else {
-                    Ok(())
-                }
-            })
-            .collect())
-    }
-}
-
 fn delivery(event: &Event, receive_count: u32) -> Delivery {
     Delivery {
         message_id: format!("m-{}", event.event_id),
@@ -333,42 +327,19 @@ fn delivery(event: &Event, receive_count: u32) -> Delivery {
     }
 }
 
-fn typed(id: &str, event_type: &str) -> Event {
-    let mut e = event("acme", id);
-    e.event_type = event_type.into();
-    e
-}
-
-fn warehouse_rows(dir: &std::path::Path) -> usize {
-    let mut count = 0;
-    for entry in fluxgate_tests::files_under(dir) {
-        if entry.extension().is_some_and(|e| e == "jsonl") {
-            count += std::fs::read_to_string(&entry)
-                .expect("read")
-                .lines()
-                .count();
-        }
-    }
-    count
-}
-
 #[tokio::test]
 async fn the_worker_records_done_failed_and_dead_and_never_writes_twice() {
     let db = TestDb::postgres().await;
     let warehouse = tempfile::tempdir().expect("tempdir");
-    let ok = typed("ok", "order.created");
-    let flaky = typed("flaky", "order.flaky");
-    let last_try = typed("last", "order.flaky");
-    let refused = typed("refused", "order.refused");
-    db.store
-        .insert_events(&[ok.clone(), flaky.clone(), last_try.clone(), refused.clone()])
-        .await
-        .expect("insert");
-    let sink = Arc::new(FlakySink {
-        inner: LocalFileSink::open(warehouse.path()).await.expect("sink"),
-        transient: Mutex::new(vec!["order.flaky".into()]),
-        permanent: vec!["order.refused".into()],
-    });
+    // The declared fake around the real file warehouse (see fluxgate_tests::FlakySink): it
+    // fails order.flaky transiently and order.refused permanently.
+    let (events, sink) = outcome_events(db.store.as_ref(), warehouse.path()).await;
+    let OutcomeEvents {
+        ok,
+        flaky,
+        last: last_try,
+        refused,
+    } = &events;
     let worker = Worker::new(
         db.store.clone(),
         sink.clone(),
@@ -378,10 +349,10 @@ async fn the_worker_records_done_failed_and_dead_and_never_writes_twice() {
     );
 
     let mut batch = vec![
-        delivery(&ok, 1),
-        delivery(&flaky, 1),
-        delivery(&last_try, 3),
-        delivery(&refused, 1),
+        delivery(ok, 1),
+        delivery(flaky, 1),
+        delivery(last_try, 3),
+        delivery(refused, 1),
     ];
     batch.push(Delivery {
         message_id: "garbage".into(),
@@ -407,78 +378,49 @@ async fn the_worker_records_done_failed_and_dead_and_never_writes_twice() {
     );
     assert!(matches!(verdicts[4], Verdict::Malformed(_)));
 
-    let status = |e: &Event| {
-        let store = db.store.clone();
-        let key = e.key();
-        async move {
-            store
-                .get_event(&key)
-                .await
-                .expect("get")
-                .expect("exists")
-                .outbox
-        }
-    };
-    assert_eq!(status(&ok).await.status, OutboxStatus::Done);
-    let failed = status(&flaky).await;
-    assert_eq!(failed.status, OutboxStatus::Failed);
-    assert_eq!(failed.attempts, 1);
-    assert_eq!(failed.last_error.as_deref(), Some("warehouse timed out"));
-    assert_eq!(status(&last_try).await.status, OutboxStatus::Dead);
-    let dead = status(&refused).await;
-    assert_eq!(dead.status, OutboxStatus::Dead);
-    assert!(
-        dead.last_error
-            .as_deref()
-            .is_some_and(|e| e.contains("refused"))
-    );
-    assert_eq!(warehouse_rows(warehouse.path()), 1);
+    events
+        .assert_first_delivery_recorded(&db, warehouse.path())
+        .await;
 
     // The warehouse recovers; the queue delivers the failed one again, and the done one too
     // (at-least-once): one more row, not two.
-    sink.transient.lock().expect("lock").clear();
+    sink.heal();
     let verdicts = worker
-        .process(&[delivery(&flaky, 2), delivery(&ok, 2)])
+        .process(&[delivery(flaky, 2), delivery(ok, 2)])
         .await
         .expect("process");
     assert_eq!(verdicts, vec![Verdict::Ack, Verdict::Ack]);
-    assert_eq!(status(&flaky).await.status, OutboxStatus::Done);
-    assert_eq!(warehouse_rows(warehouse.path()), 2);
+    assert_eq!(
+        db.stored(&flaky.key()).await.outbox.status,
+        OutboxStatus::Done
+    );
+    assert_eq!(warehouse_row_count(warehouse.path()), 2);
 
     // A redelivered DONE event is acknowledged without touching the warehouse, even while
     // the warehouse would fail it.
-    sink.transient
-        .lock()
-        .expect("lock")
-        .push("order.created".into());
-    let verdicts = worker.process(&[delivery(&ok, 3)]).await.expect("process");
+    sink.fail_transiently("order.created");
+    let verdicts = worker.process(&[delivery(ok, 3)]).await.expect("process");
     assert_eq!(verdicts, vec![Verdict::Ack]);
-    assert_eq!(status(&ok).await.status, OutboxStatus::Done);
-    assert_eq!(warehouse_rows(warehouse.path()), 2);
+    assert_eq!(db.stored(&ok.key()).await.outbox.status, OutboxStatus::Done);
+    assert_eq!(warehouse_row_count(warehouse.path()), 2);
     db.cleanup().await;
 }
 
 #[tokio::test]
 async fn the_same_message_twice_in_one_batch_makes_one_row() {
     let db = TestDb::sqlite().await;
-    let warehouse = tempfile::tempdir().expect("tempdir");
-    let e = event("acme", "twice");
-    db.store
-        .insert_events(std::slice::from_ref(&e))
-        .await
-        .expect("insert");
-    let sink = Arc::new(LocalFileSink::open(warehouse.path()).await.expect("sink"));
+    let (e, warehouse, sink) = one_event_and_file_warehouse(db.store.as_ref(), "twice").await;
     let worker = Worker::new(db.store.clone(), sink, WorkerConfig::default());
     let verdicts = worker
         .process(&[delivery(&e, 1), delivery(&e, 1)])
         .await
         .expect("process");
     assert_eq!(verdicts, vec![Verdict::Ack, Verdict::Ack]);
-    assert_eq!(warehouse_rows(warehouse.path()), 1);
+    assert_eq!(warehouse_row_count(warehouse.path()), 1);
 
     // A restarted process rebuilds the warehouse's index from its files.
     let reopened = Arc::new(LocalFileSink::open(warehouse.path()).await.expect("sink"));
     let rows = [WarehouseRow::new(&e, fluxgate::now())];
     reopened.write_rows(&rows).await.expect("write");
-    assert_eq!(warehouse_rows(warehouse.path()), 1);
+    assert_eq!(warehouse_row_count(warehouse.path()), 1);
 }

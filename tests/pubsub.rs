@@ -4,20 +4,20 @@
 //! pipeline end to end over HTTP.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use async_trait::async_trait;
 use chrono::TimeDelta;
 use fluxgate::config::{DrainConfig, WorkerConfig};
 use fluxgate::event::{Event, EventKey};
-use fluxgate::queue::{self, Queue};
-use fluxgate::queue::{PubsubConfig, QueueConfig, QueueKind, SqsConfig};
-use fluxgate::sink::{self, LocalFileSink, RowError, RowResult, Sink, WarehouseRow};
+use fluxgate::queue::{self, PubsubConfig, Queue, QueueConfig, QueueKind, SqsConfig};
+use fluxgate::sink::{self, LocalFileSink, Sink, WarehouseRow};
 use fluxgate::store::{OutboxStatus, Store};
 use fluxgate_outbox_drain::{Drain, StoppedBy};
 use fluxgate_tests::pubsub_server::{PublishedMessage, PubsubTestServer};
-use fluxgate_tests::{ADMIN_KEY, TestBigQuery, TestDb, authenticator, event};
+use fluxgate_tests::{
+    ADMIN_KEY, FlakySink, TestBigQuery, TestDb, authenticator, event, far_deadline,
+};
 use fluxgate_worker::Worker;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
@@ -27,23 +27,9 @@ const SUBSCRIPTION: &str = "projects/fluxgate-test/subscriptions/events-push";
 
 /// The queue exactly as the drain binary builds it from its settings.
 async fn pubsub_queue(server: &PubsubTestServer, batch_messages: u32) -> Arc<dyn Queue> {
-    queue::connect(&QueueConfig {
-        queue: QueueKind::Pubsub,
-        sqs: SqsConfig::default(),
-        pubsub: PubsubConfig {
-            pubsub_topic: Some(TOPIC.into()),
-            pubsub_emulator_host: Some(server.emulator_host()),
-            pubsub_batch_messages: batch_messages,
-            pubsub_publish_timeout: TimeDelta::seconds(2),
-            ..PubsubConfig::default()
-        },
-    })
-    .await
-    .expect("the Pub/Sub queue connects to the test server")
-}
-
-fn far_deadline() -> Instant {
-    Instant::now() + Duration::from_secs(60)
+    queue::connect(&server.queue_config(TOPIC, batch_messages))
+        .await
+        .expect("the Pub/Sub queue connects to the test server")
 }
 
 fn with_correlation(mut event: Event, correlation_id: &str) -> Event {
@@ -192,12 +178,7 @@ async fn a_failed_publish_reschedules_only_the_messages_it_carried_with_backoff(
         .map(|m| decoded_one(m).event_id)
         .collect();
     for sent in &events {
-        let stored = db
-            .store
-            .get_event(&sent.key())
-            .await
-            .expect("read")
-            .expect("stored");
+        let stored = db.stored(&sent.key()).await;
         if failed.contains(&sent.event_id) {
             assert_eq!(stored.outbox.status, OutboxStatus::Pending);
             assert_eq!(stored.outbox.attempts, 1);
@@ -274,41 +255,6 @@ async fn an_unknown_topic_fails_every_message_and_nothing_is_lost() {
 
 // ----- the worker's push endpoint over HTTP -------------------------------------------------
 
-/// A real warehouse, failing the event types a test names until told otherwise.
-struct FlakySink {
-    inner: Arc<dyn Sink>,
-    failing: Mutex<Vec<String>>,
-}
-
-impl FlakySink {
-    fn heal(&self) {
-        self.failing.lock().expect("lock").clear();
-    }
-}
-
-#[async_trait]
-impl Sink for FlakySink {
-    async fn write_rows(&self, rows: &[WarehouseRow]) -> fluxgate::Result<Vec<RowResult>> {
-        let failing = self.failing.lock().expect("lock").clone();
-        let pass: Vec<WarehouseRow> = rows
-            .iter()
-            .filter(|r| !failing.contains(&r.event_type))
-            .cloned()
-            .collect();
-        self.inner.write_rows(&pass).await?;
-        Ok(rows
-            .iter()
-            .map(|row| {
-                if failing.contains(&row.event_type) {
-                    Err(RowError::Transient("warehouse timed out".into()))
-                } else {
-                    Ok(())
-                }
-            })
-            .collect())
-    }
-}
-
 /// A real HTTP server on 127.0.0.1:0 serving `app`; its base URL.
 async fn serve(app: axum::Router) -> String {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -349,7 +295,7 @@ impl Warehouse {
     /// Rows by event id, as JSON with the warehouse's column names.
     async fn rows(&self) -> HashMap<String, Vec<Value>> {
         match self {
-            Self::Files(dir) => file_rows(dir.path()),
+            Self::Files(dir) => fluxgate_tests::warehouse_file_rows(dir.path()),
             Self::BigQuery(bq) => {
                 let mut rows: HashMap<String, Vec<Value>> = HashMap::new();
                 for row in bq.rows().await {
@@ -384,10 +330,8 @@ impl PushWorker {
     }
 
     async fn start_on(store: Arc<dyn Store>, warehouse: Warehouse, failing: &[&str]) -> Self {
-        let sink = Arc::new(FlakySink {
-            inner: warehouse.sink().await,
-            failing: Mutex::new(failing.iter().map(|s| s.to_string()).collect()),
-        });
+        // The declared fake around the real warehouse (see fluxgate_tests::FlakySink).
+        let sink = Arc::new(FlakySink::new(warehouse.sink().await, failing, &[]));
         let worker = Worker::new(
             store,
             sink.clone(),
@@ -431,30 +375,6 @@ impl PushWorker {
     }
 }
 
-/// The file warehouse's rows by event id, with their partition columns.
-fn file_rows(root: &std::path::Path) -> HashMap<String, Vec<Value>> {
-    let mut rows: HashMap<String, Vec<Value>> = HashMap::new();
-    for path in fluxgate_tests::files_under(root) {
-        if path.extension().is_some_and(|e| e == "jsonl") {
-            // Hive layout: the partition columns are in the path, not in the rows.
-            let partitions: Vec<(String, String)> = path
-                .iter()
-                .filter_map(|part| part.to_str()?.split_once('='))
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect();
-            for line in std::fs::read_to_string(&path).expect("read").lines() {
-                let mut row: Value = serde_json::from_str(line).expect("row");
-                for (column, value) in &partitions {
-                    row[column] = json!(value);
-                }
-                let id = row["event_id"].as_str().expect("event_id").to_string();
-                rows.entry(id).or_default().push(row);
-            }
-        }
-    }
-    rows
-}
-
 /// A push envelope exactly as documented, for `event` as the drain publishes it.
 fn envelope(event: &Event, message_id: &str, delivery_attempt: Option<u32>) -> Value {
     use base64::Engine;
@@ -476,33 +396,36 @@ fn envelope(event: &Event, message_id: &str, delivery_attempt: Option<u32>) -> V
     envelope
 }
 
-async fn status_of(store: &dyn Store, event: &Event) -> OutboxStatus {
-    store
-        .get_event(&event.key())
+async fn status_of(db: &TestDb, event: &Event) -> OutboxStatus {
+    db.stored(&event.key()).await.outbox.status
+}
+
+/// One stored event of acme, and a push worker on `db` whose warehouse fails that event's type
+/// when `failing` (through the declared fake FlakySink).
+async fn one_event_and_worker(db: &TestDb, id: &str, failing: bool) -> (Event, PushWorker) {
+    let sent = event("acme", id);
+    db.store
+        .insert_events(std::slice::from_ref(&sent))
         .await
-        .expect("read")
-        .expect("stored")
-        .outbox
-        .status
+        .expect("insert");
+    let failing_types: Vec<&str> = if failing {
+        vec![sent.event_type.as_str()]
+    } else {
+        Vec::new()
+    };
+    let worker = PushWorker::start(db.store.clone(), &failing_types).await;
+    (sent, worker)
 }
 
 #[tokio::test]
 async fn a_push_is_acknowledged_when_loaded_and_a_redelivery_makes_no_second_row() {
     let db = TestDb::postgres().await;
-    let sent = event("acme", "o-1");
-    db.store
-        .insert_events(std::slice::from_ref(&sent))
-        .await
-        .expect("insert");
-    let worker = PushWorker::start(db.store.clone(), &[]).await;
+    let (sent, worker) = one_event_and_worker(&db, "o-1", false).await;
 
     let (status, body) = worker.push_envelope(&envelope(&sent, "m-1", None)).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["verdict"], "ack");
-    assert_eq!(
-        status_of(db.store.as_ref(), &sent).await,
-        OutboxStatus::Done
-    );
+    assert_eq!(status_of(&db, &sent).await, OutboxStatus::Done);
 
     // Pub/Sub delivers at least once: the same message again, and again with a new id.
     for (id, attempt) in [("m-1", Some(2)), ("m-1-dup", None)] {
@@ -519,28 +442,17 @@ async fn a_push_is_acknowledged_when_loaded_and_a_redelivery_makes_no_second_row
 #[tokio::test]
 async fn a_transient_sink_failure_is_a_5xx_and_failed_then_done_after_recovery() {
     let db = TestDb::postgres().await;
-    let sent = event("acme", "o-2");
-    db.store
-        .insert_events(std::slice::from_ref(&sent))
-        .await
-        .expect("insert");
-    let worker = PushWorker::start(db.store.clone(), &[&sent.event_type]).await;
+    let (sent, worker) = one_event_and_worker(&db, "o-2", true).await;
 
     let (status, body) = worker.push_envelope(&envelope(&sent, "m-2", Some(1))).await;
     assert_eq!(status, 503, "Pub/Sub retries on 5xx: {body}");
-    assert_eq!(
-        status_of(db.store.as_ref(), &sent).await,
-        OutboxStatus::Failed
-    );
+    assert_eq!(status_of(&db, &sent).await, OutboxStatus::Failed);
     assert!(worker.rows().await.is_empty());
 
     worker.sink.heal();
     let (status, _) = worker.push_envelope(&envelope(&sent, "m-2", Some(2))).await;
     assert_eq!(status, 200);
-    assert_eq!(
-        status_of(db.store.as_ref(), &sent).await,
-        OutboxStatus::Done
-    );
+    assert_eq!(status_of(&db, &sent).await, OutboxStatus::Done);
     assert_eq!(worker.rows().await["o-2"].len(), 1);
     db.cleanup().await;
 }
@@ -548,30 +460,17 @@ async fn a_transient_sink_failure_is_a_5xx_and_failed_then_done_after_recovery()
 #[tokio::test]
 async fn the_last_delivery_attempt_is_dead_and_left_to_the_dead_letter_policy() {
     let db = TestDb::postgres().await;
-    let sent = event("acme", "o-3");
-    db.store
-        .insert_events(std::slice::from_ref(&sent))
-        .await
-        .expect("insert");
-    let worker = PushWorker::start(db.store.clone(), &[&sent.event_type]).await;
+    let (sent, worker) = one_event_and_worker(&db, "o-3", true).await;
 
     let (status, _) = worker.push_envelope(&envelope(&sent, "m-3", Some(4))).await;
     assert_eq!(status, 503);
-    assert_eq!(
-        status_of(db.store.as_ref(), &sent).await,
-        OutboxStatus::Failed
-    );
+    assert_eq!(status_of(&db, &sent).await, OutboxStatus::Failed);
 
     // deliveryAttempt 5 = FLUXGATE_MAX_RECEIVE_COUNT: DEAD, and still a negative answer so
     // that the subscription (max delivery attempts 5) forwards it to the dead-letter topic.
     let (status, body) = worker.push_envelope(&envelope(&sent, "m-3", Some(5))).await;
     assert_eq!(status, 503, "{body}");
-    let stored = db
-        .store
-        .get_event(&sent.key())
-        .await
-        .expect("read")
-        .expect("stored");
+    let stored = db.stored(&sent.key()).await;
     assert_eq!(stored.outbox.status, OutboxStatus::Dead);
     assert!(
         stored
@@ -585,12 +484,7 @@ async fn the_last_delivery_attempt_is_dead_and_left_to_the_dead_letter_policy() 
 #[tokio::test]
 async fn a_malformed_push_is_acknowledged_logged_and_changes_nothing() {
     let db = TestDb::sqlite().await;
-    let sent = event("acme", "o-4");
-    db.store
-        .insert_events(std::slice::from_ref(&sent))
-        .await
-        .expect("insert");
-    let worker = PushWorker::start(db.store.clone(), &[]).await;
+    let (sent, worker) = one_event_and_worker(&db, "o-4", false).await;
 
     use base64::Engine;
     let not_an_event = base64::engine::general_purpose::STANDARD.encode(br#"{"hello": 1}"#);
@@ -610,10 +504,7 @@ async fn a_malformed_push_is_acknowledged_logged_and_changes_nothing() {
         assert!(answer["reason"].as_str().is_some_and(|r| !r.is_empty()));
     }
     assert_eq!(worker.worker.stats().malformed(), bodies.len() as u64);
-    assert_eq!(
-        status_of(db.store.as_ref(), &sent).await,
-        OutboxStatus::Pending
-    );
+    assert_eq!(status_of(&db, &sent).await, OutboxStatus::Pending);
     assert!(worker.rows().await.is_empty());
 }
 
@@ -730,12 +621,7 @@ async fn end_to_end(warehouse: Warehouse) {
             OutboxStatus::Done
         };
         // Each event of a pack is settled on its own: the others are loaded already.
-        assert_eq!(
-            status_of(db.store.as_ref(), event).await,
-            want,
-            "{}",
-            event.event_id
-        );
+        assert_eq!(status_of(&db, event).await, want, "{}", event.event_id);
     }
     // Pub/Sub redelivers after its backoff; the warehouse has recovered meanwhile. And a
     // duplicate delivery of an already loaded message changes nothing.
@@ -753,12 +639,7 @@ async fn end_to_end(warehouse: Warehouse) {
     let rows = worker.rows().await;
     assert_eq!(rows.len(), 41);
     for sent in published.iter().flat_map(decoded) {
-        let stored = db
-            .store
-            .get_event(&sent.key())
-            .await
-            .expect("read")
-            .expect("stored");
+        let stored = db.stored(&sent.key()).await;
         assert_eq!(
             stored.outbox.status,
             OutboxStatus::Done,

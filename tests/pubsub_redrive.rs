@@ -13,9 +13,8 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::http::StatusCode;
-use chrono::TimeDelta;
 use fluxgate::dead_letters::DeadLetters;
-use fluxgate::queue::{PubsubConfig, QueueConfig, QueueKind, SqsConfig};
+use fluxgate::queue::QueueConfig;
 use fluxgate_tests::pubsub_server::{PubsubTestServer, SubscribedMessage};
 use fluxgate_tests::{ADMIN_KEY, TestDb, authenticator, router, tenant_key};
 use serde_json::{Value, json};
@@ -25,18 +24,9 @@ const DEAD_LETTERS: &str = "projects/fluxgate-test/subscriptions/events-dead-let
 
 /// The replay settings of a Cloud Run deployment, pointed at the test server.
 fn queue_config(server: &PubsubTestServer, batch_messages: u32) -> QueueConfig {
-    QueueConfig {
-        queue: QueueKind::Pubsub,
-        sqs: SqsConfig::default(),
-        pubsub: PubsubConfig {
-            pubsub_topic: Some(TOPIC.into()),
-            pubsub_emulator_host: Some(server.emulator_host()),
-            pubsub_batch_messages: batch_messages,
-            pubsub_publish_timeout: TimeDelta::seconds(2),
-            pubsub_dead_letter_subscription: Some(DEAD_LETTERS.into()),
-            ..PubsubConfig::default()
-        },
-    }
+    let mut config = server.queue_config(TOPIC, batch_messages);
+    config.pubsub.pubsub_dead_letter_subscription = Some(DEAD_LETTERS.into());
+    config
 }
 
 /// replay's whole service, with the dead letters as the binary builds them.

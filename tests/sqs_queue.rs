@@ -4,20 +4,21 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use aws_sdk_sqs::config::interceptors::BeforeSerializationInterceptorContextRef;
 use aws_sdk_sqs::config::{ConfigBag, Intercept};
 use aws_sdk_sqs::error::BoxError;
 use aws_sdk_sqs::operation::send_message_batch::SendMessageBatchInput;
 use aws_sdk_sqs::types::Message;
-use fluxgate::config::DrainConfig;
+use chrono::TimeDelta;
+use fluxgate::config::{DrainConfig, Schedule};
 use fluxgate::event::Event;
 use fluxgate::queue::{MAX_REQUEST_BYTES, Queue, QueueMessage, SqsQueue};
 use fluxgate::store::OutboxStatus;
 use fluxgate_outbox_drain::{Drain, StoppedBy};
 use fluxgate_tests::aws::{TestQueue, moto_config, string_attribute};
-use fluxgate_tests::{EVENT_TYPE, TestDb, event, event_with_payload};
+use fluxgate_tests::{EVENT_TYPE, TestDb, event, event_with_payload, far_deadline};
 use serde_json::json;
 
 const RECEIVE_WITHIN: Duration = Duration::from_secs(20);
@@ -224,10 +225,7 @@ async fn the_drain_publishes_postgres_rows_to_sqs_and_marks_them_published() {
             ..DrainConfig::default()
         },
     );
-    let summary = drain
-        .run(Instant::now() + Duration::from_secs(60))
-        .await
-        .expect("drain");
+    let summary = drain.run(far_deadline()).await.expect("drain");
     assert_eq!(summary.claimed, 30);
     assert_eq!(summary.published, 30);
     assert_eq!(summary.retried, 0);
@@ -255,16 +253,28 @@ async fn the_drain_publishes_postgres_rows_to_sqs_and_marks_them_published() {
     db.cleanup().await;
 }
 
-#[tokio::test]
-async fn a_failed_publish_puts_rows_back_to_pending_with_the_error() {
-    let db = TestDb::postgres().await;
-    // A queue URL on moto that names no queue: every request fails as a whole.
-    let missing = format!(
+/// A queue URL on moto that names no queue: every request to it fails as a whole.
+fn missing_queue_url() -> String {
+    format!(
         "{}/123456789012/fluxgate-missing-{}",
         fluxgate_tests::aws::moto_url(),
         uuid::Uuid::new_v4().simple()
+    )
+}
+
+/// The stored error of a publish to [`missing_queue_url`] says what failed.
+fn assert_missing_queue_error(error: Option<&str>) {
+    let error = error.unwrap_or_default();
+    assert!(
+        error.contains("SendMessageBatch") && error.contains("NonExistentQueue"),
+        "the recorded error says what failed: {error}"
     );
-    let (sqs, _) = sqs_queue(&missing).await;
+}
+
+#[tokio::test]
+async fn a_failed_publish_puts_rows_back_to_pending_with_the_error() {
+    let db = TestDb::postgres().await;
+    let (sqs, _) = sqs_queue(&missing_queue_url()).await;
     let events: Vec<Event> = (0..3).map(|i| event("initech", &format!("f{i}"))).collect();
     db.store.insert_events(&events).await.expect("insert");
 
@@ -273,7 +283,7 @@ async fn a_failed_publish_puts_rows_back_to_pending_with_the_error() {
     let drain = Drain::new(db.store.clone(), Arc::new(sqs), config);
     let before = fluxgate::now();
     let summary = drain
-        .run(Instant::now() + Duration::from_secs(60))
+        .run(far_deadline())
         .await
         .expect("the run itself succeeds");
     assert_eq!(summary.claimed, 3);
@@ -282,23 +292,59 @@ async fn a_failed_publish_puts_rows_back_to_pending_with_the_error() {
     assert_eq!(summary.dead, 0);
 
     for original in &events {
-        let stored = db
-            .store
-            .get_event(&original.key())
-            .await
-            .expect("get")
-            .expect("the event is kept");
+        let stored = db.stored(&original.key()).await;
         assert_eq!(stored.outbox.status, OutboxStatus::Pending);
         assert_eq!(stored.outbox.attempts, 1);
-        let error = stored.outbox.last_error.as_deref().unwrap_or_default();
-        assert!(
-            error.contains("SendMessageBatch") && error.contains("NonExistentQueue"),
-            "the recorded error says what failed: {error}"
-        );
+        assert_missing_queue_error(stored.outbox.last_error.as_deref());
         assert!(
             stored.outbox.next_attempt_at >= before + first_delay,
             "retried after the first backoff step"
         );
     }
+    db.cleanup().await;
+}
+
+/// The drain's own DEAD path: publishing fails every time (the real SQS client against a queue
+/// that does not exist on moto), and `Drain::run` itself retries the rows until their attempts
+/// are used up and records them DEAD with the last error. The drain reads the wall clock, so
+/// instead of moving its `now`, a zero backoff makes each retry due in the run's next round.
+#[tokio::test]
+async fn a_publish_that_always_fails_ends_dead_through_the_drain() {
+    let db = TestDb::postgres().await;
+    let (sqs, requests) = sqs_queue(&missing_queue_url()).await;
+    let events: Vec<Event> = (0..3).map(|i| event("initech", &format!("d{i}"))).collect();
+    db.store.insert_events(&events).await.expect("insert");
+
+    let config = DrainConfig {
+        max_attempts: 3,
+        retry_backoff: Schedule(vec![TimeDelta::zero()]),
+        ..DrainConfig::default()
+    };
+    let drain = Drain::new(db.store.clone(), Arc::new(sqs), config);
+    let summary = drain
+        .run(far_deadline())
+        .await
+        .expect("the run itself succeeds");
+    assert_eq!(summary.published, 0);
+    assert_eq!(summary.rounds, 3, "one round per attempt: {summary:?}");
+    assert_eq!(summary.claimed, 9, "{summary:?}");
+    assert_eq!(summary.retried, 6, "attempts 1 and 2 go back to PENDING");
+    assert!(summary.dead > 0, "{summary:?}");
+    assert_eq!(summary.dead, 3, "attempt 3 is the last");
+    assert_eq!(summary.stopped_by, StoppedBy::Empty);
+    assert_eq!(
+        requests.sizes(),
+        [3, 3, 3],
+        "each attempt really went to SQS"
+    );
+
+    for original in &events {
+        let stored = db.stored(&original.key()).await;
+        assert_eq!(stored.outbox.status, OutboxStatus::Dead);
+        assert_eq!(stored.outbox.attempts, 3);
+        assert_missing_queue_error(stored.outbox.last_error.as_deref());
+    }
+    let again = drain.run(far_deadline()).await.expect("drain");
+    assert_eq!(again.claimed, 0, "DEAD rows are not claimed again");
     db.cleanup().await;
 }

@@ -14,6 +14,8 @@ macro_rules! conformance {
             conformance!(@cases $open;
                 dialect_and_ping,
                 idempotent_insert,
+                concurrent_writers_of_one_key_with_the_same_payload,
+                concurrent_writers_of_one_key_with_different_payloads,
                 duplicate_of_a_delivered_event_is_not_delivered_again,
                 keys_are_exact_and_full_length,
                 batch_outcomes_in_order,
@@ -211,6 +213,106 @@ mod cases {
         let mut got = claimed_keys(&claimed);
         got.sort();
         assert_eq!(got, vec![key(T, "e-1"), key("tenant-b", "e-1")]);
+    }
+
+    /// How many writers race for one key in the concurrent-writer cases.
+    const WRITERS: usize = 8;
+
+    /// Each event inserted on its own task, all released at once by a barrier; the outcome of
+    /// each, in the order of `events`. Any error fails the test.
+    async fn race_inserts(db: &TestDb, events: Vec<Event>) -> Vec<InsertOutcome> {
+        let start = Arc::new(Barrier::new(events.len()));
+        let mut writers = JoinSet::new();
+        for (index, event) in events.into_iter().enumerate() {
+            let store: Arc<dyn Store> = Arc::clone(&db.store);
+            let start = Arc::clone(&start);
+            writers.spawn(async move {
+                start.wait().await;
+                let outcomes = store
+                    .insert_events(std::slice::from_ref(&event))
+                    .await
+                    .unwrap_or_else(|err| panic!("writer {index}: insert_events failed: {err}"));
+                (index, outcomes)
+            });
+        }
+        let mut by_writer = Vec::new();
+        while let Some(joined) = writers.join_next().await {
+            let (index, outcomes) = joined.expect("a writer panicked");
+            assert_eq!(outcomes.len(), 1, "writer {index}: one outcome per event");
+            by_writer.push((index, outcomes[0]));
+        }
+        by_writer.sort_by_key(|(index, _)| *index);
+        by_writer.into_iter().map(|(_, outcome)| outcome).collect()
+    }
+
+    /// Exactly one events row and one outbox row hold `key`, counted in SQL.
+    async fn assert_one_row_each(db: &TestDb, key: &EventKey) {
+        assert_eq!(
+            db.count_rows("events", key).await,
+            1,
+            "events rows of {key:?}"
+        );
+        assert_eq!(
+            db.count_rows("outbox", key).await,
+            1,
+            "outbox rows of {key:?}"
+        );
+    }
+
+    pub async fn concurrent_writers_of_one_key_with_the_same_payload(db: &TestDb) {
+        let t0 = fluxgate::now();
+        let events: Vec<Event> = (0..WRITERS).map(|_| variant("race", 1, t0)).collect();
+        let winner = events[0].clone();
+        let outcomes = race_inserts(db, events).await;
+        let accepted = outcomes.iter().filter(|o| **o == Accepted).count();
+        assert_eq!(accepted, 1, "exactly one writer wins: {outcomes:?}");
+        assert!(
+            outcomes.iter().all(|o| *o == Accepted || *o == Duplicate),
+            "the others are duplicates: {outcomes:?}"
+        );
+        assert_one_row_each(db, &winner.key()).await;
+        let store = db.store.as_ref();
+        assert_eq!(stored(store, &winner.key()).await.event, winner);
+        let claimed = claim(store, "drain", 100, t0 + mins(5)).await;
+        assert_eq!(claimed_keys(&claimed), vec![winner.key()], "one delivery");
+    }
+
+    pub async fn concurrent_writers_of_one_key_with_different_payloads(db: &TestDb) {
+        let t0 = fluxgate::now();
+        // Three payloads among the writers, so some writers carry the winner's payload.
+        let events: Vec<Event> = (0..WRITERS)
+            .map(|i| variant("race", (i % 3) as i64, t0))
+            .collect();
+        let outcomes = race_inserts(db, events.clone()).await;
+        let winners: Vec<usize> = (0..WRITERS).filter(|i| outcomes[*i] == Accepted).collect();
+        assert_eq!(winners.len(), 1, "exactly one writer wins: {outcomes:?}");
+        let winner = &events[winners[0]];
+        for (i, (event, outcome)) in events.iter().zip(&outcomes).enumerate() {
+            if i == winners[0] {
+                continue;
+            }
+            let expected = if event.payload == winner.payload {
+                Duplicate
+            } else {
+                Conflict
+            };
+            assert_eq!(
+                *outcome,
+                expected,
+                "writer {i} (payload {}) against the winner's {}: {outcomes:?}",
+                Value::Object(event.payload.clone()),
+                Value::Object(winner.payload.clone()),
+            );
+        }
+        assert_one_row_each(db, &winner.key()).await;
+        let store = db.store.as_ref();
+        assert_eq!(
+            stored(store, &winner.key()).await.event,
+            *winner,
+            "the stored event is the winner's"
+        );
+        let claimed = claim(store, "drain", 100, t0 + mins(5)).await;
+        assert_eq!(claimed_keys(&claimed), vec![winner.key()], "one delivery");
     }
 
     pub async fn duplicate_of_a_delivered_event_is_not_delivered_again(db: &TestDb) {

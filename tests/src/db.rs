@@ -5,9 +5,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, Command, FromArgMatches};
-use fluxgate::store::DatabaseConfig;
-use fluxgate::store::{self, Store};
-use sqlx::{AssertSqlSafe, Connection, Executor, MySqlConnection, PgConnection};
+use fluxgate::event::EventKey;
+use fluxgate::store::{self, DatabaseConfig, Store, StoredEvent};
+use sqlx::{AssertSqlSafe, Connection, Executor, MySqlConnection, PgConnection, SqliteConnection};
 use tempfile::TempDir;
 
 /// The admin URL of the PostgreSQL server the tests create their databases on.
@@ -68,8 +68,10 @@ impl fmt::Display for DbKind {
 }
 
 /// A database of its own for one test, migrated and connected. Dropped again by
-/// [`TestDb::cleanup`], or on a best-effort basis when the `TestDb` is dropped (also when the
-/// test panics); `scripts/test.sh` removes whatever a killed test run left behind.
+/// [`TestDb::cleanup`], or by the drop guard when the `TestDb` is dropped without it — also
+/// when the test panics, even with a session still holding a transaction open on it
+/// (`tests/test_db.rs` proves it on each database); `scripts/test.sh` removes whatever a
+/// killed test run left behind.
 pub struct TestDb {
     /// The URL the store was opened with (give it to a function under test as `DATABASE_URL`).
     pub url: String,
@@ -206,16 +208,67 @@ impl TestDb {
         }
     }
 
+    /// The database's name on its server; for SQLite, the path of its file.
+    pub fn database_name(&self) -> String {
+        match &self.teardown {
+            Teardown::Server(db) => db.name.clone(),
+            Teardown::Dir(dir) => dir.path().join("fluxgate.db").display().to_string(),
+        }
+    }
+
+    /// The stored event of `key` with its outbox row; panics when there is none.
+    pub async fn stored(&self, key: &EventKey) -> StoredEvent {
+        self.store
+            .get_event(key)
+            .await
+            .unwrap_or_else(|err| panic!("get_event({key:?}): {err}"))
+            .unwrap_or_else(|| panic!("{key:?} is not stored"))
+    }
+
+    /// How many rows of `table` (`"events"` or `"outbox"`) hold `key`, counted in SQL on a
+    /// connection of its own, not through the `Store` under test.
+    pub async fn count_rows(&self, table: &str, key: &EventKey) -> i64 {
+        let (postgres, other) = match table {
+            "events" => (
+                "SELECT COUNT(*) FROM events WHERE tenant_id = $1 AND event_id = $2",
+                "SELECT COUNT(*) FROM events WHERE tenant_id = ? AND event_id = ?",
+            ),
+            "outbox" => (
+                "SELECT COUNT(*) FROM outbox WHERE tenant_id = $1 AND event_id = $2",
+                "SELECT COUNT(*) FROM outbox WHERE tenant_id = ? AND event_id = ?",
+            ),
+            other => panic!("count_rows: no table {other:?} (events or outbox)"),
+        };
+        // One connection of the database's own type, one query, closed again.
+        macro_rules! count {
+            ($conn:ty, $sql:expr) => {{
+                let mut conn = <$conn>::connect(&self.url)
+                    .await
+                    .unwrap_or_else(|e| panic!("connect to {}: {e}", redact(&self.url)));
+                let n: i64 = sqlx::query_scalar($sql)
+                    .bind(&key.tenant_id)
+                    .bind(&key.event_id)
+                    .fetch_one(&mut conn)
+                    .await
+                    .unwrap_or_else(|e| panic!("count {table} rows on {}: {e}", self.kind));
+                let _ = conn.close().await;
+                n
+            }};
+        }
+        match self.kind {
+            DbKind::Postgres => count!(PgConnection, postgres),
+            DbKind::MariaDb => count!(MySqlConnection, other),
+            DbKind::Sqlite => count!(SqliteConnection, other),
+        }
+    }
+
     async fn on_server(kind: DbKind) -> Self {
         let (env, default) = match kind {
             DbKind::Postgres => (POSTGRES_URL_ENV, DEFAULT_POSTGRES_URL),
             DbKind::MariaDb => (MYSQL_URL_ENV, DEFAULT_MYSQL_URL),
             DbKind::Sqlite => unreachable!("SQLite has no server"),
         };
-        let admin_url = std::env::var(env)
-            .ok()
-            .filter(|url| !url.trim().is_empty())
-            .unwrap_or_else(|| default.to_owned());
+        let admin_url = admin_url(env, default);
         let name = format!("{TEST_DB_PREFIX}{}", uuid::Uuid::new_v4().simple());
 
         let url = with_database(&admin_url, &name);
@@ -272,6 +325,51 @@ impl TestDb {
     }
 }
 
+/// Whether the database `name` (a [`TestDb::database_name`]) exists: asked of the server
+/// through its admin URL for PostgreSQL and MariaDB, looked up on disk for SQLite.
+pub async fn database_exists(kind: DbKind, name: &str) -> bool {
+    let (env, default) = match kind {
+        DbKind::Postgres => (POSTGRES_URL_ENV, DEFAULT_POSTGRES_URL),
+        DbKind::MariaDb => (MYSQL_URL_ENV, DEFAULT_MYSQL_URL),
+        DbKind::Sqlite => return std::path::Path::new(name).exists(),
+    };
+    let admin_url = admin_url(env, default);
+    let found: Result<i64, sqlx::Error> = match kind {
+        DbKind::Postgres => {
+            let mut conn = admin_connection::<PgConnection>(kind, env, &admin_url).await;
+            let found = sqlx::query_scalar("SELECT COUNT(*) FROM pg_database WHERE datname = $1")
+                .bind(name)
+                .fetch_one(&mut conn)
+                .await;
+            let _ = conn.close().await;
+            found
+        }
+        DbKind::MariaDb => {
+            let mut conn = admin_connection::<MySqlConnection>(kind, env, &admin_url).await;
+            let found = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = ?",
+            )
+            .bind(name)
+            .fetch_one(&mut conn)
+            .await;
+            let _ = conn.close().await;
+            found
+        }
+        DbKind::Sqlite => unreachable!("answered above"),
+    };
+    match found {
+        Ok(n) => n > 0,
+        Err(err) => panic!("could not list the databases of {kind}: {err}"),
+    }
+}
+
+fn admin_url(env: &str, default: &str) -> String {
+    std::env::var(env)
+        .ok()
+        .filter(|url| !url.trim().is_empty())
+        .unwrap_or_else(|| default.to_owned())
+}
+
 /// The configuration `fluxgate::store::connect` gets for a test database: this URL, a pool of
 /// 10, migrations on. Built through the config's own argument parser, so settings added to
 /// `DatabaseConfig` later take their defaults (or their environment variables) here too.
@@ -323,7 +421,22 @@ async fn drop_database(kind: DbKind, admin_url: &str, name: &str) -> Result<(), 
             }
             DbKind::MariaDb => {
                 let mut conn = MySqlConnection::connect(admin_url).await?;
-                // A panicked test may have left a transaction open; do not wait on it for long.
+                // A panicked test may have left a transaction open on a pool connection whose
+                // runtime is gone or blocked: end every session still using the database (as
+                // PostgreSQL's FORCE does), and do not wait on a lock for long either way.
+                let sessions: Vec<i64> = sqlx::query_scalar(
+                    "SELECT ID FROM information_schema.PROCESSLIST \
+                     WHERE DB = ? AND ID <> CONNECTION_ID()",
+                )
+                .bind(name)
+                .fetch_all(&mut conn)
+                .await?;
+                for id in sessions {
+                    // Already gone is fine.
+                    let _ = conn
+                        .execute(AssertSqlSafe(format!("KILL CONNECTION {id}")))
+                        .await;
+                }
                 conn.execute("SET SESSION lock_wait_timeout = 10").await?;
                 conn.execute(AssertSqlSafe(format!("DROP DATABASE IF EXISTS `{name}`")))
                     .await?;

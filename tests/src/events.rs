@@ -9,6 +9,11 @@ use sha2::{Digest, Sha256};
 /// The event type of the events built here.
 pub const EVENT_TYPE: &str = "test.created";
 
+/// A deadline for a drain run that a test never reaches: the run ends when nothing is due.
+pub fn far_deadline() -> std::time::Instant {
+    std::time::Instant::now() + std::time::Duration::from_secs(60)
+}
+
 /// The lease of [`claim_request`]: the drain's default.
 pub const LEASE_TTL: TimeDelta = TimeDelta::minutes(2);
 
@@ -23,6 +28,13 @@ pub fn payload_hash(payload: &Map<String, Value>) -> String {
 /// A valid event received now, with a small payload that names its id.
 pub fn event(tenant: &str, id: &str) -> Event {
     event_with_payload(tenant, id, json!({ "id": id, "n": 1 }))
+}
+
+/// A valid event of type `event_type`, received now.
+pub fn event_of_type(tenant: &str, id: &str, event_type: &str) -> Event {
+    let mut built = event(tenant, id);
+    built.event_type = event_type.to_owned();
+    built
 }
 
 /// A valid event received at `received_at` (which is also when its outbox row is first due).

@@ -1,6 +1,9 @@
 //! Files a test reads back, such as the local-file warehouse's part files.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+
+use serde_json::{Value, json};
 
 /// Every file below `dir`, at any depth.
 pub fn files_under(dir: &Path) -> Vec<PathBuf> {
@@ -14,4 +17,34 @@ pub fn files_under(dir: &Path) -> Vec<PathBuf> {
         }
     }
     files
+}
+
+/// The local-file warehouse's rows (`LocalFileSink` under `root`) by event id, each with its
+/// partition columns put back from the Hive-style path.
+pub fn warehouse_file_rows(root: &Path) -> HashMap<String, Vec<Value>> {
+    let mut rows: HashMap<String, Vec<Value>> = HashMap::new();
+    for path in files_under(root) {
+        if path.extension().is_some_and(|e| e == "jsonl") {
+            // Hive layout: the partition columns are in the path, not in the rows.
+            let partitions: Vec<(String, String)> = path
+                .iter()
+                .filter_map(|part| part.to_str()?.split_once('='))
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            for line in std::fs::read_to_string(&path).expect("read").lines() {
+                let mut row: Value = serde_json::from_str(line).expect("row");
+                for (column, value) in &partitions {
+                    row[column] = json!(value);
+                }
+                let id = row["event_id"].as_str().expect("event_id").to_string();
+                rows.entry(id).or_default().push(row);
+            }
+        }
+    }
+    rows
+}
+
+/// How many rows the local-file warehouse under `root` holds, of every event.
+pub fn warehouse_row_count(root: &Path) -> usize {
+    warehouse_file_rows(root).values().map(Vec::len).sum()
 }

@@ -9,6 +9,8 @@
 //! - [`TestBigQuery`]: a dataset of its own per test on the bqemulator that `scripts/test.sh`
 //!   starts (`FLUXGATE_TEST_BIGQUERY_URL`), with rows and table metadata read back.
 //! - [`pubsub_server`]: a Pub/Sub gRPC test server (the one mock of the suite; see there why).
+//! - [`FlakySink`]: the one declared fake — a real warehouse that fails chosen rows on demand.
+//! - [`CapturedLog`]: everything a test logs, at every level, in a buffer.
 //! - [`router`]: a request through an axum router in-process, its answer read back whole.
 //! - [`lambda`]: a function binary under cargo-lambda's Lambda Runtime API, invoked as Lambda
 //!   invokes it.
@@ -24,7 +26,9 @@ pub mod bigquery;
 mod db;
 mod events;
 mod files;
+mod flaky_sink;
 pub mod lambda;
+mod logs;
 pub mod pubsub_server;
 pub mod router;
 
@@ -32,9 +36,12 @@ pub use auth::{ADMIN_KEY, auth_config, authenticator, authenticator_with, tenant
 pub use bigquery::{BIGQUERY_PROJECT, BIGQUERY_URL_ENV, TestBigQuery};
 pub use db::{
     DbKind, MYSQL_URL_ENV, POSTGRES_URL_ENV, TEST_DB_ENV, TEST_DB_PREFIX, TestDb, database_config,
+    database_exists,
 };
 pub use events::{
-    EVENT_TYPE, LEASE_TTL, carried_by, claim_request, event, event_at, event_with_payload, key,
-    keys, payload_hash, unpack,
+    EVENT_TYPE, LEASE_TTL, carried_by, claim_request, event, event_at, event_of_type,
+    event_with_payload, far_deadline, key, keys, payload_hash, unpack,
 };
-pub use files::files_under;
+pub use files::{files_under, warehouse_file_rows, warehouse_row_count};
+pub use flaky_sink::{FlakySink, OutcomeEvents, one_event_and_file_warehouse, outcome_events};
+pub use logs::CapturedLog;

@@ -9,6 +9,10 @@
 //! client against it, so what is tested is our use of the real client over the real wire
 //! protocol; only the server side is ours.
 //!
+//! Beside it, one declared fake: [`crate::FlakySink`] wraps a real warehouse and fails the rows
+//! of chosen event types (no real warehouse can be told to fail one row on demand); the tests
+//! of the worker's failure paths (tests/pipeline.rs, tests/pubsub.rs) use it and say so.
+//!
 //! It serves `Publish` (the only call the publishing client makes: it does not look the topic
 //! up, and makes no REST admin calls), keeps what was published (data, attributes, ids, which
 //! request carried it, whether credentials came along), can be told to fail Publish requests
@@ -34,6 +38,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use base64::Engine;
+use chrono::TimeDelta;
+use fluxgate::queue::{PubsubConfig, QueueConfig, QueueKind, SqsConfig};
 use googleapis_tonic_google_pubsub_v1::google::pubsub::v1::{
     AcknowledgeRequest, ModifyAckDeadlineRequest, PublishRequest, PublishResponse, PubsubMessage,
     PullRequest, PullResponse, ReceivedMessage,
@@ -213,6 +219,23 @@ impl PubsubTestServer {
     /// `host:port`, the form of `PUBSUB_EMULATOR_HOST`.
     pub fn emulator_host(&self) -> String {
         self.addr.to_string()
+    }
+
+    /// Queue settings of a Cloud Run deployment (`FLUXGATE_QUEUE=pubsub`) pointed at this
+    /// server through `PUBSUB_EMULATOR_HOST`: publishing to `topic` in batches of
+    /// `batch_messages`, with a 2 s publish timeout.
+    pub fn queue_config(&self, topic: &str, batch_messages: u32) -> QueueConfig {
+        QueueConfig {
+            queue: QueueKind::Pubsub,
+            sqs: SqsConfig::default(),
+            pubsub: PubsubConfig {
+                pubsub_topic: Some(topic.into()),
+                pubsub_emulator_host: Some(self.emulator_host()),
+                pubsub_batch_messages: batch_messages,
+                pubsub_publish_timeout: TimeDelta::seconds(2),
+                ..PubsubConfig::default()
+            },
+        }
     }
 
     /// `http://host:port`, the form of `FLUXGATE_PUBSUB_ENDPOINT` for a local server.

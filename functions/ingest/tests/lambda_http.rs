@@ -135,12 +135,7 @@ async fn ingest_answers_api_gateway_and_function_url_events_like_its_http_server
     assert_eq!(answer["statusCode"], 202, "{answer}");
     assert_eq!(body_json(&answer)["status"], "accepted");
     assert_eq!(header(&answer, "x-correlation-id"), Some("corr-lambda-1"));
-    let stored = db
-        .store
-        .get_event(&key(TENANT, "e-1"))
-        .await
-        .expect("get")
-        .expect("the event is stored");
+    let stored = db.stored(&key(TENANT, "e-1")).await;
     assert_eq!(stored.outbox.status, OutboxStatus::Pending);
     assert_eq!(
         stored.event.correlation_id.as_deref(),

@@ -104,8 +104,24 @@ async fn sigterm_during_a_job_settles_the_round_in_flight_and_leaves_the_rest() 
     server.hold();
     let mut command = job(&db, &server, TOPIC);
     command.env("FLUXGATE_DRAIN_BATCH_SIZE", "10");
-    let child = command.spawn().expect("start fluxgate-outbox-drain");
+    // Only stdout is read while the job runs; stderr goes to the test's own output.
+    command.stderr(Stdio::inherit());
+    let mut child = command.spawn().expect("start fluxgate-outbox-drain");
     let pid = child.id();
+    // The job's log, line by line as it comes, so the test can wait for what it reports.
+    let (lines, log) = std::sync::mpsc::channel::<String>();
+    let stdout = child.stdout.take().expect("piped stdout");
+    let reader = std::thread::spawn(move || {
+        use std::io::BufRead;
+        let mut all = String::new();
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            all.push_str(&line);
+            all.push('\n');
+            let _ = lines.send(line);
+        }
+        all
+    });
 
     let waited = Instant::now();
     while server.waiting() == 0 {
@@ -120,14 +136,31 @@ async fn sigterm_during_a_job_settles_the_round_in_flight_and_leaves_the_rest() 
         .status()
         .expect("kill -TERM");
     assert!(killed.success());
-    // Give the signal a moment to land before the publish is answered.
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The publish is answered only once the job has logged that the signal landed (it stops
+    // new rounds right after logging it), whatever the machine's load.
+    let landed = tokio::task::spawn_blocking(move || {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut seen = Vec::new();
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            match log.recv_timeout(left) {
+                Ok(line) if line.contains("SIGTERM received") => return Ok(()),
+                Ok(line) => seen.push(line),
+                Err(_) => break,
+            }
+        }
+        Err(seen.join("\n"))
+    })
+    .await
+    .expect("join");
+    if let Err(seen) = landed {
+        panic!("the job never logged the SIGTERM within 30 s:\n{seen}");
+    }
     server.release();
-    let output = tokio::task::spawn_blocking(move || child.wait_with_output().expect("wait"))
+    let status = tokio::task::spawn_blocking(move || child.wait().expect("wait"))
         .await
         .expect("join");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(output.status.success(), "{stdout}");
+    let stdout = reader.join().expect("the log reader");
+    assert!(status.success(), "{stdout}");
     assert!(stdout.contains("shutdown"), "{stdout}");
     assert_eq!(count(&db, &events, OutboxStatus::Published).await, 10);
     assert_eq!(count(&db, &events, OutboxStatus::Pending).await, 20);

@@ -126,12 +126,7 @@ async fn a_run_that_can_publish_nothing_fails_the_invocation_and_keeps_the_rows(
     );
     // back to PENDING with backoff, with the error, for a later run
     assert_eq!(statuses(&db, &events).await, vec![OutboxStatus::Pending; 3]);
-    let stored = db
-        .store
-        .get_event(&events[0].key())
-        .await
-        .expect("get")
-        .expect("stored");
+    let stored = db.stored(&events[0].key()).await;
     assert_eq!(stored.outbox.attempts, 1);
     assert!(stored.outbox.last_error.is_some());
     assert!(stored.outbox.next_attempt_at > fluxgate::now());

@@ -200,14 +200,7 @@ async fn events_travel_from_ingest_through_sqs_to_bigquery_under_the_lambda_runt
         let mut stored = Vec::new();
         for i in 0..7 {
             let key = key(TENANT, &format!("order-{i:02}"));
-            stored.push(
-                db.store
-                    .get_event(&key)
-                    .await
-                    .expect("get")
-                    .expect("stored")
-                    .event,
-            );
+            stored.push(db.stored(&key).await.event);
             assert_eq!(status_of(db.store.as_ref(), &key).await, OutboxStatus::Done);
         }
         stored
@@ -292,12 +285,7 @@ async fn events_travel_from_ingest_through_sqs_to_bigquery_under_the_lambda_runt
         status_of(db.store.as_ref(), &late.key()).await,
         OutboxStatus::Dead
     );
-    let dead = db
-        .store
-        .get_event(&late.key())
-        .await
-        .expect("get")
-        .expect("stored");
+    let dead = db.stored(&late.key()).await;
     assert!(
         dead.outbox
             .last_error
