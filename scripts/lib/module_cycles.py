@@ -2,8 +2,8 @@
 """Finds import circles between the top-level modules of a crate's `src/`.
 
 A module is the first path segment under `src/` (`store/mysql.rs` belongs to `store`). An
-edge a -> b is any `crate::b` path in a's code (a `use` or an inline path; comments are
-skipped), with the items `lib.rs` re-exports mapped to the module they come from. Prints
+edge a -> b is any `crate::b` path in a's code (a `use` or an inline path; comments and the
+`#[cfg(test)] mod tests` unit tests are skipped), with the items `lib.rs` re-exports mapped to the module they come from. Prints
 the edges and every circle; exits 1 when there is one.
 
 `--ignore-reexports` leaves out `pub use crate::…;` lines: a re-export kept only so that old
@@ -24,7 +24,11 @@ CRATE_REEXPORT = re.compile(r"\bpub use crate::[^;]*;")
 
 
 def code_of(path: Path) -> str:
-    lines = (line.split("//", 1)[0] for line in path.read_text().splitlines())
+    """The file's product code: comments left out, and its unit tests (a `#[cfg(test)]`
+    module, by convention the file's last item), which may use any module without making the
+    module itself depend on it."""
+    text = path.read_text().split("#[cfg(test)]\nmod tests", 1)[0]
+    lines = (line.split("//", 1)[0] for line in text.splitlines())
     return "\n".join(lines)
 
 
