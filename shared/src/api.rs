@@ -12,6 +12,9 @@ use axum::routing::{MethodRouter, get};
 use utoipa::OpenApi;
 use utoipa::openapi::OpenApi as Document;
 
+use crate::http;
+use crate::store::Readiness;
+
 /// One endpoint: a method, a path in OpenAPI's spelling (`/v1/events/{tenantId}`, which axum
 /// 0.8 reads the same way), and its handler.
 pub struct Route<S> {
@@ -117,6 +120,12 @@ pub fn openapi_route(document: &Document) -> Router {
     Router::new()
         .route("/openapi.json", get(openapi_json))
         .with_state(Arc::new(json))
+}
+
+/// An API function as a whole service: [`http::service`] with `GET /openapi.json` serving
+/// `document`.
+pub fn service(routes: Router, readiness: Arc<dyn Readiness>, document: &Document) -> Router {
+    http::service(routes.merge(openapi_route(document)), readiness)
 }
 
 /// The routes [`crate::http::health_routes`] and [`openapi_route`] add, as a table.

@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use sqlx::{PgPool, Postgres as Pg};
 
 use super::sql_store::{Dialect, SqlStore};
-use super::{ClaimRequest, returning};
+use super::{ClaimRequest, returning, rows};
 use crate::error::Result;
 use crate::event::Event;
 
@@ -61,13 +61,6 @@ impl Dialect for Postgres {
         claim: &ClaimRequest,
         expires_at: DateTime<Utc>,
     ) -> Result<u64> {
-        let leased = sqlx::query(LEASE_DUE)
-            .bind(claim.now)
-            .bind(i64::from(claim.limit))
-            .bind(&claim.owner)
-            .bind(expires_at)
-            .execute(pool)
-            .await?;
-        Ok(leased.rows_affected())
+        rows::lease_due(pool, LEASE_DUE, claim, expires_at).await
     }
 }

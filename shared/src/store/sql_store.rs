@@ -96,19 +96,11 @@ where
     }
 
     async fn requeue_undelivered(&self, now: DateTime<Utc>) -> Result<u64> {
-        Ok(rows::requeue_undelivered::<D::DB>(now)
-            .build()
-            .execute(&self.pool)
-            .await?
-            .rows_affected())
+        rows::execute(&self.pool, rows::requeue_undelivered::<D::DB>(now)).await
     }
 
     async fn release_leases(&self, now: DateTime<Utc>) -> Result<u64> {
-        Ok(rows::release_leases::<D::DB>(now)
-            .build()
-            .execute(&self.pool)
-            .await?
-            .rows_affected())
+        rows::execute(&self.pool, rows::release_leases::<D::DB>(now)).await
     }
 }
 
