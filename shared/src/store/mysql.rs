@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use sqlx::migrate::Migrator;
 use sqlx::mysql::{MySqlConnection, MySqlDatabaseError};
 use sqlx::{MySql as Db, MySqlPool, QueryBuilder};
 
@@ -137,6 +138,8 @@ pub struct MySql {
 
 pub type MySqlStore = SqlStore<MySql>;
 
+static MIGRATIONS: Migrator = sqlx::migrate!("../infra/migrations/mysql");
+
 impl MySql {
     pub fn new(claim_mode: MySqlClaimMode) -> Self {
         let setting = match claim_mode {
@@ -208,11 +211,8 @@ impl Dialect for MySql {
         format!("(TIMESTAMPDIFF(MICROSECOND, {start}, {end}) / 1e3)")
     }
 
-    async fn migrate(&self, pool: &MySqlPool) -> Result<()> {
-        sqlx::migrate!("../infra/migrations/mysql")
-            .run(pool)
-            .await?;
-        Ok(())
+    fn migrations(&self) -> &'static Migrator {
+        &MIGRATIONS
     }
 
     async fn insert_unique(

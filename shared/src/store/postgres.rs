@@ -3,6 +3,7 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use sqlx::migrate::Migrator;
 use sqlx::{PgPool, Postgres as Pg};
 
 use super::sql_store::{Dialect, SqlStore};
@@ -13,6 +14,8 @@ use crate::event::Event;
 pub struct Postgres;
 
 pub type PostgresStore = SqlStore<Postgres>;
+
+static MIGRATIONS: Migrator = sqlx::migrate!("../infra/migrations/postgres");
 
 const LEASE_DUE: &str = "
     WITH due AS (
@@ -44,11 +47,8 @@ impl Dialect for Postgres {
         true
     }
 
-    async fn migrate(&self, pool: &PgPool) -> Result<()> {
-        sqlx::migrate!("../infra/migrations/postgres")
-            .run(pool)
-            .await?;
-        Ok(())
+    fn migrations(&self) -> &'static Migrator {
+        &MIGRATIONS
     }
 
     async fn insert_unique(&self, pool: &PgPool, events: &[&Event]) -> Result<Vec<(bool, String)>> {

@@ -3,6 +3,7 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use sqlx::migrate::Migrator;
 use sqlx::{Sqlite as Lite, SqlitePool};
 
 use super::sql_store::{Dialect, SqlStore};
@@ -13,6 +14,8 @@ use crate::event::Event;
 pub struct Sqlite;
 
 pub type SqliteStore = SqlStore<Sqlite>;
+
+static MIGRATIONS: Migrator = sqlx::migrate!("../infra/migrations/sqlite");
 
 const LEASE_DUE: &str = "
     UPDATE outbox
@@ -37,11 +40,8 @@ impl Dialect for Sqlite {
         format!("((julianday({end}) - julianday({start})) * 86400000.0)")
     }
 
-    async fn migrate(&self, pool: &SqlitePool) -> Result<()> {
-        sqlx::migrate!("../infra/migrations/sqlite")
-            .run(pool)
-            .await?;
-        Ok(())
+    fn migrations(&self) -> &'static Migrator {
+        &MIGRATIONS
     }
 
     async fn insert_unique(
