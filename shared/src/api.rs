@@ -6,9 +6,10 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use axum::Router;
+use axum::handler::Handler;
 use axum::http::{HeaderValue, Method, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{MethodRouter, get};
+use axum::routing::{MethodFilter, MethodRouter, get, on};
 use utoipa::OpenApi;
 use utoipa::openapi::OpenApi as Document;
 
@@ -24,27 +25,24 @@ pub struct Route<S> {
 }
 
 impl<S: Clone + Send + Sync + 'static> Route<S> {
-    pub fn get<H, T>(path: &'static str, handler: H) -> Self
-    where
-        H: axum::handler::Handler<T, S>,
-        T: 'static,
-    {
-        Self {
-            method: Method::GET,
-            path,
-            handler: get(handler),
-        }
+    pub fn get<H: Handler<T, S>, T: 'static>(path: &'static str, handler: H) -> Self {
+        Self::on((Method::GET, MethodFilter::GET), path, handler)
     }
 
-    pub fn post<H, T>(path: &'static str, handler: H) -> Self
-    where
-        H: axum::handler::Handler<T, S>,
-        T: 'static,
-    {
+    pub fn post<H: Handler<T, S>, T: 'static>(path: &'static str, handler: H) -> Self {
+        Self::on((Method::POST, MethodFilter::POST), path, handler)
+    }
+
+    /// A route for `method`, as the table names it and as axum routes it.
+    fn on<H: Handler<T, S>, T: 'static>(
+        (method, filter): (Method, MethodFilter),
+        path: &'static str,
+        handler: H,
+    ) -> Self {
         Self {
-            method: Method::POST,
+            method,
             path,
-            handler: axum::routing::post(handler),
+            handler: on(filter, handler),
         }
     }
 }
