@@ -6,11 +6,15 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use axum::Router;
+use axum::handler::Handler;
 use axum::http::{HeaderValue, Method, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{MethodRouter, get};
+use axum::routing::{MethodFilter, MethodRouter, get, on};
 use utoipa::OpenApi;
 use utoipa::openapi::OpenApi as Document;
+
+use crate::http;
+use crate::store::Readiness;
 
 /// One endpoint: a method, a path in OpenAPI's spelling (`/v1/events/{tenantId}`, which axum
 /// 0.8 reads the same way), and its handler.
@@ -21,27 +25,24 @@ pub struct Route<S> {
 }
 
 impl<S: Clone + Send + Sync + 'static> Route<S> {
-    pub fn get<H, T>(path: &'static str, handler: H) -> Self
-    where
-        H: axum::handler::Handler<T, S>,
-        T: 'static,
-    {
-        Self {
-            method: Method::GET,
-            path,
-            handler: get(handler),
-        }
+    pub fn get<H: Handler<T, S>, T: 'static>(path: &'static str, handler: H) -> Self {
+        Self::on((Method::GET, MethodFilter::GET), path, handler)
     }
 
-    pub fn post<H, T>(path: &'static str, handler: H) -> Self
-    where
-        H: axum::handler::Handler<T, S>,
-        T: 'static,
-    {
+    pub fn post<H: Handler<T, S>, T: 'static>(path: &'static str, handler: H) -> Self {
+        Self::on((Method::POST, MethodFilter::POST), path, handler)
+    }
+
+    /// A route for `method`, as the table names it and as axum routes it.
+    fn on<H: Handler<T, S>, T: 'static>(
+        (method, filter): (Method, MethodFilter),
+        path: &'static str,
+        handler: H,
+    ) -> Self {
         Self {
-            method: Method::POST,
+            method,
             path,
-            handler: axum::routing::post(handler),
+            handler: on(filter, handler),
         }
     }
 }
@@ -117,6 +118,12 @@ pub fn openapi_route(document: &Document) -> Router {
     Router::new()
         .route("/openapi.json", get(openapi_json))
         .with_state(Arc::new(json))
+}
+
+/// An API function as a whole service: [`http::service`] with `GET /openapi.json` serving
+/// `document`.
+pub fn service(routes: Router, readiness: Arc<dyn Readiness>, document: &Document) -> Router {
+    http::service(routes.merge(openapi_route(document)), readiness)
 }
 
 /// The routes [`crate::http::health_routes`] and [`openapi_route`] add, as a table.

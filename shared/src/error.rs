@@ -560,38 +560,31 @@ mod tests {
         );
 
         assert_eq!(get(&app, "/fail").await, StatusCode::SERVICE_UNAVAILABLE);
+        let failed = only_line(&log, "request failed");
+        assert!(failed.contains("ERROR"), "{failed}");
+        assert!(
+            failed.contains("queue: publish to events: connection refused"),
+            "the whole chain: {failed}"
+        );
+        assert!(
+            failed.contains("correlation_id"),
+            "in the request's span: {failed}"
+        );
         let lines = log.lines();
-        let failed: Vec<&String> = lines
-            .iter()
-            .filter(|l| l.contains("request failed"))
-            .collect();
-        assert_eq!(failed.len(), 1, "{lines:#?}");
-        assert!(failed[0].contains("ERROR"), "{}", failed[0]);
-        assert!(
-            failed[0].contains("queue: publish to events: connection refused"),
-            "the whole chain: {}",
-            failed[0]
-        );
-        assert!(
-            failed[0].contains("correlation_id"),
-            "in the request's span: {}",
-            failed[0]
-        );
         let errors = lines.iter().filter(|l| l.contains("ERROR")).count();
         assert_eq!(errors, 1, "one ERROR line per failed request: {lines:#?}");
 
         assert_eq!(get(&app, "/reject").await, StatusCode::UNPROCESSABLE_ENTITY);
+        let rejected = only_line(&log, "request rejected");
+        assert!(rejected.contains("INFO"), "{rejected}");
+        assert!(rejected.contains("must be a JSON object"), "{rejected}");
+    }
+
+    /// The one line of the log that holds `marker` (there must be exactly one).
+    fn only_line(log: &Captured, marker: &str) -> String {
         let lines = log.lines();
-        let rejected: Vec<&String> = lines
-            .iter()
-            .filter(|l| l.contains("request rejected"))
-            .collect();
-        assert_eq!(rejected.len(), 1, "{lines:#?}");
-        assert!(rejected[0].contains("INFO"), "{}", rejected[0]);
-        assert!(
-            rejected[0].contains("must be a JSON object"),
-            "{}",
-            rejected[0]
-        );
+        let found: Vec<&String> = lines.iter().filter(|l| l.contains(marker)).collect();
+        assert_eq!(found.len(), 1, "one {marker:?} line: {lines:#?}");
+        found[0].clone()
     }
 }

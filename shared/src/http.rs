@@ -223,6 +223,12 @@ async fn log_error(mut response: Response) -> Response {
     response
 }
 
+/// A function as a whole HTTP service: its `routes` (with their state), health checks whose
+/// `/readyz` pings `readiness`, problem+json 404s, correlation ids and the access log.
+pub fn service(routes: Router, readiness: Arc<dyn Readiness>) -> Router {
+    with_observability(routes.merge(health_routes(readiness)).fallback(not_found))
+}
+
 /// `GET /healthz` (the process answers) and `GET /readyz` (the database answers too).
 pub fn health_routes(store: Arc<dyn Readiness>) -> Router {
     Router::new()

@@ -91,12 +91,7 @@ pub fn service(store: Arc<dyn EventWriter>, limits: Limits, auth: Authenticator)
         limits: Arc::new(limits),
         auth,
     };
-    fhttp::with_observability(
-        router(state)
-            .merge(fhttp::health_routes(store))
-            .merge(api::openapi_route(&openapi()))
-            .fallback(fhttp::not_found),
-    )
+    api::service(router(state), store, &openapi())
 }
 
 #[derive(Serialize)]

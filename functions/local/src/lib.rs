@@ -34,7 +34,6 @@ use fluxgate::auth::{AuthConfig, AuthMode, Authenticator};
 use fluxgate::config::{DrainConfig, Limits, WorkerConfig, parse_duration};
 use fluxgate::dead_letters::DeadLetters;
 use fluxgate::error::Result;
-use fluxgate::http as fhttp;
 use fluxgate::queue::{InMemoryQueue, InMemoryQueueConfig};
 use fluxgate::sink::LocalFileSink;
 use fluxgate::store::{self, DatabaseConfig, Store};
@@ -239,15 +238,11 @@ pub fn app(
         store: store.clone(),
         auth,
     });
-    fhttp::with_observability(
-        ingest
-            .merge(replay)
-            .merge(metrics)
-            .merge(fluxgate_outbox_drain::router(drain))
-            .merge(fhttp::health_routes(store))
-            .merge(api::openapi_route(&openapi()))
-            .fallback(fhttp::not_found),
-    )
+    let routes = ingest
+        .merge(replay)
+        .merge(metrics)
+        .merge(fluxgate_outbox_drain::router(drain));
+    api::service(routes, store, &openapi())
 }
 
 /// The OpenAPI document local serves: ingest, replay and metrics in one. (The drain and

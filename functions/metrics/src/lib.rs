@@ -23,7 +23,6 @@ use utoipa::{OpenApi, ToSchema};
 use fluxgate::api::{self, Route};
 use fluxgate::auth::Authenticator;
 use fluxgate::error::{Error, Result};
-use fluxgate::http as fhttp;
 use fluxgate::query::{QueryParams, check_range};
 use fluxgate::runtime::{ApiConfig, Function};
 use fluxgate::store::{
@@ -100,15 +99,11 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 
 /// metrics as a whole service: routes, health checks, `/openapi.json`, problem+json 404s.
 pub fn service(store: Arc<dyn OutboxMetrics>, auth: Authenticator) -> Router {
-    fhttp::with_observability(
-        router(MetricsState {
-            store: store.clone(),
-            auth,
-        })
-        .merge(fhttp::health_routes(store))
-        .merge(api::openapi_route(&openapi()))
-        .fallback(fhttp::not_found),
-    )
+    let routes = router(MetricsState {
+        store: store.clone(),
+        auth,
+    });
+    api::service(routes, store, &openapi())
 }
 
 /// `tenantId`, `from`, `to` of a query, held to what the caller may read.

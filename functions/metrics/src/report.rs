@@ -10,14 +10,9 @@ use fluxgate::store::{Latency, OutboxFilter, OutboxMetrics, StatusCounts, Throug
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct MetricsReport {
-    /// The tenant the figures are for; all tenants when absent.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub tenant_id: Option<String>,
-    /// The receive-time range of the counts, when one was asked for.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub from: Option<DateTime<Utc>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub to: Option<DateTime<Utc>>,
+    /// What was counted: `tenantId`, `from`, `to`.
+    #[serde(flatten)]
+    pub filter: OutboxFilter,
     pub generated_at: DateTime<Utc>,
     pub counts: Counts,
     /// Age of the oldest PENDING event, in seconds; 0 when nothing is pending.
@@ -62,9 +57,7 @@ pub async fn collect(
         .map(|oldest| ((now - oldest).num_milliseconds().max(0) as f64) / 1000.0)
         .unwrap_or(0.0);
     Ok(MetricsReport {
-        tenant_id: filter.tenant_id.clone(),
-        from: filter.from,
-        to: filter.to,
+        filter: filter.clone(),
         generated_at: now,
         counts: Counts {
             total: by_status.total(),
@@ -85,12 +78,9 @@ pub async fn collect(
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Summary {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub tenant_id: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub from: Option<DateTime<Utc>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub to: Option<DateTime<Utc>>,
+    /// What was counted: `tenantId`, `from`, `to`.
+    #[serde(flatten)]
+    pub filter: OutboxFilter,
     pub pending: u64,
     pub published: u64,
     pub done: u64,
@@ -102,9 +92,7 @@ pub struct Summary {
 impl Summary {
     pub fn new(filter: &OutboxFilter, counts: StatusCounts) -> Self {
         Self {
-            tenant_id: filter.tenant_id.clone(),
-            from: filter.from,
-            to: filter.to,
+            filter: filter.clone(),
             pending: counts.pending,
             published: counts.published,
             done: counts.done,

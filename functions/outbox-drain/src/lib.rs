@@ -333,21 +333,16 @@ impl Drain {
     }
 }
 
+/// outbox-drain as a whole HTTP service.
+pub fn service(drain: Drain) -> Router {
+    fhttp::service(router(drain.clone()), drain.store)
+}
+
 /// `POST /v1/drain`: one run, for Cloud Scheduler or a person.
 pub fn router(drain: Drain) -> Router {
     Router::new()
         .route("/v1/drain", post(run_drain))
         .with_state(drain)
-}
-
-/// outbox-drain as a whole HTTP service.
-pub fn service(drain: Drain) -> Router {
-    let store = drain.store.clone();
-    fhttp::with_observability(
-        router(drain)
-            .merge(fhttp::health_routes(store))
-            .fallback(fhttp::not_found),
-    )
 }
 
 async fn run_drain(State(drain): State<Drain>) -> Result<Json<DrainSummary>> {

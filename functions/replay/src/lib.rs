@@ -116,12 +116,7 @@ pub fn service(
         dead_letters,
         auth,
     };
-    fhttp::with_observability(
-        router(state)
-            .merge(fhttp::health_routes(store))
-            .merge(api::openapi_route(&openapi()))
-            .fallback(fhttp::not_found),
-    )
+    api::service(router(state), store, &openapi())
 }
 
 /// Who is replaying, for the record. Key ids come with authentication; until then an admin

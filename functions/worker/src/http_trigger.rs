@@ -58,12 +58,7 @@ pub fn router(worker: Worker) -> Router {
 pub fn service(worker: Worker) -> Router {
     let store = worker.store.clone();
     let push = crate::pubsub_push::router(worker.clone());
-    fhttp::with_observability(
-        router(worker)
-            .merge(push)
-            .merge(fhttp::health_routes(store))
-            .fallback(fhttp::not_found),
-    )
+    fhttp::service(router(worker).merge(push), store)
 }
 
 async fn post_messages(

@@ -41,7 +41,7 @@ use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
 use super::{DeadLetters, RedriveReport};
 use crate::error::{Error, Result};
-use crate::queue::{PubsubConfig, PubsubQueue, PubsubTarget, pubsub_target};
+use crate::queue::{PubsubConfig, PubsubQueue, PubsubTarget, pubsub_target, resource_name};
 
 /// Google's global Pub/Sub endpoint (the official client's default too).
 const GOOGLE_ENDPOINT: &str = "https://pubsub.googleapis.com";
@@ -62,19 +62,6 @@ pub struct PubsubDeadLetters {
     subscription: String,
     /// Republishes to the main topic with the official client, as the drain does.
     queue: PubsubQueue,
-}
-
-fn check_subscription(subscription: &str) -> Result<()> {
-    let parts: Vec<&str> = subscription.split('/').collect();
-    match parts.as_slice() {
-        ["projects", project, "subscriptions", name] if !project.is_empty() && !name.is_empty() => {
-            Ok(())
-        }
-        _ => Err(Error::setting(
-            "FLUXGATE_PUBSUB_DEAD_LETTER_SUBSCRIPTION",
-            format!("must be projects/PROJECT/subscriptions/SUBSCRIPTION, not {subscription:?}"),
-        )),
-    }
 }
 
 fn pubsub_error(what: &str, status: tonic::Status) -> Error {
@@ -101,17 +88,12 @@ impl std::error::Error for GrpcStatus {
 impl PubsubDeadLetters {
     /// Builds both clients once (per cold start); nothing is sent until the first redrive.
     pub async fn connect(config: &PubsubConfig) -> Result<Self> {
-        let subscription = config
-            .pubsub_dead_letter_subscription
-            .clone()
-            .filter(|s| !s.is_empty())
-            .ok_or_else(|| {
-                Error::setting(
-                    "FLUXGATE_PUBSUB_DEAD_LETTER_SUBSCRIPTION",
-                    "Pub/Sub redrive needs it (projects/P/subscriptions/S)",
-                )
-            })?;
-        check_subscription(&subscription)?;
+        let subscription = resource_name(
+            "FLUXGATE_PUBSUB_DEAD_LETTER_SUBSCRIPTION",
+            config.pubsub_dead_letter_subscription.as_deref(),
+            "subscription",
+            "Pub/Sub redrive",
+        )?;
         let queue = PubsubQueue::connect(config).await?;
         let target = pubsub_target(config)?;
         let (endpoint, credentials) = match &target {
@@ -292,23 +274,5 @@ impl DeadLetters for PubsubDeadLetters {
             moved,
             remaining: None,
         })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn subscription_must_be_a_full_name() {
-        assert!(check_subscription("projects/p/subscriptions/s").is_ok());
-        for bad in [
-            "s",
-            "projects/p/topics/s",
-            "projects//subscriptions/s",
-            "projects/p/subscriptions/",
-        ] {
-            assert!(check_subscription(bad).is_err(), "{bad}");
-        }
     }
 }

@@ -8,7 +8,7 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, TimeDelta, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use sqlx::types::Json;
 use sqlx::{Database, Executor, FromRow, IntoArguments, QueryBuilder};
@@ -28,11 +28,14 @@ pub const REPLAY_BATCH: u32 = 500;
 
 /// Which outbox rows an aggregation looks at. `from`/`to` are on the time the event was
 /// received (the outbox row's `created_at`): `from` inclusive, `to` exclusive.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+/// Also the head of the metrics answers, which say what they counted.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct OutboxFilter {
+    /// The tenant the figures are for; all tenants when absent.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tenant_id: Option<String>,
+    /// The receive-time range of the counts, when one was asked for.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub from: Option<DateTime<Utc>>,
     #[serde(skip_serializing_if = "Option::is_none")]

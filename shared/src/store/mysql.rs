@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use sqlx::migrate::Migrator;
 use sqlx::mysql::{MySqlConnection, MySqlDatabaseError};
 use sqlx::{MySql as Db, MySqlPool, QueryBuilder};
 
@@ -137,6 +138,8 @@ pub struct MySql {
 
 pub type MySqlStore = SqlStore<MySql>;
 
+static MIGRATIONS: Migrator = sqlx::migrate!("../infra/migrations/mysql");
+
 impl MySql {
     pub fn new(claim_mode: MySqlClaimMode) -> Self {
         let setting = match claim_mode {
@@ -208,11 +211,8 @@ impl Dialect for MySql {
         format!("(TIMESTAMPDIFF(MICROSECOND, {start}, {end}) / 1e3)")
     }
 
-    async fn migrate(&self, pool: &MySqlPool) -> Result<()> {
-        sqlx::migrate!("../infra/migrations/mysql")
-            .run(pool)
-            .await?;
-        Ok(())
+    fn migrations(&self) -> &'static Migrator {
+        &MIGRATIONS
     }
 
     async fn insert_unique(
@@ -354,16 +354,7 @@ async fn lease_skip_locked(
         .collect();
     let mut leased = 0;
     for chunk in keys.chunks(rows::CHUNK) {
-        let mut update = QueryBuilder::<Db>::new("UPDATE outbox SET lease_owner = ");
-        update
-            .push_bind(claim.owner.clone())
-            .push(", lease_expires_at = ")
-            .push_bind(expires_at)
-            .push(", next_attempt_at = ")
-            .push_bind(expires_at)
-            .push(", updated_at = ")
-            .push_bind(claim.now)
-            .push(" WHERE ");
+        let mut update = lease_update(claim, expires_at);
         rows::push_keys_in(&mut update, chunk);
         leased += update.build().execute(&mut *tx).await?.rows_affected();
     }
@@ -378,6 +369,19 @@ async fn lease_in_place(
     claim: &ClaimRequest,
     expires_at: DateTime<Utc>,
 ) -> Result<u64> {
+    let mut update = lease_update(claim, expires_at);
+    update
+        .push("status = 'PENDING' AND next_attempt_at <= ")
+        .push_bind(claim.now)
+        // A literal: a placeholder in UPDATE's LIMIT is not accepted by every server version.
+        .push(" ORDER BY next_attempt_at LIMIT ")
+        .push(claim.limit);
+    Ok(update.build().execute(pool).await?.rows_affected())
+}
+
+/// `UPDATE outbox SET` a lease to `claim.owner` until `expires_at` (also the next attempt),
+/// up to `WHERE `: the caller says which rows.
+fn lease_update(claim: &ClaimRequest, expires_at: DateTime<Utc>) -> QueryBuilder<Db> {
     let mut update = QueryBuilder::<Db>::new("UPDATE outbox SET lease_owner = ");
     update
         .push_bind(claim.owner.clone())
@@ -387,12 +391,8 @@ async fn lease_in_place(
         .push_bind(expires_at)
         .push(", updated_at = ")
         .push_bind(claim.now)
-        .push(" WHERE status = 'PENDING' AND next_attempt_at <= ")
-        .push_bind(claim.now)
-        // A literal: a placeholder in UPDATE's LIMIT is not accepted by every server version.
-        .push(" ORDER BY next_attempt_at LIMIT ")
-        .push(claim.limit);
-    Ok(update.build().execute(pool).await?.rows_affected())
+        .push(" WHERE ");
+    update
 }
 
 #[cfg(test)]

@@ -3,16 +3,19 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use sqlx::migrate::Migrator;
 use sqlx::{PgPool, Postgres as Pg};
 
 use super::sql_store::{Dialect, SqlStore};
-use super::{ClaimRequest, returning};
+use super::{ClaimRequest, returning, rows};
 use crate::error::Result;
 use crate::event::Event;
 
 pub struct Postgres;
 
 pub type PostgresStore = SqlStore<Postgres>;
+
+static MIGRATIONS: Migrator = sqlx::migrate!("../infra/migrations/postgres");
 
 const LEASE_DUE: &str = "
     WITH due AS (
@@ -44,11 +47,8 @@ impl Dialect for Postgres {
         true
     }
 
-    async fn migrate(&self, pool: &PgPool) -> Result<()> {
-        sqlx::migrate!("../infra/migrations/postgres")
-            .run(pool)
-            .await?;
-        Ok(())
+    fn migrations(&self) -> &'static Migrator {
+        &MIGRATIONS
     }
 
     async fn insert_unique(&self, pool: &PgPool, events: &[&Event]) -> Result<Vec<(bool, String)>> {
@@ -61,13 +61,6 @@ impl Dialect for Postgres {
         claim: &ClaimRequest,
         expires_at: DateTime<Utc>,
     ) -> Result<u64> {
-        let leased = sqlx::query(LEASE_DUE)
-            .bind(claim.now)
-            .bind(i64::from(claim.limit))
-            .bind(&claim.owner)
-            .bind(expires_at)
-            .execute(pool)
-            .await?;
-        Ok(leased.rows_affected())
+        rows::lease_due(pool, LEASE_DUE, claim, expires_at).await
     }
 }

@@ -6,9 +6,10 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 use sqlx::types::Json;
-use sqlx::{Database, Encode, QueryBuilder, Type};
+use sqlx::{Database, Encode, Executor, IntoArguments, Pool, QueryBuilder, Type};
 
-use super::{DeliveryOutcome, OutboxState, OutboxStatus, PublishRetry, StoredEvent};
+use super::{ClaimRequest, DeliveryOutcome, OutboxState, OutboxStatus, PublishRetry, StoredEvent};
+use crate::error::Result;
 use crate::event::{Event, EventKey};
 
 /// The query results of every supported database say how many rows changed; sqlx has no
@@ -33,6 +34,45 @@ impl RowsAffected for sqlx::mysql::MySqlQueryResult {
     fn rows_affected(&self) -> u64 {
         self.rows_affected()
     }
+}
+
+/// Runs `query` on `pool`; how many rows it changed.
+pub(crate) async fn execute<DB>(pool: &Pool<DB>, mut query: QueryBuilder<DB>) -> Result<u64>
+where
+    DB: Database,
+    for<'c> &'c Pool<DB>: Executor<'c, Database = DB>,
+    <DB as Database>::Arguments: IntoArguments<DB>,
+    <DB as Database>::QueryResult: RowsAffected,
+{
+    Ok(query.build().execute(pool).await?.rows_affected())
+}
+
+/// Leases due rows with `sql`, one statement whose parameters are, in order, `claim.now`,
+/// `claim.limit`, `claim.owner` and `expires_at` (PostgreSQL's and SQLite's
+/// [`Dialect::lease_due`](super::sql_store::Dialect::lease_due)).
+pub(crate) async fn lease_due<DB>(
+    pool: &Pool<DB>,
+    sql: &'static str,
+    claim: &ClaimRequest,
+    expires_at: DateTime<Utc>,
+) -> Result<u64>
+where
+    DB: Database,
+    for<'c> &'c Pool<DB>: Executor<'c, Database = DB>,
+    <DB as Database>::Arguments: IntoArguments<DB>,
+    <DB as Database>::QueryResult: RowsAffected,
+    DateTime<Utc>: Bind<DB>,
+    i64: Bind<DB>,
+    String: Bind<DB>,
+{
+    let leased = sqlx::query(sql)
+        .bind(claim.now)
+        .bind(i64::from(claim.limit))
+        .bind(claim.owner.clone())
+        .bind(expires_at)
+        .execute(pool)
+        .await?;
+    Ok(leased.rows_affected())
 }
 
 /// A value every supported database can bind.

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use sqlx::migrate::{Migrate, Migrator};
 use sqlx::{Connection, Database, Executor, FromRow, IntoArguments, Pool};
 
 use super::rows::{self, Bind, ClaimedRow, KeyStatusRow, RowsAffected, StoredRow};
@@ -22,7 +23,8 @@ pub trait Dialect: Send + Sync + 'static {
 
     fn name(&self) -> &'static str;
 
-    async fn migrate(&self, pool: &Pool<Self::DB>) -> Result<()>;
+    /// This database's migrations (`infra/migrations/<name>`), applied on connect.
+    fn migrations(&self) -> &'static Migrator;
 
     /// See [`EventWriter::insert_unique`].
     async fn insert_unique(
@@ -55,14 +57,19 @@ pub struct SqlStore<D: Dialect> {
     dialect: D,
 }
 
-impl<D: Dialect> SqlStore<D> {
+impl<D: Dialect> SqlStore<D>
+where
+    <D::DB as Database>::Connection: Migrate,
+{
     pub async fn new(pool: Pool<D::DB>, dialect: D, migrate: bool) -> Result<Self> {
         if migrate {
-            dialect.migrate(&pool).await?;
+            dialect.migrations().run(&pool).await?;
         }
         Ok(Self { pool, dialect })
     }
+}
 
+impl<D: Dialect> SqlStore<D> {
     pub fn pool(&self) -> &Pool<D::DB> {
         &self.pool
     }
@@ -96,19 +103,11 @@ where
     }
 
     async fn requeue_undelivered(&self, now: DateTime<Utc>) -> Result<u64> {
-        Ok(rows::requeue_undelivered::<D::DB>(now)
-            .build()
-            .execute(&self.pool)
-            .await?
-            .rows_affected())
+        rows::execute(&self.pool, rows::requeue_undelivered::<D::DB>(now)).await
     }
 
     async fn release_leases(&self, now: DateTime<Utc>) -> Result<u64> {
-        Ok(rows::release_leases::<D::DB>(now)
-            .build()
-            .execute(&self.pool)
-            .await?
-            .rows_affected())
+        rows::execute(&self.pool, rows::release_leases::<D::DB>(now)).await
     }
 }
 

@@ -3,16 +3,19 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use sqlx::migrate::Migrator;
 use sqlx::{Sqlite as Lite, SqlitePool};
 
 use super::sql_store::{Dialect, SqlStore};
-use super::{ClaimRequest, returning};
+use super::{ClaimRequest, returning, rows};
 use crate::error::Result;
 use crate::event::Event;
 
 pub struct Sqlite;
 
 pub type SqliteStore = SqlStore<Sqlite>;
+
+static MIGRATIONS: Migrator = sqlx::migrate!("../infra/migrations/sqlite");
 
 const LEASE_DUE: &str = "
     UPDATE outbox
@@ -37,11 +40,8 @@ impl Dialect for Sqlite {
         format!("((julianday({end}) - julianday({start})) * 86400000.0)")
     }
 
-    async fn migrate(&self, pool: &SqlitePool) -> Result<()> {
-        sqlx::migrate!("../infra/migrations/sqlite")
-            .run(pool)
-            .await?;
-        Ok(())
+    fn migrations(&self) -> &'static Migrator {
+        &MIGRATIONS
     }
 
     async fn insert_unique(
@@ -58,13 +58,6 @@ impl Dialect for Sqlite {
         claim: &ClaimRequest,
         expires_at: DateTime<Utc>,
     ) -> Result<u64> {
-        let leased = sqlx::query(LEASE_DUE)
-            .bind(claim.now)
-            .bind(i64::from(claim.limit))
-            .bind(&claim.owner)
-            .bind(expires_at)
-            .execute(pool)
-            .await?;
-        Ok(leased.rows_affected())
+        rows::lease_due(pool, LEASE_DUE, claim, expires_at).await
     }
 }

@@ -72,13 +72,34 @@ pub(crate) fn target(config: &PubsubConfig) -> Result<Target> {
     }
 }
 
-fn check_topic(topic: &str) -> Result<()> {
-    let parts: Vec<&str> = topic.split('/').collect();
-    match parts.as_slice() {
-        ["projects", project, "topics", name] if !project.is_empty() && !name.is_empty() => Ok(()),
+/// The setting `name` (`value`) as a full resource name, `projects/PROJECT/<kind>s/<KIND>`;
+/// `needed_by` says what asks for it when it is absent.
+pub(crate) fn resource_name(
+    name: &'static str,
+    value: Option<&str>,
+    kind: &str,
+    needed_by: &str,
+) -> Result<String> {
+    let Some(value) = value.filter(|v| !v.is_empty()) else {
+        let short = kind[..1].to_uppercase();
+        return Err(Error::setting(
+            name,
+            format!("{needed_by} needs it (projects/P/{kind}s/{short})"),
+        ));
+    };
+    let collection = format!("{kind}s");
+    match value.split('/').collect::<Vec<_>>().as_slice() {
+        ["projects", project, c, id]
+            if *c == collection && !project.is_empty() && !id.is_empty() =>
+        {
+            Ok(value.to_owned())
+        }
         _ => Err(Error::setting(
-            "FLUXGATE_PUBSUB_TOPIC",
-            format!("must be projects/PROJECT/topics/TOPIC, not {topic:?}"),
+            name,
+            format!(
+                "must be projects/PROJECT/{collection}/{}, not {value:?}",
+                kind.to_uppercase()
+            ),
         )),
     }
 }
@@ -91,17 +112,12 @@ pub struct PubsubQueue {
 impl PubsubQueue {
     /// Builds the client once (per cold start). Nothing is sent until the first publish.
     pub async fn connect(config: &PubsubConfig) -> Result<Self> {
-        let topic = config
-            .pubsub_topic
-            .clone()
-            .filter(|t| !t.is_empty())
-            .ok_or_else(|| {
-                Error::setting(
-                    "FLUXGATE_PUBSUB_TOPIC",
-                    "FLUXGATE_QUEUE=pubsub needs it (projects/P/topics/T)",
-                )
-            })?;
-        check_topic(&topic)?;
+        let topic = resource_name(
+            "FLUXGATE_PUBSUB_TOPIC",
+            config.pubsub_topic.as_deref(),
+            "topic",
+            "FLUXGATE_QUEUE=pubsub",
+        )?;
         let publish_timeout = config
             .pubsub_publish_timeout
             .to_std()
@@ -230,15 +246,54 @@ mod tests {
     }
 
     #[test]
-    fn topic_must_be_a_full_name() {
-        assert!(check_topic("projects/p/topics/t").is_ok());
-        for bad in [
-            "t",
-            "projects/p/topics/",
-            "projects//topics/t",
-            "p/topics/t",
+    fn topics_and_subscriptions_must_be_full_names() {
+        let name = |value, kind| resource_name("FLUXGATE_X", Some(value), kind, "x");
+        assert_eq!(
+            name("projects/p/topics/t", "topic").expect("topic"),
+            "projects/p/topics/t"
+        );
+        assert!(name("projects/p/subscriptions/s", "subscription").is_ok());
+        for (bad, kind) in [
+            ("t", "topic"),
+            ("projects/p/topics/", "topic"),
+            ("projects//topics/t", "topic"),
+            ("p/topics/t", "topic"),
+            ("s", "subscription"),
+            ("projects/p/topics/s", "subscription"),
+            ("projects//subscriptions/s", "subscription"),
+            ("projects/p/subscriptions/", "subscription"),
         ] {
-            assert!(check_topic(bad).is_err(), "{bad}");
+            assert!(name(bad, kind).is_err(), "{bad} as a {kind}");
         }
+    }
+
+    #[test]
+    fn a_missing_or_wrong_name_says_what_it_should_be() {
+        let missing = resource_name(
+            "FLUXGATE_PUBSUB_TOPIC",
+            Some(""),
+            "topic",
+            "FLUXGATE_QUEUE=pubsub",
+        )
+        .expect_err("missing");
+        assert!(
+            missing
+                .to_string()
+                .contains("FLUXGATE_QUEUE=pubsub needs it (projects/P/topics/T)"),
+            "{missing}"
+        );
+        let wrong = resource_name(
+            "FLUXGATE_PUBSUB_DEAD_LETTER_SUBSCRIPTION",
+            Some("s"),
+            "subscription",
+            "x",
+        )
+        .expect_err("wrong");
+        assert!(
+            wrong
+                .to_string()
+                .contains("must be projects/PROJECT/subscriptions/SUBSCRIPTION, not \"s\""),
+            "{wrong}"
+        );
     }
 }
