@@ -18,6 +18,16 @@ source scripts/lib/common.sh
 source scripts/lib/databases.sh
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/fluxgate/target}"
 
+# fluxgate-local as it ships (the release profile: fat LTO), copied at once out of the shared
+# target folder, where another checkout's release build would replace it.
+build_local() {
+  cargo build --release -p fluxgate-local
+  bench_bin_dir=$(mktemp -d "${TMPDIR:-/tmp}/fluxgate-bench-bin.XXXXXX")
+  trap 'rm -rf "$bench_bin_dir"' EXIT
+  cp "$CARGO_TARGET_DIR/release/fluxgate-local" "$bench_bin_dir/"
+  export FLUXGATE_BENCH_LOCAL_BINARY="$bench_bin_dir/fluxgate-local"
+}
+
 case "${1:-ingest}" in
   ingest)
     ensure_postgres
@@ -43,15 +53,15 @@ case "${1:-ingest}" in
       *,mysql,* | *,mariadb,*) ensure_mariadb ;;
     esac
     ensure_pgbench
-    # fluxgate-local as it ships: the release profile (fat LTO). The harness runs in the bench
-    # profile: its raw SQL client on MariaDB and SQLite should not be slowed by a debug build.
-    cargo build --release -p fluxgate-local
-    exec cargo bench -p fluxgate-tests --bench drain
+    # The harness runs in the bench profile: its raw SQL client on MariaDB and SQLite should
+    # not be slowed by a debug build.
+    build_local
+    cargo bench -p fluxgate-tests --bench drain
     ;;
   latency)
     ensure_postgres
-    cargo build --release -p fluxgate-local
-    exec cargo bench -p fluxgate-tests --bench latency
+    build_local
+    cargo bench -p fluxgate-tests --bench latency
     ;;
   *)
     die "unknown benchmark ${1}: use ingest, metrics, cold-start, drain or latency"

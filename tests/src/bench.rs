@@ -181,7 +181,12 @@ impl LocalProcess {
                     && !name.starts_with("FLUXGATE_BENCH_")
                     && !name.starts_with("FLUXGATE_TEST_"))
         });
-        let child = Command::new(release_binary("fluxgate-local"))
+        // scripts/bench.sh copies the binary it built here, out of reach of other builds that
+        // share the target folder.
+        let binary = std::env::var_os("FLUXGATE_BENCH_LOCAL_BINARY")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| release_binary("fluxgate-local"));
+        let child = Command::new(binary)
             .env_clear()
             .envs(passed_on)
             .env("DATABASE_URL", database_url)
