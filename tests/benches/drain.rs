@@ -15,25 +15,23 @@
 //!   FLUXGATE_BENCH_DATABASES=postgres,mysql,sqlite scripts/bench.sh drain
 //!   FLUXGATE_DRAIN_BATCH_SIZE=500 scripts/bench.sh drain    # FLUXGATE_* reach fluxgate-local
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
 use std::str::FromStr;
 use std::time::{Duration, Instant};
 
-use chrono::{DateTime, Utc};
 use fluxgate::event::Event;
+use fluxgate_tests::bench::raw::{Claim, RawSql, Work};
 use fluxgate_tests::bench::{self, LocalProcess, Sql};
-use fluxgate_tests::{DbKind, LEASE_TTL, TestDb, event_with_payload};
+use fluxgate_tests::{DbKind, TestDb, event_with_payload};
 use serde_json::json;
 use sqlx::mysql::MySqlConnection;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqliteSynchronous};
-use sqlx::{Connection, Database, Encode, Executor, FromRow, IntoArguments, QueryBuilder, Type};
+use sqlx::{Connection, Executor};
 
 const EVENTS: usize = 100_000;
 /// Events per round of the raw baseline.
 const BATCH: usize = 500;
-const OWNER: &str = "raw-baseline";
 
 /// A fresh database holding `events` PENDING events of one tenant, written by the store's own
 /// insert (events and outbox rows), with fresh planner statistics.
@@ -74,7 +72,12 @@ async fn raw_sql(db: &TestDb, events: usize) -> f64 {
             conn.execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
                 .await
                 .expect("isolation level");
-            drain_raw::<sqlx::MySql>(&mut conn, Claim::SkipLocked).await
+            timed(sqlx::MySql::drain_rounds(
+                &mut conn,
+                Claim::SkipLocked,
+                BATCH,
+            ))
+            .await
         }
         DbKind::Sqlite => {
             // As the store opens it (connect.rs).
@@ -86,12 +89,18 @@ async fn raw_sql(db: &TestDb, events: usize) -> f64 {
             let mut conn = SqliteConnection::connect_with(&options)
                 .await
                 .expect("connect");
-            drain_raw::<sqlx::Sqlite>(&mut conn, Claim::Rowid).await
+            timed(sqlx::Sqlite::drain_rounds(&mut conn, Claim::Rowid, BATCH)).await
         }
     };
     let done = Sql::connect(db).await.count("DONE").await;
     assert_eq!(done, events as i64, "the raw baseline left rows not DONE");
     bench::rate(events, elapsed)
+}
+
+async fn timed(work: Work<'_>) -> Duration {
+    let started = Instant::now();
+    work.await;
+    started.elapsed()
 }
 
 fn pgbench(url: &str, events: usize) -> Duration {
@@ -112,154 +121,6 @@ fn pgbench(url: &str, events: usize) -> Duration {
         String::from_utf8_lossy(&output.stderr)
     );
     elapsed
-}
-
-/// How the raw baseline claims, as the store does on that database.
-#[derive(Clone, Copy)]
-enum Claim {
-    /// mysql.rs lease_skip_locked: select due keys `FOR UPDATE SKIP LOCKED`, lease them.
-    SkipLocked,
-    /// sqlite.rs LEASE_DUE: one `UPDATE … WHERE rowid IN (SELECT … LIMIT)`.
-    Rowid,
-}
-
-/// Rounds of claim, read, PUBLISHED, statuses, DONE until nothing is left to claim.
-async fn drain_raw<DB>(conn: &mut DB::Connection, claim: Claim) -> Duration
-where
-    DB: Database,
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    DB::Arguments: IntoArguments<DB>,
-    String: for<'t> Encode<'t, DB> + Type<DB>,
-    DateTime<Utc>: for<'t> Encode<'t, DB> + Type<DB>,
-    (String, String): for<'r> FromRow<'r, DB::Row>,
-{
-    let started = Instant::now();
-    loop {
-        let now = fluxgate::now();
-        let expires = now + LEASE_TTL;
-        let mut lease = QueryBuilder::<DB>::new("UPDATE outbox SET lease_owner = ");
-        lease
-            .push_bind(OWNER.to_owned())
-            .push(", lease_expires_at = ")
-            .push_bind(expires)
-            .push(", next_attempt_at = ")
-            .push_bind(expires)
-            .push(", updated_at = ")
-            .push_bind(now)
-            .push(" WHERE ");
-        match claim {
-            Claim::SkipLocked => {
-                let mut tx = conn.begin().await.expect("begin");
-                let mut select = QueryBuilder::<DB>::new(
-                    "SELECT tenant_id, event_id FROM outbox WHERE status = 'PENDING' AND next_attempt_at <= ",
-                );
-                select.push_bind(now).push(format!(
-                    " ORDER BY next_attempt_at LIMIT {BATCH} FOR UPDATE SKIP LOCKED"
-                ));
-                let keys: Vec<(String, String)> = select
-                    .build_query_as()
-                    .fetch_all(&mut *tx)
-                    .await
-                    .expect("select due");
-                if !keys.is_empty() {
-                    push_keys_in(&mut lease, &keys);
-                    lease.build().execute(&mut *tx).await.expect("lease");
-                }
-                tx.commit().await.expect("commit");
-            }
-            Claim::Rowid => {
-                lease
-                    .push("rowid IN (SELECT rowid FROM outbox WHERE status = 'PENDING' AND next_attempt_at <= ")
-                    .push_bind(now)
-                    .push(format!(" ORDER BY next_attempt_at LIMIT {BATCH})"));
-                lease.build().execute(&mut *conn).await.expect("lease");
-            }
-        }
-
-        let mut read = QueryBuilder::<DB>::new(
-            "SELECT e.tenant_id, e.event_id, e.event_type, e.event_ts, e.received_at, e.source, \
-             e.payload, e.payload_sha256, e.metadata, e.correlation_id, o.attempts \
-             FROM outbox o JOIN events e ON e.tenant_id = o.tenant_id AND e.event_id = o.event_id \
-             WHERE o.status = 'PENDING' AND o.lease_owner = ",
-        );
-        read.push_bind(OWNER.to_owned())
-            .push(" AND o.lease_expires_at = ")
-            .push_bind(expires)
-            .push(" AND o.next_attempt_at = ")
-            .push_bind(expires)
-            .push(" ORDER BY o.created_at, o.tenant_id, o.event_id");
-        let keys: Vec<(String, String)> = read
-            .build_query_as()
-            .fetch_all(&mut *conn)
-            .await
-            .expect("read claimed");
-        if keys.is_empty() {
-            return started.elapsed();
-        }
-
-        let mut published =
-            QueryBuilder::<DB>::new("UPDATE outbox SET status = 'PUBLISHED', published_at = ");
-        published
-            .push_bind(now)
-            .push(", updated_at = ")
-            .push_bind(now)
-            .push(", lease_owner = NULL, lease_expires_at = NULL WHERE status = 'PENDING' AND lease_owner = ")
-            .push_bind(OWNER.to_owned())
-            .push(" AND ");
-        push_keys_in(&mut published, &keys);
-        published
-            .build()
-            .execute(&mut *conn)
-            .await
-            .expect("published");
-
-        let mut statuses =
-            QueryBuilder::<DB>::new("SELECT tenant_id, event_id, status FROM outbox WHERE ");
-        push_keys_in(&mut statuses, &keys);
-        statuses
-            .build()
-            .fetch_all(&mut *conn)
-            .await
-            .expect("statuses");
-
-        let done_at = fluxgate::now();
-        let mut tx = conn.begin().await.expect("begin");
-        let mut done = QueryBuilder::<DB>::new("UPDATE outbox SET status = 'DONE', done_at = ");
-        done.push_bind(done_at)
-            .push(", updated_at = ")
-            .push_bind(done_at)
-            .push(", last_error = NULL, lease_owner = NULL, lease_expires_at = NULL WHERE status <> 'DONE' AND ");
-        push_keys_in(&mut done, &keys);
-        done.build().execute(&mut *tx).await.expect("done");
-        tx.commit().await.expect("commit");
-    }
-}
-
-/// `(tenant_id = ? AND event_id IN (?, …)) OR …`, grouped by tenant as the store writes it
-/// (rows.rs push_keys_in).
-fn push_keys_in<DB: Database>(qb: &mut QueryBuilder<DB>, keys: &[(String, String)])
-where
-    String: for<'t> Encode<'t, DB> + Type<DB>,
-{
-    let mut by_tenant: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
-    for (tenant, id) in keys {
-        by_tenant.entry(tenant).or_default().push(id);
-    }
-    qb.push("(");
-    for (i, (tenant, ids)) in by_tenant.into_iter().enumerate() {
-        if i > 0 {
-            qb.push(" OR ");
-        }
-        qb.push("(tenant_id = ")
-            .push_bind(tenant.to_owned())
-            .push(" AND event_id IN (");
-        let mut list = qb.separated(", ");
-        for id in ids {
-            list.push_bind(id.to_owned());
-        }
-        qb.push("))");
-    }
-    qb.push(")");
 }
 
 fn main() {

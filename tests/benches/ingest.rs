@@ -9,15 +9,14 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chrono::{DateTime, Utc};
 use fluxgate::auth::{AuthConfig, Authenticator};
 use fluxgate::config::Limits;
 use fluxgate::event::Event;
-use fluxgate_tests::bench::{self, insert_rows, rate};
+use fluxgate_tests::bench::raw::RawSql;
+use fluxgate_tests::bench::{self, rate};
 use fluxgate_tests::{DbKind, TestDb, database_config, event_with_payload, tenant_key};
-use serde_json::{Map, Value, json};
-use sqlx::types::Json;
-use sqlx::{Database, Encode, Executor, IntoArguments, Pool, Type};
+use serde_json::{Value, json};
+use sqlx::Pool;
 
 const CONCURRENCY: usize = 32;
 const BATCH_SIZE: usize = 500;
@@ -205,16 +204,7 @@ fn to_event(value: Value) -> Event {
     event_with_payload(&tenant, &id, value["payload"].clone())
 }
 
-async fn run_raw<DB>(pool: &Pool<DB>, batches: Vec<Vec<Vec<Event>>>) -> Duration
-where
-    DB: Database,
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    DB::Arguments: IntoArguments<DB>,
-    String: for<'t> Encode<'t, DB> + Type<DB>,
-    Option<String>: for<'t> Encode<'t, DB> + Type<DB>,
-    DateTime<Utc>: for<'t> Encode<'t, DB> + Type<DB>,
-    Json<Map<String, Value>>: for<'t> Encode<'t, DB> + Type<DB>,
-{
+async fn run_raw<DB: RawSql>(pool: &Pool<DB>, batches: Vec<Vec<Vec<Event>>>) -> Duration {
     let pool = Arc::new(pool.clone());
     let started = Instant::now();
     let tasks: Vec<_> = batches
@@ -224,7 +214,7 @@ where
             tokio::spawn(async move {
                 for events in client {
                     let mut tx = pool.begin().await.expect("begin");
-                    insert_rows::<DB>(&mut *tx, &events).await;
+                    DB::insert_rows(&mut tx, &events).await;
                     tx.commit().await.expect("commit");
                 }
             })

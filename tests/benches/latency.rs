@@ -11,7 +11,8 @@
 
 use std::time::{Duration, Instant};
 
-use fluxgate_tests::bench::{self, LocalProcess, Sql, insert_rows, percentile};
+use fluxgate_tests::bench::raw::RawSql;
+use fluxgate_tests::bench::{self, LocalProcess, Sql, percentile};
 use fluxgate_tests::{TestDb, event};
 use serde_json::json;
 use sqlx::{Connection, PgConnection};
@@ -88,7 +89,7 @@ async fn insert_round_trips(db: &TestDb) -> Vec<f64> {
         let rows = [event("baseline", &format!("b{i:07}"))];
         let started = Instant::now();
         let mut tx = conn.begin().await.expect("begin");
-        insert_rows::<sqlx::Postgres>(&mut *tx, &rows).await;
+        sqlx::Postgres::insert_rows(&mut tx, &rows).await;
         tx.commit().await.expect("commit");
         times.push(started.elapsed().as_secs_f64() * 1000.0);
     }

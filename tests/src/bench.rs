@@ -1,22 +1,18 @@
 //! What the benchmarks in `tests/benches` share: their settings from the environment, rates
 //! and percentiles, outbox counts by plain SQL, and `fluxgate-local` started from its release
-//! binary as a user starts it.
+//! binary as a user starts it; in [`raw`], the raw SQL baselines.
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use chrono::{DateTime, Utc};
-use fluxgate::event::Event;
-use serde_json::{Map, Value};
-use sqlx::types::Json;
-use sqlx::{
-    Database, Encode, Executor, IntoArguments, MySqlPool, PgPool, QueryBuilder, SqlitePool, Type,
-};
+use sqlx::{Executor, MySqlPool, PgPool, SqlitePool};
 use tempfile::TempDir;
 
 use crate::{DbKind, TestDb, files_under};
+
+pub mod raw;
 
 /// `FLUXGATE_BENCH_SCALE`: a multiple of each benchmark's default amount of work (at least 1).
 pub fn scale() -> usize {
@@ -267,56 +263,4 @@ fn free_port() -> SocketAddr {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|listener| listener.local_addr())
         .expect("a free port")
-}
-
-/// The rows ingest writes for `events`, by plain INSERTs on `conn` (in the caller's
-/// transaction): the events, then their PENDING outbox rows, one multi-row statement each. No
-/// validation, no idempotency check: the raw baseline of the ingest benchmarks.
-pub async fn insert_rows<DB>(conn: &mut DB::Connection, events: &[Event])
-where
-    DB: Database,
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    DB::Arguments: IntoArguments<DB>,
-    String: for<'t> Encode<'t, DB> + Type<DB>,
-    Option<String>: for<'t> Encode<'t, DB> + Type<DB>,
-    DateTime<Utc>: for<'t> Encode<'t, DB> + Type<DB>,
-    Json<Map<String, Value>>: for<'t> Encode<'t, DB> + Type<DB>,
-{
-    let mut insert = QueryBuilder::<DB>::new(
-        "INSERT INTO events (tenant_id, event_id, event_type, event_ts, received_at, source, \
-         payload, payload_sha256, correlation_id) ",
-    );
-    insert.push_values(events, |mut row, e| {
-        row.push_bind(e.tenant_id.clone())
-            .push_bind(e.event_id.clone())
-            .push_bind(e.event_type.clone())
-            .push_bind(e.event_ts)
-            .push_bind(e.received_at)
-            .push_bind(e.source.clone())
-            .push_bind(Json(e.payload.clone()))
-            .push_bind(e.payload_sha256.clone())
-            .push_bind(e.correlation_id.clone());
-    });
-    insert
-        .build()
-        .execute(&mut *conn)
-        .await
-        .expect("insert events");
-    let mut outbox = QueryBuilder::<DB>::new(
-        "INSERT INTO outbox (tenant_id, event_id, status, attempts, next_attempt_at, created_at, updated_at) ",
-    );
-    outbox.push_values(events, |mut row, e| {
-        row.push_bind(e.tenant_id.clone())
-            .push_bind(e.event_id.clone())
-            .push("'PENDING'")
-            .push("0")
-            .push_bind(e.received_at)
-            .push_bind(e.received_at)
-            .push_bind(e.received_at);
-    });
-    outbox
-        .build()
-        .execute(&mut *conn)
-        .await
-        .expect("insert outbox");
 }
