@@ -137,6 +137,7 @@ fn main() {
         "| database | fluxgate-local events/s | raw SQL events/s | raw SQL by | fluxgate / raw | warehouse files |".into(),
         "|---|---:|---:|---|---:|---:|".into(),
     ];
+    let load_before = bench::load_average();
     for kind in bench::databases("postgres") {
         let (mut ours, mut raw, mut files) = (0.0_f64, 0.0_f64, 0);
         for round in 1..=rounds {
@@ -168,5 +169,9 @@ fn main() {
             ours / raw
         ));
     }
+    table.push(format!(
+        "\n(load average {load_before} before, {} after)",
+        bench::load_average()
+    ));
     println!("{}", table.join("\n"));
 }

@@ -98,6 +98,7 @@ async fn insert_round_trips(db: &TestDb) -> Vec<f64> {
 
 async fn run() {
     let events = EVENTS_PER_SECOND * SECONDS * bench::scale() as u64;
+    let load_before = bench::load_average();
     let db = TestDb::postgres().await;
     let mut local = LocalProcess::spawn(&db.url);
     local.ready().await;
@@ -135,6 +136,10 @@ async fn run() {
             "baseline: INSERT event + outbox row, one transaction (PostgreSQL round trip)",
             baseline
         )
+    );
+    println!(
+        "\n(load average {load_before} before, {} after)",
+        bench::load_average()
     );
 }
 

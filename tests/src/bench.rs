@@ -56,6 +56,15 @@ pub fn percentile<T: Copy>(sorted: &[T], p: f64) -> T {
     sorted[rank - 1]
 }
 
+/// The machine's 1-minute load average (`/proc/loadavg`), to print beside a result: other
+/// work on a small machine moves these figures a lot.
+pub fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|text| text.split_whitespace().next().map(str::to_owned))
+        .unwrap_or_else(|| "unknown".to_owned())
+}
+
 /// A binary of the release profile (`cargo build --release`), as it is deployed.
 pub fn release_binary(name: &str) -> PathBuf {
     let target = std::env::var_os("CARGO_TARGET_DIR")
