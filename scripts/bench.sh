@@ -5,6 +5,11 @@
 #   scripts/bench.sh metrics          # the admin aggregations on 1M outbox rows
 #   scripts/bench.sh cold-start       # release binaries: size, spawn to first Lambda Runtime API
 #                                     # request, against curl making the same request
+#   scripts/bench.sh drain            # release fluxgate-local draining 100k PENDING events to
+#                                     # DONE, against the same SQL by one pgbench/sqlx client
+#   scripts/bench.sh latency          # receive -> DONE p50/p95/p99 of fluxgate-local at 500/s
+#   FLUXGATE_BENCH_DATABASES=postgres,mysql,sqlite scripts/bench.sh drain
+#   FLUXGATE_BENCH_ROUNDS=5 scripts/bench.sh drain     # best of more rounds (default 3)
 #   FLUXGATE_BENCH_DATABASES=postgres,sqlite scripts/bench.sh
 #   FLUXGATE_BENCH_SCALE=4 scripts/bench.sh            # more events per run
 set -euo pipefail
@@ -12,6 +17,16 @@ cd "$(dirname "$0")/.."
 source scripts/lib/common.sh
 source scripts/lib/databases.sh
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/fluxgate/target}"
+
+# fluxgate-local as it ships (the release profile: fat LTO), copied at once out of the shared
+# target folder, where another checkout's release build would replace it.
+build_local() {
+  cargo build --release -p fluxgate-local
+  bench_bin_dir=$(mktemp -d "${TMPDIR:-/tmp}/fluxgate-bench-bin.XXXXXX")
+  trap 'rm -rf "$bench_bin_dir"' EXIT
+  cp "$CARGO_TARGET_DIR/release/fluxgate-local" "$bench_bin_dir/"
+  export FLUXGATE_BENCH_LOCAL_BINARY="$bench_bin_dir/fluxgate-local"
+}
 
 case "${1:-ingest}" in
   ingest)
@@ -32,7 +47,23 @@ case "${1:-ingest}" in
     # dependencies the test suite has built already) is enough for it.
     exec cargo test -p fluxgate-tests --bench cold_start
     ;;
+  drain)
+    ensure_postgres
+    case ",${FLUXGATE_BENCH_DATABASES:-postgres}," in
+      *,mysql,* | *,mariadb,*) ensure_mariadb ;;
+    esac
+    ensure_pgbench
+    # The harness runs in the bench profile: its raw SQL client on MariaDB and SQLite should
+    # not be slowed by a debug build.
+    build_local
+    cargo bench -p fluxgate-tests --bench drain
+    ;;
+  latency)
+    ensure_postgres
+    build_local
+    cargo bench -p fluxgate-tests --bench latency
+    ;;
   *)
-    die "unknown benchmark ${1}: use ingest, metrics or cold-start"
+    die "unknown benchmark ${1}: use ingest, metrics, cold-start, drain or latency"
     ;;
 esac

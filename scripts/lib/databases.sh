@@ -76,6 +76,21 @@ ensure_postgres() {
   info "PostgreSQL $(pg_query 'SHOW server_version')"
 }
 
+# pgbench, the raw SQL client of `scripts/bench.sh drain`: on PATH, in a server's bin folder
+# (Debian keeps it there), or from Debian's postgresql-client.
+ensure_pgbench() {
+  command -v pgbench >/dev/null 2>&1 && return 0
+  local dir
+  for dir in $(find /usr/lib/postgresql -mindepth 2 -maxdepth 2 -name bin -type d 2>/dev/null | sort -V -r); do
+    if [ -x "$dir/pgbench" ]; then
+      export PATH="$PATH:$dir"
+      return 0
+    fi
+  done
+  apt_install postgresql-client
+  command -v pgbench >/dev/null 2>&1 || die "postgresql-client is installed, but pgbench is not on PATH"
+}
+
 # ---- MariaDB ------------------------------------------------------------------------------
 
 # user[:password] of the MySQL URL (no percent-decoding: test URLs are plain).

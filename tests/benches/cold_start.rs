@@ -12,9 +12,11 @@
 
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+
+use fluxgate_tests::bench::{percentile, release_binary};
 
 const RUNS: usize = 25;
 const FUNCTIONS: &[&str] = &[
@@ -24,13 +26,6 @@ const FUNCTIONS: &[&str] = &[
     "fluxgate-replay",
     "fluxgate-metrics",
 ];
-
-fn release_dir() -> PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
-    target.join("release")
-}
 
 /// Spawns `command` and answers how long until its first request reaches `listener`.
 fn time_to_first_request(listener: &TcpListener, mut command: Command) -> Duration {
@@ -85,11 +80,6 @@ fn function_command(binary: &Path, runtime_api: &str) -> Command {
     command
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    let rank = ((p * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
-    sorted[rank - 1]
-}
-
 fn measure(listener: &TcpListener, make: impl Fn() -> Command) -> (Duration, Duration) {
     // One unmeasured run warms the page cache, as a warm Lambda host would have it.
     time_to_first_request(listener, make());
@@ -108,7 +98,6 @@ fn main() {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let address = listener.local_addr().expect("address");
     let runtime_api = address.to_string();
-    let release = release_dir();
 
     let next = format!("http://{address}/2018-06-01/runtime/invocation/next");
     let (base_p50, base_p95) = measure(&listener, || {
@@ -128,12 +117,7 @@ fn main() {
         ms(base_p95)
     );
     for name in FUNCTIONS {
-        let binary = release.join(name);
-        assert!(
-            binary.is_file(),
-            "{} is missing: run `scripts/bench.sh cold-start`, which builds the release binaries",
-            binary.display()
-        );
+        let binary = release_binary(name);
         let size = std::fs::metadata(&binary).expect("metadata").len() as f64 / 1_048_576.0;
         let (p50, p95) = measure(&listener, || function_command(&binary, &runtime_api));
         println!(

@@ -9,14 +9,14 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chrono::{DateTime, Utc};
 use fluxgate::auth::{AuthConfig, Authenticator};
 use fluxgate::config::Limits;
 use fluxgate::event::Event;
+use fluxgate_tests::bench::raw::RawSql;
+use fluxgate_tests::bench::{self, rate};
 use fluxgate_tests::{DbKind, TestDb, database_config, event_with_payload, tenant_key};
-use serde_json::{Map, Value, json};
-use sqlx::types::Json;
-use sqlx::{Database, Encode, Executor, IntoArguments, Pool, QueryBuilder, Type};
+use serde_json::{Value, json};
+use sqlx::Pool;
 
 const CONCURRENCY: usize = 32;
 const BATCH_SIZE: usize = 500;
@@ -204,16 +204,7 @@ fn to_event(value: Value) -> Event {
     event_with_payload(&tenant, &id, value["payload"].clone())
 }
 
-async fn run_raw<DB>(pool: &Pool<DB>, batches: Vec<Vec<Vec<Event>>>) -> Duration
-where
-    DB: Database,
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    DB::Arguments: IntoArguments<DB>,
-    String: for<'t> Encode<'t, DB> + Type<DB>,
-    Option<String>: for<'t> Encode<'t, DB> + Type<DB>,
-    DateTime<Utc>: for<'t> Encode<'t, DB> + Type<DB>,
-    Json<Map<String, Value>>: for<'t> Encode<'t, DB> + Type<DB>,
-{
+async fn run_raw<DB: RawSql>(pool: &Pool<DB>, batches: Vec<Vec<Vec<Event>>>) -> Duration {
     let pool = Arc::new(pool.clone());
     let started = Instant::now();
     let tasks: Vec<_> = batches
@@ -223,35 +214,7 @@ where
             tokio::spawn(async move {
                 for events in client {
                     let mut tx = pool.begin().await.expect("begin");
-                    let mut insert = QueryBuilder::<DB>::new(
-                        "INSERT INTO events (tenant_id, event_id, event_type, event_ts, received_at, source, \
-                         payload, payload_sha256, correlation_id) ",
-                    );
-                    insert.push_values(&events, |mut row, e| {
-                        row.push_bind(e.tenant_id.clone())
-                            .push_bind(e.event_id.clone())
-                            .push_bind(e.event_type.clone())
-                            .push_bind(e.event_ts)
-                            .push_bind(e.received_at)
-                            .push_bind(e.source.clone())
-                            .push_bind(Json(e.payload.clone()))
-                            .push_bind(e.payload_sha256.clone())
-                            .push_bind(e.correlation_id.clone());
-                    });
-                    insert.build().execute(&mut *tx).await.expect("insert events");
-                    let mut outbox = QueryBuilder::<DB>::new(
-                        "INSERT INTO outbox (tenant_id, event_id, status, attempts, next_attempt_at, created_at, updated_at) ",
-                    );
-                    outbox.push_values(&events, |mut row, e| {
-                        row.push_bind(e.tenant_id.clone())
-                            .push_bind(e.event_id.clone())
-                            .push("'PENDING'")
-                            .push("0")
-                            .push_bind(e.received_at)
-                            .push_bind(e.received_at)
-                            .push_bind(e.received_at);
-                    });
-                    outbox.build().execute(&mut *tx).await.expect("insert outbox");
+                    DB::insert_rows(&mut tx, &events).await;
                     tx.commit().await.expect("commit");
                 }
             })
@@ -263,30 +226,8 @@ where
     started.elapsed()
 }
 
-fn rate(events: usize, elapsed: Duration) -> f64 {
-    events as f64 / elapsed.as_secs_f64()
-}
-
-fn databases() -> Vec<DbKind> {
-    let chosen =
-        std::env::var("FLUXGATE_BENCH_DATABASES").unwrap_or_else(|_| "postgres,mariadb".into());
-    chosen
-        .split(',')
-        .map(|name| match name.trim() {
-            "postgres" => DbKind::Postgres,
-            "mariadb" | "mysql" => DbKind::MariaDb,
-            "sqlite" => DbKind::Sqlite,
-            other => panic!("FLUXGATE_BENCH_DATABASES: unknown database {other:?}"),
-        })
-        .collect()
-}
-
 fn main() {
-    let scale: usize = std::env::var("FLUXGATE_BENCH_SCALE")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(1)
-        .max(1);
+    let scale = bench::scale();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -294,7 +235,7 @@ fn main() {
     println!("\nIngest throughput, {CONCURRENCY} concurrent clients, scale {scale}\n");
     println!("| database | workload | fluxgate events/s | raw INSERT events/s | fluxgate / raw |");
     println!("|---|---|---:|---:|---:|");
-    for kind in databases() {
+    for kind in bench::databases("postgres,mariadb") {
         for workload in [Workload::Single, Workload::Batch] {
             // The baseline runs first on a fresh database of its own; then fluxgate on another.
             let raw = runtime.block_on(raw_baseline(kind, workload, scale));

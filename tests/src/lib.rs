@@ -14,6 +14,7 @@
 //! - [`router`]: a request through an axum router in-process, its answer read back whole.
 //! - [`lambda`]: a function binary under cargo-lambda's Lambda Runtime API, invoked as Lambda
 //!   invokes it.
+//! - [`bench`]: what the benchmarks share (settings, rates, `fluxgate-local` as a process).
 //! - [`aws`]: AWS SDK clients on the moto server (`FLUXGATE_TEST_MOTO_URL`), a queue or a
 //!   secret of its own per test.
 //!
@@ -22,6 +23,7 @@
 
 mod auth;
 pub mod aws;
+pub mod bench;
 pub mod bigquery;
 mod db;
 mod events;
