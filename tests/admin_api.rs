@@ -116,14 +116,7 @@ async fn replay_then_drain_then_worker_brings_a_dead_event_to_done() {
     let worker = Worker::new(store.clone(), sink, WorkerConfig::default());
     let batch = queue.receive(10, Duration::from_secs(1)).await;
     assert_eq!(batch.len(), 1);
-    let deliveries: Vec<Delivery> = batch
-        .iter()
-        .map(|d| Delivery {
-            message_id: d.receipt.to_string(),
-            body: d.message.body.clone(),
-            receive_count: d.receive_count,
-        })
-        .collect();
+    let deliveries: Vec<Delivery> = batch.iter().map(Delivery::from).collect();
     assert_eq!(
         worker.process(&deliveries).await.expect("worker"),
         vec![Verdict::Ack]

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use fluxgate::queue::InMemoryQueue;
+use fluxgate::queue::{self, InMemoryQueue};
 
 use crate::{Delivery, Verdict, Worker};
 
@@ -38,14 +38,7 @@ async fn consume_one(worker: Worker, queue: Arc<InMemoryQueue>, stop: Cancellati
         if batch.is_empty() {
             continue;
         }
-        let deliveries: Vec<Delivery> = batch
-            .iter()
-            .map(|d| Delivery {
-                message_id: d.receipt.to_string(),
-                body: d.message.body.clone(),
-                receive_count: d.receive_count,
-            })
-            .collect();
+        let deliveries: Vec<Delivery> = batch.iter().map(Delivery::from).collect();
         match worker.process(&deliveries).await {
             Ok(verdicts) => {
                 for (delivery, verdict) in batch.iter().zip(verdicts) {
@@ -63,6 +56,17 @@ async fn consume_one(worker: Worker, queue: Arc<InMemoryQueue>, stop: Cancellati
                     queue.nack(delivery.receipt, retry_delay(delivery.receive_count));
                 }
             }
+        }
+    }
+}
+
+/// A message of the in-process queue as the worker takes it; its receipt names it.
+impl From<&queue::Delivery> for Delivery {
+    fn from(delivery: &queue::Delivery) -> Self {
+        Self {
+            message_id: delivery.receipt.to_string(),
+            body: delivery.message.body.clone(),
+            receive_count: delivery.receive_count,
         }
     }
 }
