@@ -12,10 +12,9 @@ use axum::body::Bytes;
 use axum::extract::{Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use chrono::TimeDelta;
 use fluxgate::config::{DrainConfig, WorkerConfig};
 use fluxgate::event::Event;
-use fluxgate::queue::{self, PubsubConfig, QueueConfig, QueueKind, SqsConfig, SqsQueue};
+use fluxgate::queue::{self, PubsubConfig, SqsQueue};
 use fluxgate::sink;
 use fluxgate::store::OutboxStatus;
 use fluxgate_outbox_drain::Drain;
@@ -146,18 +145,11 @@ async fn pubsub_into_bigquery_takes_one_request_per_200_events_at_the_defaults()
     let server = PubsubTestServer::start(&[TOPIC]).await;
     let events = kibibyte_events();
     db.store.insert_events(&events).await.expect("insert");
-    let queue = queue::connect(&QueueConfig {
-        queue: QueueKind::Pubsub,
-        sqs: SqsConfig::default(),
-        pubsub: PubsubConfig {
-            pubsub_topic: Some(TOPIC.into()),
-            pubsub_emulator_host: Some(server.emulator_host()),
-            pubsub_publish_timeout: TimeDelta::seconds(5),
-            ..PubsubConfig::default()
-        },
-    })
-    .await
-    .expect("queue");
+    // The client's default batch of 100 messages (FLUXGATE_PUBSUB_BATCH_MESSAGES).
+    let defaults = PubsubConfig::default().pubsub_batch_messages;
+    let queue = queue::connect(&server.queue_config(TOPIC, defaults))
+        .await
+        .expect("queue");
     let drain = Drain::new(db.store.clone(), queue, DrainConfig::default());
     let summary = drain
         .run(Instant::now() + Duration::from_secs(60))
