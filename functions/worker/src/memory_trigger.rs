@@ -11,7 +11,7 @@ use fluxgate::queue::{self, InMemoryQueue};
 use crate::{Delivery, Verdict, Worker};
 
 /// Messages (packs of events) one consumer hands the worker at once.
-const MESSAGES_PER_BATCH: usize = 4;
+const MESSAGES_PER_BATCH: usize = 32;
 
 /// What the queue trigger does in the cloud: `consumers` loops side by side, each handing the
 /// worker batches of messages, acknowledged or retried with backoff by its verdicts. Several
