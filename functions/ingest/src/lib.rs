@@ -27,7 +27,7 @@ use utoipa::OpenApi;
 
 /// ingest's settings, from the environment (each also a flag; `--help` lists them).
 #[derive(clap::Parser)]
-#[command(name = "fluxgate-ingest", about = "Takes events in over HTTP", version)]
+#[command(about = "Takes events in over HTTP", version)]
 pub struct Config {
     #[command(flatten)]
     pub api: ApiConfig,

@@ -40,11 +40,7 @@ pub const DEFAULT_PAGE_SIZE: u64 = 50;
 
 /// metrics' settings, from the environment (each also a flag; `--help` lists them).
 #[derive(clap::Parser)]
-#[command(
-    name = "fluxgate-metrics",
-    about = "Outbox figures over HTTP and Prometheus",
-    version
-)]
+#[command(about = "Outbox figures over HTTP and Prometheus", version)]
 pub struct Config {
     #[command(flatten)]
     pub api: ApiConfig,

@@ -26,11 +26,7 @@ pub use publish::retry_for;
 
 /// The drain's settings, from the environment (each also a flag; `--help` lists them).
 #[derive(clap::Parser)]
-#[command(
-    name = "fluxgate-outbox-drain",
-    about = "Publishes pending outbox rows, once per trigger",
-    version
-)]
+#[command(about = "Publishes pending outbox rows, once per trigger", version)]
 pub struct Config {
     #[command(flatten)]
     pub database: DatabaseConfig,

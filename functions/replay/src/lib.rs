@@ -41,11 +41,7 @@ const MAX_BODY_BYTES: usize = 16 * 1024;
 /// replay's settings, from the environment (each also a flag; `--help` lists them). The queue
 /// settings name the dead letters it redrives ([`dead_letters::connect`]).
 #[derive(clap::Parser)]
-#[command(
-    name = "fluxgate-replay",
-    about = "Replays FAILED and DEAD events",
-    version
-)]
+#[command(about = "Replays FAILED and DEAD events", version)]
 pub struct Config {
     #[command(flatten)]
     pub api: ApiConfig,

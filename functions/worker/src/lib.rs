@@ -25,11 +25,7 @@ pub use http_trigger::{router, service};
 
 /// The worker's settings, from the environment (each also a flag; `--help` lists them).
 #[derive(clap::Parser)]
-#[command(
-    name = "fluxgate-worker",
-    about = "Loads delivered events into the warehouse",
-    version
-)]
+#[command(about = "Loads delivered events into the warehouse", version)]
 pub struct Config {
     #[command(flatten)]
     pub database: DatabaseConfig,

@@ -95,7 +95,9 @@ impl Function {
 }
 
 /// The whole `main` of a function: JSON logs, settings from the environment (and flags),
-/// `build` for the function, then [`Function::serve`]. A setting or dependency that fails at
+/// `build` for the function, then [`Function::serve`]. The log lines name the function as
+/// `--help` does: clap's derive takes the command name from the package (`fluxgate-ingest`, …),
+/// so a function's `Config` states only its description. A setting or dependency that fails at
 /// start ends the process with a log line that names it, and a failing exit status.
 pub async fn run<C, F, Fut>(build: F) -> ExitCode
 where
