@@ -42,19 +42,13 @@ pub async fn function(config: Config) -> Result<Function> {
     Ok(Function::http(service(store, config.limits, auth), port))
 }
 
-#[derive(Clone)]
+#[derive(Clone, FromRef)]
 pub struct IngestState {
     /// Only what ingest does with the store: write events and read one back.
     pub store: Arc<dyn EventWriter>,
     pub limits: Arc<Limits>,
     /// Who may write and read which tenant's events (the `TenantScope` extractor asks it).
     pub auth: Authenticator,
-}
-
-impl FromRef<IngestState> for Authenticator {
-    fn from_ref(state: &IngestState) -> Self {
-        state.auth.clone()
-    }
 }
 
 /// The route table: builds the router and lists the endpoints the OpenAPI test checks.

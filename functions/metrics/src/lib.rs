@@ -52,17 +52,11 @@ pub async fn function(config: Config) -> Result<Function> {
     Ok(Function::http(service(store, auth), config.api.port()))
 }
 
-#[derive(Clone)]
+#[derive(Clone, FromRef)]
 pub struct MetricsState {
     pub store: Arc<dyn OutboxMetrics>,
     /// Who may read which tenant's figures (the `TenantScope` extractor asks it).
     pub auth: Authenticator,
-}
-
-impl FromRef<MetricsState> for Authenticator {
-    fn from_ref(state: &MetricsState) -> Self {
-        state.auth.clone()
-    }
 }
 
 /// The route table: builds the router and lists the endpoints the OpenAPI test checks.

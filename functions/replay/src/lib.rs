@@ -59,19 +59,13 @@ pub async fn function(config: Config) -> Result<Function> {
     ))
 }
 
-#[derive(Clone)]
+#[derive(Clone, FromRef)]
 pub struct ReplayState {
     pub store: Arc<dyn OutboxReplay>,
     /// The queue's dead letters; `None` where this process cannot reach them.
     pub dead_letters: Option<Arc<dyn DeadLetters>>,
     /// Who may replay which tenant's events (the `TenantScope` extractor asks it).
     pub auth: Authenticator,
-}
-
-impl FromRef<ReplayState> for Authenticator {
-    fn from_ref(state: &ReplayState) -> Self {
-        state.auth.clone()
-    }
 }
 
 /// The route table: builds the router and lists the endpoints the OpenAPI test checks.
