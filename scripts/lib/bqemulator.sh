@@ -1,6 +1,7 @@
 # bqemulator, the BigQuery emulator from PyPI, for the BigQuery sink's tests. Source after
 # common.sh and python.sh (ensure_venv installs the pinned bqemulator + duckdb + numpy from
-# scripts/requirements-test.txt; start_background_service / wait_for_service run it).
+# scripts/requirements-test.txt; port_to_start, start_background_service and wait_for_service
+# run it).
 #
 #   start_bqemulator   REST on $FLUXGATE_TEST_BIGQUERY_URL (default http://127.0.0.1:9050),
 #                      gRPC on 9060, project fluxgate-test: reused when it already answers,
@@ -21,23 +22,13 @@ bqemulator_answers() {
 
 start_bqemulator() {
   export FLUXGATE_TEST_BIGQUERY_URL=${FLUXGATE_TEST_BIGQUERY_URL:-http://127.0.0.1:9050}
-  local url=$FLUXGATE_TEST_BIGQUERY_URL
-  if bqemulator_answers "$url"; then
-    info "bqemulator: reusing the server at $url"
-    return
-  fi
-  is_local_url "$url" ||
-    die "no bqemulator answers at FLUXGATE_TEST_BIGQUERY_URL=$url, and it is not on this machine to start"
-  local port launcher
-  port=$(url_port "$url" 9050)
-  if (: <"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-    die "port $port answers but is not bqemulator (FLUXGATE_TEST_BIGQUERY_URL=$url); free it or point FLUXGATE_TEST_BIGQUERY_URL elsewhere"
-  fi
+  port_to_start bqemulator FLUXGATE_TEST_BIGQUERY_URL bqemulator_answers 9050 || return 0
   [ -x "$FLUXGATE_VENV/bin/python" ] || die "no virtualenv at $FLUXGATE_VENV: run ensure_venv first"
+  local launcher
   launcher="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/bqemulator_launcher.py"
   start_background_service bqemulator "$FLUXGATE_VENV/bin/python" "$launcher" start \
-    --rest-host 127.0.0.1 --rest-port "$port" \
+    --rest-host 127.0.0.1 --rest-port "$PORT_TO_START" \
     --grpc-host 127.0.0.1 --grpc-port "$FLUXGATE_BIGQUERY_GRPC_PORT" \
     --project "$FLUXGATE_BIGQUERY_TEST_PROJECT" --ephemeral --log-level warning
-  wait_for_service 90 bqemulator "$STARTED_PID" bqemulator_answers "$url"
+  wait_for_service 90 bqemulator "$STARTED_PID" bqemulator_answers "$FLUXGATE_TEST_BIGQUERY_URL"
 }

@@ -181,37 +181,37 @@ ensure_mariadb() {
 
 # ---- Leftovers ----------------------------------------------------------------------------
 
+# drop_listed_databases SERVER QUERY LIST_SQL DROP_SQL: drops each database LIST_SQL names,
+# DROP_SQL being the statement with %s for the name, through QUERY (pg_query or my_query).
+drop_listed_databases() {
+  local server=$1 query=$2 list_sql=$3 drop_sql=$4 names name count=0
+  if names=$("$query" "$list_sql" 2>&1); then
+    for name in $names; do
+      # shellcheck disable=SC2059 # DROP_SQL is the format: the name goes into it
+      "$query" "$(printf "$drop_sql" "$name")" && count=$((count + 1))
+    done
+    info "$server: dropped $count"
+  else
+    warn "$server: could not list leftover databases: $names"
+  fi
+}
+
 # Test databases (fluxgate_t_*) and SQLite directories that killed test runs left behind.
 drop_leftover_test_databases() {
   section "Dropping leftover test databases (older than ${FLUXGATE_TEST_DB_MIN_AGE_MINUTES} min)"
-  local age=$FLUXGATE_TEST_DB_MIN_AGE_MINUTES name count=0 names
+  local age=$FLUXGATE_TEST_DB_MIN_AGE_MINUTES count
 
   # PG_VERSION is written when a database is created: its time is the database's age.
-  if names=$(pg_query "SELECT datname FROM pg_database
+  drop_listed_databases PostgreSQL pg_query "SELECT datname FROM pg_database
                        WHERE datname LIKE 'fluxgate\_t\_%'
                          AND (pg_stat_file('base/' || oid || '/PG_VERSION')).modification
-                             < now() - interval '$age minutes'" 2>&1); then
-    for name in $names; do
-      pg_query "DROP DATABASE IF EXISTS \"$name\" WITH (FORCE)" && count=$((count + 1))
-    done
-    info "PostgreSQL: dropped $count"
-  else
-    warn "PostgreSQL: could not list leftover databases: $names"
-  fi
+                             < now() - interval '$age minutes'" 'DROP DATABASE IF EXISTS "%s" WITH (FORCE)'
 
   # A test database's tables are created by its migrations right after the database.
-  count=0
-  if names=$(my_query "SELECT table_schema FROM information_schema.tables
+  drop_listed_databases MariaDB my_query "SELECT table_schema FROM information_schema.tables
                        WHERE table_schema LIKE 'fluxgate\\_t\\_%'
                        GROUP BY table_schema
-                       HAVING MAX(create_time) < NOW() - INTERVAL $age MINUTE" 2>&1); then
-    for name in $names; do
-      my_query "DROP DATABASE IF EXISTS \`$name\`" && count=$((count + 1))
-    done
-    info "MariaDB: dropped $count"
-  else
-    warn "MariaDB: could not list leftover databases: $names"
-  fi
+                       HAVING MAX(create_time) < NOW() - INTERVAL $age MINUTE" 'DROP DATABASE IF EXISTS `%s`'
 
   count=$(find "${TMPDIR:-/tmp}" -maxdepth 1 -name 'fluxgate-test-*' -mmin "+$age" 2>/dev/null | wc -l)
   find "${TMPDIR:-/tmp}" -maxdepth 1 -name 'fluxgate-test-*' -mmin "+$age" -exec rm -rf {} + 2>/dev/null || true

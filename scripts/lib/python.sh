@@ -8,7 +8,7 @@
 #   start_moto     moto_server (SQS, Secrets Manager) at $FLUXGATE_TEST_MOTO_URL
 #                  (default http://127.0.0.1:4566): reused when it already answers, else started
 #                  in the background and waited for; exports FLUXGATE_TEST_MOTO_URL.
-#   start_background_service / wait_for_service
+#   port_to_start / start_background_service / wait_for_service
 #                  the plumbing start_moto uses, for other services (scripts/lib/bqemulator.sh):
 #                  the PID goes into BACKGROUND_PIDS, which scripts/test.sh stops at exit.
 # shellcheck shell=bash
@@ -99,6 +99,24 @@ wait_for_service() {
   info "$name: ready"
 }
 
+# port_to_start NAME VAR PROBE DEFAULT_PORT: whether to start the test service NAME for the URL
+# in $VAR. Fails (nothing to start) when PROBE already answers there; dies when the URL is
+# not on this machine or another program holds its port; else sets PORT_TO_START.
+port_to_start() {
+  local name=$1 var=$2 probe=$3 default_port=$4
+  local url=${!var}
+  if "$probe" "$url"; then
+    info "$name: reusing the server at $url"
+    return 1
+  fi
+  is_local_url "$url" ||
+    die "no $name answers at $var=$url, and it is not on this machine to start"
+  PORT_TO_START=$(url_port "$url" "$default_port")
+  if (: <"/dev/tcp/127.0.0.1/$PORT_TO_START") 2>/dev/null; then
+    die "port $PORT_TO_START answers but is not $name ($var=$url); free it or point $var elsewhere"
+  fi
+}
+
 # True when a moto server answers at URL (its management API, so another service on the
 # port is not taken for moto).
 moto_answers() {
@@ -107,19 +125,8 @@ moto_answers() {
 
 start_moto() {
   export FLUXGATE_TEST_MOTO_URL=${FLUXGATE_TEST_MOTO_URL:-http://127.0.0.1:4566}
-  local url=$FLUXGATE_TEST_MOTO_URL
-  if moto_answers "$url"; then
-    info "moto: reusing the server at $url"
-    return
-  fi
-  is_local_url "$url" ||
-    die "no moto server answers at FLUXGATE_TEST_MOTO_URL=$url, and it is not on this machine to start"
-  local port
-  port=$(url_port "$url" 4566)
-  if (: <"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-    die "port $port answers but is not a moto server (FLUXGATE_TEST_MOTO_URL=$url); free it or point FLUXGATE_TEST_MOTO_URL elsewhere"
-  fi
+  port_to_start moto FLUXGATE_TEST_MOTO_URL moto_answers 4566 || return 0
   command -v moto_server >/dev/null 2>&1 || die "moto_server is missing: run ensure_venv first"
-  start_background_service moto moto_server -H 127.0.0.1 -p "$port"
-  wait_for_service 60 moto "$STARTED_PID" moto_answers "$url"
+  start_background_service moto moto_server -H 127.0.0.1 -p "$PORT_TO_START"
+  wait_for_service 60 moto "$STARTED_PID" moto_answers "$FLUXGATE_TEST_MOTO_URL"
 }
