@@ -33,6 +33,7 @@
 
 use std::collections::HashMap;
 use std::convert::Infallible;
+use std::marker::PhantomData;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -188,12 +189,8 @@ impl PubsubTestServer {
             waiting: AtomicUsize::new(0),
         });
         let (shutdown, stopped) = oneshot::channel::<()>();
-        let publisher = PublisherService {
-            shared: shared.clone(),
-        };
-        let subscriber = SubscriberService {
-            shared: shared.clone(),
-        };
+        let publisher = GrpcService::<Publisher>::new(shared.clone());
+        let subscriber = GrpcService::<Subscriber>::new(shared.clone());
         tokio::spawn(async move {
             let served = tonic::transport::Server::builder()
                 .add_service(publisher)
@@ -371,18 +368,47 @@ impl Drop for PubsubTestServer {
     }
 }
 
-/// Routes by the gRPC method path, as tonic's generated servers do.
-#[derive(Clone)]
-struct PublisherService {
+type GrpcRequest = http::Request<tonic::body::Body>;
+type GrpcResponse = http::Response<tonic::body::Body>;
+/// A call's response, on its way.
+type Answer = BoxFuture<GrpcResponse, Infallible>;
+
+/// The methods of one gRPC service of the test server, by their path.
+trait Methods: Send + 'static {
+    const NAME: &'static str;
+
+    /// The answer to a call of `path`; `None` for a method the test server does not serve.
+    fn answer(shared: Arc<Shared>, path: &str, request: GrpcRequest) -> Option<Answer>;
+}
+
+/// A gRPC service of the test server: routes each call by its method path, as tonic's
+/// generated servers do.
+struct GrpcService<M> {
     shared: Arc<Shared>,
+    methods: PhantomData<M>,
 }
 
-impl NamedService for PublisherService {
-    const NAME: &'static str = "google.pubsub.v1.Publisher";
+impl<M> GrpcService<M> {
+    fn new(shared: Arc<Shared>) -> Self {
+        Self {
+            shared,
+            methods: PhantomData,
+        }
+    }
 }
 
-impl Service<http::Request<tonic::body::Body>> for PublisherService {
-    type Response = http::Response<tonic::body::Body>;
+impl<M> Clone for GrpcService<M> {
+    fn clone(&self) -> Self {
+        Self::new(self.shared.clone())
+    }
+}
+
+impl<M: Methods> NamedService for GrpcService<M> {
+    const NAME: &'static str = M::NAME;
+}
+
+impl<M: Methods> Service<GrpcRequest> for GrpcService<M> {
+    type Response = GrpcResponse;
     type Error = Infallible;
     type Future = BoxFuture<Self::Response, Self::Error>;
 
@@ -390,25 +416,41 @@ impl Service<http::Request<tonic::body::Body>> for PublisherService {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, request: http::Request<tonic::body::Body>) -> Self::Future {
-        let shared = self.shared.clone();
-        if request.uri().path() == PUBLISH_PATH {
-            Box::pin(async move {
-                let mut grpc = tonic::server::Grpc::new(tonic_prost::ProstCodec::<
-                    PublishResponse,
-                    PublishRequest,
-                >::default());
-                Ok(grpc.unary(Publish { shared }, request).await)
-            })
-        } else {
-            let path = request.uri().path().to_string();
+    fn call(&mut self, request: GrpcRequest) -> Self::Future {
+        let path = request.uri().path().to_string();
+        M::answer(self.shared.clone(), &path, request).unwrap_or_else(|| {
             Box::pin(async move {
                 Ok(
                     Status::unimplemented(format!("the Pub/Sub test server does not serve {path}"))
                         .into_http(),
                 )
             })
-        }
+        })
+    }
+}
+
+/// A unary call through tonic's server plumbing with the prost codec.
+fn unary<Req, Resp, S>(service: S, request: GrpcRequest) -> Answer
+where
+    S: tonic::server::UnaryService<Req, Response = Resp> + Send + 'static,
+    S::Future: Send,
+    tonic_prost::ProstCodec<Resp, Req>: tonic::codec::Codec<Encode = Resp, Decode = Req> + Default,
+    Req: Send + 'static,
+    Resp: Send + 'static,
+{
+    Box::pin(async move {
+        let mut grpc = tonic::server::Grpc::new(tonic_prost::ProstCodec::<Resp, Req>::default());
+        Ok(grpc.unary(service, request).await)
+    })
+}
+
+struct Publisher;
+
+impl Methods for Publisher {
+    const NAME: &'static str = "google.pubsub.v1.Publisher";
+
+    fn answer(shared: Arc<Shared>, path: &str, request: GrpcRequest) -> Option<Answer> {
+        (path == PUBLISH_PATH).then(|| unary(Publish { shared }, request))
     }
 }
 
@@ -500,78 +542,18 @@ fn answer(state: &mut State, request: &PublishRequest) -> Result<Vec<String>, St
     Ok(ids)
 }
 
-/// The Subscriber calls of a pull subscriber, routed by the gRPC method path.
-#[derive(Clone)]
-struct SubscriberService {
-    shared: Arc<Shared>,
-}
+/// The Subscriber calls of a pull subscriber.
+struct Subscriber;
 
-impl NamedService for SubscriberService {
+impl Methods for Subscriber {
     const NAME: &'static str = "google.pubsub.v1.Subscriber";
-}
 
-impl Service<http::Request<tonic::body::Body>> for SubscriberService {
-    type Response = http::Response<tonic::body::Body>;
-    type Error = Infallible;
-    type Future = BoxFuture<Self::Response, Self::Error>;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, request: http::Request<tonic::body::Body>) -> Self::Future {
-        let shared = self.shared.clone();
-        let path = request.uri().path().to_string();
-        Box::pin(async move {
-            let response = match path.as_str() {
-                PULL_PATH => {
-                    let mut grpc = tonic::server::Grpc::new(tonic_prost::ProstCodec::<
-                        PullResponse,
-                        PullRequest,
-                    >::default());
-                    grpc.unary(
-                        Handled {
-                            shared,
-                            handle: pull,
-                        },
-                        request,
-                    )
-                    .await
-                }
-                ACKNOWLEDGE_PATH => {
-                    let mut grpc = tonic::server::Grpc::new(tonic_prost::ProstCodec::<
-                        (),
-                        AcknowledgeRequest,
-                    >::default());
-                    grpc.unary(
-                        Handled {
-                            shared,
-                            handle: acknowledge,
-                        },
-                        request,
-                    )
-                    .await
-                }
-                MODIFY_ACK_DEADLINE_PATH => {
-                    let mut grpc = tonic::server::Grpc::new(tonic_prost::ProstCodec::<
-                        (),
-                        ModifyAckDeadlineRequest,
-                    >::default());
-                    grpc.unary(
-                        Handled {
-                            shared,
-                            handle: modify_ack_deadline,
-                        },
-                        request,
-                    )
-                    .await
-                }
-                _ => {
-                    Status::unimplemented(format!("the Pub/Sub test server does not serve {path}"))
-                        .into_http()
-                }
-            };
-            Ok(response)
+    fn answer(shared: Arc<Shared>, path: &str, request: GrpcRequest) -> Option<Answer> {
+        Some(match path {
+            PULL_PATH => unary(Handled::new(shared, pull), request),
+            ACKNOWLEDGE_PATH => unary(Handled::new(shared, acknowledge), request),
+            MODIFY_ACK_DEADLINE_PATH => unary(Handled::new(shared, modify_ack_deadline), request),
+            _ => return None,
         })
     }
 }
@@ -580,6 +562,12 @@ impl Service<http::Request<tonic::body::Body>> for SubscriberService {
 struct Handled<Req, Resp> {
     shared: Arc<Shared>,
     handle: fn(&mut State, Req, bool) -> Result<Resp, Status>,
+}
+
+impl<Req, Resp> Handled<Req, Resp> {
+    fn new(shared: Arc<Shared>, handle: fn(&mut State, Req, bool) -> Result<Resp, Status>) -> Self {
+        Self { shared, handle }
+    }
 }
 
 impl<Req: Send + 'static, Resp: Send + 'static> tonic::server::UnaryService<Req>
@@ -683,31 +671,16 @@ fn acknowledge(
     request: AcknowledgeRequest,
     had_credentials: bool,
 ) -> Result<(), Status> {
-    let answer = if request.ack_ids.is_empty() {
-        Err(Status::invalid_argument("ack_ids must not be empty"))
-    } else {
-        match state.subscriptions.get_mut(&request.subscription) {
-            Some(messages) => {
-                messages.retain(|m| {
-                    m.leased_by
-                        .as_ref()
-                        .is_none_or(|ack_id| !request.ack_ids.contains(ack_id))
-                });
-                Ok(())
-            }
-            None => Err(unknown_subscription(&request.subscription)),
-        }
-    };
-    let count = request.ack_ids.len();
-    record(
-        state,
-        "Acknowledge",
-        &request.subscription,
-        request.ack_ids,
-        answer.as_ref().map(|()| count),
-        had_credentials,
-    );
-    answer
+    let invalid = (request.ack_ids.is_empty())
+        .then(|| Status::invalid_argument("ack_ids must not be empty"));
+    let call = AckIdCall::new("Acknowledge", request.subscription, request.ack_ids);
+    call.apply(state, invalid, had_credentials, |messages, ack_ids| {
+        messages.retain(|m| {
+            m.leased_by
+                .as_ref()
+                .is_none_or(|ack_id| !ack_ids.contains(ack_id))
+        });
+    })
 }
 
 /// A deadline of 0 ends the leases (the messages can be pulled again at once); a longer one
@@ -717,37 +690,65 @@ fn modify_ack_deadline(
     request: ModifyAckDeadlineRequest,
     had_credentials: bool,
 ) -> Result<(), Status> {
-    let answer = if !(0..=600).contains(&request.ack_deadline_seconds) {
-        Err(Status::invalid_argument(
-            "ack_deadline_seconds must be 0 to 600",
-        ))
-    } else {
-        match state.subscriptions.get_mut(&request.subscription) {
-            Some(messages) => {
-                if request.ack_deadline_seconds == 0 {
-                    for message in messages.iter_mut() {
-                        if message
-                            .leased_by
-                            .as_ref()
-                            .is_some_and(|ack_id| request.ack_ids.contains(ack_id))
-                        {
-                            message.leased_by = None;
-                        }
-                    }
-                }
+    let invalid = (!(0..=600).contains(&request.ack_deadline_seconds))
+        .then(|| Status::invalid_argument("ack_deadline_seconds must be 0 to 600"));
+    let ends_leases = request.ack_deadline_seconds == 0;
+    let call = AckIdCall::new("ModifyAckDeadline", request.subscription, request.ack_ids);
+    call.apply(state, invalid, had_credentials, |messages, ack_ids| {
+        for message in messages.iter_mut().filter(|_| ends_leases) {
+            if message
+                .leased_by
+                .as_ref()
+                .is_some_and(|ack_id| ack_ids.contains(ack_id))
+            {
+                message.leased_by = None;
+            }
+        }
+    })
+}
+
+/// A Subscriber call that names leases by their ack ids (Acknowledge, ModifyAckDeadline).
+struct AckIdCall {
+    method: &'static str,
+    subscription: String,
+    ack_ids: Vec<String>,
+}
+
+impl AckIdCall {
+    fn new(method: &'static str, subscription: String, ack_ids: Vec<String>) -> Self {
+        Self {
+            method,
+            subscription,
+            ack_ids,
+        }
+    }
+
+    /// Applies `change` to the subscription's messages, unless the request is `invalid` or
+    /// the subscription unknown, and records the call.
+    fn apply(
+        self,
+        state: &mut State,
+        invalid: Option<Status>,
+        had_credentials: bool,
+        change: impl FnOnce(&mut Vec<SubscribedMessage>, &[String]),
+    ) -> Result<(), Status> {
+        let answer = match (invalid, state.subscriptions.get_mut(&self.subscription)) {
+            (Some(invalid), _) => Err(invalid),
+            (None, Some(messages)) => {
+                change(messages, &self.ack_ids);
                 Ok(())
             }
-            None => Err(unknown_subscription(&request.subscription)),
-        }
-    };
-    let count = request.ack_ids.len();
-    record(
-        state,
-        "ModifyAckDeadline",
-        &request.subscription,
-        request.ack_ids,
-        answer.as_ref().map(|()| count),
-        had_credentials,
-    );
-    answer
+            (None, None) => Err(unknown_subscription(&self.subscription)),
+        };
+        let count = self.ack_ids.len();
+        record(
+            state,
+            self.method,
+            &self.subscription,
+            self.ack_ids,
+            answer.as_ref().map(|()| count),
+            had_credentials,
+        );
+        answer
+    }
 }
