@@ -13,8 +13,8 @@ use fluxgate::sink::{LocalFileSink, Sink, WarehouseRow};
 use fluxgate::store::{ClaimRequest, OutboxStatus, Store};
 use fluxgate_outbox_drain::{Drain, StoppedBy};
 use fluxgate_tests::{
-    OutcomeEvents, TestDb, claim_request, event, event_at, far_deadline, keys,
-    one_event_and_file_warehouse, outcome_events, unpack, warehouse_row_count,
+    DbKind, OutcomeEvents, TestDb, claim_request, event, event_at, far_deadline, keys,
+    one_event_and_file_warehouse, outcome_events, per_database, unpack, warehouse_row_count,
 };
 use fluxgate_worker::{Delivery, Verdict, Worker};
 
@@ -102,7 +102,8 @@ async fn a_spent_time_budget_stops_the_run_and_leaves_rows_for_the_next() {
 }
 
 /// Two drains at once, many times over: no row is ever published twice.
-async fn concurrent_drains_never_publish_a_row_twice(db: TestDb) {
+async fn concurrent_drains_never_publish_a_row_twice(kind: DbKind) {
+    let db = TestDb::of(kind).await;
     let events = seed(db.store.as_ref(), "acme", 400).await;
     let queue = Arc::new(InMemoryQueue::new(InMemoryQueueConfig::default()));
     let config = DrainConfig {
@@ -138,15 +139,7 @@ async fn concurrent_drains_never_publish_a_row_twice(db: TestDb) {
     db.cleanup().await;
 }
 
-#[tokio::test]
-async fn concurrent_drains_on_postgres() {
-    concurrent_drains_never_publish_a_row_twice(TestDb::postgres().await).await;
-}
-
-#[tokio::test]
-async fn concurrent_drains_on_sqlite() {
-    concurrent_drains_never_publish_a_row_twice(TestDb::sqlite().await).await;
-}
+per_database!(#[tokio::test] concurrent_drains_never_publish_a_row_twice: postgres, sqlite);
 
 /// Time is the injected `now` of the claims, never a sleep: the crashed run's claims are made
 /// at chosen moments, so one lease has surely expired and the other surely holds when the

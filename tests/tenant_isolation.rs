@@ -23,7 +23,7 @@ use fluxgate::store::{DeliveryOutcome, OutboxStatus, Store, StoredEvent};
 use fluxgate_outbox_drain::Drain;
 use fluxgate_tests::{
     ADMIN_KEY, CapturedLog, DbKind, EVENT_TYPE, TestDb, authenticator, claim_request,
-    database_config, event, key, router, tenant_key,
+    database_config, event, key, per_database, router, tenant_key,
 };
 use serde_json::{Value, json};
 use sqlx::{AssertSqlSafe, Connection, Executor, MySqlConnection};
@@ -330,7 +330,8 @@ async fn check_app(
     }
 }
 
-async fn every_route_is_isolated(db: TestDb) {
+async fn every_route_is_isolated(kind: DbKind) {
+    let db = TestDb::of(kind).await;
     let (url, password, user) = url_with_password(&db).await;
     // A current-thread test runtime: everything the store and the requests log happens on this
     // thread, from connecting with the password on.
@@ -423,17 +424,4 @@ async fn every_route_is_isolated(db: TestDb) {
     db.cleanup().await;
 }
 
-#[tokio::test]
-async fn every_route_is_isolated_on_postgres() {
-    every_route_is_isolated(TestDb::postgres().await).await;
-}
-
-#[tokio::test]
-async fn every_route_is_isolated_on_mariadb() {
-    every_route_is_isolated(TestDb::mariadb().await).await;
-}
-
-#[tokio::test]
-async fn every_route_is_isolated_on_sqlite() {
-    every_route_is_isolated(TestDb::sqlite().await).await;
-}
+per_database!(#[tokio::test] every_route_is_isolated: postgres, mariadb, sqlite);

@@ -5,7 +5,7 @@
 
 use std::sync::mpsc;
 
-use fluxgate_tests::{DbKind, TestDb, database_exists, event};
+use fluxgate_tests::{DbKind, TestDb, database_exists, event, per_database};
 use sqlx::{Connection, Executor, MySqlConnection, PgConnection};
 
 /// What a failing test does before it panics: it makes its database, writes through the store,
@@ -81,35 +81,8 @@ async fn a_panicking_test_leaves_no_database(kind: DbKind) {
     assert_gone(kind, &name).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_database_is_dropped_when_a_task_panics() {
-    a_panicking_task_leaves_no_database(DbKind::Postgres).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn mariadb_database_is_dropped_when_a_task_panics() {
-    a_panicking_task_leaves_no_database(DbKind::MariaDb).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sqlite_file_is_removed_when_a_task_panics() {
-    a_panicking_task_leaves_no_database(DbKind::Sqlite).await;
-}
-
-#[tokio::test]
-async fn postgres_database_is_dropped_when_a_test_panics() {
-    a_panicking_test_leaves_no_database(DbKind::Postgres).await;
-}
-
-#[tokio::test]
-async fn mariadb_database_is_dropped_when_a_test_panics() {
-    a_panicking_test_leaves_no_database(DbKind::MariaDb).await;
-}
-
-#[tokio::test]
-async fn sqlite_file_is_removed_when_a_test_panics() {
-    a_panicking_test_leaves_no_database(DbKind::Sqlite).await;
-}
+per_database!(#[tokio::test(flavor = "multi_thread", worker_threads = 2)] a_panicking_task_leaves_no_database: postgres, mariadb, sqlite);
+per_database!(#[tokio::test] a_panicking_test_leaves_no_database: postgres, mariadb, sqlite);
 
 /// The control: a database the guard has not dropped yet is seen by `database_exists`, so
 /// the checks above cannot pass by looking in the wrong place.

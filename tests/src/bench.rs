@@ -37,11 +37,10 @@ pub fn databases(default: &str) -> Vec<DbKind> {
     let chosen = std::env::var("FLUXGATE_BENCH_DATABASES").unwrap_or_else(|_| default.into());
     chosen
         .split(',')
-        .map(|name| match name.trim() {
-            "postgres" => DbKind::Postgres,
-            "mariadb" | "mysql" => DbKind::MariaDb,
-            "sqlite" => DbKind::Sqlite,
-            other => panic!("FLUXGATE_BENCH_DATABASES: unknown database {other:?}"),
+        .map(|name| {
+            DbKind::named(name.trim()).unwrap_or_else(|| {
+                panic!("FLUXGATE_BENCH_DATABASES: unknown database {name:?}")
+            })
         })
         .collect()
 }

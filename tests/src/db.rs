@@ -31,6 +31,17 @@ pub enum DbKind {
 }
 
 impl DbKind {
+    /// The database a name means: `postgres` (or `postgresql`), `mariadb` (or `mysql`) or
+    /// `sqlite`.
+    pub fn named(name: &str) -> Option<DbKind> {
+        match name {
+            "postgres" | "postgresql" => Some(Self::Postgres),
+            "mariadb" | "mysql" => Some(Self::MariaDb),
+            "sqlite" => Some(Self::Sqlite),
+            _ => None,
+        }
+    }
+
     /// What `Store::dialect` answers for this database.
     pub fn dialect(self) -> &'static str {
         match self {
@@ -172,13 +183,13 @@ impl TestDb {
     /// default `sqlite`), for tests that run on whichever database a run chooses.
     pub async fn from_env() -> Self {
         let chosen = std::env::var(TEST_DB_ENV).unwrap_or_default();
-        match chosen.trim().to_ascii_lowercase().as_str() {
-            "" | "sqlite" => Self::sqlite().await,
-            "postgres" | "postgresql" => Self::postgres().await,
-            "mariadb" | "mysql" => Self::mariadb().await,
-            other => {
-                panic!("{TEST_DB_ENV}={other:?}: expected postgres, mariadb, mysql or sqlite")
-            }
+        let chosen = chosen.trim().to_ascii_lowercase();
+        if chosen.is_empty() {
+            return Self::sqlite().await;
+        }
+        match DbKind::named(&chosen) {
+            Some(kind) => Self::of(kind).await,
+            None => panic!("{TEST_DB_ENV}={chosen:?}: expected postgres, mariadb, mysql or sqlite"),
         }
     }
 

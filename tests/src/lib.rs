@@ -3,6 +3,7 @@
 //! - [`TestDb`]: a fresh, private database per test on PostgreSQL, MariaDB or SQLite, reached
 //!   through the real `fluxgate::store::connect`, with the migrations applied. Tests that each
 //!   make their own `TestDb` can run in parallel without seeing each other's rows.
+//!   [`per_database!`] runs one check as one test per database.
 //! - [`event`], [`event_with_payload`], [`event_at`]: valid events with a correct canonical
 //!   payload hash, and small helpers for keys and claims.
 //! - [`tenant_key`], [`authenticator`], [`ADMIN_KEY`]: real API keys and authenticators.
@@ -47,3 +48,24 @@ pub use events::{
 pub use files::{files_under, warehouse_file_rows, warehouse_row_count};
 pub use flaky_sink::{FlakySink, OutcomeEvents, one_event_and_file_warehouse, outcome_events};
 pub use logs::CapturedLog;
+
+/// One test per database for a check that takes the database's kind:
+/// `per_database!(#[tokio::test] check: postgres, sqlite);` makes `mod check` with
+/// `#[tokio::test] async fn postgres() { super::check(DbKind::Postgres).await }` and the same
+/// for `sqlite`, so each database passes or fails on its own line (`check::postgres`).
+#[macro_export]
+macro_rules! per_database {
+    (#[$test:meta] $check:ident: $($db:ident),+ $(,)?) => {
+        mod $check {
+            $(
+                #[$test]
+                async fn $db() {
+                    super::$check($crate::per_database!(@kind $db)).await;
+                }
+            )+
+        }
+    };
+    (@kind postgres) => { $crate::DbKind::Postgres };
+    (@kind mariadb) => { $crate::DbKind::MariaDb };
+    (@kind sqlite) => { $crate::DbKind::Sqlite };
+}

@@ -13,7 +13,7 @@ use fluxgate::event::EventKey;
 use fluxgate::sink::{LocalFileSink, Sink, WarehouseRow};
 use fluxgate::store::{ClaimRequest, OutboxStatus, Store};
 use fluxgate_local::LocalConfig;
-use fluxgate_tests::{TestDb, database_config, event};
+use fluxgate_tests::{DbKind, TestDb, database_config, event, per_database};
 use serde_json::{Value, json};
 
 struct LocalProcess {
@@ -22,6 +22,15 @@ struct LocalProcess {
     log: PathBuf,
     /// The development key the process wrote to `<data-dir>/dev-api-key`.
     key: String,
+}
+
+/// The database a run of local uses on `kind`: a fresh one on the server (dropped with the
+/// `TestDb`), or none for SQLite, where local makes its own file in its data folder.
+async fn server_db(kind: DbKind) -> Option<TestDb> {
+    match kind {
+        DbKind::Sqlite => None,
+        server => Some(TestDb::of(server).await),
+    }
 }
 
 impl LocalProcess {
@@ -207,9 +216,10 @@ fn batch(tenant: &str, count: usize) -> (Value, Vec<EventKey>) {
 }
 
 /// The README's first example: post an event, find it in the warehouse folder.
-async fn a_posted_event_reaches_the_warehouse(database_url: Option<&str>) {
+async fn a_posted_event_reaches_the_warehouse(kind: DbKind) {
+    let db = server_db(kind).await;
     let dir = tempfile::tempdir().expect("tempdir");
-    let local = LocalProcess::start(dir.path(), database_url).await;
+    let local = LocalProcess::start(dir.path(), db.as_ref().map(|db| db.url.as_str())).await;
     let (status, answer) = local
         .post(
             "/v1/events",
@@ -245,24 +255,7 @@ async fn a_posted_event_reaches_the_warehouse(database_url: Option<&str>) {
     assert!(keys.contains(&("acme".to_owned(), "order-1001".to_owned())));
 }
 
-#[tokio::test]
-async fn a_posted_event_reaches_the_warehouse_folder_on_sqlite() {
-    a_posted_event_reaches_the_warehouse(None).await;
-}
-
-#[tokio::test]
-async fn a_posted_event_reaches_the_warehouse_folder_on_postgres() {
-    let db = TestDb::postgres().await;
-    a_posted_event_reaches_the_warehouse(Some(&db.url)).await;
-    db.cleanup().await;
-}
-
-#[tokio::test]
-async fn a_posted_event_reaches_the_warehouse_folder_on_mariadb() {
-    let db = TestDb::mariadb().await;
-    a_posted_event_reaches_the_warehouse(Some(&db.url)).await;
-    db.cleanup().await;
-}
+per_database!(#[tokio::test] a_posted_event_reaches_the_warehouse: sqlite, postgres, mariadb);
 
 /// Posts a batch, stops the process with `signal` at once, restarts it and waits: every
 /// accepted event ends DONE, in the warehouse exactly once.
@@ -522,9 +515,11 @@ async fn post_until_answered(
 
 /// Batches posted while the process is killed (SIGKILL) and restarted six times, during ingest
 /// and delivery: at the end every accepted event is DONE and in the warehouse exactly once.
-async fn six_kills_lose_and_duplicate_nothing(database_url: Option<&str>) {
+async fn six_kills_lose_and_duplicate_nothing(kind: DbKind) {
     const BATCH: usize = 500;
     let total = crash_test_events().div_ceil(BATCH) * BATCH;
+    let db = server_db(kind).await;
+    let database_url = db.as_ref().map(|db| db.url.as_str());
     let dir = tempfile::tempdir().expect("tempdir");
     let mut local = LocalProcess::start(dir.path(), database_url).await;
     let (base_tx, base) = tokio::sync::watch::channel((local.base.clone(), local.key.clone()));
@@ -578,14 +573,4 @@ async fn six_kills_lose_and_duplicate_nothing(database_url: Option<&str>) {
     drop(local);
 }
 
-#[tokio::test]
-async fn six_kills_during_ingest_and_delivery_lose_nothing_on_sqlite() {
-    six_kills_lose_and_duplicate_nothing(None).await;
-}
-
-#[tokio::test]
-async fn six_kills_during_ingest_and_delivery_lose_nothing_on_postgres() {
-    let db = TestDb::postgres().await;
-    six_kills_lose_and_duplicate_nothing(Some(&db.url)).await;
-    db.cleanup().await;
-}
+per_database!(#[tokio::test] six_kills_lose_and_duplicate_nothing: sqlite, postgres);
