@@ -47,6 +47,12 @@ impl Default for Schedule {
     }
 }
 
+/// What a field breaks when `size` is over `limit`, for the problem's detail:
+/// `"5000 bytes, more than the limit of 4096 bytes"`.
+pub fn over_limit(size: usize, limit: usize, unit: &str) -> Option<String> {
+    (size > limit).then(|| format!("{size} {unit}, more than the limit of {limit} {unit}"))
+}
+
 /// Input limits, all enforced before anything is written.
 #[derive(Debug, Clone, Args)]
 pub struct Limits {

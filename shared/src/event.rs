@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
-use crate::config::Limits;
+use crate::config::{Limits, over_limit};
 use crate::error::{Error, FieldError};
 use crate::tenant::TenantScope;
 
@@ -148,27 +148,14 @@ impl EventInput {
         };
         let canonical = canonical_json(&Value::Object(payload.clone()));
         check_no_nul("payload", &payload)?;
-        if canonical.len() > limits.max_payload_bytes {
-            return Err(FieldError::new(
-                "payload",
-                format!(
-                    "is {} bytes, more than the limit of {} bytes",
-                    canonical.len(),
-                    limits.max_payload_bytes
-                ),
-            ));
+        if let Some(over) = over_limit(canonical.len(), limits.max_payload_bytes, "bytes") {
+            return Err(FieldError::new("payload", format!("is {over}")));
         }
         if let Some(metadata) = &self.metadata {
             check_no_nul("metadata", metadata)?;
             let size = canonical_json(&Value::Object(metadata.clone())).len();
-            if size > limits.max_payload_bytes {
-                return Err(FieldError::new(
-                    "metadata",
-                    format!(
-                        "is {size} bytes, more than the limit of {} bytes",
-                        limits.max_payload_bytes
-                    ),
-                ));
+            if let Some(over) = over_limit(size, limits.max_payload_bytes, "bytes") {
+                return Err(FieldError::new("metadata", format!("is {over}")));
             }
         }
 

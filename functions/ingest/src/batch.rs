@@ -9,7 +9,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use chrono::{DateTime, Utc};
-use fluxgate::config::Limits;
+use fluxgate::config::{Limits, over_limit};
 use fluxgate::error::{Error, FieldError, Result};
 use fluxgate::event::{Event, EventInput};
 use fluxgate::http::{self as fhttp, BodyFormat, CorrelationId};
@@ -85,15 +85,8 @@ pub(crate) async fn post_batch(
     if raw_items.is_empty() {
         return Err(Error::invalid("events", "must contain at least one event"));
     }
-    if raw_items.len() > limits.max_batch_events {
-        return Err(Error::invalid(
-            "events",
-            format!(
-                "has {} events, more than the limit of {}",
-                raw_items.len(),
-                limits.max_batch_events
-            ),
-        ));
+    if let Some(over) = over_limit(raw_items.len(), limits.max_batch_events, "events") {
+        return Err(Error::invalid("events", format!("has {over}")));
     }
 
     let now = fluxgate::now();
