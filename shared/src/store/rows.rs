@@ -357,6 +357,22 @@ where
     qb
 }
 
+/// The start of an `UPDATE` to `status` that stamps the time in `stamp` and `updated_at`.
+fn set_status_at<DB: Database>(
+    status: &str,
+    stamp: &str,
+    now: DateTime<Utc>,
+) -> QueryBuilder<DB>
+where
+    DateTime<Utc>: Bind<DB>,
+{
+    let mut qb = QueryBuilder::new(format!(
+        "UPDATE outbox SET status = '{status}', {stamp} = "
+    ));
+    qb.push_bind(now).push(", updated_at = ").push_bind(now);
+    qb
+}
+
 pub(crate) fn mark_published<DB: Database>(
     owner: &str,
     keys: &[EventKey],
@@ -366,11 +382,8 @@ where
     String: Bind<DB>,
     DateTime<Utc>: Bind<DB>,
 {
-    let mut qb = QueryBuilder::new("UPDATE outbox SET status = 'PUBLISHED', published_at = ");
-    qb.push_bind(now)
-        .push(", updated_at = ")
-        .push_bind(now)
-        .push(", lease_owner = NULL, lease_expires_at = NULL WHERE status = 'PENDING' AND lease_owner = ")
+    let mut qb = set_status_at("PUBLISHED", "published_at", now);
+    qb.push(", lease_owner = NULL, lease_expires_at = NULL WHERE status = 'PENDING' AND lease_owner = ")
         .push_bind(owner.to_owned())
         .push(" AND ");
     push_keys_in(&mut qb, keys);
@@ -412,11 +425,8 @@ where
     String: Bind<DB>,
     DateTime<Utc>: Bind<DB>,
 {
-    let mut qb = QueryBuilder::new("UPDATE outbox SET status = 'DONE', done_at = ");
-    qb.push_bind(now)
-        .push(", updated_at = ")
-        .push_bind(now)
-        .push(", last_error = NULL, lease_owner = NULL, lease_expires_at = NULL WHERE status <> 'DONE' AND ");
+    let mut qb = set_status_at("DONE", "done_at", now);
+    qb.push(", last_error = NULL, lease_owner = NULL, lease_expires_at = NULL WHERE status <> 'DONE' AND ");
     push_keys_in(&mut qb, keys);
     qb
 }
