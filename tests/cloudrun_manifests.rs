@@ -16,6 +16,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use fluxgate::config::{parse_duration, parse_schedule};
+use fluxgate_tests::repository_root;
 use serde_yaml_ng::Value;
 
 /// Names fixed by the team's brief for work that other branches are landing (what, and the
@@ -53,13 +54,6 @@ const SAMPLE_PLACEHOLDERS: &[(&str, &str)] = &[
     ("DB_SECRET", "fluxgate-database-url"),
     ("CLOUD_SQL_INSTANCE", "demo-project:europe-west1:fluxgate"),
 ];
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("tests/ sits in the repository")
-        .to_path_buf()
-}
 
 fn read(path: &Path) -> String {
     fs::read_to_string(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
@@ -101,7 +95,7 @@ struct Code {
 
 impl Code {
     fn scan() -> Code {
-        let root = repo();
+        let root = repository_root();
         let mut bins = BTreeMap::new();
         let mut sources = rust_files(&root.join("shared/src"))
             .into_iter()
@@ -355,7 +349,7 @@ fn kebab_case(ident: &str) -> String {
 
 /// `cloudrun/pipeline.env`: `NAME=${NAME:-default}` per line → name → default.
 fn pipeline_settings() -> BTreeMap<String, String> {
-    let path = repo().join("cloudrun/pipeline.env");
+    let path = repository_root().join("cloudrun/pipeline.env");
     let mut settings = BTreeMap::new();
     for line in read(&path).lines().map(str::trim) {
         if line.is_empty() || line.starts_with('#') {
@@ -381,7 +375,7 @@ struct DeployScript {
 
 impl DeployScript {
     fn read() -> DeployScript {
-        let text = read(&repo().join("scripts/deploy-gcp.sh"));
+        let text = read(&repository_root().join("scripts/deploy-gcp.sh"));
         let line = text
             .lines()
             .find_map(|l| l.strip_prefix("MANIFEST_VARS='"))
@@ -470,7 +464,7 @@ impl Manifest {
 }
 
 fn manifests() -> Vec<Manifest> {
-    let dir = repo().join("cloudrun");
+    let dir = repository_root().join("cloudrun");
     let mut files: Vec<PathBuf> = fs::read_dir(&dir)
         .expect("cloudrun/ exists")
         .map(|e| e.expect("cloudrun/ entry").path())

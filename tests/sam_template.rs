@@ -9,20 +9,14 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use fluxgate::api;
+use fluxgate_tests::repository_root;
 use serde_yaml_ng::Value;
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("tests/ sits in the repository")
-        .to_path_buf()
-}
-
 fn template() -> Value {
-    let path = repo().join("template.yaml");
+    let path = repository_root().join("template.yaml");
     let text = fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
     serde_yaml_ng::from_str(&text).expect("template.yaml is YAML")
 }
@@ -154,8 +148,8 @@ fn names_in_source() -> BTreeSet<String> {
         }
     }
     let mut names = BTreeSet::new();
-    walk(&repo().join("shared/src"), &mut names);
-    walk(&repo().join("functions"), &mut names);
+    walk(&repository_root().join("shared/src"), &mut names);
+    walk(&repository_root().join("functions"), &mut names);
     names
 }
 

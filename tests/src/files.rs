@@ -1,9 +1,18 @@
-//! Files a test reads back, such as the local-file warehouse's part files.
+//! Files a test reads back: the repository's own (templates, manifests, sources), and the
+//! local-file warehouse's part files.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use serde_json::{Value, json};
+
+/// The repository's root folder (the workspace; `tests/` is one of its crates).
+pub fn repository_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ sits in the repository")
+        .to_path_buf()
+}
 
 /// Every file below `dir`, at any depth.
 pub fn files_under(dir: &Path) -> Vec<PathBuf> {

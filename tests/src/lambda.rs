@@ -21,14 +21,6 @@ pub const CARGO_LAMBDA_ENV: &str = "FLUXGATE_TEST_CARGO_LAMBDA";
 /// The name every function is invoked by; one emulator serves one function.
 pub const FUNCTION_NAME: &str = "_";
 
-/// The workspace root: cargo-lambda reads its `Cargo.toml` (`cargo metadata`) at start.
-fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("tests/ sits in the workspace")
-        .to_path_buf()
-}
-
 fn cargo_lambda() -> PathBuf {
     if let Some(path) = std::env::var_os(CARGO_LAMBDA_ENV).filter(|p| !p.is_empty()) {
         return PathBuf::from(path);
@@ -100,7 +92,8 @@ impl LambdaFunction {
                 "-P",
             ])
             .arg(port.to_string())
-            .current_dir(workspace_root())
+            // cargo-lambda reads the workspace's `Cargo.toml` (`cargo metadata`) at start.
+            .current_dir(crate::repository_root())
             .stdout(Stdio::from(log_file.try_clone().expect("log")))
             .stderr(Stdio::from(log_file.try_clone().expect("log")))
             .spawn()
