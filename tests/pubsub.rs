@@ -5,7 +5,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use chrono::TimeDelta;
 use fluxgate::config::{DrainConfig, WorkerConfig};
@@ -698,14 +698,7 @@ async fn a_stop_during_a_publish_settles_that_round_and_leaves_the_rest_claimabl
         let drain = drain.clone();
         async move { drain.run(far_deadline()).await }
     });
-    let waited = Instant::now();
-    while server.waiting() == 0 {
-        assert!(
-            waited.elapsed() < Duration::from_secs(10),
-            "no publish arrived"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    server.until_a_request_waits(Duration::from_secs(10)).await;
     stop.cancel(); // what SIGTERM does in the binaries
     server.release();
     let summary = run.await.expect("join").expect("drain");

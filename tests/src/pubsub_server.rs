@@ -358,6 +358,18 @@ impl PubsubTestServer {
     pub fn waiting(&self) -> usize {
         self.shared.waiting.load(Ordering::SeqCst)
     }
+
+    /// Returns once a held Publish request is waiting; panics after `within`.
+    pub async fn until_a_request_waits(&self, within: std::time::Duration) {
+        let waited = std::time::Instant::now();
+        while self.waiting() == 0 {
+            assert!(
+                waited.elapsed() < within,
+                "no Publish request arrived within {within:?}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    }
 }
 
 impl Drop for PubsubTestServer {

@@ -123,14 +123,7 @@ async fn sigterm_during_a_job_settles_the_round_in_flight_and_leaves_the_rest() 
         all
     });
 
-    let waited = Instant::now();
-    while server.waiting() == 0 {
-        assert!(
-            waited.elapsed() < Duration::from_secs(30),
-            "the job published nothing"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    server.until_a_request_waits(Duration::from_secs(30)).await;
     let killed = Command::new("kill")
         .args(["-TERM", &pid.to_string()])
         .status()
