@@ -333,13 +333,7 @@ async fn the_worker_records_done_failed_and_dead_and_never_writes_twice() {
         last: last_try,
         refused,
     } = &events;
-    let worker = Worker::new(
-        db.store.clone(),
-        sink.clone(),
-        WorkerConfig {
-            max_receive_count: 3,
-        },
-    );
+    let worker = Worker::new(db.store.clone(), sink.clone(), OutcomeEvents::worker_config());
 
     let mut batch = vec![
         delivery(ok, 1),

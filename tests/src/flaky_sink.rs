@@ -10,6 +10,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
+use fluxgate::config::WorkerConfig;
 use fluxgate::event::Event;
 use fluxgate::sink::{LocalFileSink, RowError, RowResult, Sink, WarehouseRow};
 use fluxgate::store::{OutboxStatus, Store};
@@ -88,6 +89,14 @@ pub struct OutcomeEvents {
 }
 
 impl OutcomeEvents {
+    /// The worker settings these events are made for: three receives, so `last` delivered a
+    /// third time is at its last try.
+    pub fn worker_config() -> WorkerConfig {
+        WorkerConfig {
+            max_receive_count: 3,
+        }
+    }
+
     /// What one delivery of each (`last` at its last receive) leaves: ok DONE; flaky FAILED
     /// after one attempt, with the timeout; last DEAD (left to the queue's dead-letter
     /// policy); refused DEAD with the refusal; and ok's row alone in the file warehouse.
