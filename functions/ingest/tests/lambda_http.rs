@@ -105,6 +105,15 @@ fn header<'a>(answer: &'a Value, name: &str) -> Option<&'a str> {
         .and_then(|(_, value)| value.as_str())
 }
 
+/// `POST /v1/events` with `body`, as API Gateway's HTTP API sends it on `stage`.
+async fn post_event(function: &mut LambdaFunction, stage: &str, key: &str, body: String) -> Value {
+    let event = http_api_event("POST", stage, "/v1/events", key, Some(body));
+    match function.invoke(&event).await {
+        Ok(answer) => answer,
+        Err(e) => panic!("invoke failed: {e}\n{}", function.log_text()),
+    }
+}
+
 fn body_json(answer: &Value) -> Value {
     let body = answer["body"].as_str().expect("a text body");
     serde_json::from_str(body).unwrap_or_else(|e| panic!("body {body:?} is not JSON: {e}"))
@@ -122,16 +131,7 @@ async fn ingest_answers_api_gateway_and_function_url_events_like_its_http_server
         LambdaFunction::start(env!("CARGO_BIN_EXE_fluxgate-ingest").as_ref(), &env).await;
 
     // HTTP API on stage `prod`: the stage is not part of the route
-    let answer = function
-        .invoke(&http_api_event(
-            "POST",
-            "prod",
-            "/v1/events",
-            &api_key,
-            Some(event_body("e-1")),
-        ))
-        .await
-        .unwrap_or_else(|e| panic!("invoke failed: {e}\n{}", function.log_text()));
+    let answer = post_event(&mut function, "prod", &api_key, event_body("e-1")).await;
     assert_eq!(answer["statusCode"], 202, "{answer}");
     assert_eq!(body_json(&answer)["status"], "accepted");
     assert_eq!(header(&answer, "x-correlation-id"), Some("corr-lambda-1"));
@@ -143,16 +143,7 @@ async fn ingest_answers_api_gateway_and_function_url_events_like_its_http_server
     );
 
     // the same event again through a Function URL: a duplicate, 200
-    let answer = function
-        .invoke(&http_api_event(
-            "POST",
-            "$default",
-            "/v1/events",
-            &api_key,
-            Some(event_body("e-1")),
-        ))
-        .await
-        .expect("invoke");
+    let answer = post_event(&mut function, "$default", &api_key, event_body("e-1")).await;
     assert_eq!(answer["statusCode"], 200, "{answer}");
     assert_eq!(body_json(&answer)["status"], "duplicate");
 
@@ -166,16 +157,7 @@ async fn ingest_answers_api_gateway_and_function_url_events_like_its_http_server
 
     // bad input: the same problem document, naming the field, and nothing written
     let bad = json!({"tenantId": TENANT, "eventId": "e-2", "eventType": "", "payload": {}});
-    let answer = function
-        .invoke(&http_api_event(
-            "POST",
-            "prod",
-            "/v1/events",
-            &api_key,
-            Some(bad.to_string()),
-        ))
-        .await
-        .expect("invoke");
+    let answer = post_event(&mut function, "prod", &api_key, bad.to_string()).await;
     assert_eq!(answer["statusCode"], 422, "{answer}");
     assert_eq!(
         header(&answer, "content-type"),
