@@ -333,7 +333,11 @@ async fn the_worker_records_done_failed_and_dead_and_never_writes_twice() {
         last: last_try,
         refused,
     } = &events;
-    let worker = Worker::new(db.store.clone(), sink.clone(), OutcomeEvents::worker_config());
+    let worker = Worker::new(
+        db.store.clone(),
+        sink.clone(),
+        OutcomeEvents::worker_config(),
+    );
 
     let mut batch = vec![
         delivery(ok, 1),

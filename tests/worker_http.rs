@@ -61,7 +61,11 @@ async fn post_messages_answers_each_message_and_records_its_outcome() {
         last,
         refused,
     } = &events;
-    let worker = Worker::new(db.store.clone(), sink.clone(), OutcomeEvents::worker_config());
+    let worker = Worker::new(
+        db.store.clone(),
+        sink.clone(),
+        OutcomeEvents::worker_config(),
+    );
     let app = fluxgate_worker::service(worker);
 
     let batch = json!({"messages": [

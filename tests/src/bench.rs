@@ -38,9 +38,8 @@ pub fn databases(default: &str) -> Vec<DbKind> {
     chosen
         .split(',')
         .map(|name| {
-            DbKind::named(name.trim()).unwrap_or_else(|| {
-                panic!("FLUXGATE_BENCH_DATABASES: unknown database {name:?}")
-            })
+            DbKind::named(name.trim())
+                .unwrap_or_else(|| panic!("FLUXGATE_BENCH_DATABASES: unknown database {name:?}"))
         })
         .collect()
 }

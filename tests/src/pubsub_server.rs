@@ -683,8 +683,8 @@ fn acknowledge(
     request: AcknowledgeRequest,
     had_credentials: bool,
 ) -> Result<(), Status> {
-    let invalid = (request.ack_ids.is_empty())
-        .then(|| Status::invalid_argument("ack_ids must not be empty"));
+    let invalid =
+        (request.ack_ids.is_empty()).then(|| Status::invalid_argument("ack_ids must not be empty"));
     let call = AckIdCall::new("Acknowledge", request.subscription, request.ack_ids);
     call.apply(state, invalid, had_credentials, |messages, ack_ids| {
         messages.retain(|m| {

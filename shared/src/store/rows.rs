@@ -358,17 +358,11 @@ where
 }
 
 /// The start of an `UPDATE` to `status` that stamps the time in `stamp` and `updated_at`.
-fn set_status_at<DB: Database>(
-    status: &str,
-    stamp: &str,
-    now: DateTime<Utc>,
-) -> QueryBuilder<DB>
+fn set_status_at<DB: Database>(status: &str, stamp: &str, now: DateTime<Utc>) -> QueryBuilder<DB>
 where
     DateTime<Utc>: Bind<DB>,
 {
-    let mut qb = QueryBuilder::new(format!(
-        "UPDATE outbox SET status = '{status}', {stamp} = "
-    ));
+    let mut qb = QueryBuilder::new(format!("UPDATE outbox SET status = '{status}', {stamp} = "));
     qb.push_bind(now).push(", updated_at = ").push_bind(now);
     qb
 }
@@ -383,9 +377,11 @@ where
     DateTime<Utc>: Bind<DB>,
 {
     let mut qb = set_status_at("PUBLISHED", "published_at", now);
-    qb.push(", lease_owner = NULL, lease_expires_at = NULL WHERE status = 'PENDING' AND lease_owner = ")
-        .push_bind(owner.to_owned())
-        .push(" AND ");
+    qb.push(
+        ", lease_owner = NULL, lease_expires_at = NULL WHERE status = 'PENDING' AND lease_owner = ",
+    )
+    .push_bind(owner.to_owned())
+    .push(" AND ");
     push_keys_in(&mut qb, keys);
     qb
 }
