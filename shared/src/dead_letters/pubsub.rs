@@ -41,7 +41,7 @@ use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
 use super::{DeadLetters, RedriveReport};
 use crate::error::{Error, Result};
-use crate::queue::{PubsubConfig, PubsubQueue, PubsubTarget, pubsub_target, resource_name};
+use crate::queue::{PubsubConfig, PubsubQueue, PubsubTarget, pubsub_target};
 
 /// Google's global Pub/Sub endpoint (the official client's default too).
 const GOOGLE_ENDPOINT: &str = "https://pubsub.googleapis.com";
@@ -88,12 +88,7 @@ impl std::error::Error for GrpcStatus {
 impl PubsubDeadLetters {
     /// Builds both clients once (per cold start); nothing is sent until the first redrive.
     pub async fn connect(config: &PubsubConfig) -> Result<Self> {
-        let subscription = resource_name(
-            "FLUXGATE_PUBSUB_DEAD_LETTER_SUBSCRIPTION",
-            config.pubsub_dead_letter_subscription.as_deref(),
-            "subscription",
-            "Pub/Sub redrive",
-        )?;
+        let subscription = config.dead_letter_subscription()?;
         let queue = PubsubQueue::connect(config).await?;
         let target = pubsub_target(config)?;
         let (endpoint, credentials) = match &target {

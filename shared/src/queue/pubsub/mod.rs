@@ -72,38 +72,6 @@ pub(crate) fn target(config: &PubsubConfig) -> Result<Target> {
     }
 }
 
-/// The setting `name` (`value`) as a full resource name, `projects/PROJECT/<kind>s/<KIND>`;
-/// `needed_by` says what asks for it when it is absent.
-pub(crate) fn resource_name(
-    name: &'static str,
-    value: Option<&str>,
-    kind: &str,
-    needed_by: &str,
-) -> Result<String> {
-    let Some(value) = value.filter(|v| !v.is_empty()) else {
-        let short = kind[..1].to_uppercase();
-        return Err(Error::setting(
-            name,
-            format!("{needed_by} needs it (projects/P/{kind}s/{short})"),
-        ));
-    };
-    let collection = format!("{kind}s");
-    match value.split('/').collect::<Vec<_>>().as_slice() {
-        ["projects", project, c, id]
-            if *c == collection && !project.is_empty() && !id.is_empty() =>
-        {
-            Ok(value.to_owned())
-        }
-        _ => Err(Error::setting(
-            name,
-            format!(
-                "must be projects/PROJECT/{collection}/{}, not {value:?}",
-                kind.to_uppercase()
-            ),
-        )),
-    }
-}
-
 pub struct PubsubQueue {
     publisher: Publisher,
     topic: String,
@@ -112,12 +80,7 @@ pub struct PubsubQueue {
 impl PubsubQueue {
     /// Builds the client once (per cold start). Nothing is sent until the first publish.
     pub async fn connect(config: &PubsubConfig) -> Result<Self> {
-        let topic = resource_name(
-            "FLUXGATE_PUBSUB_TOPIC",
-            config.pubsub_topic.as_deref(),
-            "topic",
-            "FLUXGATE_QUEUE=pubsub",
-        )?;
+        let topic = config.topic()?;
         let publish_timeout = config
             .pubsub_publish_timeout
             .to_std()
@@ -243,57 +206,5 @@ mod tests {
             Target::Google(None)
         );
         assert!(target(&config(None, Some("localhost:9"))).is_err());
-    }
-
-    #[test]
-    fn topics_and_subscriptions_must_be_full_names() {
-        let name = |value, kind| resource_name("FLUXGATE_X", Some(value), kind, "x");
-        assert_eq!(
-            name("projects/p/topics/t", "topic").expect("topic"),
-            "projects/p/topics/t"
-        );
-        assert!(name("projects/p/subscriptions/s", "subscription").is_ok());
-        for (bad, kind) in [
-            ("t", "topic"),
-            ("projects/p/topics/", "topic"),
-            ("projects//topics/t", "topic"),
-            ("p/topics/t", "topic"),
-            ("s", "subscription"),
-            ("projects/p/topics/s", "subscription"),
-            ("projects//subscriptions/s", "subscription"),
-            ("projects/p/subscriptions/", "subscription"),
-        ] {
-            assert!(name(bad, kind).is_err(), "{bad} as a {kind}");
-        }
-    }
-
-    #[test]
-    fn a_missing_or_wrong_name_says_what_it_should_be() {
-        let missing = resource_name(
-            "FLUXGATE_PUBSUB_TOPIC",
-            Some(""),
-            "topic",
-            "FLUXGATE_QUEUE=pubsub",
-        )
-        .expect_err("missing");
-        assert!(
-            missing
-                .to_string()
-                .contains("FLUXGATE_QUEUE=pubsub needs it (projects/P/topics/T)"),
-            "{missing}"
-        );
-        let wrong = resource_name(
-            "FLUXGATE_PUBSUB_DEAD_LETTER_SUBSCRIPTION",
-            Some("s"),
-            "subscription",
-            "x",
-        )
-        .expect_err("wrong");
-        assert!(
-            wrong
-                .to_string()
-                .contains("must be projects/PROJECT/subscriptions/SUBSCRIPTION, not \"s\""),
-            "{wrong}"
-        );
     }
 }
