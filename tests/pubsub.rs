@@ -32,6 +32,18 @@ async fn pubsub_queue(server: &PubsubTestServer, batch_messages: u32) -> Arc<dyn
         .expect("the Pub/Sub queue connects to the test server")
 }
 
+/// Thirty events of acme (e0000…e0029) stored on a SQLite database of their own, and a Pub/Sub
+/// test server that has the topic.
+async fn thirty_events_and_a_server() -> (TestDb, PubsubTestServer, Vec<Event>) {
+    let db = TestDb::sqlite().await;
+    let server = PubsubTestServer::start(&[TOPIC]).await;
+    let events: Vec<Event> = (0..30)
+        .map(|i| event("acme", &format!("e{i:04}")))
+        .collect();
+    db.store.insert_events(&events).await.expect("insert");
+    (db, server, events)
+}
+
 fn with_correlation(mut event: Event, correlation_id: &str) -> Event {
     event.correlation_id = Some(correlation_id.into());
     event
@@ -127,12 +139,7 @@ async fn the_drain_publishes_in_batches_with_attributes_through_the_real_client(
 
 #[tokio::test]
 async fn a_failed_publish_reschedules_only_the_messages_it_carried_with_backoff() {
-    let db = TestDb::sqlite().await;
-    let server = PubsubTestServer::start(&[TOPIC]).await;
-    let events: Vec<Event> = (0..30)
-        .map(|i| event("acme", &format!("e{i:04}")))
-        .collect();
-    db.store.insert_events(&events).await.expect("insert");
+    let (db, server, events) = thirty_events_and_a_server().await;
     // Every request that carries e0015 fails with UNAVAILABLE, which the client retries until
     // its publish timeout (2 s here); the rest of its requests go through.
     server.fail_requests_with(
@@ -400,77 +407,92 @@ async fn status_of(db: &TestDb, event: &Event) -> OutboxStatus {
     db.stored(&event.key()).await.outbox.status
 }
 
-/// One stored event of acme, and a push worker on `db` whose warehouse fails that event's type
-/// when `failing` (through the declared fake FlakySink).
-async fn one_event_and_worker(db: &TestDb, id: &str, failing: bool) -> (Event, PushWorker) {
-    let sent = event("acme", id);
-    db.store
-        .insert_events(std::slice::from_ref(&sent))
-        .await
-        .expect("insert");
-    let failing_types: Vec<&str> = if failing {
-        vec![sent.event_type.as_str()]
-    } else {
-        Vec::new()
-    };
-    let worker = PushWorker::start(db.store.clone(), &failing_types).await;
-    (sent, worker)
+/// One stored event of acme on a database of its own, and a push worker whose warehouse fails
+/// that event's type when `failing` (through the declared fake FlakySink).
+struct PushCase {
+    db: TestDb,
+    sent: Event,
+    worker: PushWorker,
+}
+
+impl PushCase {
+    async fn start(db: TestDb, id: &str, failing: bool) -> Self {
+        let sent = event("acme", id);
+        db.store
+            .insert_events(std::slice::from_ref(&sent))
+            .await
+            .expect("insert");
+        let failing_types: Vec<&str> = if failing {
+            vec![sent.event_type.as_str()]
+        } else {
+            Vec::new()
+        };
+        let worker = PushWorker::start(db.store.clone(), &failing_types).await;
+        Self { db, sent, worker }
+    }
+
+    /// Pushes the event in message `message_id`, as delivery `attempt`.
+    async fn push(&self, message_id: &str, attempt: Option<u32>) -> (u16, Value) {
+        let envelope = envelope(&self.sent, message_id, attempt);
+        self.worker.push_envelope(&envelope).await
+    }
+
+    async fn status(&self) -> OutboxStatus {
+        status_of(&self.db, &self.sent).await
+    }
 }
 
 #[tokio::test]
 async fn a_push_is_acknowledged_when_loaded_and_a_redelivery_makes_no_second_row() {
-    let db = TestDb::postgres().await;
-    let (sent, worker) = one_event_and_worker(&db, "o-1", false).await;
+    let case = PushCase::start(TestDb::postgres().await, "o-1", false).await;
 
-    let (status, body) = worker.push_envelope(&envelope(&sent, "m-1", None)).await;
+    let (status, body) = case.push("m-1", None).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["verdict"], "ack");
-    assert_eq!(status_of(&db, &sent).await, OutboxStatus::Done);
+    assert_eq!(case.status().await, OutboxStatus::Done);
 
     // Pub/Sub delivers at least once: the same message again, and again with a new id.
     for (id, attempt) in [("m-1", Some(2)), ("m-1-dup", None)] {
-        let (status, _) = worker.push_envelope(&envelope(&sent, id, attempt)).await;
+        let (status, _) = case.push(id, attempt).await;
         assert_eq!(status, 200);
     }
-    let rows = worker.rows().await;
+    let rows = case.worker.rows().await;
     assert_eq!(rows.len(), 1);
     assert_eq!(rows["o-1"].len(), 1, "no second row");
-    assert_eq!(rows["o-1"][0]["payload"], json!(sent.payload));
-    db.cleanup().await;
+    assert_eq!(rows["o-1"][0]["payload"], json!(case.sent.payload));
+    case.db.cleanup().await;
 }
 
 #[tokio::test]
 async fn a_transient_sink_failure_is_a_5xx_and_failed_then_done_after_recovery() {
-    let db = TestDb::postgres().await;
-    let (sent, worker) = one_event_and_worker(&db, "o-2", true).await;
+    let case = PushCase::start(TestDb::postgres().await, "o-2", true).await;
 
-    let (status, body) = worker.push_envelope(&envelope(&sent, "m-2", Some(1))).await;
+    let (status, body) = case.push("m-2", Some(1)).await;
     assert_eq!(status, 503, "Pub/Sub retries on 5xx: {body}");
-    assert_eq!(status_of(&db, &sent).await, OutboxStatus::Failed);
-    assert!(worker.rows().await.is_empty());
+    assert_eq!(case.status().await, OutboxStatus::Failed);
+    assert!(case.worker.rows().await.is_empty());
 
-    worker.sink.heal();
-    let (status, _) = worker.push_envelope(&envelope(&sent, "m-2", Some(2))).await;
+    case.worker.sink.heal();
+    let (status, _) = case.push("m-2", Some(2)).await;
     assert_eq!(status, 200);
-    assert_eq!(status_of(&db, &sent).await, OutboxStatus::Done);
-    assert_eq!(worker.rows().await["o-2"].len(), 1);
-    db.cleanup().await;
+    assert_eq!(case.status().await, OutboxStatus::Done);
+    assert_eq!(case.worker.rows().await["o-2"].len(), 1);
+    case.db.cleanup().await;
 }
 
 #[tokio::test]
 async fn the_last_delivery_attempt_is_dead_and_left_to_the_dead_letter_policy() {
-    let db = TestDb::postgres().await;
-    let (sent, worker) = one_event_and_worker(&db, "o-3", true).await;
+    let case = PushCase::start(TestDb::postgres().await, "o-3", true).await;
 
-    let (status, _) = worker.push_envelope(&envelope(&sent, "m-3", Some(4))).await;
+    let (status, _) = case.push("m-3", Some(4)).await;
     assert_eq!(status, 503);
-    assert_eq!(status_of(&db, &sent).await, OutboxStatus::Failed);
+    assert_eq!(case.status().await, OutboxStatus::Failed);
 
     // deliveryAttempt 5 = FLUXGATE_MAX_RECEIVE_COUNT: DEAD, and still a negative answer so
     // that the subscription (max delivery attempts 5) forwards it to the dead-letter topic.
-    let (status, body) = worker.push_envelope(&envelope(&sent, "m-3", Some(5))).await;
+    let (status, body) = case.push("m-3", Some(5)).await;
     assert_eq!(status, 503, "{body}");
-    let stored = db.stored(&sent.key()).await;
+    let stored = case.db.stored(&case.sent.key()).await;
     assert_eq!(stored.outbox.status, OutboxStatus::Dead);
     assert!(
         stored
@@ -478,13 +500,12 @@ async fn the_last_delivery_attempt_is_dead_and_left_to_the_dead_letter_policy() 
             .last_error
             .is_some_and(|e| e.contains("warehouse timed out"))
     );
-    db.cleanup().await;
+    case.db.cleanup().await;
 }
 
 #[tokio::test]
 async fn a_malformed_push_is_acknowledged_logged_and_changes_nothing() {
-    let db = TestDb::sqlite().await;
-    let (sent, worker) = one_event_and_worker(&db, "o-4", false).await;
+    let PushCase { db, sent, worker } = PushCase::start(TestDb::sqlite().await, "o-4", false).await;
 
     use base64::Engine;
     let not_an_event = base64::engine::general_purpose::STANDARD.encode(br#"{"hello": 1}"#);
@@ -676,12 +697,7 @@ async fn end_to_end(warehouse: Warehouse) {
 
 #[tokio::test]
 async fn a_stop_during_a_publish_settles_that_round_and_leaves_the_rest_claimable() {
-    let db = TestDb::sqlite().await;
-    let server = PubsubTestServer::start(&[TOPIC]).await;
-    let events: Vec<Event> = (0..30)
-        .map(|i| event("acme", &format!("e{i:04}")))
-        .collect();
-    db.store.insert_events(&events).await.expect("insert");
+    let (db, server, events) = thirty_events_and_a_server().await;
     let stop = tokio_util::sync::CancellationToken::new();
     let drain = Drain::new(
         db.store.clone(),
