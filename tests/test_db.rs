@@ -20,27 +20,27 @@ async fn fail_after_writing(kind: DbKind, name: mpsc::Sender<String>) {
         .expect("insert");
     let insert = "INSERT INTO tenants (id, created_at) VALUES ('leaked', CURRENT_TIMESTAMP)";
     match kind {
-        DbKind::Postgres => {
-            let mut conn = PgConnection::connect(&db.url).await.expect("connect");
-            conn.execute("BEGIN").await.expect("begin");
-            conn.execute(insert)
-                .await
-                .expect("insert in the open transaction");
-            std::mem::forget(conn);
-        }
-        DbKind::MariaDb => {
-            let mut conn = MySqlConnection::connect(&db.url).await.expect("connect");
-            conn.execute("BEGIN").await.expect("begin");
-            conn.execute(insert)
-                .await
-                .expect("insert in the open transaction");
-            std::mem::forget(conn);
-        }
+        DbKind::Postgres => leak_open_transaction::<PgConnection>(&db.url, insert).await,
+        DbKind::MariaDb => leak_open_transaction::<MySqlConnection>(&db.url, insert).await,
         DbKind::Sqlite => {}
     }
     name.send(db.database_name())
         .expect("the test is listening");
     panic!("a test fails while its TestDb is alive");
+}
+
+/// A session of its own that writes `insert` in a transaction and is never closed.
+async fn leak_open_transaction<C>(url: &str, insert: &'static str)
+where
+    C: Connection,
+    for<'c> &'c mut C: Executor<'c, Database = C::Database>,
+{
+    let mut conn = C::connect(url).await.expect("connect");
+    conn.execute("BEGIN").await.expect("begin");
+    conn.execute(insert)
+        .await
+        .expect("insert in the open transaction");
+    std::mem::forget(conn);
 }
 
 async fn assert_gone(kind: DbKind, name: &str) {

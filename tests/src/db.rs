@@ -287,20 +287,12 @@ impl TestDb {
 
         let created = match kind {
             DbKind::Postgres => {
-                let mut conn = admin_connection::<PgConnection>(kind, env, &admin_url).await;
-                let created = conn
-                    .execute(AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
-                    .await;
-                let _ = conn.close().await;
-                created.map(drop)
+                let create = format!("CREATE DATABASE \"{name}\"");
+                admin_execute::<PgConnection>(kind, env, &admin_url, create).await
             }
             DbKind::MariaDb => {
-                let mut conn = admin_connection::<MySqlConnection>(kind, env, &admin_url).await;
-                let created = conn
-                    .execute(AssertSqlSafe(format!("CREATE DATABASE `{name}`")))
-                    .await;
-                let _ = conn.close().await;
-                created.map(drop)
+                let create = format!("CREATE DATABASE `{name}`");
+                admin_execute::<MySqlConnection>(kind, env, &admin_url, create).await
             }
             DbKind::Sqlite => unreachable!("SQLite has no server"),
         };
@@ -416,6 +408,23 @@ async fn admin_connection<C: Connection>(kind: DbKind, env: &str, admin_url: &st
         url = redact(admin_url),
         start = kind.start_command(),
     );
+}
+
+/// `statement` on an admin connection of its own, closed again.
+async fn admin_execute<C>(
+    kind: DbKind,
+    env: &str,
+    admin_url: &str,
+    statement: String,
+) -> Result<(), sqlx::Error>
+where
+    C: Connection,
+    for<'c> &'c mut C: Executor<'c, Database = C::Database>,
+{
+    let mut conn = admin_connection::<C>(kind, env, admin_url).await;
+    let done = conn.execute(AssertSqlSafe(statement)).await;
+    let _ = conn.close().await;
+    done.map(drop)
 }
 
 async fn drop_database(kind: DbKind, admin_url: &str, name: &str) -> Result<(), sqlx::Error> {
