@@ -130,10 +130,7 @@ async fn a_row_bigquery_refuses_is_permanent_and_the_others_are_written() {
 async fn an_endpoint_that_does_not_answer_fails_the_whole_call() {
     let bq = TestBigQuery::new().await;
     // A port that was just free: nothing listens there.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port();
+    let port = fluxgate_tests::free_port();
     let down = TestBigQuery::sink_at(&format!("http://127.0.0.1:{port}"), bq.target.clone()).await;
     let rows = rows_of(&varied_events());
     let err = down

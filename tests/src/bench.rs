@@ -2,7 +2,7 @@
 //! and percentiles, outbox counts by plain SQL, and `fluxgate-local` started from its release
 //! binary as a user starts it; in [`raw`], the raw SQL baselines.
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -176,7 +176,7 @@ impl LocalProcess {
             .prefix("fluxgate-bench-")
             .tempdir()
             .expect("temporary data folder");
-        let address = free_port();
+        let address = SocketAddr::from(([127, 0, 0, 1], crate::free_port()));
         let log = std::fs::File::create(data_dir.path().join("fluxgate-local.log")).expect("log");
         let passed_on = std::env::vars().filter(|(name, _)| {
             name == "RUST_LOG"
@@ -211,7 +211,7 @@ impl LocalProcess {
     /// Waits until `GET /healthz` answers.
     pub async fn ready(&mut self) {
         let url = format!("http://{}/healthz", self.address);
-        let started = Instant::now();
+        let deadline = crate::Deadline::after(Duration::from_secs(30), Duration::from_millis(20));
         loop {
             if reqwest::get(&url)
                 .await
@@ -220,11 +220,9 @@ impl LocalProcess {
                 return;
             }
             self.assert_running();
-            assert!(
-                started.elapsed() < Duration::from_secs(30),
-                "fluxgate-local did not answer {url} within 30 s"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            deadline
+                .next(|| format!("fluxgate-local did not answer {url} within 30 s"))
+                .await;
         }
     }
 
@@ -263,11 +261,4 @@ impl Drop for LocalProcess {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// A loopback port nothing listens on (free a moment ago).
-fn free_port() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .expect("a free port")
 }

@@ -7,12 +7,13 @@
 //! cargo-lambda is not asked to build the binary itself: its build would take the cargo lock of
 //! the test run and, on two cores, minutes out of the first invocation's deadline.
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{Value, json};
+
+use crate::{Deadline, free_port};
 
 /// Overrides where cargo-lambda is found (default: `cargo-lambda` on `PATH`, then the venv
 /// `scripts/test.sh` makes).
@@ -56,13 +57,6 @@ pub fn scheduled_event() -> Value {
         "resources": ["arn:aws:events:us-east-1:123456789012:rule/fluxgate-drain"],
         "detail": {}
     })
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .map(|address| address.port())
-        .expect("a free port")
 }
 
 /// One function binary under cargo-lambda's Runtime API. Both processes are killed on drop.
@@ -160,7 +154,7 @@ impl LambdaFunction {
 
 async fn wait_for_emulator(emulator: &mut Child, port: u16, log: &Path) {
     let log_text = || std::fs::read_to_string(log).unwrap_or_default();
-    let deadline = Instant::now() + Duration::from_secs(60);
+    let deadline = Deadline::after(Duration::from_secs(60), Duration::from_millis(100));
     loop {
         if let Some(status) = emulator.try_wait().expect("try_wait") {
             panic!("cargo lambda watch exited ({status}):\n{}", log_text());
@@ -168,12 +162,13 @@ async fn wait_for_emulator(emulator: &mut Child, port: u16, log: &Path) {
         if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
             return;
         }
-        assert!(
-            Instant::now() < deadline,
-            "cargo lambda watch did not listen on {port} in 60 s:\n{}",
-            log_text()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        let why = || {
+            format!(
+                "cargo lambda watch did not listen on {port} in 60 s:\n{}",
+                log_text()
+            )
+        };
+        deadline.next(why).await;
     }
 }
 

@@ -13,6 +13,8 @@
 //! - [`FlakySink`]: the one declared fake — a real warehouse that fails chosen rows on demand.
 //! - [`CapturedLog`]: everything a test logs, at every level, in a buffer.
 //! - [`router`]: a request through an axum router in-process, its answer read back whole.
+//! - [`free_port`], [`Deadline`]: a loopback port for a process to serve on, and a time limit
+//!   for waiting on what it does.
 //! - [`lambda`]: a function binary under cargo-lambda's Lambda Runtime API, invoked as Lambda
 //!   invokes it.
 //! - [`bench`]: what the benchmarks share (settings, rates, `fluxgate-local` as a process).
@@ -32,6 +34,7 @@ mod files;
 mod flaky_sink;
 pub mod lambda;
 mod logs;
+mod process;
 pub mod pubsub_server;
 pub mod router;
 
@@ -48,6 +51,7 @@ pub use events::{
 pub use files::{files_under, repository_root, warehouse_file_rows, warehouse_row_count};
 pub use flaky_sink::{FlakySink, OutcomeEvents, one_event_and_file_warehouse, outcome_events};
 pub use logs::CapturedLog;
+pub use process::{Deadline, free_port};
 
 /// One test per database for a check that takes the database's kind:
 /// `per_database!(#[tokio::test] check: postgres, sqlite);` makes `mod check` with

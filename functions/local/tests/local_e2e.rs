@@ -3,17 +3,16 @@
 //! what the last run started without a second warehouse row.
 
 use std::collections::HashSet;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use clap::Parser;
 use fluxgate::event::EventKey;
 use fluxgate::sink::{LocalFileSink, Sink, WarehouseRow};
 use fluxgate::store::{ClaimRequest, OutboxStatus, Store};
 use fluxgate_local::LocalConfig;
-use fluxgate_tests::{DbKind, TestDb, database_config, event, per_database};
+use fluxgate_tests::{DbKind, Deadline, TestDb, database_config, event, free_port, per_database};
 use serde_json::{Value, json};
 
 struct LocalProcess {
@@ -60,7 +59,7 @@ impl LocalProcess {
             log,
             key: String::new(),
         };
-        let deadline = Instant::now() + Duration::from_secs(30);
+        let deadline = Deadline::after(Duration::from_secs(30), Duration::from_millis(100));
         loop {
             if let Some(status) = process.child.try_wait().expect("try_wait") {
                 panic!(
@@ -76,12 +75,8 @@ impl LocalProcess {
                     .to_owned();
                 return process;
             }
-            assert!(
-                Instant::now() < deadline,
-                "fluxgate-local not ready in 30 s:\n{}",
-                process.log_text()
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            let why = || format!("fluxgate-local not ready in 30 s:\n{}", process.log_text());
+            deadline.next(why).await;
         }
     }
 
@@ -99,17 +94,18 @@ impl LocalProcess {
     }
 
     async fn wait_exit(&mut self, within: Duration) -> ExitStatus {
-        let deadline = Instant::now() + within;
+        let deadline = Deadline::after(within, Duration::from_millis(50));
         loop {
             if let Some(status) = self.child.try_wait().expect("try_wait") {
                 return status;
             }
-            assert!(
-                Instant::now() < deadline,
-                "fluxgate-local did not stop in {within:?}:\n{}",
-                self.log_text()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            let why = || {
+                format!(
+                    "fluxgate-local did not stop in {within:?}:\n{}",
+                    self.log_text()
+                )
+            };
+            deadline.next(why).await;
         }
     }
 
@@ -131,14 +127,6 @@ impl Drop for LocalProcess {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
 }
 
 fn sqlite_url(data_dir: &Path) -> String {
@@ -183,7 +171,7 @@ fn warehouse(data_dir: &Path) -> (usize, HashSet<(String, String)>) {
 
 /// Waits until every key is DONE in the database.
 async fn wait_all_done(store: &dyn Store, keys: &[EventKey], within: Duration) {
-    let deadline = Instant::now() + within;
+    let deadline = Deadline::after(within, Duration::from_millis(100));
     loop {
         let statuses = store.statuses(keys).await.expect("statuses");
         let done = statuses
@@ -193,12 +181,8 @@ async fn wait_all_done(store: &dyn Store, keys: &[EventKey], within: Duration) {
         if done == keys.len() {
             return;
         }
-        assert!(
-            Instant::now() < deadline,
-            "only {done} of {} events DONE after {within:?}",
-            keys.len()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        let why = || format!("only {done} of {} events DONE after {within:?}", keys.len());
+        deadline.next(why).await;
     }
 }
 
@@ -229,7 +213,7 @@ async fn a_posted_event_reaches_the_warehouse(kind: DbKind) {
         .await;
     assert_eq!(status, 202, "{answer}");
 
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Deadline::after(Duration::from_secs(10), Duration::from_millis(100));
     loop {
         let read: Value = reqwest::Client::new()
             .get(format!("{}/v1/events/acme/order-1001", local.base))
@@ -243,12 +227,8 @@ async fn a_posted_event_reaches_the_warehouse(kind: DbKind) {
         if read["outbox"]["status"] == "DONE" {
             break;
         }
-        assert!(
-            Instant::now() < deadline,
-            "not DONE within 10 s: {read}\n{}",
-            local.log_text()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        let why = || format!("not DONE within 10 s: {read}\n{}", local.log_text());
+        deadline.next(why).await;
     }
     let (rows, keys) = warehouse(dir.path());
     assert_eq!(rows, 1);
@@ -490,7 +470,7 @@ async fn post_until_answered(
     body: &Value,
 ) -> Value {
     let client = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(300);
+    let deadline = Deadline::after(Duration::from_secs(300), Duration::from_millis(50));
     loop {
         let (url, key) = base.borrow().clone();
         let answer = client
@@ -505,11 +485,8 @@ async fn post_until_answered(
         {
             return answer;
         }
-        assert!(
-            Instant::now() < deadline,
-            "no process answered a batch in 300 s"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        let why = || "no process answered a batch in 300 s".to_owned();
+        deadline.next(why).await;
     }
 }
 
