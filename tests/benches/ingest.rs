@@ -17,6 +17,7 @@ use fluxgate_tests::bench::{self, rate};
 use fluxgate_tests::{DbKind, TestDb, database_config, event_with_payload, tenant_key};
 use serde_json::{Value, json};
 use sqlx::Pool;
+use sqlx::pool::PoolOptions;
 
 const CONCURRENCY: usize = 32;
 const BATCH_SIZE: usize = 500;
@@ -165,31 +166,11 @@ async fn raw_baseline(kind: DbKind, workload: Workload, scale: usize) -> f64 {
                 .collect()
         })
         .collect();
+    // SQLite has one writer: more connections would only wait for each other.
     let elapsed = match kind {
-        DbKind::Postgres => {
-            let pool = sqlx::postgres::PgPoolOptions::new()
-                .max_connections(CONCURRENCY as u32)
-                .connect(&db.url)
-                .await
-                .expect("connect");
-            run_raw(&pool, batches).await
-        }
-        DbKind::MariaDb => {
-            let pool = sqlx::mysql::MySqlPoolOptions::new()
-                .max_connections(CONCURRENCY as u32)
-                .connect(&db.url)
-                .await
-                .expect("connect");
-            run_raw(&pool, batches).await
-        }
-        DbKind::Sqlite => {
-            let pool = sqlx::sqlite::SqlitePoolOptions::new()
-                .max_connections(1)
-                .connect(&db.url)
-                .await
-                .expect("connect");
-            run_raw(&pool, batches).await
-        }
+        DbKind::Postgres => run_raw::<sqlx::Postgres>(&db.url, CONCURRENCY, batches).await,
+        DbKind::MariaDb => run_raw::<sqlx::MySql>(&db.url, CONCURRENCY, batches).await,
+        DbKind::Sqlite => run_raw::<sqlx::Sqlite>(&db.url, 1, batches).await,
     };
     db.cleanup().await;
     rate(
@@ -204,8 +185,18 @@ fn to_event(value: Value) -> Event {
     event_with_payload(&tenant, &id, value["payload"].clone())
 }
 
-async fn run_raw<DB: RawSql>(pool: &Pool<DB>, batches: Vec<Vec<Vec<Event>>>) -> Duration {
-    let pool = Arc::new(pool.clone());
+/// The batches written through a pool of `connections` to `url`, as plain statements.
+async fn run_raw<DB: RawSql>(
+    url: &str,
+    connections: usize,
+    batches: Vec<Vec<Vec<Event>>>,
+) -> Duration {
+    let pool: Pool<DB> = PoolOptions::new()
+        .max_connections(connections as u32)
+        .connect(url)
+        .await
+        .expect("connect");
+    let pool = Arc::new(pool);
     let started = Instant::now();
     let tasks: Vec<_> = batches
         .into_iter()

@@ -161,27 +161,19 @@ async fn bench(kind: DbKind, rows: u64) {
     })
     .await;
     time("throughput 1/5/15 min", || admin.throughput(None, now)).await;
-    time("failed list page 1 (50), all tenants", || async {
-        admin
-            .failed_events(None, 0, 50)
-            .await
-            .map(|(i, t)| (i.len(), t))
-    })
-    .await;
-    time("failed list page 100 (50), all tenants", || async {
-        admin
-            .failed_events(None, 4950, 50)
-            .await
-            .map(|(i, t)| (i.len(), t))
-    })
-    .await;
-    time("failed list page 1 (50), one tenant", || async {
-        admin
-            .failed_events(Some("tenant-7"), 0, 50)
-            .await
-            .map(|(i, t)| (i.len(), t))
-    })
-    .await;
+    for (name, tenant, offset) in [
+        ("failed list page 1 (50), all tenants", None, 0),
+        ("failed list page 100 (50), all tenants", None, 4950),
+        ("failed list page 1 (50), one tenant", Some("tenant-7"), 0),
+    ] {
+        time(name, || async {
+            admin
+                .failed_events(tenant, offset, 50)
+                .await
+                .map(|(i, t)| (i.len(), t))
+        })
+        .await;
+    }
     let dead = ReplayFilter {
         rows: all.clone(),
         statuses: REPLAYABLE.to_vec(),
