@@ -27,6 +27,11 @@ fn app(store: Arc<dyn Store>, auth: Authenticator) -> Router {
     fluxgate_ingest::service(store, Limits::default(), auth)
 }
 
+/// ingest on `store`, its callers authenticated by the keys `store` holds.
+async fn keyed_app(store: &Arc<dyn Store>) -> Router {
+    app(store.clone(), authenticator(store.clone()).await)
+}
+
 /// Sends `body` (GET when `None`) with the given headers.
 async fn call(app: &Router, path: &str, headers: &[(&str, &str)], body: Option<Value>) -> Answer {
     let mut request = match &body {
@@ -78,31 +83,21 @@ async fn a_key_writes_and_reads_its_own_tenant_only() {
     let db = TestDb::postgres().await;
     let store = db.store.clone();
     let acme = tenant_key(store.as_ref(), "acme").await;
-    let app = app(store.clone(), authenticator(store.clone()).await);
+    let app = keyed_app(&store).await;
     let acme_bearer = bearer(&acme);
     let as_acme = [("authorization", acme_bearer.as_str())];
 
+    let post_as_acme = async |body| call(&app, "/v1/events", &as_acme, Some(body)).await;
+
     // The key names the tenant; a body may repeat it.
-    let answer = call(&app, "/v1/events", &as_acme, Some(order(None, "o-1"))).await;
+    let answer = post_as_acme(order(None, "o-1")).await;
     assert_eq!(answer.status, StatusCode::ACCEPTED, "{}", answer.body);
     assert_eq!(answer.body["tenantId"], "acme");
-    let answer = call(
-        &app,
-        "/v1/events",
-        &as_acme,
-        Some(order(Some("acme"), "o-2")),
-    )
-    .await;
+    let answer = post_as_acme(order(Some("acme"), "o-2")).await;
     assert_eq!(answer.status, StatusCode::ACCEPTED, "{}", answer.body);
 
     // Another tenant in the body: 403 naming the field, nothing written anywhere.
-    let answer = call(
-        &app,
-        "/v1/events",
-        &as_acme,
-        Some(order(Some("globex"), "g-1")),
-    )
-    .await;
+    let answer = post_as_acme(order(Some("globex"), "g-1")).await;
     assert_eq!(answer.status, StatusCode::FORBIDDEN, "{}", answer.body);
     assert_eq!(answer.body["type"], "urn:fluxgate:problem:forbidden");
     assert_eq!(answer.body["field"], "tenantId");
@@ -154,7 +149,7 @@ async fn missing_unknown_malformed_and_revoked_keys_are_401() {
     let db = TestDb::sqlite().await;
     let store = db.store.clone();
     let acme = tenant_key(store.as_ref(), "acme").await;
-    let app = app(store.clone(), authenticator(store.clone()).await);
+    let app = keyed_app(&store).await;
     let body = || Some(order(Some("acme"), "o-1"));
 
     assert_401(&call(&app, "/v1/events", &[], body()).await);
@@ -325,21 +320,15 @@ async fn weak_or_unavailable_admin_keys_are_refused_at_start() {
         admin_key: Some("too-short".into()),
         ..AuthConfig::default()
     };
-    assert!(
-        Authenticator::from_config(&short, db.store.clone())
-            .await
-            .is_err()
-    );
     let both = AuthConfig {
         admin_key: Some(ADMIN_KEY.into()),
         admin_key_secret_id: Some("fluxgate/admin-key".into()),
         ..AuthConfig::default()
     };
-    assert!(
-        Authenticator::from_config(&both, db.store.clone())
-            .await
-            .is_err()
-    );
+    for refused in [short, both] {
+        let started = Authenticator::from_config(&refused, db.store.clone()).await;
+        assert!(started.is_err(), "{refused:?}");
+    }
     let debug = format!("{:?}", auth_config());
     assert!(!debug.contains(ADMIN_KEY), "{debug}");
 }
@@ -356,7 +345,7 @@ async fn keys_never_reach_the_log() {
         .revoke_key(&revoked[4..16], fluxgate::now())
         .await
         .expect("revoke");
-    let app = app(store.clone(), authenticator(store.clone()).await);
+    let app = keyed_app(&store).await;
     let forged = format!("{}{}", &acme[..17], "B".repeat(43));
 
     // A current-thread test runtime: everything the requests log happens on this thread.
