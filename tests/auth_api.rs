@@ -32,6 +32,12 @@ async fn keyed_app(store: &Arc<dyn Store>) -> Router {
     app(store.clone(), authenticator(store.clone()).await)
 }
 
+/// A new key of tenant acme, and [`keyed_app`].
+async fn acme_key_and_app(store: &Arc<dyn Store>) -> (String, Router) {
+    let acme = tenant_key(store.as_ref(), "acme").await;
+    (acme, keyed_app(store).await)
+}
+
 /// Sends `body` (GET when `None`) with the given headers.
 async fn call(app: &Router, path: &str, headers: &[(&str, &str)], body: Option<Value>) -> Answer {
     let mut request = match &body {
@@ -82,8 +88,7 @@ fn assert_401(answer: &Answer) {
 async fn a_key_writes_and_reads_its_own_tenant_only() {
     let db = TestDb::postgres().await;
     let store = db.store.clone();
-    let acme = tenant_key(store.as_ref(), "acme").await;
-    let app = keyed_app(&store).await;
+    let (acme, app) = acme_key_and_app(&store).await;
     let acme_bearer = bearer(&acme);
     let as_acme = [("authorization", acme_bearer.as_str())];
 
@@ -148,8 +153,7 @@ async fn a_key_writes_and_reads_its_own_tenant_only() {
 async fn missing_unknown_malformed_and_revoked_keys_are_401() {
     let db = TestDb::sqlite().await;
     let store = db.store.clone();
-    let acme = tenant_key(store.as_ref(), "acme").await;
-    let app = keyed_app(&store).await;
+    let (acme, app) = acme_key_and_app(&store).await;
     let body = || Some(order(Some("acme"), "o-1"));
 
     assert_401(&call(&app, "/v1/events", &[], body()).await);
