@@ -136,6 +136,19 @@ async fn worker(db: &TestDb, bq: &TestBigQuery, bigquery_url: &str) -> LambdaFun
     LambdaFunction::start(env!("CARGO_BIN_EXE_fluxgate-worker").as_ref(), &env).await
 }
 
+/// A copy of `event` under `event_id`, stored.
+async fn store_copy(db: &TestDb, event: &Event, event_id: &str) -> Event {
+    let copy = Event {
+        event_id: event_id.into(),
+        ..event.clone()
+    };
+    db.store
+        .insert_events(std::slice::from_ref(&copy))
+        .await
+        .expect("insert");
+    copy
+}
+
 #[tokio::test]
 async fn events_travel_from_ingest_through_sqs_to_bigquery_under_the_lambda_runtime() {
     let db = TestDb::postgres().await;
@@ -222,15 +235,7 @@ async fn events_travel_from_ingest_through_sqs_to_bigquery_under_the_lambda_runt
 
     // 6. bad bodies are named failed (SQS dead-letters them after the last receive), the
     //    good message beside them is loaded, and the function answers the next event too
-    let fresh: Event = {
-        let mut event = stored[0].clone();
-        event.event_id = "order-99".into();
-        db.store
-            .insert_events(&[event.clone()])
-            .await
-            .expect("insert");
-        event
-    };
+    let fresh = store_copy(&db, &stored[0], "order-99").await;
     let mixed = sqs_event(vec![
         record("bad-json", "{not json", 1),
         record("bad-shape", r#"{"tenantId": 42}"#, 1),
@@ -249,17 +254,10 @@ async fn events_travel_from_ingest_through_sqs_to_bigquery_under_the_lambda_runt
     // 7. with the warehouse down, only the message that failed is named (the one already
     //    loaded is acknowledged), it is FAILED; at the last receive it is DEAD, and still
     //    named so that SQS moves it to the dead-letter queue
-    let late: Event = {
-        let mut event = stored[1].clone();
-        event.event_id = "order-late".into();
-        db.store
-            .insert_events(&[event.clone()])
-            .await
-            .expect("insert");
-        event
-    };
+    let late = store_copy(&db, &stored[1], "order-late").await;
     let mut down = worker(&db, &bq, "http://127.0.0.1:9").await;
     let body = |event: &Event| serde_json::to_string(event).expect("json");
+    let status_of_late = async || status_of(db.store.as_ref(), &late.key()).await;
     let answer = down
         .invoke(&sqs_event(vec![
             record("loaded", &body(&stored[2]), 2),
@@ -268,10 +266,7 @@ async fn events_travel_from_ingest_through_sqs_to_bigquery_under_the_lambda_runt
         .await
         .expect("batch with the warehouse down");
     assert_eq!(failed_ids(&answer), vec!["late"]);
-    assert_eq!(
-        status_of(db.store.as_ref(), &late.key()).await,
-        OutboxStatus::Failed
-    );
+    assert_eq!(status_of_late().await, OutboxStatus::Failed);
     let answer = down
         .invoke(&sqs_event(vec![record(
             "late",
@@ -281,10 +276,7 @@ async fn events_travel_from_ingest_through_sqs_to_bigquery_under_the_lambda_runt
         .await
         .expect("last receive");
     assert_eq!(failed_ids(&answer), vec!["late"]);
-    assert_eq!(
-        status_of(db.store.as_ref(), &late.key()).await,
-        OutboxStatus::Dead
-    );
+    assert_eq!(status_of_late().await, OutboxStatus::Dead);
     let dead = db.stored(&late.key()).await;
     assert!(
         dead.outbox
