@@ -66,6 +66,13 @@ async fn sqs_queue(queue_url: &str) -> (SqsQueue, BatchRequests) {
     (SqsQueue::new(client, queue_url), requests)
 }
 
+/// A queue of its own on moto, and an `SqsQueue` on it that records its batch requests.
+async fn new_queue() -> (TestQueue, SqsQueue, BatchRequests) {
+    let queue = TestQueue::create().await;
+    let (sqs, requests) = sqs_queue(&queue.url).await;
+    (queue, sqs, requests)
+}
+
 fn messages_of(events: &[Event]) -> Vec<QueueMessage> {
     events
         .iter()
@@ -90,8 +97,7 @@ fn by_event_id(received: &[Message]) -> HashMap<String, (Event, &Message)> {
 
 #[tokio::test]
 async fn twenty_five_events_go_out_in_three_requests_with_body_and_attributes() {
-    let queue = TestQueue::create().await;
-    let (sqs, requests) = sqs_queue(&queue.url).await;
+    let (queue, sqs, requests) = new_queue().await;
     let events: Vec<Event> = (0..25)
         .map(|i| {
             let mut built = event("acme", &format!("e{i:02}"));
@@ -140,8 +146,7 @@ async fn twenty_five_events_go_out_in_three_requests_with_body_and_attributes() 
 
 #[tokio::test]
 async fn an_oversize_message_fails_alone_and_the_rest_are_sent() {
-    let queue = TestQueue::create().await;
-    let (sqs, requests) = sqs_queue(&queue.url).await;
+    let (queue, sqs, requests) = new_queue().await;
     let mut events: Vec<Event> = (0..12)
         .map(|i| event("acme", &format!("e{i:02}")))
         .collect();
@@ -180,8 +185,7 @@ async fn an_oversize_message_fails_alone_and_the_rest_are_sent() {
 
 #[tokio::test]
 async fn large_messages_are_split_by_bytes_and_all_arrive() {
-    let queue = TestQueue::create().await;
-    let (sqs, requests) = sqs_queue(&queue.url).await;
+    let (queue, sqs, requests) = new_queue().await;
     // About 400 KiB each: two fit in one 1 MiB request, the third needs another.
     let events: Vec<Event> = (0..3)
         .map(|i| {
@@ -210,8 +214,7 @@ async fn large_messages_are_split_by_bytes_and_all_arrive() {
 #[tokio::test]
 async fn the_drain_publishes_postgres_rows_to_sqs_and_marks_them_published() {
     let db = TestDb::postgres().await;
-    let queue = TestQueue::create().await;
-    let (sqs, requests) = sqs_queue(&queue.url).await;
+    let (queue, sqs, requests) = new_queue().await;
     let events: Vec<Event> = (0..30)
         .map(|i| event("globex", &format!("d{i:02}")))
         .collect();
