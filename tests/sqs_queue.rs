@@ -73,6 +73,18 @@ async fn new_queue() -> (TestQueue, SqsQueue, BatchRequests) {
     (queue, sqs, requests)
 }
 
+/// Three events of initech (`<prefix>0`…`<prefix>2`) stored on PostgreSQL, and an `SqsQueue`
+/// whose queue does not exist, so every publish fails.
+async fn events_for_a_missing_queue(prefix: &str) -> (TestDb, Vec<Event>, SqsQueue, BatchRequests) {
+    let db = TestDb::postgres().await;
+    let (sqs, requests) = sqs_queue(&missing_queue_url()).await;
+    let events: Vec<Event> = (0..3)
+        .map(|i| event("initech", &format!("{prefix}{i}")))
+        .collect();
+    db.store.insert_events(&events).await.expect("insert");
+    (db, events, sqs, requests)
+}
+
 fn messages_of(events: &[Event]) -> Vec<QueueMessage> {
     events
         .iter()
@@ -276,10 +288,7 @@ fn assert_missing_queue_error(error: Option<&str>) {
 
 #[tokio::test]
 async fn a_failed_publish_puts_rows_back_to_pending_with_the_error() {
-    let db = TestDb::postgres().await;
-    let (sqs, _) = sqs_queue(&missing_queue_url()).await;
-    let events: Vec<Event> = (0..3).map(|i| event("initech", &format!("f{i}"))).collect();
-    db.store.insert_events(&events).await.expect("insert");
+    let (db, events, sqs, _) = events_for_a_missing_queue("f").await;
 
     let config = DrainConfig::default();
     let first_delay = config.retry_backoff.delay_after(1);
@@ -313,10 +322,7 @@ async fn a_failed_publish_puts_rows_back_to_pending_with_the_error() {
 /// instead of moving its `now`, a zero backoff makes each retry due in the run's next round.
 #[tokio::test]
 async fn a_publish_that_always_fails_ends_dead_through_the_drain() {
-    let db = TestDb::postgres().await;
-    let (sqs, requests) = sqs_queue(&missing_queue_url()).await;
-    let events: Vec<Event> = (0..3).map(|i| event("initech", &format!("d{i}"))).collect();
-    db.store.insert_events(&events).await.expect("insert");
+    let (db, events, sqs, requests) = events_for_a_missing_queue("d").await;
 
     let config = DrainConfig {
         max_attempts: 3,
