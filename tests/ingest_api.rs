@@ -73,6 +73,12 @@ impl Api {
         self.post(path, "application/json", body.to_string()).await
     }
 
+    /// Posts one event that must be accepted.
+    async fn accepts(&self, event: Value) {
+        let answer = self.post_json("/v1/events", event).await;
+        assert_eq!(answer.status, StatusCode::ACCEPTED, "{}", answer.body);
+    }
+
     async fn get(&self, path: &str) -> Answer {
         self.send(Request::get(path).body(Body::empty()).expect("request"))
             .await
@@ -83,6 +89,15 @@ impl Api {
         let keys: Vec<_> = ids.iter().map(|id| key(tenant, id)).collect();
         self.db.store.statuses(&keys).await.expect("statuses").len()
     }
+}
+
+/// A `POST` of `body` whose `Content-Encoding` is `encoding`.
+fn encoded(path: &str, content_type: &str, encoding: &str, body: impl Into<Body>) -> Request<Body> {
+    Request::post(path)
+        .header(header::CONTENT_TYPE, content_type)
+        .header(header::CONTENT_ENCODING, encoding)
+        .body(body.into())
+        .expect("request")
 }
 
 fn assert_problem(answer: &Answer, status: StatusCode, field: Option<&str>) {
@@ -186,10 +201,7 @@ async fn an_event_without_id_gets_a_uuid_v7() {
 #[tokio::test]
 async fn the_same_event_twice_is_a_duplicate_and_a_different_payload_is_a_conflict() {
     let api = Api::new(TestDb::postgres().await).await;
-    assert_eq!(
-        api.post_json("/v1/events", order("o-1")).await.status,
-        StatusCode::ACCEPTED
-    );
+    api.accepts(order("o-1")).await;
 
     // Same payload, keys in another order: the canonical hash is the same.
     let again = json!({"tenantId": "acme", "eventId": "o-1", "eventType": "order.created",
@@ -314,22 +326,14 @@ async fn unreadable_bodies_are_refused() {
         .await;
     assert_problem(&form, StatusCode::UNSUPPORTED_MEDIA_TYPE, None);
 
-    let bad_gzip = Request::post("/v1/events")
-        .header(header::CONTENT_TYPE, "application/json")
-        .header(header::CONTENT_ENCODING, "gzip")
-        .body(Body::from("not gzip at all"))
-        .expect("request");
+    let bad_gzip = encoded("/v1/events", "application/json", "gzip", "not gzip at all");
     assert_problem(
         &api.send(bad_gzip).await,
         StatusCode::BAD_REQUEST,
         Some("body"),
     );
 
-    let brotli = Request::post("/v1/events")
-        .header(header::CONTENT_TYPE, "application/json")
-        .header(header::CONTENT_ENCODING, "br")
-        .body(Body::from("{}"))
-        .expect("request");
+    let brotli = encoded("/v1/events", "application/json", "br", "{}");
     assert_problem(
         &api.send(brotli).await,
         StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -357,11 +361,12 @@ async fn limits_are_enforced_before_anything_is_written() {
     );
 
     // A gzip body is measured after decoding: a small bomb is still too large.
-    let bomb = Request::post("/v1/events")
-        .header(header::CONTENT_TYPE, "application/json")
-        .header(header::CONTENT_ENCODING, "gzip")
-        .body(Body::from(gzip(big_body.to_string().as_bytes())))
-        .expect("request");
+    let bomb = encoded(
+        "/v1/events",
+        "application/json",
+        "gzip",
+        gzip(big_body.to_string().as_bytes()),
+    );
     assert_problem(&api.send(bomb).await, StatusCode::PAYLOAD_TOO_LARGE, None);
 
     let big_payload = json!({"tenantId": "acme", "eventId": "p", "eventType": "x", "payload": {"pad": "x".repeat(200)}});
@@ -396,19 +401,21 @@ async fn limits_are_enforced_before_anything_is_written() {
 #[tokio::test]
 async fn a_gzip_body_is_accepted_on_both_endpoints() {
     let api = Api::new(TestDb::sqlite().await).await;
-    let single = Request::post("/v1/events")
-        .header(header::CONTENT_TYPE, "application/json")
-        .header(header::CONTENT_ENCODING, "gzip")
-        .body(Body::from(gzip(order("g1").to_string().as_bytes())))
-        .expect("request");
+    let single = encoded(
+        "/v1/events",
+        "application/json",
+        "gzip",
+        gzip(order("g1").to_string().as_bytes()),
+    );
     assert_eq!(api.send(single).await.status, StatusCode::ACCEPTED);
 
     let ndjson = format!("{}\n{}\n", order("g2"), order("g3"));
-    let batch = Request::post("/v1/events/batch")
-        .header(header::CONTENT_TYPE, "application/x-ndjson")
-        .header(header::CONTENT_ENCODING, "gzip")
-        .body(Body::from(gzip(ndjson.as_bytes())))
-        .expect("request");
+    let batch = encoded(
+        "/v1/events/batch",
+        "application/x-ndjson",
+        "gzip",
+        gzip(ndjson.as_bytes()),
+    );
     let answer = api.send(batch).await;
     assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
     assert_eq!(answer.body["counts"]["accepted"], 2);
@@ -418,10 +425,7 @@ async fn a_gzip_body_is_accepted_on_both_endpoints() {
 #[tokio::test]
 async fn a_batch_answers_per_item_and_stores_the_valid_ones() {
     let api = Api::new(TestDb::postgres().await).await;
-    assert_eq!(
-        api.post_json("/v1/events", order("old")).await.status,
-        StatusCode::ACCEPTED
-    );
+    api.accepts(order("old")).await;
     let mut conflicting = order("old");
     conflicting["payload"]["total"] = json!(1);
     let mut in_batch_conflict = order("new");
@@ -501,39 +505,19 @@ async fn a_batch_may_be_a_plain_array_or_ndjson_with_bad_lines_reported_alone() 
 #[tokio::test]
 async fn an_empty_or_shapeless_batch_is_refused() {
     let api = Api::new(TestDb::sqlite().await).await;
-    assert_problem(
-        &api.post_json("/v1/events/batch", json!([])).await,
-        StatusCode::UNPROCESSABLE_ENTITY,
-        Some("events"),
-    );
-    assert_problem(
-        &api.post_json("/v1/events/batch", json!({"events": []}))
-            .await,
-        StatusCode::UNPROCESSABLE_ENTITY,
-        Some("events"),
-    );
-    assert_problem(
-        &api.post("/v1/events/batch", "application/x-ndjson", "\n\n")
-            .await,
-        StatusCode::UNPROCESSABLE_ENTITY,
-        Some("events"),
-    );
-    assert_problem(
-        &api.post_json("/v1/events/batch", json!({"items": []}))
-            .await,
-        StatusCode::UNPROCESSABLE_ENTITY,
-        Some("events"),
-    );
-    assert_problem(
-        &api.post_json("/v1/events/batch", json!("text")).await,
-        StatusCode::UNPROCESSABLE_ENTITY,
-        Some("body"),
-    );
-    assert_problem(
-        &api.post("/v1/events/batch", "application/json", "[{").await,
-        StatusCode::BAD_REQUEST,
-        Some("body"),
-    );
+    const JSON: &str = "application/json";
+    let unprocessable = StatusCode::UNPROCESSABLE_ENTITY;
+    for (content_type, body, status, field) in [
+        (JSON, "[]", unprocessable, "events"),
+        (JSON, r#"{"events": []}"#, unprocessable, "events"),
+        ("application/x-ndjson", "\n\n", unprocessable, "events"),
+        (JSON, r#"{"items": []}"#, unprocessable, "events"),
+        (JSON, r#""text""#, unprocessable, "body"),
+        (JSON, "[{", StatusCode::BAD_REQUEST, "body"),
+    ] {
+        let answer = api.post("/v1/events/batch", content_type, body).await;
+        assert_problem(&answer, status, Some(field));
+    }
 }
 
 #[tokio::test]
