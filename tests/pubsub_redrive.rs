@@ -38,6 +38,41 @@ async fn replay_app(db: &TestDb, config: &QueueConfig) -> Router {
     fluxgate_replay::service(db.store.clone(), dead_letters, auth)
 }
 
+/// An admin's redrive of up to the default maximum, which must move `moved` dead letters and
+/// leave no count of the rest (the test server does not report one).
+async fn redrive_moves(app: &Router, moved: u64) {
+    let answer = redrive(app, Some(ADMIN_KEY), None).await;
+    assert_eq!(
+        answer,
+        (StatusCode::OK, json!({"moved": moved, "remaining": null}))
+    );
+}
+
+/// An admin's redrive that must fail as a dependency's problem (503) whose detail says `why`.
+async fn redrive_fails(app: &Router, why: &str) {
+    let (status, body) = redrive(app, Some(ADMIN_KEY), None).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    let detail = body["detail"].as_str().unwrap_or_default();
+    assert!(detail.contains(why), "{body}");
+}
+
+/// A redrive set up: a SQLite database, the test server with its dead letters, and replay on
+/// both (Publish requests of `batch_messages` messages at most).
+struct Redrive {
+    db: TestDb,
+    server: PubsubTestServer,
+    app: Router,
+}
+
+impl Redrive {
+    async fn start(dead_letters: usize, batch_messages: u32) -> Self {
+        let db = TestDb::sqlite().await;
+        let server = server_with_dead_letters(dead_letters).await;
+        let app = replay_app(&db, &queue_config(&server, batch_messages)).await;
+        Self { db, server, app }
+    }
+}
+
 /// `POST /v1/dlq/redrive` with `key` (a bearer key), answering status and JSON body.
 async fn redrive(app: &Router, key: Option<&str>, body: Option<Value>) -> (StatusCode, Value) {
     let request = router::json_request("POST", "/v1/dlq/redrive", key, body.as_ref());
@@ -90,9 +125,7 @@ fn on_topic(server: &PubsubTestServer) -> Vec<Vec<u8>> {
 
 #[tokio::test]
 async fn dead_letters_go_back_to_the_topic_intact_and_are_acknowledged_up_to_max() {
-    let db = TestDb::sqlite().await;
-    let server = server_with_dead_letters(250).await;
-    let app = replay_app(&db, &queue_config(&server, 100)).await;
+    let Redrive { db, server, app } = Redrive::start(250, 100).await;
 
     // More than one pull's worth (100), fewer than there are.
     let (status, body) = redrive(&app, Some(ADMIN_KEY), Some(json!({"max": 230}))).await;
@@ -135,16 +168,8 @@ async fn dead_letters_go_back_to_the_topic_intact_and_are_acknowledged_up_to_max
     );
 
     // The rest, then nothing.
-    let (status, body) = redrive(&app, Some(ADMIN_KEY), None).await;
-    assert_eq!(
-        (status, body),
-        (StatusCode::OK, json!({"moved": 20, "remaining": null}))
-    );
-    let (status, body) = redrive(&app, Some(ADMIN_KEY), None).await;
-    assert_eq!(
-        (status, body),
-        (StatusCode::OK, json!({"moved": 0, "remaining": null}))
-    );
+    redrive_moves(&app, 20).await;
+    redrive_moves(&app, 0).await;
     assert!(left(&server).is_empty());
     let all: HashSet<Vec<u8>> = on_topic(&server).into_iter().collect();
     assert_eq!(all, (0..250).map(data).collect::<HashSet<_>>());
@@ -178,20 +203,11 @@ async fn dead_letters_go_back_to_the_topic_intact_and_are_acknowledged_up_to_max
 
 #[tokio::test]
 async fn a_failed_publish_leaves_the_dead_letters_on_the_subscription_and_answers_an_error() {
-    let db = TestDb::sqlite().await;
-    let server = server_with_dead_letters(6).await;
-    let app = replay_app(&db, &queue_config(&server, 100)).await;
+    let Redrive { db, server, app } = Redrive::start(6, 100).await;
     // PERMISSION_DENIED is not retried by the client: the publish fails at once.
     server.fail_everything(tonic::Code::PermissionDenied);
 
-    let (status, body) = redrive(&app, Some(ADMIN_KEY), None).await;
-    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
-    assert!(
-        body["detail"]
-            .as_str()
-            .is_some_and(|d| d.contains("6 dead letters could not be republished")),
-        "{body}"
-    );
+    redrive_fails(&app, "6 dead letters could not be republished").await;
     assert!(server.published().is_empty());
     let still: Vec<SubscribedMessage> = server.on_subscription(DEAD_LETTERS);
     assert_eq!(still.len(), 6, "a dead letter was acknowledged unpublished");
@@ -211,21 +227,15 @@ async fn a_failed_publish_leaves_the_dead_letters_on_the_subscription_and_answer
 
     // Once Pub/Sub takes publishes again, the same dead letters go through.
     server.heal();
-    let (status, body) = redrive(&app, Some(ADMIN_KEY), None).await;
-    assert_eq!(
-        (status, body),
-        (StatusCode::OK, json!({"moved": 6, "remaining": null}))
-    );
+    redrive_moves(&app, 6).await;
     assert!(left(&server).is_empty());
     db.cleanup().await;
 }
 
 #[tokio::test]
 async fn messages_whose_publish_failed_stay_and_the_others_move() {
-    let db = TestDb::sqlite().await;
-    let server = server_with_dead_letters(10).await;
     // One message per Publish request, so one failing message fails only its own request.
-    let app = replay_app(&db, &queue_config(&server, 1)).await;
+    let Redrive { db, server, app } = Redrive::start(10, 1).await;
     let failing = data(3);
     server.fail_requests_with(
         move |m| m.data == failing,
@@ -258,26 +268,16 @@ async fn messages_whose_publish_failed_stay_and_the_others_move() {
 
 #[tokio::test]
 async fn what_a_vanished_redrive_held_comes_back_after_its_ack_deadline() {
-    let db = TestDb::sqlite().await;
-    let server = server_with_dead_letters(5).await;
-    let app = replay_app(&db, &queue_config(&server, 100)).await;
+    let Redrive { db, server, app } = Redrive::start(5, 100).await;
     // A redrive that stopped half-way (it crashed after its pull): two messages are leased to
     // it, unacknowledged. They are not lost, only held until their ack deadline passes.
     assert_eq!(server.lease_to_a_vanished_puller(DEAD_LETTERS, 2), 2);
 
-    let (status, body) = redrive(&app, Some(ADMIN_KEY), None).await;
-    assert_eq!(
-        (status, body),
-        (StatusCode::OK, json!({"moved": 3, "remaining": null}))
-    );
+    redrive_moves(&app, 3).await;
     assert_eq!(server.on_subscription(DEAD_LETTERS).len(), 2);
 
     server.expire_leases(DEAD_LETTERS);
-    let (status, body) = redrive(&app, Some(ADMIN_KEY), None).await;
-    assert_eq!(
-        (status, body),
-        (StatusCode::OK, json!({"moved": 2, "remaining": null}))
-    );
+    redrive_moves(&app, 2).await;
     assert!(left(&server).is_empty());
     let published: HashSet<Vec<u8>> = on_topic(&server).into_iter().collect();
     assert_eq!(published, (0..5).map(data).collect::<HashSet<_>>());
@@ -286,9 +286,7 @@ async fn what_a_vanished_redrive_held_comes_back_after_its_ack_deadline() {
 
 #[tokio::test]
 async fn only_an_admin_may_redrive() {
-    let db = TestDb::sqlite().await;
-    let server = server_with_dead_letters(3).await;
-    let app = replay_app(&db, &queue_config(&server, 100)).await;
+    let Redrive { db, server, app } = Redrive::start(3, 100).await;
     let key = tenant_key(db.store.as_ref(), "acme").await;
 
     let (status, _) = redrive(&app, Some(&key), None).await;
@@ -328,13 +326,6 @@ async fn replay_without_a_dead_letter_subscription_answers_404_and_bad_settings_
     config.pubsub.pubsub_dead_letter_subscription =
         Some("projects/fluxgate-test/subscriptions/nope".into());
     let app = replay_app(&db, &config).await;
-    let (status, body) = redrive(&app, Some(ADMIN_KEY), None).await;
-    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
-    assert!(
-        body["detail"]
-            .as_str()
-            .is_some_and(|d| d.contains("NotFound")),
-        "{body}"
-    );
+    redrive_fails(&app, "NotFound").await;
     db.cleanup().await;
 }
