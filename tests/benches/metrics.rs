@@ -123,18 +123,13 @@ async fn bench(kind: DbKind, rows: u64) {
     };
     let all = OutboxFilter::default();
 
-    time("status counts, all tenants, all time", || {
-        admin.status_counts(&all)
-    })
-    .await;
-    time("status counts, one tenant, all time", || {
-        admin.status_counts(&tenant)
-    })
-    .await;
-    time("status counts, all tenants, last hour", || {
-        admin.status_counts(&last_hour)
-    })
-    .await;
+    for (name, filter) in [
+        ("status counts, all tenants, all time", &all),
+        ("status counts, one tenant, all time", &tenant),
+        ("status counts, all tenants, last hour", &last_hour),
+    ] {
+        time(name, || admin.status_counts(filter)).await;
+    }
     time("counts by type, all tenants, all time", || {
         admin.type_counts(&all)
     })
