@@ -110,6 +110,45 @@ mod cases {
         store.insert_events(events).await.expect("insert_events")
     }
 
+    /// Three events (`<prefix>1` to `<prefix>3`) inserted and published at `at`: their keys.
+    async fn three_published(store: &dyn Store, prefix: &str, at: DateTime<Utc>) -> [EventKey; 3] {
+        let events = three_inserted(store, prefix, at, TimeDelta::zero()).await;
+        publish_all(store, at).await;
+        events.each_ref().map(Event::key)
+    }
+
+    /// How many of `keys` the store marked PUBLISHED for `owner`.
+    async fn mark_published(
+        store: &dyn Store,
+        owner: &str,
+        keys: &[EventKey],
+        now: DateTime<Utc>,
+    ) -> u64 {
+        store
+            .mark_published(owner, keys, now)
+            .await
+            .expect("mark_published")
+    }
+
+    /// Events of these ids, received at `at`, inserted.
+    async fn inserted(store: &dyn Store, ids: &[&str], at: DateTime<Utc>) -> Vec<Event> {
+        let events: Vec<Event> = ids.iter().map(|id| variant(id, 1, at)).collect();
+        insert(store, &events).await;
+        events
+    }
+
+    /// Three events, `<prefix>1` to `<prefix>3`, received `step` apart from `first`, inserted.
+    async fn three_inserted(
+        store: &dyn Store,
+        prefix: &str,
+        first: DateTime<Utc>,
+        step: TimeDelta,
+    ) -> [Event; 3] {
+        let events = [0, 1, 2].map(|i| variant(&format!("{prefix}{}", i + 1), 1, first + step * i));
+        insert(store, &events).await;
+        events
+    }
+
     async fn claim(
         store: &dyn Store,
         owner: &str,
@@ -522,12 +561,7 @@ mod cases {
         let store = db.store.as_ref();
         let t0 = fluxgate::now();
         // Received oldest first, but rescheduled newest first: the claim follows the schedule.
-        let events = [
-            variant("r1", 1, t0 - mins(10)),
-            variant("r2", 1, t0 - mins(9)),
-            variant("r3", 1, t0 - mins(8)),
-        ];
-        insert(store, &events).await;
+        three_inserted(store, "r", t0 - mins(10), mins(1)).await;
         assert_eq!(claim(store, "a", 10, t0).await.len(), 3);
         let retries: Vec<PublishRetry> = [("r1", 3), ("r2", 2), ("r3", 1)]
             .iter()
@@ -561,12 +595,7 @@ mod cases {
     pub async fn leased_rows_are_not_claimable(db: &TestDb) {
         let store = db.store.as_ref();
         let t0 = fluxgate::now();
-        let events = [
-            variant("l1", 1, t0),
-            variant("l2", 1, t0),
-            variant("l3", 1, t0),
-        ];
-        insert(store, &events).await;
+        three_inserted(store, "l", t0, TimeDelta::zero()).await;
         let held = claim(store, "holder", 10, t0).await;
         assert_eq!(held.len(), 3);
         for (owner, at) in [
@@ -669,12 +698,7 @@ mod cases {
     pub async fn expired_lease_returns_crashed_claims(db: &TestDb) {
         let store = db.store.as_ref();
         let t0 = fluxgate::now();
-        let events = [
-            variant("x1", 1, t0),
-            variant("x2", 1, t0),
-            variant("x3", 1, t0),
-        ];
-        insert(store, &events).await;
+        let events = three_inserted(store, "x", t0, TimeDelta::zero()).await;
         let ttl = secs(60);
         let lease = |owner: &str, now| ClaimRequest {
             owner: owner.into(),
@@ -706,10 +730,7 @@ mod cases {
         // The crashed run wakes up late: it no longer owns anything.
         let late = keys(&events);
         assert_eq!(
-            store
-                .mark_published("crashed", &late, after + secs(1))
-                .await
-                .expect("mark_published"),
+            mark_published(store, "crashed", &late, after + secs(1)).await,
             0,
             "an expired owner still settled rows another run had claimed"
         );
@@ -728,10 +749,7 @@ mod cases {
             0
         );
         assert_eq!(
-            store
-                .mark_published("rescuer", &late, after + secs(2))
-                .await
-                .expect("mark_published"),
+            mark_published(store, "rescuer", &late, after + secs(2)).await,
             3
         );
         let statuses = store.statuses(&late).await.expect("statuses");
@@ -746,21 +764,13 @@ mod cases {
     pub async fn mark_published_only_by_owner(db: &TestDb) {
         let store = db.store.as_ref();
         let t0 = fluxgate::now();
-        let events = [
-            variant("m1", 1, t0 - secs(3)),
-            variant("m2", 1, t0 - secs(2)),
-            variant("m3", 1, t0 - secs(1)),
-        ];
-        insert(store, &events).await;
+        let events = three_inserted(store, "m", t0 - secs(3), secs(1)).await;
         let all = keys(&events);
         let owned = claim(store, "owner", 2, t0).await;
         assert_eq!(claimed_ids(&owned), id_set(&["m1", "m2"]));
 
         assert_eq!(
-            store
-                .mark_published("stranger", &all[..2], t0)
-                .await
-                .expect("mark_published"),
+            mark_published(store, "stranger", &all[..2], t0).await,
             0,
             "a stranger settled another run's rows"
         );
@@ -770,10 +780,7 @@ mod cases {
 
         let t1 = t0 + secs(5);
         assert_eq!(
-            store
-                .mark_published("owner", &all, t1)
-                .await
-                .expect("mark_published"),
+            mark_published(store, "owner", &all, t1).await,
             2,
             "only the owner's two rows change"
         );
@@ -785,10 +792,7 @@ mod cases {
         }
         assert_eq!(status(store, &all[2]).await, Pending);
         assert_eq!(
-            store
-                .mark_published("owner", &all[..1], t1 + secs(1))
-                .await
-                .expect("mark_published"),
+            mark_published(store, "owner", &all[..1], t1 + secs(1)).await,
             0,
             "publishing twice changed a row again"
         );
@@ -800,13 +804,8 @@ mod cases {
     pub async fn reschedule_pending_and_dead(db: &TestDb) {
         let store = db.store.as_ref();
         let t0 = fluxgate::now();
-        let events = [
-            variant("s1", 1, t0),
-            variant("s2", 1, t0),
-            variant("s3", 1, t0),
-        ];
-        insert(store, &events).await;
-        let [k1, k2, k3] = [events[0].key(), events[1].key(), events[2].key()];
+        let events = three_inserted(store, "s", t0, TimeDelta::zero()).await;
+        let [k1, k2, k3] = events.each_ref().map(Event::key);
         assert_eq!(claim(store, "drain", 10, t0).await.len(), 3);
 
         let retries = [
@@ -825,27 +824,19 @@ mod cases {
                 error: "gone".into(),
             },
         ];
+        let reschedule = async |owner: &str, now| {
+            let settled = store.reschedule(owner, &retries, now).await;
+            settled.expect("reschedule")
+        };
         assert_eq!(
-            store
-                .reschedule("stranger", &retries, t0)
-                .await
-                .expect("reschedule"),
+            reschedule("stranger", t0).await,
             0,
             "a stranger rescheduled another run's rows"
         );
         let t1 = t0 + secs(1);
+        assert_eq!(reschedule("drain", t1).await, 2);
         assert_eq!(
-            store
-                .reschedule("drain", &retries, t1)
-                .await
-                .expect("reschedule"),
-            2
-        );
-        assert_eq!(
-            store
-                .mark_published("drain", std::slice::from_ref(&k3), t1)
-                .await
-                .expect("mark_published"),
+            mark_published(store, "drain", std::slice::from_ref(&k3), t1).await,
             1
         );
 
@@ -861,13 +852,7 @@ mod cases {
         assert_eq!(r2.last_error.as_deref(), Some("gone"));
 
         // Released: settling again changes nothing.
-        assert_eq!(
-            store
-                .reschedule("drain", &retries, t1)
-                .await
-                .expect("reschedule"),
-            0
-        );
+        assert_eq!(reschedule("drain", t1).await, 0);
         assert!(
             claim(store, "early", 10, t0 + mins(4)).await.is_empty(),
             "a rescheduled row was claimable before its next attempt"
@@ -876,10 +861,7 @@ mod cases {
         assert_eq!(claimed_ids(&due), id_set(&["s1"]));
         assert_eq!(due[0].attempts, 1);
         assert_eq!(
-            store
-                .mark_published("due", std::slice::from_ref(&k1), t0 + mins(5))
-                .await
-                .expect("mark_published"),
+            mark_published(store, "due", std::slice::from_ref(&k1), t0 + mins(5)).await,
             1
         );
         assert!(
@@ -894,14 +876,7 @@ mod cases {
     pub async fn worker_outcomes(db: &TestDb) {
         let store = db.store.as_ref();
         let t0 = fluxgate::now();
-        let events = [
-            variant("w1", 1, t0),
-            variant("w2", 1, t0),
-            variant("w3", 1, t0),
-        ];
-        insert(store, &events).await;
-        let [k1, k2, k3] = [events[0].key(), events[1].key(), events[2].key()];
-        publish_all(store, t0).await;
+        let [k1, k2, k3] = three_published(store, "w", t0).await;
 
         let t1 = t0 + mins(1);
         record(
@@ -953,14 +928,7 @@ mod cases {
     pub async fn done_is_final(db: &TestDb) {
         let store = db.store.as_ref();
         let t0 = fluxgate::now();
-        let events = [
-            variant("f1", 1, t0),
-            variant("f2", 1, t0),
-            variant("f3", 1, t0),
-        ];
-        insert(store, &events).await;
-        let [k1, k2, k3] = [events[0].key(), events[1].key(), events[2].key()];
-        publish_all(store, t0).await;
+        let [k1, k2, k3] = three_published(store, "f", t0).await;
 
         let t1 = t0 + mins(1);
         record(store, &[outcome(&k1, Done, None)], t1).await;
@@ -1046,18 +1014,11 @@ mod cases {
     pub async fn release_leases_frees_every_pending_claim(db: &TestDb) {
         let store = db.store.as_ref();
         let t0 = fluxgate::now();
-        let events: Vec<Event> = ["a", "b", "c", "done"]
-            .iter()
-            .map(|id| variant(id, 1, t0))
-            .collect();
-        insert(store, &events).await;
+        inserted(store, &["a", "b", "c", "done"], t0).await;
         let crashed = claim(store, "crashed-drain", 4, t0).await;
         assert_eq!(crashed.len(), 4);
         let done = [key(T, "done")];
-        store
-            .mark_published("crashed-drain", &done, t0)
-            .await
-            .expect("publish");
+        mark_published(store, "crashed-drain", &done, t0).await;
         record(store, &[outcome(&done[0], Done, None)], t0).await;
         assert!(
             claim(store, "next-drain", 10, t0).await.is_empty(),
@@ -1073,11 +1034,7 @@ mod cases {
     pub async fn requeue_undelivered_keeps_final_rows(db: &TestDb) {
         let store = db.store.as_ref();
         let t0 = fluxgate::now();
-        let settled: Vec<Event> = ["pub", "failed", "done", "dead"]
-            .iter()
-            .map(|id| variant(id, 1, t0))
-            .collect();
-        insert(store, &settled).await;
+        inserted(store, &["pub", "failed", "done", "dead"], t0).await;
         publish_all(store, t0).await;
         record(
             store,
@@ -1206,10 +1163,7 @@ mod cases {
         let claimed = claim(store, "bulk", 2 * N as u32, t0).await;
         assert_eq!(claimed.len(), N);
         assert_eq!(
-            store
-                .mark_published("bulk", &all, t0 + secs(1))
-                .await
-                .expect("mark_published"),
+            mark_published(store, "bulk", &all, t0 + secs(1)).await,
             N as u64
         );
         let middle = stored(store, &all[N / 2]).await;
@@ -1433,39 +1387,19 @@ mod cases {
         let base = fluxgate::now() - TimeDelta::hours(2);
         known_rows(store, base).await;
         let now = fluxgate::now();
-        assert_eq!(
-            admin
-                .replay_event(&key(T, "e5"), "admin", now)
-                .await
-                .expect("replay"),
-            ReplayOne::Replayed
-        );
+        let replay = async |id: &str| {
+            let replayed = admin.replay_event(&key(T, id), "admin", now).await;
+            replayed.unwrap_or_else(|e| panic!("replay {id}: {e}"))
+        };
+        assert_eq!(replay("e5").await, ReplayOne::Replayed);
         let replayed = stored(store, &key(T, "e5")).await.outbox;
         assert_eq!(
             (replayed.status, replayed.attempts, replayed.next_attempt_at),
             (Pending, 0, now)
         );
-        assert_eq!(
-            admin
-                .replay_event(&key(T, "e5"), "admin", now)
-                .await
-                .expect("again"),
-            ReplayOne::NotReplayable(Pending)
-        );
-        assert_eq!(
-            admin
-                .replay_event(&key(T, "e0"), "admin", now)
-                .await
-                .expect("done"),
-            ReplayOne::NotReplayable(Done)
-        );
-        assert_eq!(
-            admin
-                .replay_event(&key(T, "missing"), "admin", now)
-                .await
-                .expect("missing"),
-            ReplayOne::NotFound
-        );
+        assert_eq!(replay("e5").await, ReplayOne::NotReplayable(Pending));
+        assert_eq!(replay("e0").await, ReplayOne::NotReplayable(Done));
+        assert_eq!(replay("missing").await, ReplayOne::NotFound);
         // The drain takes it again, and a new failure shows it was replayed once.
         let claimed = claim(store, "drain", 100, now).await;
         assert!(claimed_ids(&claimed).contains("e5"));
