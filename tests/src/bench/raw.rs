@@ -93,11 +93,7 @@ where
                 .push_bind(e.payload_sha256.clone())
                 .push_bind(e.correlation_id.clone());
         });
-        insert
-            .build()
-            .execute(&mut *conn)
-            .await
-            .expect("insert events");
+        Self::execute(&mut insert, conn, "insert events").await;
         let mut outbox = QueryBuilder::<DB>::new(
             "INSERT INTO outbox (tenant_id, event_id, status, attempts, next_attempt_at, created_at, updated_at) ",
         );
@@ -110,11 +106,7 @@ where
                 .push_bind(e.received_at)
                 .push_bind(e.received_at);
         });
-        outbox
-            .build()
-            .execute(&mut *conn)
-            .await
-            .expect("insert outbox");
+        Self::execute(&mut outbox, conn, "insert outbox").await;
     }
 
     async fn drain_rounds(conn: &mut DB::Connection, claim: Claim, batch: usize) {
@@ -142,14 +134,10 @@ where
                         .push_bind(now)
                         .push(&due)
                         .push(" FOR UPDATE SKIP LOCKED");
-                    let keys: Vec<(String, String)> = select
-                        .build_query_as()
-                        .fetch_all(&mut *tx)
-                        .await
-                        .expect("select due");
+                    let keys = Self::keys(&mut select, &mut tx, "select due").await;
                     if !keys.is_empty() {
                         Self::push_keys_in(&mut lease, &keys);
-                        lease.build().execute(&mut *tx).await.expect("lease");
+                        Self::execute(&mut lease, &mut tx, "lease").await;
                     }
                     tx.commit().await.expect("commit");
                 }
@@ -159,7 +147,7 @@ where
                         .push_bind(now)
                         .push(&due)
                         .push(")");
-                    lease.build().execute(&mut *conn).await.expect("lease");
+                    Self::execute(&mut lease, conn, "lease").await;
                 }
             }
 
@@ -175,11 +163,7 @@ where
                 .push(" AND o.next_attempt_at = ")
                 .push_bind(expires)
                 .push(" ORDER BY o.created_at, o.tenant_id, o.event_id");
-            let keys: Vec<(String, String)> = read
-                .build_query_as()
-                .fetch_all(&mut *conn)
-                .await
-                .expect("read claimed");
+            let keys = Self::keys(&mut read, conn, "read claimed").await;
             if keys.is_empty() {
                 return;
             }
@@ -194,11 +178,7 @@ where
                 .push_bind(OWNER.to_owned())
                 .push(" AND ");
             Self::push_keys_in(&mut published, &keys);
-            published
-                .build()
-                .execute(&mut *conn)
-                .await
-                .expect("published");
+            Self::execute(&mut published, conn, "published").await;
 
             let mut statuses =
                 QueryBuilder::<DB>::new("SELECT tenant_id, event_id, status FROM outbox WHERE ");
@@ -217,9 +197,25 @@ where
                 .push_bind(done_at)
                 .push(", last_error = NULL, lease_owner = NULL, lease_expires_at = NULL WHERE status <> 'DONE' AND ");
             Self::push_keys_in(&mut done, &keys);
-            done.build().execute(&mut *tx).await.expect("done");
+            Self::execute(&mut done, &mut tx, "done").await;
             tx.commit().await.expect("commit");
         }
+    }
+
+    /// Runs the statement `query`; `what` names it when it fails.
+    async fn execute(query: &mut QueryBuilder<DB>, conn: &mut DB::Connection, what: &str) {
+        let done = query.build().execute(conn).await;
+        done.unwrap_or_else(|e| panic!("{what}: {e}"));
+    }
+
+    /// The `(tenant_id, event_id)` pairs `query` selects; `what` names it when it fails.
+    async fn keys(
+        query: &mut QueryBuilder<DB>,
+        conn: &mut DB::Connection,
+        what: &str,
+    ) -> Vec<(String, String)> {
+        let selected = query.build_query_as().fetch_all(conn).await;
+        selected.unwrap_or_else(|e| panic!("{what}: {e}"))
     }
 
     /// `tenant_id = ? AND event_id IN (?, …)`: the store's key filter (rows.rs push_keys_in)
