@@ -53,9 +53,16 @@ async fn replay_app(store: Arc<dyn Store>, dead_letters: Option<Arc<dyn DeadLett
     fluxgate_replay::service(store, dead_letters, auth)
 }
 
-/// `count` events of acme, `<prefix>0`, `<prefix>1`, …, received a second apart from `base`.
-fn acme_events_a_second_apart(prefix: &str, count: i64, base: DateTime<Utc>) -> Vec<Event> {
-    (0..count)
+/// `count` events of acme, `<prefix>0`, `<prefix>1`, …, received a second apart from `base`,
+/// made DEAD with `error` ([`dead_events`]).
+async fn dead_acme_events(
+    store: &Arc<dyn Store>,
+    prefix: &str,
+    count: i64,
+    base: DateTime<Utc>,
+    error: &str,
+) {
+    let events: Vec<Event> = (0..count)
         .map(|i| {
             event_at(
                 "acme",
@@ -63,7 +70,8 @@ fn acme_events_a_second_apart(prefix: &str, count: i64, base: DateTime<Utc>) -> 
                 base + TimeDelta::seconds(i),
             )
         })
-        .collect()
+        .collect();
+    dead_events(store, &events, error).await;
 }
 
 /// Inserts `events`, publishes them with the real drain (to a queue of their own, dropped with
@@ -141,8 +149,7 @@ async fn replay_by_filter_counts_on_a_dry_run_and_moves_otherwise() {
     let db = TestDb::from_env().await;
     let store = db.store.clone();
     let base = fluxgate::now() - TimeDelta::hours(1);
-    let events = acme_events_a_second_apart("e", 5, base);
-    dead_events(&store, &events, "boom").await;
+    dead_acme_events(&store, "e", 5, base, "boom").await;
     let app = replay_app(store.clone(), None).await;
     let summary = |store: Arc<dyn Store>| async move {
         store
@@ -203,8 +210,7 @@ async fn metrics_match_known_rows_and_bad_parameters_are_named() {
     let db = TestDb::from_env().await;
     let store = db.store.clone();
     let base = fluxgate::now() - TimeDelta::minutes(30);
-    let dead = acme_events_a_second_apart("d", 3, base);
-    dead_events(&store, &dead, "row rejected").await;
+    dead_acme_events(&store, "d", 3, base, "row rejected").await;
     let pending = event_at("acme", "p0", base + TimeDelta::minutes(10));
     let other = event_at("globex", "g0", base);
     store
