@@ -44,6 +44,6 @@ pub use events::{
     EVENT_TYPE, LEASE_TTL, carried_by, claim_request, event, event_at, event_of_type,
     event_with_payload, far_deadline, key, keys, payload_hash, unpack,
 };
-pub use files::{files_under, warehouse_file_rows, warehouse_row_count};
+pub use files::{files_under, is_warehouse_part, warehouse_file_rows, warehouse_row_count};
 pub use flaky_sink::{FlakySink, OutcomeEvents, one_event_and_file_warehouse, outcome_events};
 pub use logs::CapturedLog;

@@ -35,7 +35,7 @@ use fluxgate::config::{DrainConfig, Limits, WorkerConfig, parse_duration};
 use fluxgate::dead_letters::DeadLetters;
 use fluxgate::error::Result;
 use fluxgate::queue::{InMemoryQueue, InMemoryQueueConfig};
-use fluxgate::sink::LocalFileSink;
+use fluxgate::sink::{LocalFileSink, RollPolicy, Sink};
 use fluxgate::store::{self, DatabaseConfig, Store};
 use fluxgate_outbox_drain::Drain;
 use fluxgate_worker::Worker;
@@ -72,6 +72,8 @@ pub struct LocalConfig {
     pub limits: Limits,
     #[command(flatten)]
     pub drain: DrainConfig,
+    #[command(flatten)]
+    pub warehouse_roll: RollPolicy,
     #[command(flatten)]
     pub worker: WorkerConfig,
     #[command(flatten)]
@@ -159,9 +161,10 @@ pub async fn run_on(
         max_receive_count: config.worker.max_receive_count,
         ..Default::default()
     }));
-    let sink = Arc::new(LocalFileSink::open(config.warehouse_dir()).await?);
+    let sink: Arc<dyn Sink> =
+        Arc::new(LocalFileSink::open_with(config.warehouse_dir(), config.warehouse_roll).await?);
     let drain = Drain::new(store.clone(), queue.clone(), config.drain.clone());
-    let worker = Worker::new(store.clone(), sink, config.worker.clone());
+    let worker = Worker::new(store.clone(), sink.clone(), config.worker.clone());
     if config.auth.mode == AuthMode::Keys {
         dev_key::ensure(store.as_ref(), &config.data_dir, &config.dev_tenant).await?;
     }
@@ -209,6 +212,9 @@ pub async fn run_on(
         .await?;
     stop.cancel();
     tasks.wait().await;
+    // What the worker wrote is durable already; this makes it visible to readers now rather
+    // than at the next start.
+    sink.flush().await?;
     tracing::info!("fluxgate local stopped");
     Ok(())
 }
