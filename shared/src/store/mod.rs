@@ -196,6 +196,18 @@ pub trait OutboxClaims: OutboxLag {
     /// run whose lease has expired are due again.
     async fn claim_batch(&self, claim: &ClaimRequest) -> Result<Vec<ClaimedEvent>>;
 
+    /// Leases those of `keys` that are due, under the same lease as [`claim_batch`] (so a
+    /// drain run and this never both take a row): eager publish, right after ingest stored
+    /// them. Rows already leased, or no longer PENDING, are left alone; `claim.limit` is not
+    /// used.
+    ///
+    /// [`claim_batch`]: OutboxClaims::claim_batch
+    async fn claim_keys(
+        &self,
+        claim: &ClaimRequest,
+        keys: &[EventKey],
+    ) -> Result<Vec<ClaimedEvent>>;
+
     /// Marks rows this owner still holds as PUBLISHED and releases them. Returns rows changed.
     async fn mark_published(
         &self,
