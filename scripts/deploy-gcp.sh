@@ -263,9 +263,13 @@ ensure_pubsub_topics() {
       --topic "$PUBSUB_DEAD_LETTER_TOPIC" --ack-deadline 60 \
       --message-retention-duration "$DEAD_LETTER_RETENTION" --expiration-period never
   fi
-  g pubsub topics add-iam-policy-binding "$PUBSUB_TOPIC" \
-    --member "serviceAccount:$DRAIN_SA" --role roles/pubsub.publisher >/dev/null
-  info "publisher on $PUBSUB_TOPIC for $DRAIN_SA"
+  # The drain publishes on its schedule; ingest publishes what it just stored (eager publish).
+  local publisher
+  for publisher in "$DRAIN_SA" "$INGEST_SA"; do
+    g pubsub topics add-iam-policy-binding "$PUBSUB_TOPIC" \
+      --member "serviceAccount:$publisher" --role roles/pubsub.publisher >/dev/null
+    info "publisher on $PUBSUB_TOPIC for $publisher"
+  done
   g pubsub subscriptions add-iam-policy-binding "$PUBSUB_DEAD_LETTER_SUBSCRIPTION" \
     --member "serviceAccount:$REPLAY_SA" --role roles/pubsub.subscriber >/dev/null
   info "subscriber on $PUBSUB_DEAD_LETTER_SUBSCRIPTION for $REPLAY_SA"

@@ -14,7 +14,6 @@
 
 pub mod cli;
 pub mod dev_key;
-pub mod eager;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -37,7 +36,7 @@ use fluxgate::error::Result;
 use fluxgate::queue::{InMemoryQueue, InMemoryQueueConfig};
 use fluxgate::sink::{LocalFileSink, RollPolicy, Sink};
 use fluxgate::store::{self, DatabaseConfig, Store};
-use fluxgate_outbox_drain::Drain;
+use fluxgate_outbox_drain::{Drain, EagerWriter};
 use fluxgate_worker::Worker;
 
 #[derive(Debug, Clone, Parser)]
@@ -231,7 +230,7 @@ pub fn app(
     auth: Authenticator,
 ) -> Router {
     let ingest = fluxgate_ingest::router(fluxgate_ingest::IngestState {
-        store: Arc::new(eager::WakingWriter::new(store.clone(), drain.wake_on())),
+        store: Arc::new(EagerWriter::waking(store.clone(), drain.wake_on())),
         limits: Arc::new(limits),
         auth: auth.clone(),
     });

@@ -3,6 +3,7 @@
 //! with backoff, or DEAD once its attempts are used up. It stops when nothing is due or its
 //! time budget is spent, and answers with a summary.
 
+mod eager;
 mod publish;
 
 use std::sync::Arc;
@@ -17,11 +18,13 @@ use tokio_util::sync::CancellationToken;
 use fluxgate::config::{DrainConfig, ServerConfig};
 use fluxgate::emf::{self, Figure};
 use fluxgate::error::{Error, Result};
+use fluxgate::event::EventKey;
 use fluxgate::http as fhttp;
 use fluxgate::queue::{self, Queue, QueueConfig, QueueKind};
 use fluxgate::runtime::{self, Function, Invocation, open_store};
 use fluxgate::store::{ClaimRequest, ClaimedEvent, DatabaseConfig, OutboxClaims};
 
+pub use eager::{EagerConfig, EagerWriter};
 use publish::Settled;
 pub use publish::retry_for;
 
@@ -305,6 +308,29 @@ impl Drain {
             stopped_by = ?summary.stopped_by,
             "drain run finished"
         );
+        Ok(summary)
+    }
+
+    /// Eager publish: leases those of `keys` still due (just stored by ingest) and publishes
+    /// them now, as a run publishes a round. A row a drain run holds is left to it; whatever
+    /// this cannot publish stays PENDING, with backoff, for the next run.
+    pub async fn publish_now(&self, keys: &[EventKey]) -> Result<DrainSummary> {
+        let started = Instant::now();
+        let owner = format!("eager-{}", uuid::Uuid::now_v7());
+        let claim = ClaimRequest {
+            owner: owner.clone(),
+            limit: u32::try_from(keys.len()).unwrap_or(u32::MAX),
+            lease_ttl: self.config.drain_lease_ttl,
+            now: fluxgate::now(),
+        };
+        let rows = self.store.claim_keys(&claim, keys).await?;
+        let mut summary = DrainSummary::default();
+        if !rows.is_empty() {
+            summary.rounds = 1;
+            summary.claimed = rows.len() as u64;
+            summary.count(&self.settle_round(&Claimed { owner, rows }).await?);
+        }
+        summary.duration_ms = started.elapsed().as_millis() as u64;
         Ok(summary)
     }
 
