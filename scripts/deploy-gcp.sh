@@ -63,7 +63,7 @@ if [ "${#missing[@]}" -gt 0 ]; then
   die "set ${missing[*]}"
 fi
 for tool in gcloud bq envsubst; do
-  command -v "$tool" >/dev/null 2>&1 || die "$tool is not on PATH (see the README's prerequisites)"
+  command -v "$tool" >/dev/null 2>&1 || die "$tool is not on PATH (see docs/DEPLOY-GCP.md, Prerequisites)"
 done
 
 # shellcheck source=cloudrun/pipeline.env
