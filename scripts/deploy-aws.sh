@@ -7,12 +7,9 @@
 # Safe to run again: `sam deploy` updates the stack in place (no change: nothing happens).
 set -euo pipefail
 
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-export FLUXGATE_SCRIPT_START=$SECONDS
-# shellcheck source=scripts/lib/common.sh
-. "$ROOT/scripts/lib/common.sh"
+# Sets ROOT (the repository) and brings common.sh's helpers.
 # shellcheck source=scripts/lib/deploy.sh
-. "$ROOT/scripts/lib/deploy.sh"
+. "$(dirname "${BASH_SOURCE[0]}")/lib/deploy.sh"
 
 usage() {
   cat <<'EOF'

@@ -12,12 +12,9 @@
 # that may change (push subscription, scheduler job, services, job) are updated in place.
 set -euo pipefail
 
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-export FLUXGATE_SCRIPT_START=$SECONDS
-# shellcheck source=scripts/lib/common.sh
-. "$ROOT/scripts/lib/common.sh"
+# Sets ROOT (the repository) and brings common.sh's helpers.
 # shellcheck source=scripts/lib/deploy.sh
-. "$ROOT/scripts/lib/deploy.sh"
+. "$(dirname "${BASH_SOURCE[0]}")/lib/deploy.sh"
 
 usage() {
   cat <<'EOF'

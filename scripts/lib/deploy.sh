@@ -1,7 +1,12 @@
-# What scripts/deploy-aws.sh and scripts/deploy-gcp.sh share: their command line, the first
-# tenant and its API key, and the first event they print. Source it after common.sh; it defines
-# functions only. Each deploy script defines `usage`.
+# What scripts/deploy-aws.sh and scripts/deploy-gcp.sh share: their start (ROOT, the clock of
+# their sections, common.sh), their command line, the first tenant and its API key, and the
+# first event they print. Each deploy script sources it first and defines `usage`.
 # shellcheck shell=bash
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+export FLUXGATE_SCRIPT_START=$SECONDS
+# shellcheck source=scripts/lib/common.sh
+. "$ROOT/scripts/lib/common.sh"
 
 # Settings are environment variables: --help prints the usage, any other argument is refused.
 no_arguments() {
