@@ -406,6 +406,43 @@ async fn the_development_key_is_made_once_and_required() {
     assert_eq!(status, 202);
 }
 
+/// Another `DATABASE_URL` learns the key of `dev-api-key` instead of replacing the file: the
+/// file keeps working with both databases, and each holds that one key of the tenant.
+#[tokio::test]
+async fn another_database_learns_the_same_development_key() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let other = tempfile::tempdir().expect("tempdir");
+    let other_url = sqlite_url(other.path());
+    let first = LocalProcess::start(dir.path(), None).await;
+    let key = first.key.clone();
+    drop(first);
+
+    let second = LocalProcess::start(dir.path(), Some(&other_url)).await;
+    assert_eq!(second.key, key, "the key file is not rewritten");
+    let (status, answer) = second
+        .post("/v1/events", &json!({"eventType": "x", "payload": {}}))
+        .await;
+    assert_eq!(status, 202, "the other database knows the key: {answer}");
+    drop(second);
+
+    let third = LocalProcess::start(dir.path(), None).await;
+    assert_eq!(third.key, key);
+    let (status, _) = third
+        .post("/v1/events", &json!({"eventType": "x", "payload": {}}))
+        .await;
+    assert_eq!(status, 202, "and the first one still does");
+    drop(third);
+    for url in [sqlite_url(dir.path()), other_url] {
+        let (ok, listed, err) = manage(&url, &["keys", "list"]);
+        assert!(ok, "{err}");
+        assert_eq!(listed.lines().count(), 1, "one key in {url}: {listed}");
+        assert!(
+            listed.contains(&key[4..16]) && listed.contains("active"),
+            "{listed}"
+        );
+    }
+}
+
 /// `fluxgate-local tenants|keys …` against a database named by `DATABASE_URL`.
 fn manage(database_url: &str, args: &[&str]) -> (bool, String, String) {
     let output = Command::new(env!("CARGO_BIN_EXE_fluxgate-local"))

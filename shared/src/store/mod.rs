@@ -35,7 +35,7 @@ pub use admin::{
 pub use api_keys::{ActiveKey, ApiKeyInfo, ApiKeys, NewApiKey, TenantRecord};
 pub use batch::InsertOutcome;
 pub use config::DatabaseConfig;
-pub use connect::connect;
+pub use connect::{connect, redact};
 pub use mysql::{MySql, MySqlClaimMode, MySqlClaimSetting, MySqlStore};
 pub use postgres::{Postgres, PostgresStore};
 pub use sql_store::{Dialect, SqlStore};

@@ -47,7 +47,7 @@ pub struct LocalFilesConfig {
 pub struct RollPolicy {
     /// Longest a part file stays open: rows reach readers at most this long after they were
     /// written. Longer makes fewer, larger files.
-    #[arg(long = "warehouse-roll-after", env = "FLUXGATE_WAREHOUSE_ROLL_AFTER", default_value = "5s", value_parser = parse_duration)]
+    #[arg(long = "warehouse-roll-after", env = "FLUXGATE_WAREHOUSE_ROLL_AFTER", default_value = "1s", value_parser = parse_duration)]
     pub max_age: TimeDelta,
     /// Most rows in one part file.
     #[arg(long = "warehouse-roll-rows", env = "FLUXGATE_WAREHOUSE_ROLL_ROWS", default_value_t = RollPolicy::MAX_ROWS)]
@@ -69,7 +69,7 @@ impl RollPolicy {
 impl Default for RollPolicy {
     fn default() -> Self {
         Self {
-            max_age: TimeDelta::seconds(5),
+            max_age: TimeDelta::seconds(1),
             max_rows: Self::MAX_ROWS,
             max_bytes: Self::MAX_BYTES,
         }
