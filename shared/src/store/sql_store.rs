@@ -288,9 +288,6 @@ where
     }
 }
 
-/// Runs `attempt` again when the database rolled it back as a deadlock victim or for a
-/// serialization failure (SQLSTATE 40001; PostgreSQL's deadlock is 40P01). InnoDB picks such
-/// victims among concurrent settles and claims as a matter of course and asks for a restart.
 /// Reads back the `leased` rows that `owner` leased until `expires_at`, events and all.
 async fn read_leased<DB>(
     pool: &Pool<DB>,
@@ -319,6 +316,9 @@ where
         .collect::<Result<_, _>>()?)
 }
 
+/// Runs `attempt` again when the database rolled it back as a deadlock victim or for a
+/// serialization failure (SQLSTATE 40001; PostgreSQL's deadlock is 40P01). InnoDB picks such
+/// victims among concurrent settles and claims as a matter of course and asks for a restart.
 async fn retry_when_rolled_back<T, F, Fut>(mut attempt: F) -> std::result::Result<T, sqlx::Error>
 where
     F: FnMut() -> Fut,
