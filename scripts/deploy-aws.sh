@@ -1,15 +1,15 @@
 #!/usr/bin/env bash
 # Deploys fluxgate to AWS with SAM (template.yaml): builds the five functions for Lambda
 # (provided.al2023, arm64) with cargo-lambda, deploys the stack, applies the database migrations
-# by invoking the outbox drain once, and prints the API URL and a first request.
+# by invoking the outbox drain once, makes the first tenant and its API key (when this machine
+# reaches the database), and prints the API URL and a first request.
 #
 # Safe to run again: `sam deploy` updates the stack in place (no change: nothing happens).
 set -euo pipefail
 
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-export FLUXGATE_SCRIPT_START=$SECONDS
-# shellcheck source=scripts/lib/common.sh
-. "$ROOT/scripts/lib/common.sh"
+# Sets ROOT (the repository) and brings common.sh's helpers.
+# shellcheck source=scripts/lib/deploy.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib/deploy.sh"
 
 usage() {
   cat <<'EOF'
@@ -57,23 +57,19 @@ Environment (template parameter; default):
   OUTBOX_LAG_ALARM_SECONDS         OutboxLagAlarmSeconds (300)
   SKIP_BUILD=1                     deploy what .aws-sam/build holds, without building
 
+After the deploy (not template parameters):
+  FIRST_TENANT                     the first tenant, made with an API key (acme)
+  TENANT_DATABASE_URL              the database as this machine reaches it, for making that
+                                   tenant and key with scripts/dev.sh (none: the commands are
+                                   printed instead)
+
 Needs: the AWS CLI and the SAM CLI, logged in to an account that may create the stack's
 resources (CloudFormation, Lambda, API Gateway, SQS, IAM roles, EventBridge, CloudWatch, SNS,
 RDS Proxy when used); Rust (rustup) with cargo-lambda and zig for the arm64 build.
 EOF
 }
 
-case "${1:-}" in
-  -h | --help)
-    usage
-    exit 0
-    ;;
-  "") ;;
-  *)
-    usage >&2
-    die "unexpected argument: $1 (settings are environment variables)"
-    ;;
-esac
+no_arguments "$@"
 
 # scripts/test.sh's virtualenv has cargo-lambda and ziglang; use it when it is there.
 FLUXGATE_VENV=${FLUXGATE_VENV:-$HOME/.cache/fluxgate/venv}
@@ -203,21 +199,12 @@ if [ -n "$FUNCTION_ERROR" ] && [ "$FUNCTION_ERROR" != None ]; then
   die "the drain failed ($FUNCTION_ERROR); its log: aws logs tail /aws/lambda/$DRAIN_FUNCTION --region $REGION"
 fi
 
+FIRST_TENANT=${FIRST_TENANT:-acme}
+ensure_first_tenant "${TENANT_DATABASE_URL:-}" "$FIRST_TENANT"
+
 section "Deployed"
-cat <<EOF
-API: $API_URL
-
-A tenant and its API key (against the deployed database; the key is shown once):
-  DATABASE_URL='postgres://…' scripts/dev.sh tenants create acme
-  DATABASE_URL='postgres://…' scripts/dev.sh keys create --tenant acme --name first
-
-The first event:
-  KEY=fgk_…
-  curl -i $API_URL/v1/events -H "Authorization: Bearer \$KEY" \\
-    -H 'Content-Type: application/json' \\
-    -d '{"eventId":"order-1001","eventType":"order.created","payload":{"orderId":1001}}'
-  # 202 {"tenantId":"acme","eventId":"order-1001","status":"accepted"}
-  curl $API_URL/v1/events/acme/order-1001 -H "Authorization: Bearer \$KEY"   # DONE within a minute
-
-Logs: sam logs --stack-name $STACK_NAME --region $REGION --tail
-EOF
+echo "API: $API_URL"
+# shellcheck disable=SC2016 # printed for the user's shell to expand
+print_first_event "$API_URL" "$FIRST_TENANT" '-H "Authorization: Bearer $KEY"'
+echo
+echo "Logs: sam logs --stack-name $STACK_NAME --region $REGION --tail"

@@ -1,16 +1,20 @@
 #!/usr/bin/env bash
 # Deploys fluxgate to Google Cloud: Cloud Run services (ingest, worker, replay, metrics), the
 # outbox-drain Cloud Run job run by Cloud Scheduler, Pub/Sub with dead letters, the BigQuery
-# table, one service account per function, and the IAM bindings between them.
+# table, one service account per function, the IAM bindings between them, and the first tenant
+# with its API key.
+#
+# Who calls what: tenants call ingest with their API keys (ingest checks them itself:
+# FLUXGATE_AUTH=keys), so ingest is public by default; operators call replay and metrics with
+# their Google identity (FLUXGATE_ADMIN_AUTH=platform, roles/run.invoker), never public.
 #
 # Safe to run again: every resource is described first and created only when missing; settings
 # that may change (push subscription, scheduler job, services, job) are updated in place.
 set -euo pipefail
 
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-export FLUXGATE_SCRIPT_START=$SECONDS
-# shellcheck source=scripts/lib/common.sh
-. "$ROOT/scripts/lib/common.sh"
+# Sets ROOT (the repository) and brings common.sh's helpers.
+# shellcheck source=scripts/lib/deploy.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib/deploy.sh"
 
 usage() {
   cat <<'EOF'
@@ -31,10 +35,16 @@ Optional environment:
   BUILD                cloudbuild (default) | docker | skip (deploy IMAGE_TAG as already pushed)
   AR_REPOSITORY        Artifact Registry Docker repository (default: fluxgate)
   BIGQUERY_LOCATION    location of the BigQuery dataset (default: REGION)
-  PUBLIC_INGEST=1      let anyone call ingest (allUsers invoker). Default: private, callers
-                       need roles/run.invoker and an identity token. Only with API keys on.
-  INGEST_INVOKERS      comma-separated members allowed to call a private ingest, e.g.
-                       user:me@example.com (default: the account running this script)
+  INGEST_ACCESS        public (default): anyone may reach ingest, which takes only requests
+                       with a tenant's API key. iam: callers also need roles/run.invoker and
+                       send an identity token in Authorization, the API key in X-Api-Key.
+  INGEST_INVOKERS      with INGEST_ACCESS=iam: comma-separated members allowed to call ingest,
+                       e.g. user:me@example.com (default: the account running this script)
+  FIRST_TENANT         the first tenant, made with an API key after the deploy (acme)
+  TENANT_DATABASE_URL  the database as this machine reaches it, for making that tenant and
+                       key with scripts/dev.sh (needs Rust). Default: DATABASE_URL unless it
+                       uses a /cloudsql/ socket (then run cloud-sql-proxy and point this at it;
+                       without one the commands are printed instead)
   cloudrun/pipeline.env settings (PUBSUB_TOPIC, MAX_DELIVERY_ATTEMPTS, DRAIN_SCHEDULE, …)
 
 Needs gcloud (with bq) and envsubst (gettext), and an account that may create the resources
@@ -42,28 +52,10 @@ above (Owner, or the admin roles of Run, Pub/Sub, Scheduler, BigQuery, Secret Ma
 EOF
 }
 
-case "${1:-}" in
-  -h | --help)
-    usage
-    exit 0
-    ;;
-  "") ;;
-  *)
-    usage >&2
-    die "unexpected argument: $1 (settings are environment variables)"
-    ;;
-esac
-
-missing=()
-for name in PROJECT_ID REGION DB_SECRET; do
-  [ -n "${!name:-}" ] || missing+=("$name")
-done
-if [ "${#missing[@]}" -gt 0 ]; then
-  usage >&2
-  die "set ${missing[*]}"
-fi
+no_arguments "$@"
+require_settings PROJECT_ID REGION DB_SECRET
 for tool in gcloud bq envsubst; do
-  command -v "$tool" >/dev/null 2>&1 || die "$tool is not on PATH (see the README's prerequisites)"
+  command -v "$tool" >/dev/null 2>&1 || die "$tool is not on PATH (see docs/DEPLOY-GCP.md, Prerequisites)"
 done
 
 # shellcheck source=cloudrun/pipeline.env
@@ -73,7 +65,15 @@ CLOUD_SQL_INSTANCE=${CLOUD_SQL_INSTANCE:-}
 BUILD=${BUILD:-cloudbuild}
 AR_REPOSITORY=${AR_REPOSITORY:-fluxgate}
 BIGQUERY_LOCATION=${BIGQUERY_LOCATION:-$REGION}
-PUBLIC_INGEST=${PUBLIC_INGEST:-0}
+INGEST_ACCESS=${INGEST_ACCESS:-public}
+case "$INGEST_ACCESS" in
+  public | iam) ;;
+  *) die "INGEST_ACCESS must be public or iam (got $INGEST_ACCESS)" ;;
+esac
+FIRST_TENANT=${FIRST_TENANT:-acme}
+if [ -z "${TENANT_DATABASE_URL:-}" ] && [[ "${DATABASE_URL:-}" != *"/cloudsql/"* ]]; then
+  TENANT_DATABASE_URL=${DATABASE_URL:-}
+fi
 if [ -z "${IMAGE_TAG:-}" ]; then
   IMAGE_TAG=$(git -C "$ROOT" rev-parse --short=12 HEAD 2>/dev/null || date -u +%Y%m%d%H%M%S)
   if ! git -C "$ROOT" diff --quiet HEAD 2>/dev/null; then
@@ -263,9 +263,13 @@ ensure_pubsub_topics() {
       --topic "$PUBSUB_DEAD_LETTER_TOPIC" --ack-deadline 60 \
       --message-retention-duration "$DEAD_LETTER_RETENTION" --expiration-period never
   fi
-  g pubsub topics add-iam-policy-binding "$PUBSUB_TOPIC" \
-    --member "serviceAccount:$DRAIN_SA" --role roles/pubsub.publisher >/dev/null
-  info "publisher on $PUBSUB_TOPIC for $DRAIN_SA"
+  # The drain publishes on its schedule; ingest publishes what it just stored (eager publish).
+  local publisher
+  for publisher in "$DRAIN_SA" "$INGEST_SA"; do
+    g pubsub topics add-iam-policy-binding "$PUBSUB_TOPIC" \
+      --member "serviceAccount:$publisher" --role roles/pubsub.publisher >/dev/null
+    info "publisher on $PUBSUB_TOPIC for $publisher"
+  done
   g pubsub subscriptions add-iam-policy-binding "$PUBSUB_DEAD_LETTER_SUBSCRIPTION" \
     --member "serviceAccount:$REPLAY_SA" --role roles/pubsub.subscriber >/dev/null
   info "subscriber on $PUBSUB_DEAD_LETTER_SUBSCRIPTION for $REPLAY_SA"
@@ -303,9 +307,10 @@ deploy_services() {
   g run services add-iam-policy-binding "$WORKER_SERVICE" --region "$REGION" \
     --member "serviceAccount:$PUSH_SA" --role roles/run.invoker >/dev/null
   info "$WORKER_SERVICE: only $PUSH_SA (Pub/Sub push)"
-  if [ "$PUBLIC_INGEST" = 1 ]; then
+  if [ "$INGEST_ACCESS" = public ]; then
+    # Tenants are not Google identities: ingest admits them by their API keys itself.
     g run services add-iam-policy-binding "$INGEST_SERVICE" --region "$REGION" --member allUsers --role roles/run.invoker >/dev/null
-    info "$INGEST_SERVICE: public (PUBLIC_INGEST=1)"
+    info "$INGEST_SERVICE: public; every request needs a tenant's API key (FLUXGATE_AUTH=keys)"
   else
     # Going back from public to private on a re-run must take the public binding away.
     quietly g run services remove-iam-policy-binding "$INGEST_SERVICE" --region "$REGION" --member allUsers --role roles/run.invoker || true
@@ -318,7 +323,7 @@ deploy_services() {
       info "$INGEST_SERVICE: $member"
     done
   fi
-  info "fluxgate-replay, fluxgate-metrics: project Owners/Run Invokers only (grant roles/run.invoker to add others)"
+  info "fluxgate-replay, fluxgate-metrics: project Owners/Run Invokers only, as admins (FLUXGATE_ADMIN_AUTH=platform; grant roles/run.invoker to add others)"
 }
 
 ensure_push_subscription() {
@@ -382,34 +387,33 @@ deploy_drain() {
   fi
 }
 
-print_first_event() {
-  local ingest_url auth=''
+print_deployed() {
+  local ingest_url admin_url auth identity
   ingest_url=$(service_url "$INGEST_SERVICE")
   # shellcheck disable=SC2016 # printed for the user's shell to expand
-  [ "$PUBLIC_INGEST" = 1 ] || auth=' -H "Authorization: Bearer $(gcloud auth print-identity-token)"'
+  identity='-H "Authorization: Bearer $(gcloud auth print-identity-token)"'
+  # shellcheck disable=SC2016
+  auth='-H "Authorization: Bearer $KEY"'
+  # shellcheck disable=SC2016
+  [ "$INGEST_ACCESS" = public ] || auth="-H \"X-Api-Key: \$KEY\" $identity"
+  admin_url=$(service_url fluxgate-metrics)
   section "Deployed"
   cat <<EOF
-ingest:  $ingest_url
+ingest:  $ingest_url  ($INGEST_ACCESS; tenants' API keys)
 worker:  $(service_url "$WORKER_SERVICE")  (Pub/Sub push only)
-replay:  $(service_url fluxgate-replay)
-metrics: $(service_url fluxgate-metrics)
+replay:  $(service_url fluxgate-replay)  (operators: identity token, roles/run.invoker)
+metrics: $admin_url  (operators: identity token, roles/run.invoker)
 drain:   Cloud Run job $DRAIN_JOB, run by Cloud Scheduler job $SCHEDULER_JOB ($DRAIN_SCHEDULE)
-
-Send the first event:
-
-  curl -i $ingest_url/v1/events$auth \\
-    -H 'Content-Type: application/json' \\
-    -d '{"tenantId":"acme","eventId":"order-1001","eventType":"order.created","payload":{"orderId":1001}}'
-
-Within about a minute (the next drain run) its outbox status is DONE:
-
-  curl $ingest_url/v1/events/acme/order-1001$auth
-
-and the row is in BigQuery:
-
-  bq query --nouse_legacy_sql 'SELECT * FROM \`$PROJECT_ID.$BIGQUERY_DATASET.$BIGQUERY_TABLE\` WHERE tenant_id = "acme"'
+EOF
+  print_first_event "$ingest_url" "$FIRST_TENANT" "$auth"
+  cat <<EOF
 
 Run the drain now instead of waiting: gcloud run jobs execute $DRAIN_JOB --region $REGION --wait
+
+The row in BigQuery, and the pipeline's figures (operators):
+
+  bq query --nouse_legacy_sql 'SELECT * FROM \`$PROJECT_ID.$BIGQUERY_DATASET.$BIGQUERY_TABLE\` WHERE tenant_id = "$FIRST_TENANT"'
+  curl "$admin_url/v1/outbox/summary?tenantId=$FIRST_TENANT" $identity
 EOF
 }
 
@@ -425,7 +429,9 @@ main() {
   deploy_services
   ensure_push_subscription
   deploy_drain
-  print_first_event
+  # After the services: ingest applied the migrations when it started.
+  ensure_first_tenant "${TENANT_DATABASE_URL:-}" "$FIRST_TENANT"
+  print_deployed
 }
 
 main

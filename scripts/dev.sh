@@ -4,6 +4,7 @@
 #   scripts/dev.sh                      # http://127.0.0.1:8080
 #   PORT=9000 scripts/dev.sh            # another port
 #   DATABASE_URL=postgres://… scripts/dev.sh   # PostgreSQL (or mysql://…) instead of SQLite
+#   scripts/dev.sh keys list            # any argument goes to fluxgate-local (--help lists them)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,4 +14,13 @@ if ! command -v cargo >/dev/null 2>&1; then
 fi
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/fluxgate/target}"
 export FLUXGATE_LOG_FORMAT="${FLUXGATE_LOG_FORMAT:-text}"
-exec cargo run --quiet -p fluxgate-local -- "$@"
+binary="$CARGO_TARGET_DIR/debug/fluxgate-local"
+
+# The first build compiles every dependency: say so. Cargo shows its own progress, on stderr,
+# so the output of subcommands such as `keys create` stays clean on stdout.
+if [ ! -x "$binary" ]; then
+  echo "fluxgate: first build of fluxgate-local into $CARGO_TARGET_DIR; this takes several minutes" \
+    "(about 4-7 on 2 cores), later starts take seconds." >&2
+fi
+cargo build -p fluxgate-local
+exec "$binary" "$@"

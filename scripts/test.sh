@@ -77,9 +77,11 @@ run_tests() {
   if cargo nextest --version >/dev/null 2>&1; then
     # MariaDB's second claim strategy (for servers without SKIP LOCKED) on the real server.
     step "Store conformance on MariaDB with FLUXGATE_MYSQL_CLAIM_MODE=claim-then-fetch"
+    info "the MariaDB tests only: nextest counts the other databases' as skipped (they run below)"
     FLUXGATE_MYSQL_CLAIM_MODE=claim-then-fetch \
       cargo nextest run -p fluxgate-tests --test store_conformance -E 'test(/^mariadb::/)'
     step "Doc tests"
+    info "none yet: this runs any code example a doc comment gets (nextest does not)"
     cargo test --workspace --doc
     step "Tests: cargo nextest run --workspace"
     cargo nextest run --workspace --no-fail-fast "$@"

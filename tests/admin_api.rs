@@ -307,6 +307,14 @@ async fn prometheus_text_parses_and_carries_the_figures() {
     let (status, _, text) = call(&app, Method::GET, "/metrics", None).await;
     assert_eq!(status, StatusCode::OK, "{text}");
 
+    let helps: Vec<&str> = text.lines().filter(|l| l.starts_with("# HELP")).collect();
+    assert!(helps.len() >= 10, "{text}");
+    for help in helps {
+        assert!(
+            help.ends_with('.') && !help.ends_with(".."),
+            "one full stop per help text: {help}"
+        );
+    }
     let lines = text.lines().map(|l| Ok(l.to_owned()));
     let scrape = prometheus_parse::Scrape::parse(lines).expect("the exposition parses");
     let value = |name: &str, label: Option<(&str, &str)>| -> f64 {
@@ -629,7 +637,7 @@ async fn every_route_is_in_the_openapi_document_and_nothing_else() {
     )
     .await;
 
-    // local serves all three (plus the drain trigger, which is for schedules, not clients).
+    // local serves all three, and no drain trigger: it drains on its own loop.
     let queue = Arc::new(InMemoryQueue::new(InMemoryQueueConfig::default()));
     let drain = Drain::new(store.clone(), queue.clone(), DrainConfig::default());
     let local = fluxgate_local::app(
@@ -642,6 +650,11 @@ async fn every_route_is_in_the_openapi_document_and_nothing_else() {
     let mut all = fluxgate::api::endpoints(&fluxgate_ingest::routes());
     all.extend(fluxgate::api::endpoints(&fluxgate_replay::routes()));
     all.extend(fluxgate::api::endpoints(&fluxgate_metrics::routes()));
+    let (status, body, _) = call(&local, Method::POST, "/v1/drain", None).await;
+    assert!(
+        is_fallback(status, &body),
+        "local serves POST /v1/drain ({status}): {body}"
+    );
     check_document("local", all, &fluxgate_local::openapi(), local).await;
 
     // The worker is called by queues (SQS through Lambda, Pub/Sub push), not by clients: it has
@@ -771,4 +784,53 @@ async fn sqs_dead_letters_are_redriven_to_the_queue() {
     queue.delete().await;
     dead.delete().await;
     db.cleanup().await;
+}
+
+/// Every client operation says how its key is sent and that it may answer 401; the health
+/// checks and the document stay open; the batch takes NDJSON as well as JSON.
+#[test]
+fn the_openapi_documents_describe_api_keys_and_the_batch_formats() {
+    let common = fluxgate::api::common_endpoints();
+    for (name, document) in [
+        ("ingest", fluxgate_ingest::openapi()),
+        ("replay", fluxgate_replay::openapi()),
+        ("metrics", fluxgate_metrics::openapi()),
+        ("local", fluxgate_local::openapi()),
+    ] {
+        let json = serde_json::to_value(&document).expect("document");
+        let schemes = &json["components"]["securitySchemes"];
+        assert_eq!(
+            schemes["bearerApiKey"]["scheme"], "bearer",
+            "{name}: {schemes}"
+        );
+        assert_eq!(
+            schemes["headerApiKey"]["name"], "X-Api-Key",
+            "{name}: {schemes}"
+        );
+        for (method, path) in fluxgate::api::documented(&document) {
+            let operation = &json["paths"][&path][method.to_ascii_lowercase()];
+            if common.contains(&(method.clone(), path.clone())) {
+                assert!(
+                    operation.get("security").is_none(),
+                    "{name}: {method} {path} is open"
+                );
+                continue;
+            }
+            assert_eq!(
+                operation["security"],
+                json!([{"bearerApiKey": []}, {"headerApiKey": []}]),
+                "{name}: {method} {path}"
+            );
+            assert!(
+                operation["responses"]["401"].is_object(),
+                "{name}: {method} {path} lists no 401"
+            );
+        }
+    }
+    let ingest = serde_json::to_value(fluxgate_ingest::openapi()).expect("document");
+    let batch = &ingest["paths"]["/v1/events/batch"]["post"]["requestBody"]["content"];
+    assert!(
+        batch["application/json"].is_object() && batch["application/x-ndjson"].is_object(),
+        "{batch}"
+    );
 }

@@ -198,6 +198,17 @@ async fn missing_unknown_malformed_and_revoked_keys_are_401() {
     )
     .await;
     assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+    // Behind Cloud Run's IAM, Authorization holds Google's identity token and the key travels
+    // in X-Api-Key: the key is what counts.
+    let identity_token = "Bearer eyJhbGciOiJSUzI1NiJ9.eyJhdWQiOiJodHRwcyJ9.c2lnbmF0dXJl";
+    let answer = call(
+        &app,
+        "/v1/events/acme/o-1",
+        &[("authorization", identity_token), ("x-api-key", &acme)],
+        None,
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
 
     // Revoked: refused from the next request on (no lookup cache in this authenticator).
     store

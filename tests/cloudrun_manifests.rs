@@ -430,6 +430,11 @@ struct Manifest {
 }
 
 impl Manifest {
+    fn parse(file: String, text: String) -> Manifest {
+        let doc = serde_yaml_ng::from_str(&text)
+            .unwrap_or_else(|e| panic!("cloudrun/{file} is not YAML: {e}"));
+        Manifest { file, text, doc }
+    }
     fn kind(&self) -> &str {
         self.doc["kind"].as_str().unwrap_or_default()
     }
@@ -474,15 +479,12 @@ fn manifests() -> Vec<Manifest> {
     files
         .into_iter()
         .map(|path| {
-            let text = read(&path);
-            let doc = serde_yaml_ng::from_str(&text)
-                .unwrap_or_else(|e| panic!("{} is not YAML: {e}", path.display()));
             let file = path
                 .file_name()
                 .expect("file name")
                 .to_string_lossy()
                 .into_owned();
-            Manifest { file, text, doc }
+            Manifest::parse(file, read(&path))
         })
         .collect()
 }
@@ -867,7 +869,7 @@ fn nothing_but_ingest_can_be_made_public() {
             });
         }
     }
-    // The only public binding the deploy script can make is ingest's (PUBLIC_INGEST=1).
+    // The only public binding the deploy script can make is ingest's (INGEST_ACCESS=public).
     let script = DeployScript::read();
     findings.check(
         script.assignment("INGEST_SERVICE") == ["fluxgate-ingest"],
@@ -998,4 +1000,247 @@ fn pubsub_and_scheduler_settings_agree_with_the_functions() {
         },
     );
     findings.assert_none("Pub/Sub and Scheduler settings");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Who authenticates how (docs/DEPLOY-GCP.md, "Who may call what"): tenants reach a public
+// ingest with their API keys, operators reach replay and metrics through Cloud Run's IAM.
+
+/// The texts the rules read: the manifests, the deploy script with the helpers it sources,
+/// and the guide.
+#[derive(Clone)]
+struct AuthSetup {
+    manifests: Vec<(String, String)>,
+    script: String,
+    helpers: String,
+    guide: String,
+}
+
+impl AuthSetup {
+    fn read() -> AuthSetup {
+        AuthSetup {
+            manifests: manifests().into_iter().map(|m| (m.file, m.text)).collect(),
+            script: read(&repo().join("scripts/deploy-gcp.sh")),
+            helpers: read(&repo().join("scripts/lib/deploy.sh")),
+            guide: read(&repo().join("docs/DEPLOY-GCP.md")),
+        }
+    }
+
+    /// The same setup with `from` replaced by `to` in one text (`file`: a manifest's file name,
+    /// `script`, `helpers` or `guide`); the replacement must apply.
+    fn with(&self, file: &str, from: &str, to: &str) -> AuthSetup {
+        let mut changed = self.clone();
+        let text = match file {
+            "script" => &mut changed.script,
+            "helpers" => &mut changed.helpers,
+            "guide" => &mut changed.guide,
+            manifest => {
+                &mut changed
+                    .manifests
+                    .iter_mut()
+                    .find(|(f, _)| f == manifest)
+                    .unwrap_or_else(|| panic!("no cloudrun/{manifest}"))
+                    .1
+            }
+        };
+        assert!(text.contains(from), "{file} has no {from:?} to change");
+        *text = text.replacen(from, to, 1);
+        changed
+    }
+
+    fn findings(&self) -> Vec<String> {
+        let mut findings = Findings::default();
+        let manifests: Vec<Manifest> = self
+            .manifests
+            .iter()
+            .map(|(f, t)| Manifest::parse(f.clone(), t.clone()))
+            .collect();
+        let named = |name: &str| manifests.iter().find(|m| m.name() == name);
+        for m in &manifests {
+            findings.check(m.env_value("FLUXGATE_AUTH") != Some("off"), || {
+                format!("{}: FLUXGATE_AUTH=off opens every endpoint", m.file)
+            });
+        }
+        match named("fluxgate-ingest") {
+            Some(ingest) => {
+                findings.check(ingest.env_value("FLUXGATE_AUTH") == Some("keys"), || {
+                    format!(
+                        "{}: ingest is public and must set FLUXGATE_AUTH=keys",
+                        ingest.file
+                    )
+                });
+                findings.check(
+                    ingest.env_value("FLUXGATE_ADMIN_AUTH") != Some("platform"),
+                    || {
+                        format!(
+                            "{}: FLUXGATE_ADMIN_AUTH=platform on ingest makes every caller an admin",
+                            ingest.file
+                        )
+                    },
+                );
+            }
+            None => findings.check(false, || "no manifest of fluxgate-ingest".into()),
+        }
+        for name in ["fluxgate-replay", "fluxgate-metrics"] {
+            match named(name) {
+                Some(m) => findings.check(
+                    m.env_value("FLUXGATE_ADMIN_AUTH") == Some("platform"),
+                    || {
+                        format!(
+                            "{}: {name} is for operators behind Cloud Run's IAM and must set \
+                             FLUXGATE_ADMIN_AUTH=platform",
+                            m.file
+                        )
+                    },
+                ),
+                None => findings.check(false, || format!("no manifest of {name}")),
+            }
+        }
+
+        // The deploy: ingest public by default, the first tenant and key made, the first event
+        // sent with the key.
+        let code = |text: &str| -> Vec<String> {
+            text.lines()
+                .map(str::trim)
+                .filter(|l| !l.starts_with('#'))
+                .map(str::to_owned)
+                .collect()
+        };
+        let script = code(&self.script);
+        let helpers = code(&self.helpers);
+        findings.check(
+            script
+                .iter()
+                .any(|l| l == "INGEST_ACCESS=${INGEST_ACCESS:-public}"),
+            || "deploy-gcp.sh: ingest must be public by default (INGEST_ACCESS=public)".into(),
+        );
+        findings.check(
+            script.iter().any(|l| l.starts_with("ensure_first_tenant ")),
+            || "deploy-gcp.sh does not make the first tenant and key (ensure_first_tenant)".into(),
+        );
+        // Run, not only printed as advice (`info …`).
+        for command in [
+            "tenants create \"$tenant\"",
+            "keys create --tenant \"$tenant\"",
+        ] {
+            findings.check(
+                helpers
+                    .iter()
+                    .any(|l| l.contains(command) && !l.starts_with("info ")),
+                || format!("scripts/lib/deploy.sh does not run `{command}`"),
+            );
+        }
+        let ingest_auth: Vec<&String> = script
+            .iter()
+            .filter(|l| l.starts_with("auth=") || l.contains("|| auth="))
+            .collect();
+        findings.check(!ingest_auth.is_empty(), || {
+            "deploy-gcp.sh: no `auth=` for the first event's ingest requests".into()
+        });
+        for line in ingest_auth {
+            findings.check(line.contains("$KEY"), || {
+                format!("deploy-gcp.sh: ingest requests must carry the tenant's key: {line}")
+            });
+        }
+
+        // The guide: ingest requests carry the key, operators' requests an identity token.
+        findings.check(
+            !self.guide.contains("Until tenant API keys are enforced"),
+            || "DEPLOY-GCP.md still says ingest does not check keys".into(),
+        );
+        for line in self
+            .guide
+            .lines()
+            .filter(|l| l.trim_start().starts_with("curl "))
+        {
+            let to_ingest = line.contains("\"$URL/");
+            let to_operators = line.contains("\"$METRICS/") || line.contains("\"$REPLAY/");
+            if to_ingest {
+                findings.check(line.contains("$KEY"), || {
+                    format!("DEPLOY-GCP.md: an ingest request without the tenant's key: {line}")
+                });
+            }
+            if to_operators {
+                findings.check(line.contains("print-identity-token"), || {
+                    format!("DEPLOY-GCP.md: an operator request without an identity token: {line}")
+                });
+            }
+        }
+        for setting in ["FLUXGATE_AUTH=keys", "FLUXGATE_ADMIN_AUTH=platform"] {
+            findings.check(self.guide.contains(setting), || {
+                format!("DEPLOY-GCP.md does not say {setting}")
+            });
+        }
+        findings.0
+    }
+}
+
+#[test]
+fn tenants_use_their_keys_on_ingest_and_operators_their_identity_on_replay_and_metrics() {
+    let findings = AuthSetup::read().findings();
+    assert!(findings.is_empty(), "{}", findings.join("\n"));
+}
+
+/// Each mistake the rules are there for, made on purpose, is caught.
+#[test]
+fn the_authentication_rules_catch_each_mistake() {
+    let setup = AuthSetup::read();
+    let ingest_keys = "- name: FLUXGATE_AUTH\n              value: keys";
+    let platform = "- name: FLUXGATE_ADMIN_AUTH\n              value: platform";
+    let mistakes = [
+        (
+            "ingest without FLUXGATE_AUTH",
+            setup.with("ingest.service.yaml", ingest_keys, "- name: FLUXGATE_LOG_LEVEL_UNUSED\n              value: keys"),
+        ),
+        (
+            "ingest with FLUXGATE_AUTH=off",
+            setup.with("ingest.service.yaml", ingest_keys, "- name: FLUXGATE_AUTH\n              value: \"off\""),
+        ),
+        (
+            "ingest with platform admin auth",
+            setup.with(
+                "ingest.service.yaml",
+                ingest_keys,
+                &format!("{ingest_keys}\n            {platform}"),
+            ),
+        ),
+        (
+            "replay without platform admin auth",
+            setup.with("replay.service.yaml", platform, "- name: FLUXGATE_ADMIN_AUTH\n              value: key"),
+        ),
+        (
+            "metrics without platform admin auth",
+            setup.with("metrics.service.yaml", platform, "- name: FLUXGATE_ADMIN_AUTH\n              value: key"),
+        ),
+        (
+            "ingest private by default",
+            setup.with("script", "INGEST_ACCESS=${INGEST_ACCESS:-public}", "INGEST_ACCESS=${INGEST_ACCESS:-iam}"),
+        ),
+        (
+            "no first tenant",
+            setup.with("script", "  ensure_first_tenant ", "  # ensure_first_tenant "),
+        ),
+        (
+            "no key made",
+            setup.with("helpers", "keys create --tenant \"$tenant\"", "keys list --tenant \"$tenant\""),
+        ),
+        (
+            "first event with an identity token only",
+            setup.with("script", "auth='-H \"Authorization: Bearer $KEY\"'", "auth=\"$identity\""),
+        ),
+        (
+            "guide sends no key to ingest",
+            setup.with("guide", "curl -i \"$URL/v1/events\" -H \"Authorization: Bearer $KEY\"", "curl -i \"$URL/v1/events\" -H \"Authorization: Bearer $(gcloud auth print-identity-token)\""),
+        ),
+        (
+            "guide calls metrics without identity",
+            setup.with("guide", "curl \"$METRICS/metrics\" -H \"Authorization: Bearer $(gcloud auth print-identity-token)\"", "curl \"$METRICS/metrics\" -H \"Authorization: Bearer $KEY\""),
+        ),
+    ];
+    for (mistake, changed) in mistakes {
+        assert!(
+            !changed.findings().is_empty(),
+            "the rules miss a mistake: {mistake}"
+        );
+    }
 }

@@ -23,6 +23,7 @@ macro_rules! conformance {
                 claim_order_and_limit,
                 claim_follows_next_attempt_at,
                 leased_rows_are_not_claimable,
+                claim_by_keys_takes_only_due_named_rows,
                 concurrent_claims_never_overlap,
                 expired_lease_returns_crashed_claims,
                 mark_published_only_by_owner,
@@ -615,6 +616,61 @@ mod cases {
         }
         // The holder itself does not get them twice either.
         assert!(claim(store, "holder", 10, t0 + secs(1)).await.is_empty());
+    }
+
+    /// Eager publish's claim: only the named rows, only while due, under the same lease as a
+    /// drain's claim, so the two never both take a row.
+    pub async fn claim_by_keys_takes_only_due_named_rows(db: &TestDb) {
+        let store = db.store.as_ref();
+        let t0 = fluxgate::now();
+        let events = [
+            variant("k1", 1, t0),
+            variant("k2", 1, t0),
+            variant("k3", 1, t0),
+        ];
+        insert(store, &events).await;
+        let named = [
+            events[0].key(),
+            events[1].key(),
+            key("acme", "never-stored"),
+        ];
+        let eager = claim_request("eager", 0, t0);
+        let claimed = store.claim_keys(&eager, &named).await.expect("claim keys");
+        assert_eq!(claimed_ids(&claimed), id_set(&["k1", "k2"]));
+        assert!(claimed.iter().all(|c| c.attempts == 0));
+
+        // Leased: not the drain's, and not eager publish's again.
+        assert_eq!(
+            claimed_ids(&claim(store, "drain", 10, t0).await),
+            id_set(&["k3"])
+        );
+        let again = claim_request("eager-again", 0, t0);
+        assert!(
+            store
+                .claim_keys(&again, &named)
+                .await
+                .expect("claim")
+                .is_empty()
+        );
+
+        // Settled rows are not due, whoever asks.
+        store
+            .mark_published("eager", &[events[0].key()], t0)
+            .await
+            .expect("mark");
+        let later = claim_request("eager-later", 0, t0 + fluxgate_tests::LEASE_TTL + secs(1));
+        assert_eq!(
+            claimed_ids(&store.claim_keys(&later, &named).await.expect("claim")),
+            id_set(&["k2"]),
+            "k1 is PUBLISHED; k2's lease expired, so it is due again"
+        );
+        assert!(
+            store
+                .claim_keys(&later, &[])
+                .await
+                .expect("no keys")
+                .is_empty()
+        );
     }
 
     pub async fn concurrent_claims_never_overlap(db: &TestDb) {

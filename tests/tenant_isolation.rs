@@ -7,8 +7,7 @@
 //! is the isolation at work and not a malformed request. Everything logged meanwhile is
 //! captured: no API key and no database password appears in it.
 //!
-//! The drain trigger of local (`POST /v1/drain`) is left out: it is for the scheduler and takes
-//! no API key, in the cloud as here. No service-account key is given to these four functions
+//! Local serves no drain trigger (it drains on its own loop). No service-account key is given to these four functions
 //! (only the worker's BigQuery sink takes one), so none can be logged; the log is still checked
 //! for private-key material.
 

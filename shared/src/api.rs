@@ -88,14 +88,76 @@ pub fn documented(document: &Document) -> BTreeSet<(String, String)> {
 #[openapi(paths(crate::http::healthz, crate::http::readyz, openapi_json))]
 pub struct CommonApi;
 
-/// The common document merged with a function's own, titled for the function.
+/// The common document merged with a function's own, titled for the function. Every operation
+/// of the function's own takes an API key (see [`with_api_keys`]).
 pub fn document(title: &str, own: Document) -> Document {
-    let mut document = CommonApi::openapi().merge_from(own);
+    let mut document = CommonApi::openapi().merge_from(with_api_keys(own));
     document.info.title = title.to_owned();
     document.info.version = env!("CARGO_PKG_VERSION").to_owned();
     document.info.description =
         Some("fluxgate: events in over HTTP, a transactional outbox, a queue, a warehouse.".into());
     document
+}
+
+/// The two ways a key is sent, as security schemes, required by every operation of `own`,
+/// each of which may then answer 401. The health checks and the document itself (the common
+/// endpoints) stay open.
+fn with_api_keys(mut own: Document) -> Document {
+    use utoipa::openapi::response::ResponseBuilder;
+    use utoipa::openapi::security::{
+        ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme,
+    };
+
+    const BEARER: &str = "bearerApiKey";
+    const HEADER: &str = "headerApiKey";
+    let components = own.components.get_or_insert_with(Default::default);
+    components.add_security_scheme(
+        BEARER,
+        SecurityScheme::Http(
+            HttpBuilder::new()
+                .scheme(HttpAuthScheme::Bearer)
+                .bearer_format("fgk_<key id>_<secret>, or the admin key")
+                .description(Some("A tenant's API key or the admin key"))
+                .build(),
+        ),
+    );
+    components.add_security_scheme(
+        HEADER,
+        SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
+            "X-Api-Key",
+            "A tenant's API key or the admin key",
+        ))),
+    );
+    let unauthorized = ResponseBuilder::new()
+        .description("No API key, or an unknown or revoked one (WWW-Authenticate: Bearer)")
+        .content(
+            "application/problem+json",
+            utoipa::openapi::ContentBuilder::new().build(),
+        )
+        .build();
+    for item in own.paths.paths.values_mut() {
+        for operation in [
+            &mut item.get,
+            &mut item.put,
+            &mut item.post,
+            &mut item.delete,
+            &mut item.patch,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            operation.security = Some(vec![
+                SecurityRequirement::new(BEARER, Vec::<String>::new()),
+                SecurityRequirement::new(HEADER, Vec::<String>::new()),
+            ]);
+            operation
+                .responses
+                .responses
+                .entry("401".to_owned())
+                .or_insert_with(|| unauthorized.clone().into());
+        }
+    }
+    own
 }
 
 /// `GET /openapi.json`: the OpenAPI 3.1 document.

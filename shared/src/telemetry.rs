@@ -1,6 +1,8 @@
 //! Logs as JSON lines on stdout, which CloudWatch Logs and Cloud Logging both parse; or as
 //! plain text for a person at a terminal (`FLUXGATE_LOG_FORMAT=text`).
 
+use std::io::IsTerminal;
+
 use tracing_subscriber::EnvFilter;
 
 /// Installs the global subscriber once; `RUST_LOG` picks the level (default `info`).
@@ -12,7 +14,10 @@ pub fn init() {
         .with_writer(std::io::stdout);
     // `try_init` fails only when a subscriber is already set (tests); that one is kept.
     let _ = if text {
-        builder.try_init()
+        // Colours only for a terminal: a log file or a pipe gets plain text, not escape codes.
+        builder
+            .with_ansi(std::io::stdout().is_terminal())
+            .try_init()
     } else {
         builder
             .json()

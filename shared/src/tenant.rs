@@ -6,6 +6,13 @@
 
 use crate::error::{Error, FieldError};
 
+/// The 403 a tenant key gets on an admin endpoint: where the admin key comes from, since the
+/// caller holding a tenant key is usually a person who has not met it yet.
+pub const ADMIN_ONLY: &str = "this endpoint needs the admin key, not a tenant's API key: \
+     send the FLUXGATE_ADMIN_KEY the function runs with (scripts/dev.sh keeps its own in \
+     .fluxgate/admin-key), or, with FLUXGATE_ADMIN_AUTH=platform, call it through the \
+     platform's IAM; see docs/API.md, Admin access";
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TenantScope {
     /// Authentication is off (local development): the body names the tenant, and every
@@ -57,7 +64,7 @@ impl TenantScope {
     pub fn require_admin(&self) -> Result<(), Error> {
         match self {
             Self::Open | Self::Admin => Ok(()),
-            Self::Tenant(_) => Err(Error::Forbidden("this endpoint needs an admin key".into())),
+            Self::Tenant(_) => Err(Error::Forbidden(ADMIN_ONLY.into())),
         }
     }
 }

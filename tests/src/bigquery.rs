@@ -99,6 +99,7 @@ impl TestBigQuery {
             sink: SinkKind::Bigquery,
             local_files: LocalFilesConfig {
                 warehouse_dir: std::env::temp_dir(),
+                roll: Default::default(),
             },
             bigquery: BigQueryConfig {
                 bigquery_project: Some(self.target.project.clone()),

@@ -28,12 +28,22 @@ pub fn files_under(dir: &Path) -> Vec<PathBuf> {
     files
 }
 
-/// The local-file warehouse's rows (`LocalFileSink` under `root`) by event id, each with its
-/// partition columns put back from the Hive-style path.
+/// Whether `path` holds warehouse rows: a part file (`part-….jsonl`), or one the sink still
+/// has open (`.part-….jsonl.open`, made visible when it rolls or at the next start). Both
+/// count, because these helpers check what the sink made durable, not when readers see it.
+pub fn is_warehouse_part(path: &Path) -> bool {
+    path.file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| n.ends_with(".jsonl") || n.ends_with(".jsonl.open"))
+}
+
+/// The local-file warehouse's rows (`LocalFileSink` under `root`), durable ones included (see
+/// [`is_warehouse_part`]), by event id, each with its partition columns put back from the
+/// Hive-style path.
 pub fn warehouse_file_rows(root: &Path) -> HashMap<String, Vec<Value>> {
     let mut rows: HashMap<String, Vec<Value>> = HashMap::new();
     for path in files_under(root) {
-        if path.extension().is_some_and(|e| e == "jsonl") {
+        if is_warehouse_part(&path) {
             // Hive layout: the partition columns are in the path, not in the rows.
             let partitions: Vec<(String, String)> = path
                 .iter()

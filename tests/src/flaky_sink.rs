@@ -74,6 +74,10 @@ impl Sink for FlakySink {
             })
             .collect())
     }
+
+    async fn flush(&self) -> fluxgate::Result<()> {
+        self.inner.flush().await
+    }
 }
 
 /// Events of tenant acme for each outcome a worker records, stored by [`outcome_events`].

@@ -48,7 +48,9 @@ pub use events::{
     EVENT_TYPE, LEASE_TTL, carried_by, claim_request, event, event_at, event_of_type,
     event_with_payload, far_deadline, key, keys, payload_hash, unpack,
 };
-pub use files::{files_under, repository_root, warehouse_file_rows, warehouse_row_count};
+pub use files::{
+    files_under, is_warehouse_part, repository_root, warehouse_file_rows, warehouse_row_count,
+};
 pub use flaky_sink::{FlakySink, OutcomeEvents, one_event_and_file_warehouse, outcome_events};
 pub use logs::CapturedLog;
 pub use process::{Deadline, free_port};

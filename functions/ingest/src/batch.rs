@@ -62,7 +62,8 @@ pub(crate) struct BatchResponse {
 }
 
 #[utoipa::path(post, path = "/v1/events/batch", tag = "ingest",
-    request_body(content = serde_json::Value, description = "A JSON array of events, `{\"events\": [...]}`, or NDJSON (application/x-ndjson)"),
+    request_body(description = "A JSON array of events, `{\"events\": [...]}`, or NDJSON: one event per line",
+        content((serde_json::Value = "application/json"), (String = "application/x-ndjson"))),
     responses(
         (status = 200, description = "An answer per item: accepted, duplicate, conflict or invalid", content_type = "application/json"),
         (status = 422, description = "Empty or too many events (`field` is `events`)", content_type = "application/problem+json"),

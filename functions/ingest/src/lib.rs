@@ -23,6 +23,7 @@ use fluxgate::http::{self as fhttp, BodyFormat, CorrelationId};
 use fluxgate::runtime::{ApiConfig, Function};
 use fluxgate::store::{EventWriter, InsertOutcome, OutboxState, OutboxStatus};
 use fluxgate::tenant::TenantScope;
+use fluxgate_outbox_drain::EagerConfig;
 use utoipa::OpenApi;
 
 /// ingest's settings, from the environment (each also a flag; `--help` lists them).
@@ -33,13 +34,17 @@ pub struct Config {
     pub api: ApiConfig,
     #[command(flatten)]
     pub limits: Limits,
+    #[command(flatten)]
+    pub eager: EagerConfig,
 }
 
-/// ingest as a function: its store, its callers' keys and its routes.
+/// ingest as a function: its store (publishing what it stores at once, where a queue is
+/// configured), its callers' keys and its routes.
 pub async fn function(config: Config) -> Result<Function> {
     let (store, auth) = config.api.open().await?;
+    let writer = config.eager.writer(store).await?;
     let port = config.api.port();
-    Ok(Function::http(service(store, config.limits, auth), port))
+    Ok(Function::http(service(writer, config.limits, auth), port))
 }
 
 #[derive(Clone, FromRef)]

@@ -3,8 +3,12 @@
 //! invoked through cargo-lambda's Lambda Runtime API against a real PostgreSQL database.
 
 use fluxgate::store::OutboxStatus;
+use std::time::Duration;
+
+use fluxgate::event::Event;
+use fluxgate_tests::aws::{TestQueue, moto_env};
 use fluxgate_tests::lambda::LambdaFunction;
-use fluxgate_tests::{TestDb, key, tenant_key};
+use fluxgate_tests::{TestDb, key, tenant_key, unpack};
 use serde_json::{Value, json};
 
 const TENANT: &str = "acme";
@@ -186,5 +190,62 @@ async fn ingest_answers_api_gateway_and_function_url_events_like_its_http_server
     assert_eq!(answer["statusCode"], 401, "{answer}");
 
     drop(function);
+    db.cleanup().await;
+}
+
+/// Eager publish on Lambda, set up as `template.yaml` sets it up: the event is on the SQS queue
+/// (moto) and its outbox row PUBLISHED by the time ingest answers, without a drain run; a
+/// duplicate publishes nothing.
+#[tokio::test]
+async fn ingest_publishes_what_it_stored_to_sqs_before_answering() {
+    let db = TestDb::postgres().await;
+    let api_key = tenant_key(db.store.as_ref(), TENANT).await;
+    let queue = TestQueue::create().await;
+    let mut env = vec![
+        ("DATABASE_URL", db.url.clone()),
+        ("FLUXGATE_DB_MIGRATE", "false".to_owned()),
+        ("FLUXGATE_QUEUE", "sqs".to_owned()),
+        ("FLUXGATE_SQS_QUEUE_URL", queue.url.clone()),
+    ];
+    env.extend(moto_env());
+    let mut function =
+        LambdaFunction::start(env!("CARGO_BIN_EXE_fluxgate-ingest").as_ref(), &env).await;
+
+    let post = http_api_event(
+        "POST",
+        "prod",
+        "/v1/events",
+        &api_key,
+        Some(event_body("eager-1")),
+    );
+    let answer = function
+        .invoke(&post)
+        .await
+        .unwrap_or_else(|e| panic!("invoke failed: {e}\n{}", function.log_text()));
+    assert_eq!(answer["statusCode"], 202, "{answer}");
+    assert_eq!(
+        db.stored(&key(TENANT, "eager-1")).await.outbox.status,
+        OutboxStatus::Published,
+        "published before the answer\n{}",
+        function.log_text()
+    );
+    let messages = queue.receive(1, Duration::from_secs(5)).await;
+    let carried = unpack(
+        messages
+            .iter()
+            .map(|m| m.body().unwrap_or_default().as_bytes()),
+    );
+    assert_eq!(
+        carried.iter().map(Event::key).collect::<Vec<_>>(),
+        vec![key(TENANT, "eager-1")]
+    );
+
+    let answer = function.invoke(&post).await.expect("invoke");
+    assert_eq!(answer["statusCode"], 200, "a duplicate: {answer}");
+    assert!(
+        queue.leftovers().await.is_empty(),
+        "a duplicate is not published again"
+    );
+    queue.delete().await;
     db.cleanup().await;
 }

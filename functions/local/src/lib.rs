@@ -14,7 +14,7 @@
 
 pub mod cli;
 pub mod dev_key;
-pub mod eager;
+pub mod fault;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -30,14 +30,14 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use fluxgate::api;
-use fluxgate::auth::{AuthConfig, AuthMode, Authenticator};
+use fluxgate::auth::{AdminAuth, AuthConfig, AuthMode, Authenticator};
 use fluxgate::config::{DrainConfig, Limits, WorkerConfig, parse_duration};
 use fluxgate::dead_letters::DeadLetters;
 use fluxgate::error::Result;
 use fluxgate::queue::{InMemoryQueue, InMemoryQueueConfig};
-use fluxgate::sink::LocalFileSink;
+use fluxgate::sink::{LocalFileSink, RollPolicy, Sink};
 use fluxgate::store::{self, DatabaseConfig, Store};
-use fluxgate_outbox_drain::Drain;
+use fluxgate_outbox_drain::{Drain, EagerWriter};
 use fluxgate_worker::Worker;
 
 #[derive(Debug, Clone, Parser)]
@@ -47,9 +47,12 @@ use fluxgate_worker::Worker;
     version
 )]
 pub struct LocalConfig {
-    /// Folder for the SQLite database and the warehouse.
+    /// Folder for the SQLite database, the warehouse and the development keys.
     #[arg(long, env = "FLUXGATE_DATA_DIR", default_value = "./.fluxgate")]
     pub data_dir: PathBuf,
+    /// Folder of the file warehouse; default `<data-dir>/warehouse`.
+    #[arg(long, env = "FLUXGATE_WAREHOUSE_DIR")]
+    pub warehouse_dir: Option<PathBuf>,
     /// Address to listen on.
     #[arg(long, env = "FLUXGATE_BIND", default_value = "127.0.0.1")]
     pub bind: std::net::IpAddr,
@@ -73,6 +76,8 @@ pub struct LocalConfig {
     #[command(flatten)]
     pub drain: DrainConfig,
     #[command(flatten)]
+    pub warehouse_roll: RollPolicy,
+    #[command(flatten)]
     pub worker: WorkerConfig,
     #[command(flatten)]
     pub auth: AuthConfig,
@@ -93,7 +98,9 @@ impl LocalConfig {
     }
 
     pub fn warehouse_dir(&self) -> PathBuf {
-        self.data_dir.join("warehouse")
+        self.warehouse_dir
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("warehouse"))
     }
 }
 
@@ -132,7 +139,7 @@ pub async fn run(
     config: LocalConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
-    let listener = TcpListener::bind((config.bind, config.port)).await?;
+    let listener = fluxgate::runtime::listen(config.bind, config.port).await?;
     run_on(listener, config, shutdown).await
 }
 
@@ -159,13 +166,28 @@ pub async fn run_on(
         max_receive_count: config.worker.max_receive_count,
         ..Default::default()
     }));
-    let sink = Arc::new(LocalFileSink::open(config.warehouse_dir()).await?);
+    let warehouse: Arc<dyn Sink> =
+        Arc::new(LocalFileSink::open_with(config.warehouse_dir(), config.warehouse_roll).await?);
+    let sink: Arc<dyn Sink> = Arc::new(fault::FaultSwitch::new(warehouse, &config.data_dir));
     let drain = Drain::new(store.clone(), queue.clone(), config.drain.clone());
-    let worker = Worker::new(store.clone(), sink, config.worker.clone());
-    if config.auth.mode == AuthMode::Keys {
-        dev_key::ensure(store.as_ref(), &config.data_dir, &config.dev_tenant).await?;
+    let worker = Worker::new(store.clone(), sink.clone(), config.worker.clone());
+    let mut auth_config = config.auth.clone();
+    let mut key_files = KeyFiles::default();
+    if auth_config.mode == AuthMode::Keys {
+        key_files.tenant =
+            Some(dev_key::ensure(store.as_ref(), &config.data_dir, &config.dev_tenant).await?);
+        // Without an admin key of its own, local keeps one in the data folder, so replay and
+        // the metrics of every tenant can be tried without a restart.
+        if auth_config.admin_auth == AdminAuth::Key
+            && auth_config.admin_key.is_none()
+            && auth_config.admin_key_secret_id.is_none()
+        {
+            let (admin_key, path) = dev_key::ensure_admin(&config.data_dir)?;
+            auth_config.admin_key = Some(admin_key);
+            key_files.admin = Some(path);
+        }
     }
-    let auth = Authenticator::from_config(&config.auth, store.clone()).await?;
+    let auth = Authenticator::from_config(&auth_config, store.clone()).await?;
 
     let app = app(
         store.clone(),
@@ -177,10 +199,11 @@ pub async fn run_on(
     let address: SocketAddr = listener.local_addr()?;
     tracing::info!(
         %address,
-        database = %redact(&url),
+        database = %store::redact(&url),
         warehouse = %config.warehouse_dir().display(),
         "fluxgate local is up: POST http://{address}/v1/events"
     );
+    eprintln!("{}", banner(address, &config, &url, &key_files));
 
     let stop = CancellationToken::new();
     let tasks = TaskTracker::new();
@@ -209,14 +232,16 @@ pub async fn run_on(
         .await?;
     stop.cancel();
     tasks.wait().await;
+    // What the worker wrote is durable already; this makes it visible to readers now rather
+    // than at the next start.
+    sink.flush().await?;
     tracing::info!("fluxgate local stopped");
     Ok(())
 }
 
-/// ingest, replay, metrics and the drain trigger behind one router, with health checks and
-/// the OpenAPI document of them all. `dead_letters` is the in-process queue's. ingest, replay
-/// and metrics authenticate with `auth`; the drain trigger, as in the cloud, is for the
-/// scheduler (here the process's own loop) and takes no API key.
+/// ingest, replay and metrics behind one router, with health checks and the OpenAPI document
+/// of them all, authenticated with `auth`. `dead_letters` is the in-process queue's; `drain`
+/// is woken by ingest's commits (eager publish).
 pub fn app(
     store: Arc<dyn Store>,
     limits: Limits,
@@ -225,7 +250,7 @@ pub fn app(
     auth: Authenticator,
 ) -> Router {
     let ingest = fluxgate_ingest::router(fluxgate_ingest::IngestState {
-        store: Arc::new(eager::WakingWriter::new(store.clone(), drain.wake_on())),
+        store: Arc::new(EagerWriter::waking(store.clone(), drain.wake_on())),
         limits: Arc::new(limits),
         auth: auth.clone(),
     });
@@ -238,10 +263,9 @@ pub fn app(
         store: store.clone(),
         auth,
     });
-    let routes = ingest
-        .merge(replay)
-        .merge(metrics)
-        .merge(fluxgate_outbox_drain::router(drain));
+    // No drain trigger: the process drains on its own loop, and an HTTP trigger here would be
+    // an endpoint without a key and outside the OpenAPI document.
+    let routes = ingest.merge(replay).merge(metrics);
     api::service(routes, store, &openapi())
 }
 
@@ -253,6 +277,45 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     document.merge(fluxgate_metrics::openapi());
     document.info.title = "fluxgate local".to_owned();
     document
+}
+
+/// The files a person needs, printed when the process is up.
+#[derive(Default)]
+struct KeyFiles {
+    tenant: Option<PathBuf>,
+    admin: Option<PathBuf>,
+}
+
+/// What a person at the terminal needs once the process is up: where it answers, where its
+/// data is, and where the keys are.
+fn banner(address: SocketAddr, config: &LocalConfig, url: &str, keys: &KeyFiles) -> String {
+    let mut lines = vec![
+        format!(
+            "\nfluxgate local is up on http://{address}  (OpenAPI: http://{address}/openapi.json)"
+        ),
+        format!("  data dir   {}", config.data_dir.display()),
+        format!("  database   {}", store::redact(url)),
+        format!("  warehouse  {}", config.warehouse_dir().display()),
+    ];
+    match &keys.tenant {
+        Some(path) => lines.push(format!(
+            "  API key    {}  (tenant {})",
+            path.display(),
+            config.dev_tenant
+        )),
+        None => {
+            lines.push("  API key    none: FLUXGATE_AUTH=off, every request is open".to_owned())
+        }
+    }
+    if let Some(path) = &keys.admin {
+        lines.push(format!("  admin key  {}", path.display()));
+    }
+    lines.push(format!(
+        "  fault switch: touch {} makes the warehouse refuse rows (events DEAD); rm it, then replay",
+        config.data_dir.join(fault::FILE_NAME).display()
+    ));
+    lines.push("  stop with Ctrl-C\n".to_owned());
+    lines.join("\n")
 }
 
 /// What a schedule does in the cloud: one drain run per tick.
@@ -283,34 +346,5 @@ async fn drain_loop(
             Ok(_) => {}
             Err(e) => tracing::error!(error = %e.chain(), "drain run failed"),
         }
-    }
-}
-
-/// A database URL without its password, for the start-up line.
-fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme_end), Some(at)) if at > scheme_end => {
-            let userinfo = &url[scheme_end + 3..at];
-            let user = userinfo.split(':').next().unwrap_or_default();
-            format!("{}://{}:***@{}", &url[..scheme_end], user, &url[at + 1..])
-        }
-        _ => url.to_owned(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn passwords_are_not_printed() {
-        assert_eq!(
-            redact("postgres://app:s3cret@db:5432/x"),
-            "postgres://app:***@db:5432/x"
-        );
-        assert_eq!(
-            redact("sqlite://./.fluxgate/fluxgate.db"),
-            "sqlite://./.fluxgate/fluxgate.db"
-        );
     }
 }

@@ -135,38 +135,22 @@ fn sqlite_url(data_dir: &Path) -> String {
 
 /// Every warehouse row's key, and how many rows there are (to see duplicates).
 fn warehouse(data_dir: &Path) -> (usize, HashSet<(String, String)>) {
-    let mut rows = 0;
-    let mut keys = HashSet::new();
     let root = data_dir.join("warehouse");
-    let Ok(dates) = std::fs::read_dir(&root) else {
-        return (0, keys);
-    };
-    for date in dates {
-        for tenant in std::fs::read_dir(date.expect("entry").path()).expect("dir") {
-            let tenant = tenant.expect("entry").path();
-            let tenant_id = tenant
-                .file_name()
-                .and_then(|n| n.to_str())
-                .and_then(|n| n.strip_prefix("tenant_id="))
-                .expect("tenant_id=… partition")
-                .to_owned();
-            for file in std::fs::read_dir(&tenant).expect("dir") {
-                let file = file.expect("entry").path();
-                if file.extension().is_none_or(|e| e != "jsonl") {
-                    continue;
-                }
-                for line in std::fs::read_to_string(&file).expect("read").lines() {
-                    let row: Value = serde_json::from_str(line).expect("a JSON line");
-                    rows += 1;
-                    keys.insert((
-                        tenant_id.clone(),
-                        row["event_id"].as_str().expect("event_id").to_owned(),
-                    ));
-                }
-            }
-        }
+    if !root.exists() {
+        return (0, HashSet::new());
     }
-    (rows, keys)
+    let rows: Vec<Value> = fluxgate_tests::warehouse_file_rows(&root)
+        .into_values()
+        .flatten()
+        .collect();
+    let keys = rows
+        .iter()
+        .map(|row| {
+            let field = |name: &str| row[name].as_str().expect(name).to_owned();
+            (field("tenant_id"), field("event_id"))
+        })
+        .collect();
+    (rows.len(), keys)
 }
 
 /// Waits until every key is DONE in the database.
@@ -393,6 +377,43 @@ async fn the_development_key_is_made_once_and_required() {
         .post("/v1/events", &json!({"eventType": "x", "payload": {}}))
         .await;
     assert_eq!(status, 202);
+}
+
+/// Another `DATABASE_URL` learns the key of `dev-api-key` instead of replacing the file: the
+/// file keeps working with both databases, and each holds that one key of the tenant.
+#[tokio::test]
+async fn another_database_learns_the_same_development_key() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let other = tempfile::tempdir().expect("tempdir");
+    let other_url = sqlite_url(other.path());
+    let first = LocalProcess::start(dir.path(), None).await;
+    let key = first.key.clone();
+    drop(first);
+
+    let second = LocalProcess::start(dir.path(), Some(&other_url)).await;
+    assert_eq!(second.key, key, "the key file is not rewritten");
+    let (status, answer) = second
+        .post("/v1/events", &json!({"eventType": "x", "payload": {}}))
+        .await;
+    assert_eq!(status, 202, "the other database knows the key: {answer}");
+    drop(second);
+
+    let third = LocalProcess::start(dir.path(), None).await;
+    assert_eq!(third.key, key);
+    let (status, _) = third
+        .post("/v1/events", &json!({"eventType": "x", "payload": {}}))
+        .await;
+    assert_eq!(status, 202, "and the first one still does");
+    drop(third);
+    for url in [sqlite_url(dir.path()), other_url] {
+        let (ok, listed, err) = manage(&url, &["keys", "list"]);
+        assert!(ok, "{err}");
+        assert_eq!(listed.lines().count(), 1, "one key in {url}: {listed}");
+        assert!(
+            listed.contains(&key[4..16]) && listed.contains("active"),
+            "{listed}"
+        );
+    }
 }
 
 /// `fluxgate-local tenants|keys …` against a database named by `DATABASE_URL`.

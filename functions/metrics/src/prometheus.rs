@@ -36,26 +36,26 @@ fn gauge(registry: &mut Registry, name: &str, help: &str, value: f64) {
     registry.register(name, help, metric);
 }
 
-/// The text exposition of `report`.
+/// The text exposition of `report`. Help texts carry no final full stop: the encoder adds one.
 pub fn render(report: &MetricsReport) -> Result<String, std::fmt::Error> {
     let mut registry = Registry::with_prefix("fluxgate");
     let by_status = &report.counts.by_status;
     counter(
         &mut registry,
         "events_ingested",
-        "Events accepted and stored (outbox rows).",
+        "Events accepted and stored (outbox rows)",
         report.counts.total,
     );
     counter(
         &mut registry,
         "events_published",
-        "Events handed to the queue and not back in PENDING (PUBLISHED, DONE, FAILED, DEAD).",
+        "Events handed to the queue and not back in PENDING (PUBLISHED, DONE, FAILED, DEAD)",
         by_status.published + by_status.done + by_status.failed + by_status.dead,
     );
     counter(
         &mut registry,
         "events_done",
-        "Events loaded into the warehouse.",
+        "Events loaded into the warehouse",
         by_status.done,
     );
 
@@ -67,25 +67,25 @@ pub fn render(report: &MetricsReport) -> Result<String, std::fmt::Error> {
     }
     registry.register(
         "outbox_events",
-        "Outbox rows per status now (FAILED and DEAD included).",
+        "Outbox rows per status now (FAILED and DEAD included)",
         statuses,
     );
     gauge(
         &mut registry,
         "events_failed",
-        "Events FAILED now (the queue delivers them again).",
+        "Events FAILED now (the queue delivers them again)",
         by_status.failed as f64,
     );
     gauge(
         &mut registry,
         "events_dead",
-        "Events DEAD now (waiting for a replay).",
+        "Events DEAD now (waiting for a replay)",
         by_status.dead as f64,
     );
     gauge(
         &mut registry,
         "outbox_lag_seconds",
-        "Age of the oldest PENDING event.",
+        "Age of the oldest PENDING event",
         report.lag_seconds,
     );
     let latency = &report.latency.latency;
@@ -103,13 +103,13 @@ pub fn render(report: &MetricsReport) -> Result<String, std::fmt::Error> {
     }
     registry.register(
         "latency_seconds",
-        "Receive-to-DONE latency (nearest-rank quantiles) over the latency window.",
+        "Receive-to-DONE latency (nearest-rank quantiles) over the latency window",
         quantiles,
     );
     gauge(
         &mut registry,
         "latency_avg_seconds",
-        "Average receive-to-DONE latency over the latency window.",
+        "Average receive-to-DONE latency over the latency window",
         latency.avg_ms.unwrap_or(0.0) / 1000.0,
     );
     // The window's distribution as histogram buckets (`le`, cumulative, in seconds), for
@@ -129,19 +129,19 @@ pub fn render(report: &MetricsReport) -> Result<String, std::fmt::Error> {
     }
     registry.register(
         "latency_window_seconds_bucket",
-        "Events that reached DONE in the latency window with a receive-to-DONE latency at most `le` seconds.",
+        "Events that reached DONE in the latency window with a receive-to-DONE latency at most `le` seconds",
         buckets,
     );
     gauge(
         &mut registry,
         "latency_window_seconds_count",
-        "Events that reached DONE in the latency window.",
+        "Events that reached DONE in the latency window",
         latency.completed as f64,
     );
     gauge(
         &mut registry,
         "latency_window_seconds_sum",
-        "Sum of their receive-to-DONE latencies, in seconds.",
+        "Sum of their receive-to-DONE latencies, in seconds",
         latency.avg_ms.unwrap_or(0.0) * latency.completed as f64 / 1000.0,
     );
     let throughput = Family::<Labels, Gauge>::default();
@@ -156,7 +156,7 @@ pub fn render(report: &MetricsReport) -> Result<String, std::fmt::Error> {
     }
     registry.register(
         "events_done_recent",
-        "Events that reached DONE in the last 1, 5 and 15 minutes.",
+        "Events that reached DONE in the last 1, 5 and 15 minutes",
         throughput,
     );
 

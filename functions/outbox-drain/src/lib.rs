@@ -3,6 +3,7 @@
 //! with backoff, or DEAD once its attempts are used up. It stops when nothing is due or its
 //! time budget is spent, and answers with a summary.
 
+mod eager;
 mod publish;
 
 use std::sync::Arc;
@@ -17,11 +18,14 @@ use tokio_util::sync::CancellationToken;
 use fluxgate::config::{DrainConfig, ServerConfig};
 use fluxgate::emf::{self, Figure};
 use fluxgate::error::{Error, Result};
+use fluxgate::event::EventKey;
 use fluxgate::http as fhttp;
 use fluxgate::queue::{self, Queue, QueueConfig, QueueKind};
 use fluxgate::runtime::{self, Function, Invocation, open_store};
-use fluxgate::store::{ClaimRequest, DatabaseConfig, OutboxClaims};
+use fluxgate::store::{ClaimRequest, ClaimedEvent, DatabaseConfig, OutboxClaims};
 
+pub use eager::{EagerConfig, EagerWriter};
+use publish::Settled;
 pub use publish::retry_for;
 
 /// The drain's settings, from the environment (each also a flag; `--help` lists them).
@@ -39,7 +43,7 @@ pub struct Config {
 }
 
 /// The drain as a function: one run per EventBridge event on Lambda, one run per Cloud Run job
-/// task, `POST /v1/drain` elsewhere. SIGTERM stops new rounds; the round in flight settles.
+/// task, `POST /v1/drain` elsewhere. SIGTERM stops new rounds; the rounds in flight settle.
 pub async fn function(config: Config) -> Result<Function> {
     let drain = Drain::connect(&config.database, &config.queue, config.drain)
         .await?
@@ -55,18 +59,19 @@ pub async fn function(config: Config) -> Result<Function> {
 }
 
 /// Why a run ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum StoppedBy {
     /// Nothing due was left.
+    #[default]
     Empty,
     /// The time budget ran out; what is left waits for the next run.
     TimeBudget,
-    /// The process was asked to stop (SIGTERM); the round in flight was settled first.
+    /// The process was asked to stop (SIGTERM); the rounds in flight were settled first.
     Shutdown,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct DrainSummary {
     pub claimed: u64,
@@ -119,7 +124,7 @@ pub struct Drain {
     store: Arc<dyn OutboxClaims>,
     queue: Arc<dyn Queue>,
     config: Arc<DrainConfig>,
-    /// Cancelled on SIGTERM: no new round starts, the one in flight settles what it published.
+    /// Cancelled on SIGTERM: no new round starts, the ones in flight settle what they published.
     stop: CancellationToken,
     /// Woken when there is something to publish now (see [`Drain::wake_on`]).
     wake: Arc<tokio::sync::Notify>,
@@ -155,8 +160,8 @@ impl Drain {
         }
     }
 
-    /// Stops claiming new rounds once `stop` is cancelled. A round already claimed is still
-    /// published and settled; anything left unsettled (a kill before that) stays claimable
+    /// Stops claiming new rounds once `stop` is cancelled. Rounds already claimed (two at most)
+    /// are still published and settled; anything left unsettled (a kill before that) stays claimable
     /// once its lease runs out.
     pub fn with_stop(mut self, stop: CancellationToken) -> Self {
         self.stop = stop;
@@ -250,61 +255,35 @@ impl Drain {
     }
 
     /// One run that claims no new rows after `deadline`.
+    ///
+    /// With a backlog the rounds overlap: the next round is claimed while the current one is
+    /// published and settled, so the database and the queue are both busy instead of taking
+    /// turns. Two rounds at most are open at once; each settles only the rows it claimed.
     pub async fn run(&self, deadline: Instant) -> Result<DrainSummary> {
         let started = Instant::now();
-        // One owner per run: a run only settles its own claims, and a crashed run's claims
-        // come back to others when their lease expires.
-        let owner = format!("drain-{}", uuid::Uuid::now_v7());
-        let mut summary = DrainSummary {
-            claimed: 0,
-            published: 0,
-            retried: 0,
-            dead: 0,
-            rounds: 0,
-            duration_ms: 0,
-            stopped_by: StoppedBy::Empty,
-        };
+        let mut summary = DrainSummary::default();
+        let mut claimed = self.claim_round(deadline).await;
         loop {
-            if self.stop.is_cancelled() {
-                summary.stopped_by = StoppedBy::Shutdown;
-                break;
-            }
-            if Instant::now() >= deadline {
-                summary.stopped_by = StoppedBy::TimeBudget;
-                break;
-            }
-            let now = fluxgate::now();
-            let claimed = self
-                .store
-                .claim_batch(&ClaimRequest {
-                    owner: owner.clone(),
-                    limit: self.config.drain_batch_size.max(1),
-                    lease_ttl: self.config.drain_lease_ttl,
-                    now,
-                })
-                .await?;
-            if claimed.is_empty() {
-                break;
-            }
-            summary.rounds += 1;
-            summary.claimed += claimed.len() as u64;
-            let settled =
-                publish::publish_claimed(self.queue.as_ref(), &self.config, &claimed, now).await;
-            let settled_at = fluxgate::now();
-            self.store
-                .mark_published(&owner, &settled.published, settled_at)
-                .await?;
-            self.store
-                .reschedule(&owner, &settled.retries, settled_at)
-                .await?;
-            summary.published += settled.published.len() as u64;
-            for retry in &settled.retries {
-                if retry.status == fluxgate::store::OutboxStatus::Dead {
-                    summary.dead += 1;
-                } else {
-                    summary.retried += 1;
+            let round = match claimed? {
+                Round::Claimed(round) => round,
+                Round::Empty => break,
+                Round::Stopped(reason) => {
+                    summary.stopped_by = reason;
+                    break;
                 }
-            }
+            };
+            summary.rounds += 1;
+            summary.claimed += round.rows.len() as u64;
+            let (next, settled) =
+                tokio::join!(self.claim_round(deadline), self.settle_round(&round));
+            let settled = settled?;
+            summary.count(&settled);
+            claimed = match next {
+                // The next claim ran before this round put its failures back; with a zero
+                // backoff they are due already, so look once more before calling it a day.
+                Ok(Round::Empty) if !settled.retries.is_empty() => self.claim_round(deadline).await,
+                next => next,
+            };
         }
         summary.duration_ms = started.elapsed().as_millis() as u64;
         if summary.claimed == 0 {
@@ -326,6 +305,100 @@ impl Drain {
             "drain run finished"
         );
         Ok(summary)
+    }
+
+    /// Eager publish: leases those of `keys` still due (just stored by ingest) and publishes
+    /// them now, as a run publishes a round. A row a drain run holds is left to it; whatever
+    /// this cannot publish stays PENDING, with backoff, for the next run.
+    pub async fn publish_now(&self, keys: &[EventKey]) -> Result<DrainSummary> {
+        let started = Instant::now();
+        let owner = format!("eager-{}", uuid::Uuid::now_v7());
+        let claim = ClaimRequest {
+            owner: owner.clone(),
+            limit: u32::try_from(keys.len()).unwrap_or(u32::MAX),
+            lease_ttl: self.config.drain_lease_ttl,
+            now: fluxgate::now(),
+        };
+        let rows = self.store.claim_keys(&claim, keys).await?;
+        let mut summary = DrainSummary::default();
+        if !rows.is_empty() {
+            summary.rounds = 1;
+            summary.claimed = rows.len() as u64;
+            summary.count(&self.settle_round(&Claimed { owner, rows }).await?);
+        }
+        summary.duration_ms = started.elapsed().as_millis() as u64;
+        Ok(summary)
+    }
+
+    /// Claims the next round, unless the run is to stop first.
+    async fn claim_round(&self, deadline: Instant) -> Result<Round> {
+        if self.stop.is_cancelled() {
+            return Ok(Round::Stopped(StoppedBy::Shutdown));
+        }
+        if Instant::now() >= deadline {
+            return Ok(Round::Stopped(StoppedBy::TimeBudget));
+        }
+        // One owner per round: a round settles only its own claims (two rounds are open at
+        // once), and a crashed run's claims come back to others when their lease expires.
+        let owner = format!("drain-{}", uuid::Uuid::now_v7());
+        let rows = self
+            .store
+            .claim_batch(&ClaimRequest {
+                owner: owner.clone(),
+                limit: self.config.drain_batch_size.max(1),
+                lease_ttl: self.config.drain_lease_ttl,
+                now: fluxgate::now(),
+            })
+            .await?;
+        Ok(if rows.is_empty() {
+            Round::Empty
+        } else {
+            Round::Claimed(Claimed { owner, rows })
+        })
+    }
+
+    /// Publishes one claimed round and records each row's fate.
+    async fn settle_round(&self, round: &Claimed) -> Result<Settled> {
+        let (owner, now) = (&round.owner, fluxgate::now());
+        let settled =
+            publish::publish_claimed(self.queue.as_ref(), &self.config, &round.rows, now).await;
+        let settled_at = fluxgate::now();
+        self.store
+            .mark_published(owner, &settled.published, settled_at)
+            .await?;
+        self.store
+            .reschedule(owner, &settled.retries, settled_at)
+            .await?;
+        Ok(settled)
+    }
+}
+
+/// One round's rows, leased to the round's own owner.
+struct Claimed {
+    owner: String,
+    rows: Vec<ClaimedEvent>,
+}
+
+/// What one claim found.
+enum Round {
+    Claimed(Claimed),
+    /// Nothing is due.
+    Empty,
+    /// The run stops before claiming more.
+    Stopped(StoppedBy),
+}
+
+impl DrainSummary {
+    /// Adds one settled round's outcome.
+    fn count(&mut self, settled: &Settled) {
+        self.published += settled.published.len() as u64;
+        for retry in &settled.retries {
+            if retry.status == fluxgate::store::OutboxStatus::Dead {
+                self.dead += 1;
+            } else {
+                self.retried += 1;
+            }
+        }
     }
 }
 

@@ -19,9 +19,6 @@ use crate::store::{ActiveKey, ApiKeys};
 use crate::tenant::TenantScope;
 
 const X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
-/// An admin key shorter than this is refused at start: it is compared by a fast hash, which
-/// is only safe for secrets too long to guess.
-const MIN_ADMIN_KEY_CHARS: usize = 32;
 /// Cached lookups (unknown ids too) are bounded, so a flood of made-up key ids cannot grow
 /// the cache without end.
 const MAX_CACHED: usize = 10_000;
@@ -147,21 +144,24 @@ fn rejected() -> Error {
     Error::Unauthorized("the API key is unknown or revoked".into())
 }
 
-/// The key a request carries: `Authorization: Bearer <key>`, else `X-Api-Key: <key>`.
+/// The key a request carries: `X-Api-Key: <key>`, else `Authorization: Bearer <key>`.
+/// `X-Api-Key` comes first because behind a platform's IAM (Cloud Run without public access)
+/// `Authorization` carries the platform's identity token, and the key travels beside it.
 fn credential(headers: &HeaderMap) -> Option<&str> {
-    let bearer = headers
-        .get(header::AUTHORIZATION)
+    let api_key = headers
+        .get(&X_API_KEY)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            let (scheme, token) = v.trim().split_once(' ')?;
-            scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
-        });
-    bearer
+        .map(str::trim)
+        .filter(|k| !k.is_empty());
+    api_key
         .or_else(|| {
             headers
-                .get(&X_API_KEY)
+                .get(header::AUTHORIZATION)
                 .and_then(|v| v.to_str().ok())
-                .map(str::trim)
+                .and_then(|v| {
+                    let (scheme, token) = v.trim().split_once(' ')?;
+                    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+                })
         })
         .filter(|k| !k.is_empty())
 }
@@ -188,7 +188,7 @@ async fn admin_key(config: &AuthConfig) -> Result<Option<String>> {
         (None, None) => None,
     };
     if let Some(key) = &key
-        && key.chars().count() < MIN_ADMIN_KEY_CHARS
+        && key.chars().count() < key::MIN_ADMIN_KEY_CHARS
     {
         // The secret's id, when the key came from one: that is the setting to fix.
         let name = if config.admin_key.is_some() {
@@ -199,8 +199,9 @@ async fn admin_key(config: &AuthConfig) -> Result<Option<String>> {
         return Err(Error::setting(
             name,
             format!(
-                "the admin key must be at least {MIN_ADMIN_KEY_CHARS} characters of random \
-                 (for example `openssl rand -base64 32`)"
+                "the admin key has fewer than {} characters; make a random one with \
+                 `openssl rand -base64 32`",
+                key::MIN_ADMIN_KEY_CHARS
             ),
         ));
     }

@@ -23,6 +23,9 @@ use crate::store::NewApiKey;
 
 pub const PREFIX: &str = "fgk";
 const KEY_ID_BYTES: usize = 6;
+/// An admin key shorter than this is refused at start: it is compared by a fast hash, which
+/// is only safe for secrets too long to guess.
+pub const MIN_ADMIN_KEY_CHARS: usize = 32;
 const SECRET_BYTES: usize = 32;
 
 /// A whole key as made, to be shown once. Its `Debug` shows the key id only, so it cannot
@@ -67,6 +70,32 @@ pub fn generate(tenant_id: &str, name: Option<&str>, now: DateTime<Utc>) -> Resu
             created_at: now,
         },
         secret: full,
+    })
+}
+
+/// A new random admin key (256 bits, URL-safe base64: 43 characters), for a local setup that
+/// has none configured; deployments bring their own (`openssl rand -base64 32`).
+pub fn generate_admin_key() -> Result<String> {
+    let mut secret = [0u8; SECRET_BYTES];
+    getrandom::fill(&mut secret)
+        .map_err(|e| Error::dependency_caused("the system random source failed", e))?;
+    Ok(URL_SAFE_NO_PAD.encode(secret))
+}
+
+/// The key record of an existing key (one made by [`generate`], shown once and kept by its
+/// holder), so another database can learn the same key; `None` when it has no key's shape.
+pub fn record_of(
+    presented: &str,
+    tenant_id: &str,
+    name: Option<&str>,
+    now: DateTime<Utc>,
+) -> Option<NewApiKey> {
+    Some(NewApiKey {
+        key_id: key_id(presented)?.to_owned(),
+        tenant_id: tenant_id.to_owned(),
+        name: name.map(str::to_owned),
+        secret_sha256: hash_hex(presented),
+        created_at: now,
     })
 }
 

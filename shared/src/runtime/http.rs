@@ -1,12 +1,15 @@
 //! HTTP functions: on Lambda, API Gateway (REST v1, HTTP API v2, Function URLs) and ALB events
 //! through `lambda_http`; elsewhere `axum::serve` on `0.0.0.0:PORT` with a graceful shutdown.
 
+use std::io::ErrorKind;
+use std::net::{IpAddr, Ipv4Addr};
+
 use axum::Router;
 use lambda_http::RequestExt;
 use lambda_http::request::RequestContext;
 use tokio::net::TcpListener;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 use super::lambda::runtime_failed;
 use super::shutdown;
@@ -23,13 +26,36 @@ pub(super) async fn serve_lambda(router: Router) -> Result<()> {
 /// Serves `router` on `0.0.0.0:port` until SIGTERM or Ctrl-C, then lets requests in flight
 /// finish (Cloud Run allows 10 s after SIGTERM).
 pub async fn serve(router: Router, port: u16) -> Result<()> {
-    let listener = TcpListener::bind(("0.0.0.0", port)).await?;
+    let listener = listen(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port).await?;
     tracing::info!(port = listener.local_addr()?.port(), "listening");
     let stop = shutdown();
     axum::serve(listener, router)
         .with_graceful_shutdown(async move { stop.cancelled().await })
         .await?;
     Ok(())
+}
+
+/// Binds the HTTP port. The address problems a person can fix themselves come back as the
+/// setting to change (`PORT`, or `FLUXGATE_BIND` for the address of `fluxgate-local`).
+pub async fn listen(address: IpAddr, port: u16) -> Result<TcpListener> {
+    TcpListener::bind((address, port)).await.map_err(|e| match e.kind() {
+        ErrorKind::AddrInUse => Error::setting(
+            "PORT",
+            format!(
+                "port {port} on {address} is already in use; stop what listens there \
+                 (another fluxgate?) or set PORT to a free port"
+            ),
+        ),
+        ErrorKind::PermissionDenied => Error::setting(
+            "PORT",
+            format!("port {port} needs privileges this process does not have; set PORT to 1024 or above"),
+        ),
+        ErrorKind::AddrNotAvailable => Error::setting(
+            "FLUXGATE_BIND",
+            format!("{address} is not an address of this machine; use 127.0.0.1 or 0.0.0.0"),
+        ),
+        _ => Error::Io(e),
+    })
 }
 
 /// `lambda_http` puts a named API Gateway stage in front of the path (`/prod/v1/events`); the

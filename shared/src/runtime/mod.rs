@@ -29,7 +29,7 @@ use crate::error::Result;
 use crate::platform::Platform;
 
 pub use boot::{ApiConfig, open_store};
-pub use http::serve;
+pub use http::{listen, serve};
 pub use lambda::{Invocation, deadline_of};
 pub use signal::{shutdown, shutdown_signal};
 
@@ -88,6 +88,7 @@ impl Function {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 tracing::error!(error = %e.chain(), "{name} stopped");
+                tell_a_person(&format!("{name} stopped: {}", e.chain()));
                 ExitCode::FAILURE
             }
         }
@@ -112,8 +113,18 @@ where
         Ok(function) => function.serve(&name).await,
         Err(e) => {
             tracing::error!(error = %e.chain(), "{name} cannot start");
+            tell_a_person(&format!("{name} cannot start: {}", e.chain()));
             ExitCode::FAILURE
         }
+    }
+}
+
+/// The log line says it for machines; a person at a terminal also gets one plain sentence on
+/// stderr (in the cloud stderr is logged too, so it is written only to a terminal).
+fn tell_a_person(sentence: &str) {
+    use std::io::IsTerminal;
+    if std::io::stderr().is_terminal() {
+        eprintln!("error: {sentence}");
     }
 }
 

@@ -14,7 +14,7 @@ use crate::error::Result;
 use crate::event::{Event, EventKey};
 
 pub use bigquery::{BigQueryConfig, BigQuerySink};
-pub use local_files::{LocalFileSink, LocalFilesConfig};
+pub use local_files::{LocalFileSink, LocalFilesConfig, RollPolicy};
 
 /// Which warehouse the worker writes to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -42,7 +42,8 @@ pub struct SinkConfig {
 pub async fn connect(config: &SinkConfig) -> Result<Arc<dyn Sink>> {
     match config.sink {
         SinkKind::LocalFiles => Ok(Arc::new(
-            LocalFileSink::open(&config.local_files.warehouse_dir).await?,
+            LocalFileSink::open_with(&config.local_files.warehouse_dir, config.local_files.roll)
+                .await?,
         )),
         SinkKind::Bigquery => Ok(Arc::new(BigQuerySink::from_config(&config.bigquery).await?)),
     }
@@ -117,4 +118,11 @@ pub trait Sink: Send + Sync + 'static {
     /// each row in order. `Err` means the whole call failed and nothing can be assumed
     /// written; every row is worth another delivery.
     async fn write_rows(&self, rows: &[WarehouseRow]) -> Result<Vec<RowResult>>;
+
+    /// Makes every row written so far visible to the warehouse's readers, for a warehouse that
+    /// gathers rows before it publishes them (the file warehouse's open parts); a process calls
+    /// it as it stops. Rows are durable once `write_rows` answers, whether or not this runs.
+    async fn flush(&self) -> Result<()> {
+        Ok(())
+    }
 }

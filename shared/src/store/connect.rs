@@ -18,7 +18,37 @@ use crate::error::{Error, Result};
 /// Connects by the URL's scheme (`postgres://`, `postgresql://`, `mysql://`, `mariadb://`,
 /// `sqlite:`) and applies the migrations when the config says so. A lazy pool (Lambda's
 /// default) connects at its first query, unless migrations need it at once.
+///
+/// A database that cannot be reached here stops the start-up, so the error names the setting
+/// to look at and the URL (without its password) it tried.
 pub async fn connect(url: &str, config: &DatabaseConfig) -> Result<Arc<dyn Store>> {
+    open(url, config).await.map_err(|e| match e {
+        Error::Database(cause) => Error::setting_caused(
+            "DATABASE_URL",
+            format!(
+                "cannot open the database at {}; check that it is running and that the URL \
+                 (or FLUXGATE_DATABASE_SECRET_ID's secret) is right",
+                redact(url)
+            ),
+            cause,
+        ),
+        other => other,
+    })
+}
+
+/// A database URL without its password, for messages and logs.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            let userinfo = &url[scheme_end + 3..at];
+            let user = userinfo.split(':').next().unwrap_or_default();
+            format!("{}://{}:***@{}", &url[..scheme_end], user, &url[at + 1..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
+async fn open(url: &str, config: &DatabaseConfig) -> Result<Arc<dyn Store>> {
     let scheme = url.split(':').next().unwrap_or_default();
     let acquire_timeout = Duration::from_secs(10);
     match scheme {
@@ -88,5 +118,22 @@ pub async fn connect(url: &str, config: &DatabaseConfig) -> Result<Arc<dyn Store
             "DATABASE_URL",
             format!("scheme {other:?} is not supported (use postgres://, mysql:// or sqlite:)"),
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_are_not_printed() {
+        assert_eq!(
+            redact("postgres://app:s3cret@db:5432/x"),
+            "postgres://app:***@db:5432/x"
+        );
+        assert_eq!(
+            redact("sqlite://./.fluxgate/fluxgate.db"),
+            "sqlite://./.fluxgate/fluxgate.db"
+        );
     }
 }

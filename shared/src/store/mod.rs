@@ -35,7 +35,7 @@ pub use admin::{
 pub use api_keys::{ActiveKey, ApiKeyInfo, ApiKeys, NewApiKey, TenantRecord};
 pub use batch::InsertOutcome;
 pub use config::DatabaseConfig;
-pub use connect::connect;
+pub use connect::{connect, redact};
 pub use mysql::{MySql, MySqlClaimMode, MySqlClaimSetting, MySqlStore};
 pub use postgres::{Postgres, PostgresStore};
 pub use sql_store::{Dialect, SqlStore};
@@ -195,6 +195,18 @@ pub trait OutboxClaims: OutboxLag {
     /// Leases up to `limit` due PENDING rows to `owner`, oldest due first. Rows leased by a
     /// run whose lease has expired are due again.
     async fn claim_batch(&self, claim: &ClaimRequest) -> Result<Vec<ClaimedEvent>>;
+
+    /// Leases those of `keys` that are due, under the same lease as [`claim_batch`] (so a
+    /// drain run and this never both take a row): eager publish, right after ingest stored
+    /// them. Rows already leased, or no longer PENDING, are left alone; `claim.limit` is not
+    /// used.
+    ///
+    /// [`claim_batch`]: OutboxClaims::claim_batch
+    async fn claim_keys(
+        &self,
+        claim: &ClaimRequest,
+        keys: &[EventKey],
+    ) -> Result<Vec<ClaimedEvent>>;
 
     /// Marks rows this owner still holds as PUBLISHED and releases them. Returns rows changed.
     async fn mark_published(

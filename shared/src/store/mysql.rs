@@ -354,7 +354,7 @@ async fn lease_skip_locked(
         .collect();
     let mut leased = 0;
     for chunk in keys.chunks(rows::CHUNK) {
-        let mut update = lease_update(claim, expires_at);
+        let mut update = rows::lease_update::<Db>(claim, expires_at);
         rows::push_keys_in(&mut update, chunk);
         leased += update.build().execute(&mut *tx).await?.rows_affected();
     }
@@ -369,7 +369,7 @@ async fn lease_in_place(
     claim: &ClaimRequest,
     expires_at: DateTime<Utc>,
 ) -> Result<u64> {
-    let mut update = lease_update(claim, expires_at);
+    let mut update = rows::lease_update::<Db>(claim, expires_at);
     update
         .push("status = 'PENDING' AND next_attempt_at <= ")
         .push_bind(claim.now)
@@ -377,22 +377,6 @@ async fn lease_in_place(
         .push(" ORDER BY next_attempt_at LIMIT ")
         .push(claim.limit);
     Ok(update.build().execute(pool).await?.rows_affected())
-}
-
-/// `UPDATE outbox SET` a lease to `claim.owner` until `expires_at` (also the next attempt),
-/// up to `WHERE `: the caller says which rows.
-fn lease_update(claim: &ClaimRequest, expires_at: DateTime<Utc>) -> QueryBuilder<Db> {
-    let mut update = QueryBuilder::<Db>::new("UPDATE outbox SET lease_owner = ");
-    update
-        .push_bind(claim.owner.clone())
-        .push(", lease_expires_at = ")
-        .push_bind(expires_at)
-        .push(", next_attempt_at = ")
-        .push_bind(expires_at)
-        .push(", updated_at = ")
-        .push_bind(claim.now)
-        .push(" WHERE ");
-    update
 }
 
 #[cfg(test)]

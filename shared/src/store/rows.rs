@@ -367,6 +367,50 @@ where
     qb
 }
 
+/// `UPDATE outbox SET` a lease to `claim.owner` until `expires_at`, up to `WHERE `: the caller
+/// says which rows. The lease also moves the next attempt to its expiry, so a leased row is not
+/// due to anyone else until the lease runs out.
+pub(crate) fn lease_update<DB: Database>(
+    claim: &ClaimRequest,
+    expires_at: DateTime<Utc>,
+) -> QueryBuilder<DB>
+where
+    String: Bind<DB>,
+    DateTime<Utc>: Bind<DB>,
+{
+    let mut update = QueryBuilder::new("UPDATE outbox SET lease_owner = ");
+    update
+        .push_bind(claim.owner.clone())
+        .push(", lease_expires_at = ")
+        .push_bind(expires_at)
+        .push(", next_attempt_at = ")
+        .push_bind(expires_at)
+        .push(", updated_at = ")
+        .push_bind(claim.now)
+        .push(" WHERE ");
+    update
+}
+
+/// Leases those of `keys` that are due, exactly as a drain's claim would: a row already
+/// leased (not due until its lease expires) or settled is left alone.
+pub(crate) fn lease_keys<DB: Database>(
+    claim: &ClaimRequest,
+    keys: &[EventKey],
+    expires_at: DateTime<Utc>,
+) -> QueryBuilder<DB>
+where
+    String: Bind<DB>,
+    DateTime<Utc>: Bind<DB>,
+{
+    let mut update = lease_update(claim, expires_at);
+    update
+        .push("status = 'PENDING' AND next_attempt_at <= ")
+        .push_bind(claim.now)
+        .push(" AND ");
+    push_keys_in(&mut update, keys);
+    update
+}
+
 pub(crate) fn mark_published<DB: Database>(
     owner: &str,
     keys: &[EventKey],

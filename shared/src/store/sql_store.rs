@@ -158,17 +158,29 @@ where
             }
         })
         .await??;
-        if leased == 0 {
-            return Ok(Vec::new());
-        }
-        let rows: Vec<ClaimedRow> = rows::select_claimed::<D::DB>(&claim.owner, expires_at)
-            .build_query_as()
-            .fetch_all(&self.pool)
+        read_leased(&self.pool, &claim.owner, leased, expires_at).await
+    }
+
+    async fn claim_keys(
+        &self,
+        claim: &ClaimRequest,
+        keys: &[EventKey],
+    ) -> Result<Vec<ClaimedEvent>> {
+        let expires_at = claim.now + claim.lease_ttl;
+        let mut leased = 0;
+        for chunk in keys.chunks(rows::CHUNK) {
+            // One statement, guarded by the due check: running it again after a rollback
+            // leases nothing twice.
+            leased += retry_when_rolled_back(move || async move {
+                Ok(rows::lease_keys::<D::DB>(claim, chunk, expires_at)
+                    .build()
+                    .execute(&self.pool)
+                    .await?
+                    .rows_affected())
+            })
             .await?;
-        Ok(rows
-            .into_iter()
-            .map(ClaimedEvent::try_from)
-            .collect::<Result<_, _>>()?)
+        }
+        read_leased(&self.pool, &claim.owner, leased, expires_at).await
     }
 
     async fn mark_published(
@@ -274,6 +286,34 @@ where
         .await?;
         Ok(())
     }
+}
+
+/// Reads back the `leased` rows that `owner` leased until `expires_at`, events and all.
+async fn read_leased<DB>(
+    pool: &Pool<DB>,
+    owner: &str,
+    leased: u64,
+    expires_at: DateTime<Utc>,
+) -> Result<Vec<ClaimedEvent>>
+where
+    DB: Database,
+    for<'c> &'c Pool<DB>: Executor<'c, Database = DB>,
+    <DB as Database>::Arguments: IntoArguments<DB>,
+    ClaimedRow: for<'r> FromRow<'r, <DB as Database>::Row>,
+    String: Bind<DB>,
+    DateTime<Utc>: Bind<DB>,
+{
+    if leased == 0 {
+        return Ok(Vec::new());
+    }
+    let rows: Vec<ClaimedRow> = rows::select_claimed::<DB>(owner, expires_at)
+        .build_query_as()
+        .fetch_all(pool)
+        .await?;
+    Ok(rows
+        .into_iter()
+        .map(ClaimedEvent::try_from)
+        .collect::<Result<_, _>>()?)
 }
 
 /// Runs `attempt` again when the database rolled it back as a deadlock victim or for a

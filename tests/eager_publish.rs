@@ -1,0 +1,188 @@
+//! Eager publish: ingest hands what it just stored to the queue before it answers, racing the
+//! scheduled drain without either publishing an event twice (both lease rows the same way),
+//! and leaving what it cannot publish PENDING for the drain. On PostgreSQL, MariaDB and SQLite;
+//! the queue is the in-process one, whose every message the test can read back, and the Pub/Sub
+//! test server (the suite's one declared mock) for a queue that refuses everything.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use fluxgate::config::DrainConfig;
+use fluxgate::event::{Event, EventKey};
+use fluxgate::queue::{InMemoryQueue, InMemoryQueueConfig};
+use fluxgate::store::{EventWriter, OutboxStatus};
+use fluxgate_outbox_drain::{Drain, EagerConfig, EagerWriter};
+use fluxgate_tests::pubsub_server::PubsubTestServer;
+use fluxgate_tests::{DbKind, TestDb, event, far_deadline};
+use tonic::Code;
+
+const TOPIC: &str = "projects/fluxgate-test/topics/events";
+const WRITERS: usize = 4;
+const BATCHES: usize = 25;
+const PER_BATCH: usize = 4;
+
+/// Every event the in-process queue holds, as often as it holds it.
+async fn published(queue: &InMemoryQueue) -> HashMap<EventKey, usize> {
+    let mut seen = HashMap::new();
+    loop {
+        let deliveries = queue.receive(1000, Duration::from_millis(50)).await;
+        if deliveries.is_empty() {
+            return seen;
+        }
+        for delivery in deliveries {
+            for event in fluxgate_tests::carried_by(&delivery.message.body).expect("a pack") {
+                *seen.entry(event.key()).or_default() += 1;
+            }
+            queue.ack(delivery.receipt);
+        }
+    }
+}
+
+async fn eager_publish_and_drain_runs_racing_publish_each_event_once(kind: DbKind) {
+    let db = TestDb::of(kind).await;
+    let queue = Arc::new(InMemoryQueue::new(InMemoryQueueConfig::default()));
+    let config = DrainConfig {
+        // Small rounds, so that the drain runs many claims while ingest commits.
+        drain_batch_size: 3,
+        ..DrainConfig::default()
+    };
+    let drain = Drain::new(db.store.clone(), queue.clone(), config);
+    let writer: Arc<dyn EventWriter> = Arc::new(EagerWriter::publishing(
+        db.store.clone(),
+        drain.clone(),
+        Duration::from_secs(30),
+    ));
+
+    let writers: Vec<_> = (0..WRITERS)
+        .map(|w| {
+            let writer = writer.clone();
+            tokio::spawn(async move {
+                for b in 0..BATCHES {
+                    let batch: Vec<Event> = (0..PER_BATCH)
+                        .map(|i| event("acme", &format!("w{w}-b{b}-e{i}")))
+                        .collect();
+                    writer.insert_events(&batch).await.expect("insert");
+                }
+            })
+        })
+        .collect();
+    let racing_drain = {
+        let drain = drain.clone();
+        tokio::spawn(async move {
+            let mut published = 0;
+            for _ in 0..200 {
+                published += drain
+                    .run(far_deadline())
+                    .await
+                    .expect("drain run")
+                    .published;
+                tokio::task::yield_now().await;
+            }
+            published
+        })
+    };
+    for writer in writers {
+        writer.await.expect("writer");
+    }
+    let by_drain = racing_drain.await.expect("drain");
+    // Whatever eager publish left (none, unless a drain round held it) goes now.
+    drain.run(far_deadline()).await.expect("last drain run");
+
+    let seen = published(&queue).await;
+    let total = WRITERS * BATCHES * PER_BATCH;
+    assert_eq!(seen.len(), total, "{kind}: every event published");
+    let twice: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(
+        twice.is_empty(),
+        "{kind}: published more than once: {twice:?}"
+    );
+    for key in seen.keys() {
+        assert_eq!(db.stored(key).await.outbox.status, OutboxStatus::Published);
+    }
+    eprintln!("{kind}: {total} events, {by_drain} of them published by the racing drain");
+    db.cleanup().await;
+}
+
+#[tokio::test]
+async fn eager_publish_races_the_drain_on_postgres() {
+    eager_publish_and_drain_runs_racing_publish_each_event_once(DbKind::Postgres).await;
+}
+
+#[tokio::test]
+async fn eager_publish_races_the_drain_on_mariadb() {
+    eager_publish_and_drain_runs_racing_publish_each_event_once(DbKind::MariaDb).await;
+}
+
+#[tokio::test]
+async fn eager_publish_races_the_drain_on_sqlite() {
+    eager_publish_and_drain_runs_racing_publish_each_event_once(DbKind::Sqlite).await;
+}
+
+#[tokio::test]
+async fn an_event_eager_publish_cannot_publish_stays_pending_for_the_drain() {
+    let db = TestDb::sqlite().await;
+    let server = PubsubTestServer::start(&[TOPIC]).await;
+    server.fail_everything(Code::PermissionDenied);
+    let eager = EagerConfig {
+        eager_publish: true,
+        eager_publish_timeout: chrono::TimeDelta::seconds(30),
+        queue: server.queue_config(TOPIC, 100),
+        drain: DrainConfig::default(),
+    };
+    let writer = eager.writer(db.store.clone()).await.expect("writer");
+    let stored = event("acme", "refused-by-the-queue");
+    let outcome = writer
+        .insert_events(std::slice::from_ref(&stored))
+        .await
+        .expect("stored, whatever the queue says");
+    assert_eq!(outcome.len(), 1);
+    let row = db.stored(&stored.key()).await.outbox;
+    assert_eq!(row.status, OutboxStatus::Pending, "left for the drain");
+    assert_eq!(row.attempts, 1, "the failed publish counts as an attempt");
+
+    // A published event is published by ingest, before the answer.
+    server.heal();
+    let next = event("acme", "published-at-once");
+    writer
+        .insert_events(std::slice::from_ref(&next))
+        .await
+        .expect("insert");
+    assert_eq!(
+        db.stored(&next.key()).await.outbox.status,
+        OutboxStatus::Published
+    );
+    let carried = fluxgate_tests::unpack(server.published().iter().map(|m| m.data.as_slice()));
+    assert_eq!(
+        carried.iter().map(Event::key).collect::<Vec<_>>(),
+        vec![next.key()]
+    );
+    db.cleanup().await;
+}
+
+#[tokio::test]
+async fn without_a_managed_queue_ingest_does_not_publish() {
+    let db = TestDb::sqlite().await;
+    let eager = EagerConfig {
+        eager_publish: true,
+        eager_publish_timeout: chrono::TimeDelta::seconds(1),
+        queue: fluxgate::queue::QueueConfig {
+            queue: fluxgate::queue::QueueKind::Memory,
+            ..PubsubTestServer::start(&[TOPIC])
+                .await
+                .queue_config(TOPIC, 1)
+        },
+        drain: DrainConfig::default(),
+    };
+    let writer = eager.writer(db.store.clone()).await.expect("writer");
+    let stored = event("acme", "waits-for-the-drain");
+    writer
+        .insert_events(std::slice::from_ref(&stored))
+        .await
+        .expect("insert");
+    assert_eq!(
+        db.stored(&stored.key()).await.outbox.status,
+        OutboxStatus::Pending
+    );
+    db.cleanup().await;
+}
