@@ -1020,9 +1020,9 @@ impl AuthSetup {
     fn read() -> AuthSetup {
         AuthSetup {
             manifests: manifests().into_iter().map(|m| (m.file, m.text)).collect(),
-            script: read(&repo().join("scripts/deploy-gcp.sh")),
-            helpers: read(&repo().join("scripts/lib/deploy.sh")),
-            guide: read(&repo().join("docs/DEPLOY-GCP.md")),
+            script: read(&repository_root().join("scripts/deploy-gcp.sh")),
+            helpers: read(&repository_root().join("scripts/lib/deploy.sh")),
+            guide: read(&repository_root().join("docs/DEPLOY-GCP.md")),
         }
     }
 
