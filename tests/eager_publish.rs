@@ -39,6 +39,28 @@ async fn published(queue: &InMemoryQueue) -> HashMap<EventKey, usize> {
     }
 }
 
+/// Ingest's writer as `function()` builds it, publishing eagerly to `queue` when it can.
+async fn eager_writer(db: &TestDb, queue: fluxgate::queue::QueueConfig) -> Arc<dyn EventWriter> {
+    let eager = EagerConfig {
+        eager_publish: true,
+        eager_publish_timeout: chrono::TimeDelta::seconds(30),
+        queue,
+        drain: DrainConfig::default(),
+    };
+    eager.writer(db.store.clone()).await.expect("writer")
+}
+
+/// Stores one new event of acme through `writer`; the answer does not depend on the queue.
+async fn store_one(writer: &dyn EventWriter, id: &str) -> Event {
+    let stored = event("acme", id);
+    let outcome = writer
+        .insert_events(std::slice::from_ref(&stored))
+        .await
+        .expect("stored, whatever the queue says");
+    assert_eq!(outcome.len(), 1);
+    stored
+}
+
 async fn eager_publish_and_drain_runs_racing_publish_each_event_once(kind: DbKind) {
     let db = TestDb::of(kind).await;
     let queue = Arc::new(InMemoryQueue::new(InMemoryQueueConfig::default()));
@@ -124,30 +146,15 @@ async fn an_event_eager_publish_cannot_publish_stays_pending_for_the_drain() {
     let db = TestDb::sqlite().await;
     let server = PubsubTestServer::start(&[TOPIC]).await;
     server.fail_everything(Code::PermissionDenied);
-    let eager = EagerConfig {
-        eager_publish: true,
-        eager_publish_timeout: chrono::TimeDelta::seconds(30),
-        queue: server.queue_config(TOPIC, 100),
-        drain: DrainConfig::default(),
-    };
-    let writer = eager.writer(db.store.clone()).await.expect("writer");
-    let stored = event("acme", "refused-by-the-queue");
-    let outcome = writer
-        .insert_events(std::slice::from_ref(&stored))
-        .await
-        .expect("stored, whatever the queue says");
-    assert_eq!(outcome.len(), 1);
+    let writer = eager_writer(&db, server.queue_config(TOPIC, 100)).await;
+    let stored = store_one(writer.as_ref(), "refused-by-the-queue").await;
     let row = db.stored(&stored.key()).await.outbox;
     assert_eq!(row.status, OutboxStatus::Pending, "left for the drain");
     assert_eq!(row.attempts, 1, "the failed publish counts as an attempt");
 
     // A published event is published by ingest, before the answer.
     server.heal();
-    let next = event("acme", "published-at-once");
-    writer
-        .insert_events(std::slice::from_ref(&next))
-        .await
-        .expect("insert");
+    let next = store_one(writer.as_ref(), "published-at-once").await;
     assert_eq!(
         db.stored(&next.key()).await.outbox.status,
         OutboxStatus::Published
@@ -163,23 +170,14 @@ async fn an_event_eager_publish_cannot_publish_stays_pending_for_the_drain() {
 #[tokio::test]
 async fn without_a_managed_queue_ingest_does_not_publish() {
     let db = TestDb::sqlite().await;
-    let eager = EagerConfig {
-        eager_publish: true,
-        eager_publish_timeout: chrono::TimeDelta::seconds(1),
-        queue: fluxgate::queue::QueueConfig {
-            queue: fluxgate::queue::QueueKind::Memory,
-            ..PubsubTestServer::start(&[TOPIC])
-                .await
-                .queue_config(TOPIC, 1)
-        },
-        drain: DrainConfig::default(),
+    let memory = fluxgate::queue::QueueConfig {
+        queue: fluxgate::queue::QueueKind::Memory,
+        ..PubsubTestServer::start(&[TOPIC])
+            .await
+            .queue_config(TOPIC, 1)
     };
-    let writer = eager.writer(db.store.clone()).await.expect("writer");
-    let stored = event("acme", "waits-for-the-drain");
-    writer
-        .insert_events(std::slice::from_ref(&stored))
-        .await
-        .expect("insert");
+    let writer = eager_writer(&db, memory).await;
+    let stored = store_one(writer.as_ref(), "waits-for-the-drain").await;
     assert_eq!(
         db.stored(&stored.key()).await.outbox.status,
         OutboxStatus::Pending

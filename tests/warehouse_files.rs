@@ -40,6 +40,16 @@ fn policy(max_age: TimeDelta, max_rows: u64) -> RollPolicy {
     }
 }
 
+async fn open(dir: &Path, policy: RollPolicy) -> LocalFileSink {
+    LocalFileSink::open_with(dir, policy).await.expect("open")
+}
+
+/// Writes rows of acme with these ids; every one is answered as written.
+async fn write(sink: &LocalFileSink, ids: &[&str]) {
+    let answers = sink.write_rows(&rows("acme", ids)).await.expect("write");
+    assert!(answers.iter().all(Result::is_ok), "{answers:?}");
+}
+
 /// Waits (up to 10 s) until readers see `expected` rows.
 async fn until_visible(root: &Path, expected: usize) {
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -59,18 +69,14 @@ async fn until_visible(root: &Path, expected: usize) {
 #[tokio::test]
 async fn rows_are_durable_at_once_and_visible_when_their_part_rolls_by_age() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let sink = LocalFileSink::open_with(dir.path(), policy(TimeDelta::milliseconds(300), 1000))
-        .await
-        .expect("open");
-    sink.write_rows(&rows("acme", &["a", "b"]))
-        .await
-        .expect("write");
+    let sink = open(dir.path(), policy(TimeDelta::milliseconds(300), 1000)).await;
+    write(&sink, &["a", "b"]).await;
     assert_eq!(warehouse_row_count(dir.path()), 2, "durable when answered");
     assert!(
         visible_parts(dir.path()).is_empty(),
         "a part is hidden while it is open"
     );
-    sink.write_rows(&rows("acme", &["c"])).await.expect("write");
+    write(&sink, &["c"]).await;
     until_visible(dir.path(), 3).await;
     assert_eq!(
         visible_parts(dir.path()).len(),
@@ -82,11 +88,9 @@ async fn rows_are_durable_at_once_and_visible_when_their_part_rolls_by_age() {
 #[tokio::test]
 async fn a_part_rolls_at_its_row_limit_and_a_flush_closes_the_rest() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let sink = LocalFileSink::open_with(dir.path(), policy(TimeDelta::hours(1), 2))
-        .await
-        .expect("open");
+    let sink = open(dir.path(), policy(TimeDelta::hours(1), 2)).await;
     for id in ["a", "b", "c", "d", "e"] {
-        sink.write_rows(&rows("acme", &[id])).await.expect("write");
+        write(&sink, &[id]).await;
     }
     let parts = visible_parts(dir.path());
     assert_eq!(
@@ -121,12 +125,8 @@ async fn concurrent_batches_carrying_one_key_write_it_once() {
 async fn a_part_left_open_by_a_crash_is_kept_whole_lines_only_and_indexed() {
     let dir = tempfile::tempdir().expect("tempdir");
     {
-        let sink = LocalFileSink::open_with(dir.path(), policy(TimeDelta::hours(1), 1000))
-            .await
-            .expect("open");
-        sink.write_rows(&rows("acme", &["kept"]))
-            .await
-            .expect("write");
+        let sink = open(dir.path(), policy(TimeDelta::hours(1), 1000)).await;
+        write(&sink, &["kept"]).await;
         // A crash: the writer never closes the part. Leak the sink so nothing rolls it.
         std::mem::forget(sink);
     }
@@ -143,9 +143,7 @@ async fn a_part_left_open_by_a_crash_is_kept_whole_lines_only_and_indexed() {
     let parts = visible_parts(dir.path());
     assert_eq!(parts.len(), 1, "the open part became visible: {parts:?}");
     assert_eq!(parts[0].1, 1, "the torn line was cut off");
-    sink.write_rows(&rows("acme", &["kept"]))
-        .await
-        .expect("write");
+    write(&sink, &["kept"]).await;
     sink.flush().await.expect("flush");
     assert_eq!(
         warehouse_row_count(dir.path()),

@@ -167,19 +167,11 @@ where
         keys: &[EventKey],
     ) -> Result<Vec<ClaimedEvent>> {
         let expires_at = claim.now + claim.lease_ttl;
-        let mut leased = 0;
-        for chunk in keys.chunks(rows::CHUNK) {
-            // One statement, guarded by the due check: running it again after a rollback
-            // leases nothing twice.
-            leased += retry_when_rolled_back(move || async move {
-                Ok(rows::lease_keys::<D::DB>(claim, chunk, expires_at)
-                    .build()
-                    .execute(&self.pool)
-                    .await?
-                    .rows_affected())
-            })
-            .await?;
-        }
+        // Guarded by the due check: a statement run again after a rollback leases nothing twice.
+        let leased = update_in_chunks(&self.pool, keys, |chunk| {
+            rows::lease_keys::<D::DB>(claim, chunk, expires_at)
+        })
+        .await?;
         read_leased(&self.pool, &claim.owner, leased, expires_at).await
     }
 
@@ -189,18 +181,10 @@ where
         keys: &[EventKey],
         now: DateTime<Utc>,
     ) -> Result<u64> {
-        let mut changed = 0;
-        for chunk in keys.chunks(rows::CHUNK) {
-            changed += retry_when_rolled_back(move || async move {
-                Ok(rows::mark_published::<D::DB>(owner, chunk, now)
-                    .build()
-                    .execute(&self.pool)
-                    .await?
-                    .rows_affected())
-            })
-            .await?;
-        }
-        Ok(changed)
+        update_in_chunks(&self.pool, keys, |chunk| {
+            rows::mark_published::<D::DB>(owner, chunk, now)
+        })
+        .await
     }
 
     async fn reschedule(
@@ -286,6 +270,35 @@ where
         .await?;
         Ok(())
     }
+}
+
+/// Runs the UPDATE `statement` makes for each chunk of `keys` (bind-parameter limits), each
+/// one again when the database rolled it back; answers the rows changed. Every such statement
+/// is guarded by the rows' state, so running one twice changes nothing twice.
+async fn update_in_chunks<DB>(
+    pool: &Pool<DB>,
+    keys: &[EventKey],
+    statement: impl Fn(&[EventKey]) -> sqlx::QueryBuilder<DB>,
+) -> Result<u64>
+where
+    DB: Database,
+    for<'c> &'c Pool<DB>: Executor<'c, Database = DB>,
+    <DB as Database>::Arguments: IntoArguments<DB>,
+    <DB as Database>::QueryResult: RowsAffected,
+{
+    let statement = &statement;
+    let mut changed = 0;
+    for chunk in keys.chunks(rows::CHUNK) {
+        changed += retry_when_rolled_back(move || async move {
+            Ok(statement(chunk)
+                .build()
+                .execute(pool)
+                .await?
+                .rows_affected())
+        })
+        .await?;
+    }
+    Ok(changed)
 }
 
 /// Reads back the `leased` rows that `owner` leased until `expires_at`, events and all.
