@@ -27,6 +27,11 @@ struct LocalProcess {
 impl LocalProcess {
     /// Starts `fluxgate-local` on a free port and waits until it is ready.
     async fn start(data_dir: &Path, database_url: Option<&str>) -> Self {
+        Self::start_for("acme", data_dir, database_url).await
+    }
+
+    /// Starts it with `tenant` as the development tenant (whose key every request sends).
+    async fn start_for(tenant: &str, data_dir: &Path, database_url: Option<&str>) -> Self {
         let port = free_port();
         let log = data_dir.join(format!("local-{port}.log"));
         std::fs::create_dir_all(data_dir).expect("data dir");
@@ -36,8 +41,7 @@ impl LocalProcess {
             .env("PORT", port.to_string())
             .env("FLUXGATE_DATA_DIR", data_dir)
             .env("FLUXGATE_DRAIN_INTERVAL", "200ms")
-            // The examples post for tenant `acme`: make it the development tenant.
-            .env("FLUXGATE_DEV_TENANT", "acme")
+            .env("FLUXGATE_DEV_TENANT", tenant)
             .env_remove("FLUXGATE_AUTH")
             .env_remove("DATABASE_URL")
             .stdout(Stdio::from(log_file.try_clone().expect("log")))
@@ -105,15 +109,47 @@ impl LocalProcess {
     }
 
     async fn post(&self, path: &str, body: &Value) -> (u16, Value) {
+        self.post_text(path, &body.to_string()).await
+    }
+
+    /// Posts `body` byte for byte, as a client wrote it.
+    async fn post_text(&self, path: &str, body: &str) -> (u16, Value) {
         let response = reqwest::Client::new()
             .post(format!("{}{path}", self.base))
             .bearer_auth(&self.key)
-            .json(body)
+            .header("content-type", "application/json")
+            .body(body.to_owned())
             .send()
             .await
             .expect("post");
         let status = response.status().as_u16();
         (status, response.json().await.expect("json answer"))
+    }
+
+    /// `GET /v1/events/{tenant}/{id}` as text, once its outbox row is DONE.
+    async fn get_when_done(&self, tenant: &str, event_id: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let text = reqwest::Client::new()
+                .get(format!("{}/v1/events/{tenant}/{event_id}", self.base))
+                .bearer_auth(&self.key)
+                .send()
+                .await
+                .expect("get")
+                .text()
+                .await
+                .expect("text");
+            let read: Value = serde_json::from_str(&text).expect("json");
+            if read["outbox"]["status"] == "DONE" {
+                return text;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{event_id} not DONE within 10 s: {read}\n{}",
+                self.log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 }
 
@@ -138,11 +174,24 @@ fn sqlite_url(data_dir: &Path) -> String {
 
 /// Every warehouse row's key, and how many rows there are (to see duplicates).
 fn warehouse(data_dir: &Path) -> (usize, HashSet<(String, String)>) {
-    let mut rows = 0;
+    let lines = warehouse_lines(data_dir);
     let mut keys = HashSet::new();
+    for (_, tenant_id, line) in &lines {
+        let row: Value = serde_json::from_str(line).expect("a JSON line");
+        keys.insert((
+            tenant_id.clone(),
+            row["event_id"].as_str().expect("event_id").to_owned(),
+        ));
+    }
+    (lines.len(), keys)
+}
+
+/// Every line of the warehouse folder as written, with its file and the tenant of its partition.
+fn warehouse_lines(data_dir: &Path) -> Vec<(PathBuf, String, String)> {
+    let mut lines = Vec::new();
     let root = data_dir.join("warehouse");
     let Ok(dates) = std::fs::read_dir(&root) else {
-        return (0, keys);
+        return lines;
     };
     for date in dates {
         for tenant in std::fs::read_dir(date.expect("entry").path()).expect("dir") {
@@ -159,17 +208,12 @@ fn warehouse(data_dir: &Path) -> (usize, HashSet<(String, String)>) {
                     continue;
                 }
                 for line in std::fs::read_to_string(&file).expect("read").lines() {
-                    let row: Value = serde_json::from_str(line).expect("a JSON line");
-                    rows += 1;
-                    keys.insert((
-                        tenant_id.clone(),
-                        row["event_id"].as_str().expect("event_id").to_owned(),
-                    ));
+                    lines.push((file.clone(), tenant_id.clone(), line.to_owned()));
                 }
             }
         }
     }
-    (rows, keys)
+    lines
 }
 
 /// Waits until every key is DONE in the database.
@@ -243,6 +287,43 @@ async fn a_posted_event_reaches_the_warehouse(database_url: Option<&str>) {
     let (rows, keys) = warehouse(dir.path());
     assert_eq!(rows, 1);
     assert!(keys.contains(&("acme".to_owned(), "order-1001".to_owned())));
+}
+
+/// The reference outbox API's own example, posted as written (a naive timestamp almost three
+/// years old, `tenantId` in the body), reaches the warehouse in its own day's partition.
+async fn the_reference_example_reaches_the_warehouse(database_url: Option<&str>) {
+    const EXAMPLE: &str = r#"{"tenantId":"tenant-123","eventId":"event-456","eventType":"user.action","eventTs":"2024-01-15T10:30:00","payload":{"userId":"user-789","action":"login","ipAddress":"192.168.1.1"},"source":"web-app"}"#;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let local = LocalProcess::start_for("tenant-123", dir.path(), database_url).await;
+    let (status, answer) = local.post_text("/v1/events", EXAMPLE).await;
+    assert_eq!(status, 202, "{answer}");
+    let read: Value =
+        serde_json::from_str(&local.get_when_done("tenant-123", "event-456").await).expect("json");
+    assert_eq!(read["eventTs"], "2024-01-15T10:30:00Z");
+    let rows = warehouse_lines(dir.path());
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    let (file, tenant, line) = &rows[0];
+    let row: Value = serde_json::from_str(line).expect("row");
+    assert_eq!(tenant, "tenant-123");
+    assert!(
+        file.to_string_lossy().contains("event_date=2024-01-15/"),
+        "{}",
+        file.display()
+    );
+    assert_eq!(row["event_id"], "event-456");
+    assert_eq!(row["payload"]["ipAddress"], "192.168.1.1");
+}
+
+#[tokio::test]
+async fn the_reference_example_reaches_the_warehouse_on_sqlite() {
+    the_reference_example_reaches_the_warehouse(None).await;
+}
+
+#[tokio::test]
+async fn the_reference_example_reaches_the_warehouse_on_postgres() {
+    let db = TestDb::postgres().await;
+    the_reference_example_reaches_the_warehouse(Some(&db.url)).await;
+    db.cleanup().await;
 }
 
 #[tokio::test]
