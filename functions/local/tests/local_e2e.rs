@@ -290,7 +290,8 @@ async fn a_posted_event_reaches_the_warehouse(database_url: Option<&str>) {
 }
 
 /// The reference outbox API's own example, posted as written (a naive timestamp almost three
-/// years old, `tenantId` in the body), reaches the warehouse in its own day's partition.
+/// years old, `tenantId` in the body), reaches the warehouse in its own day's partition; and
+/// payload numbers keep every digit on the way.
 async fn the_reference_example_reaches_the_warehouse(database_url: Option<&str>) {
     const EXAMPLE: &str = r#"{"tenantId":"tenant-123","eventId":"event-456","eventType":"user.action","eventTs":"2024-01-15T10:30:00","payload":{"userId":"user-789","action":"login","ipAddress":"192.168.1.1"},"source":"web-app"}"#;
     let dir = tempfile::tempdir().expect("tempdir");
@@ -312,6 +313,20 @@ async fn the_reference_example_reaches_the_warehouse(database_url: Option<&str>)
     );
     assert_eq!(row["event_id"], "event-456");
     assert_eq!(row["payload"]["ipAddress"], "192.168.1.1");
+
+    // A 30-digit integer and a 17-significant-digit decimal come back as sent, from GET and
+    // from the warehouse row.
+    let exact = r#"{"eventId":"exact","eventType":"n","payload":{"pi":3.1415926535897932,"big":123456789012345678901234567890}}"#;
+    let (status, answer) = local.post_text("/v1/events", exact).await;
+    assert_eq!(status, 202, "{answer}");
+    let digits = r#""payload":{"big":123456789012345678901234567890,"pi":3.1415926535897932}"#;
+    let read = local.get_when_done("tenant-123", "exact").await;
+    assert!(read.contains(digits), "{read}");
+    let rows = warehouse_lines(dir.path());
+    assert!(
+        rows.iter().any(|(_, _, line)| line.contains(digits)),
+        "{rows:?}"
+    );
 }
 
 #[tokio::test]

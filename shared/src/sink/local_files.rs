@@ -10,12 +10,14 @@ use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
-use serde_json::Value;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
 use tokio::sync::Mutex;
 
 use super::{RowResult, Sink, WarehouseRow};
 use crate::error::{Error, Result};
 use crate::event::EventKey;
+use crate::json_object::JsonObject;
 
 /// The local-file warehouse's settings (`FLUXGATE_SINK=local-files`).
 #[derive(Debug, Clone, clap::Args)]
@@ -84,16 +86,49 @@ impl Sink for LocalFileSink {
     }
 }
 
+/// A row as a part file holds it: the partition columns (`event_date`, `tenant_id`) live in
+/// the path only, as Hive layout expects.
+#[derive(Serialize)]
+struct FileRow<'a> {
+    correlation_id: Option<&'a str>,
+    event_id: &'a str,
+    event_ts: DateTime<Utc>,
+    event_type: &'a str,
+    ingested_at: DateTime<Utc>,
+    metadata: Option<&'a JsonObject>,
+    payload: &'a JsonObject,
+    payload_sha256: &'a str,
+    received_at: DateTime<Utc>,
+    source: Option<&'a str>,
+}
+
+impl<'a> From<&'a WarehouseRow> for FileRow<'a> {
+    fn from(row: &'a WarehouseRow) -> Self {
+        Self {
+            correlation_id: row.correlation_id.as_deref(),
+            event_id: &row.event_id,
+            event_ts: row.event_ts,
+            event_type: &row.event_type,
+            ingested_at: row.ingested_at,
+            metadata: row.metadata.as_ref(),
+            payload: &row.payload,
+            payload_sha256: &row.payload_sha256,
+            received_at: row.received_at,
+            source: row.source.as_deref(),
+        }
+    }
+}
+
+/// Just the key of a line; the rest is skipped unread (its numbers may not fit an f64).
+#[derive(Deserialize)]
+struct LineKey {
+    event_id: String,
+}
+
 async fn write_part(dir: &Path, rows: &[&WarehouseRow]) -> Result<()> {
     let mut body = Vec::with_capacity(rows.len() * 256);
     for row in rows {
-        let mut value = serde_json::to_value(row)
-            .map_err(|e| Error::sink_caused("a row cannot be encoded as JSON", e))?;
-        if let Value::Object(map) = &mut value {
-            map.remove("tenant_id");
-            map.remove("event_date");
-        }
-        serde_json::to_writer(&mut body, &value)
+        serde_json::to_writer(&mut body, &FileRow::from(*row))
             .map_err(|e| Error::sink_caused("a row cannot be encoded as JSON", e))?;
         body.push(b'\n');
     }
@@ -129,14 +164,12 @@ fn index_existing(root: &Path) -> Result<HashSet<EventKey>> {
                     .lines()
                     .filter(|l| !l.is_empty())
                 {
-                    let row: Value = serde_json::from_str(line)
+                    let row: LineKey = serde_json::from_str(line)
                         .map_err(|e| Error::sink_caused(path.display().to_string(), e))?;
-                    if let Some(event_id) = row.get("event_id").and_then(Value::as_str) {
-                        keys.insert(EventKey {
-                            tenant_id: tenant.clone(),
-                            event_id: event_id.to_owned(),
-                        });
-                    }
+                    keys.insert(EventKey {
+                        tenant_id: tenant.clone(),
+                        event_id: row.event_id,
+                    });
                 }
             }
         }
