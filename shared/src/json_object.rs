@@ -145,6 +145,10 @@ fn write_canonical(raw: &str, out: &mut String) -> Result<(), Walk> {
             }
             out.push(']');
         }
+        // Without a backslash a string is written as serde_json writes it already (it escapes
+        // only quotes, backslashes and control characters, none of which can stand unescaped
+        // in valid JSON), and it cannot hold a NUL: copied as it is.
+        Some(b'"') if !raw.contains('\\') => out.push_str(raw),
         Some(b'"') => {
             let text: String = serde_json::from_str(raw)?;
             write_string(&text, out)?;
@@ -159,7 +163,14 @@ fn write_string(text: &str, out: &mut String) -> Result<(), Walk> {
     if text.contains('\0') {
         return Err(Walk::Nul);
     }
-    out.push_str(&serde_json::to_string(text)?);
+    if text.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\') {
+        out.push_str(&serde_json::to_string(text)?);
+    } else {
+        // Nothing to escape: the common case, without an allocation.
+        out.push('"');
+        out.push_str(text);
+        out.push('"');
+    }
     Ok(())
 }
 
@@ -189,6 +200,12 @@ mod tests {
         assert_eq!(
             canonical(r#"{"\u0061":"\u00e9\/\n"}"#),
             canonical(r#"{"a":"é/\n"}"#)
+        );
+        // A control character may only stand escaped, and stays escaped.
+        assert!(JsonObject::canonical("{\"k\":\"a\tb\"}", "payload").is_err());
+        assert_eq!(
+            canonical(r#"{"k":"a\tb","q\"":1}"#),
+            r#"{"k":"a\tb","q\"":1}"#
         );
         // A repeated key keeps its last value.
         assert_eq!(canonical(r#"{"k":1,"k":2}"#), r#"{"k":2}"#);
