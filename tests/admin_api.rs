@@ -74,9 +74,20 @@ async fn dead_acme_events(
     dead_events(store, &events, error).await;
 }
 
-/// Inserts `events`, publishes them with the real drain (to a queue of their own, dropped with
-/// the messages, as a queue drops what it dead-letters), and records each as DEAD with `error`.
+/// Inserts `events`, publishes them with the real drain, and records each as DEAD with `error`.
 async fn dead_events(store: &Arc<dyn Store>, events: &[Event], error: &str) {
+    settled_events(store, events, OutboxStatus::Dead, error).await;
+}
+
+/// Inserts `events`, publishes them with the real drain (to a queue of their own, dropped with
+/// the messages, as a queue drops what it dead-letters), and records each as `status` (FAILED
+/// or DEAD) with `error`.
+async fn settled_events(
+    store: &Arc<dyn Store>,
+    events: &[Event],
+    status: OutboxStatus,
+    error: &str,
+) {
     store.insert_events(events).await.expect("insert");
     let queue = Arc::new(InMemoryQueue::new(InMemoryQueueConfig::default()));
     let drain = Drain::new(store.clone(), queue, DrainConfig::default());
@@ -90,7 +101,7 @@ async fn dead_events(store: &Arc<dyn Store>, events: &[Event], error: &str) {
         .iter()
         .map(|e| DeliveryOutcome {
             key: e.key(),
-            status: OutboxStatus::Dead,
+            status,
             error: Some(error.into()),
         })
         .collect();
@@ -202,6 +213,101 @@ async fn replay_by_filter_counts_on_a_dry_run_and_moves_otherwise() {
     );
     let after = summary(store.clone()).await;
     assert_eq!((after.pending, after.dead), (4, 1));
+    db.cleanup().await;
+}
+
+/// The reference outbox API's retry and summary, called as its clients call them.
+#[tokio::test]
+async fn the_reference_retry_and_summary_answer_as_written() {
+    let db = TestDb::from_env().await;
+    let store = db.store.clone();
+    let base = fluxgate::now() - TimeDelta::minutes(30);
+    let failed: Vec<Event> = (0..3)
+        .map(|i| event_at("tenant-123", &format!("f{i}"), base + TimeDelta::seconds(i)))
+        .chain([event_at("globex", "g0", base)])
+        .collect();
+    settled_events(
+        &store,
+        &failed,
+        OutboxStatus::Failed,
+        "503 from the warehouse",
+    )
+    .await;
+    let dead = event_at("tenant-123", "d0", base);
+    dead_events(&store, std::slice::from_ref(&dead), "refused").await;
+    let app = replay_app(store.clone(), None).await;
+
+    let (status, body, _) = call(
+        &app,
+        Method::POST,
+        "/v1/outbox/retry?tenantId=tenant-123&limit=2",
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        body,
+        json!({"tenantId": "tenant-123", "retriedCount": 2, "message": "Retried 2 failed records"})
+    );
+    let statuses = store
+        .statuses(&[
+            failed[0].key(),
+            failed[1].key(),
+            failed[2].key(),
+            failed[3].key(),
+            dead.key(),
+        ])
+        .await
+        .expect("statuses");
+    use OutboxStatus::{Dead, Failed, Pending};
+    let expected = [Pending, Pending, Failed, Failed, Dead];
+    for (event, status) in failed.iter().chain([&dead]).zip(expected) {
+        assert_eq!(statuses[&event.key()], status, "{}", event.event_id);
+    }
+
+    // The tenant's own key, tenantId left out: its own tenant; the DEAD row stays.
+    let own = fluxgate_tests::tenant_key(store.as_ref(), "tenant-123").await;
+    let request = router::json_request("POST", "/v1/outbox/retry", Some(&own), None);
+    let answer = router::send(&app, request).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text());
+    assert_eq!(answer.json()["retriedCount"], 1);
+    let request =
+        router::json_request("POST", "/v1/outbox/retry?tenantId=globex", Some(&own), None);
+    let answer = router::send(&app, request).await;
+    assert_eq!(answer.status, StatusCode::FORBIDDEN, "{}", answer.text());
+    assert_eq!(answer.json()["field"], "tenantId");
+    for (uri, field) in [
+        ("/v1/outbox/retry?tenantId=tenant-123&limit=0", "limit"),
+        ("/v1/outbox/retry?tenantId=tenant-123&max=5", "max"),
+        ("/v1/outbox/retry", "tenantId"),
+    ] {
+        let (status, body, _) = call(&app, Method::POST, uri, None).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{uri}: {body}");
+        assert_eq!(body["field"], field, "{uri}");
+    }
+
+    // The summary with naive timestamps (UTC), as the reference clients send them.
+    let metrics = fluxgate_metrics::service(store.clone(), authenticator(store.clone()).await);
+    let naive = |at: chrono::DateTime<chrono::Utc>| at.format("%Y-%m-%dT%H:%M:%S").to_string();
+    let from = base - TimeDelta::minutes(1);
+    let to = fluxgate::now() + TimeDelta::minutes(1);
+    let uri = format!(
+        "/v1/outbox/summary?tenantId=tenant-123&from={}&to={}",
+        naive(from),
+        naive(to)
+    );
+    let (status, body, _) = call(&metrics, Method::GET, &uri, None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        (
+            body["pending"].clone(),
+            body["failed"].clone(),
+            body["dead"].clone(),
+            body["total"].clone()
+        ),
+        (json!(3), json!(0), json!(1), json!(4))
+    );
+    assert_eq!(body["from"], format!("{}Z", naive(from)));
     db.cleanup().await;
 }
 

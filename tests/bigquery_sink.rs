@@ -42,9 +42,32 @@ fn varied_events() -> Vec<Event> {
         json!({ "order": { "id": 42, "lines": [1, 2.5, "x", null, true] }, "note": "é ✓" }),
     );
     full.source = Some("shop-web".into());
-    full.metadata = json!({ "region": "eu", "attempt": 1 }).as_object().cloned();
+    full.metadata = json!({ "region": "eu", "attempt": 1 })
+        .as_object()
+        .cloned()
+        .map(Into::into);
     full.correlation_id = Some("c-123".into());
     vec![full, event("acme", "e-plain"), event("globex", "e-other")]
+}
+
+#[tokio::test]
+async fn payload_numbers_reach_the_table_in_the_clients_digits() {
+    let bq = TestBigQuery::new().await;
+    let sink = bq.sink().await;
+    let mut exact = event("acme", "e-exact");
+    exact.payload = fluxgate::json_object::JsonObject::canonical(
+        r#"{"big": 123456789012345678901234567890, "pi": 3.1415926535897932}"#,
+        "payload",
+    )
+    .expect("object");
+    let rows = rows_of(std::slice::from_ref(&exact));
+    assert_eq!(sink.write_rows(&rows).await.expect("write"), vec![Ok(())]);
+    let stored = bq.rows().await;
+    assert_eq!(
+        stored[0].payload.get(),
+        r#"{"big":123456789012345678901234567890,"pi":3.1415926535897932}"#
+    );
+    bq.cleanup().await;
 }
 
 #[tokio::test]

@@ -503,6 +503,100 @@ async fn a_batch_may_be_a_plain_array_or_ndjson_with_bad_lines_reported_alone() 
 }
 
 #[tokio::test]
+async fn bulk_is_the_batch_under_the_reference_apis_name() {
+    let api = Api::new(TestDb::sqlite().await).await;
+    let bulk = json!([
+        order("b1"),
+        order("b1"),
+        {"tenantId": "acme", "eventId": "b2", "eventType": "x"},
+    ]);
+    let answer = api.post_json("/v1/events/bulk", bulk).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+    assert_eq!(
+        answer.body,
+        json!({
+            "counts": {"accepted": 1, "duplicate": 1, "conflict": 0, "invalid": 1},
+            "items": [
+                {"index": 0, "eventId": "b1", "status": "accepted"},
+                {"index": 1, "eventId": "b1", "status": "duplicate"},
+                {"index": 2, "eventId": "b2", "status": "invalid",
+                 "error": {"field": "payload", "detail": "is required"}},
+            ],
+        })
+    );
+    assert_problem(
+        &api.post_json("/v1/events/bulk", json!([])).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        Some("events"),
+    );
+    api.db.cleanup().await;
+}
+
+/// A 30-digit integer and a 17-significant-digit decimal, as a client writes them.
+const EXACT_PAYLOAD: &str = r#"{"pi": 3.1415926535897932, "big": 123456789012345678901234567890}"#;
+
+async fn payload_numbers_keep_their_digits(db: TestDb) {
+    let api = Api::new(db).await;
+    let one = |id: &str, payload: &str| {
+        format!(r#"{{"tenantId":"acme","eventId":"{id}","eventType":"n","payload":{payload}}}"#)
+    };
+    let answer = api
+        .post(
+            "/v1/events",
+            "application/json",
+            one("exact", EXACT_PAYLOAD),
+        )
+        .await;
+    assert_eq!(answer.status, StatusCode::ACCEPTED, "{}", answer.body);
+    let batch = format!(
+        "[{},{}]",
+        one("exact-b", EXACT_PAYLOAD),
+        one("exact-n", EXACT_PAYLOAD)
+    );
+    let answer = api.post("/v1/events/bulk", "application/json", batch).await;
+    assert_eq!(answer.body["counts"]["accepted"], 2, "{}", answer.body);
+    let expected = r#""payload":{"big":123456789012345678901234567890,"pi":3.1415926535897932}"#;
+    for id in ["exact", "exact-b", "exact-n"] {
+        let request = router::json_request(
+            "GET",
+            &format!("/v1/events/acme/{id}"),
+            Some(ADMIN_KEY),
+            None,
+        );
+        let text = router::send(&api.app, request).await.text();
+        assert!(text.contains(expected), "{id}: {text}");
+    }
+    // The hash is of exactly that value: other spacing and key order is the same payload, the
+    // same numbers rounded to a double are another.
+    let reordered = r#"{"big":123456789012345678901234567890,"pi":3.1415926535897932}"#;
+    let answer = api
+        .post("/v1/events", "application/json", one("exact", reordered))
+        .await;
+    assert_eq!(answer.body["status"], "duplicate", "{}", answer.body);
+    let rounded = r#"{"big":1.2345678901234568e29,"pi":3.141592653589793}"#;
+    let answer = api
+        .post("/v1/events", "application/json", one("exact", rounded))
+        .await;
+    assert_problem(&answer, StatusCode::CONFLICT, None);
+    api.db.cleanup().await;
+}
+
+#[tokio::test]
+async fn payload_numbers_keep_their_digits_on_postgres() {
+    payload_numbers_keep_their_digits(TestDb::postgres().await).await;
+}
+
+#[tokio::test]
+async fn payload_numbers_keep_their_digits_on_mariadb() {
+    payload_numbers_keep_their_digits(TestDb::mariadb().await).await;
+}
+
+#[tokio::test]
+async fn payload_numbers_keep_their_digits_on_sqlite() {
+    payload_numbers_keep_their_digits(TestDb::sqlite().await).await;
+}
+
+#[tokio::test]
 async fn an_empty_or_shapeless_batch_is_refused() {
     let api = Api::new(TestDb::sqlite().await).await;
     const JSON: &str = "application/json";

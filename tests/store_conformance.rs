@@ -39,6 +39,7 @@ macro_rules! conformance {
                 admin_failed_listing_is_paginated_with_last_error,
                 admin_replay_one_event,
                 admin_replay_by_filter_dry_run_and_batches,
+                retry_failed_moves_a_tenants_oldest_failed_rows_only,
             );
             // Tenants and API keys (`cases/api_keys.rs`).
             conformance!(@cases $open;
@@ -337,11 +338,9 @@ mod cases {
                 Conflict
             };
             assert_eq!(
-                *outcome,
-                expected,
+                *outcome, expected,
                 "writer {i} (payload {}) against the winner's {}: {outcomes:?}",
-                Value::Object(event.payload.clone()),
-                Value::Object(winner.payload.clone()),
+                event.payload, winner.payload,
             );
         }
         assert_one_row_each(db, &winner.key()).await;
@@ -445,7 +444,7 @@ mod cases {
         assert_eq!(stored(store, &key(T, "a")).await.event, batch[0]);
         assert_eq!(stored(store, &key(T, "c")).await.event, batch[6]);
         assert_eq!(
-            stored(store, &key(T, "old")).await.event.payload["n"],
+            stored(store, &key(T, "old")).await.event.payload.to_value()["n"],
             json!(1)
         );
         let claimed = claim(store, "drain", 100, t0).await;
@@ -479,7 +478,8 @@ mod cases {
         full.source = Some("sdk-js/1.2.3".into());
         full.metadata = json!({"ip": "203.0.113.7", "tags": ["a", "b"], "depth": {"x": 1}})
             .as_object()
-            .cloned();
+            .cloned()
+            .map(Into::into);
         full.correlation_id = Some("corr-\u{e9}-123".into());
 
         let mut bare = event_at(T, "bare", t0);
@@ -1223,7 +1223,7 @@ mod cases {
             N as u64
         );
         let middle = stored(store, &all[N / 2]).await;
-        assert_eq!(middle.event.payload["i"], Value::from(N / 2));
+        assert_eq!(middle.event.payload.to_value()["i"], Value::from(N / 2));
         assert_eq!(middle.outbox.status, Published);
     }
 
@@ -1595,5 +1595,73 @@ mod cases {
             claimed.iter().all(|c| c.attempts == 0),
             "attempts were not reset"
         );
+    }
+
+    pub async fn retry_failed_moves_a_tenants_oldest_failed_rows_only(db: &TestDb) {
+        let store = db.store.as_ref();
+        let base = fluxgate::now() - TimeDelta::hours(1);
+        // Tenant T: five FAILED events received one second apart and one DEAD; tenant-b: one
+        // FAILED.
+        let mut all: Vec<Event> = (0..5)
+            .map(|i| variant(&format!("f{i}"), i, base + secs(i)))
+            .collect();
+        all.push(variant("dead", 9, base));
+        let mut other = variant("other", 1, base);
+        other.tenant_id = "tenant-b".into();
+        all.push(other.clone());
+        insert(store, &all).await;
+        publish_all(store, base + mins(1)).await;
+        let outcomes: Vec<DeliveryOutcome> = all
+            .iter()
+            .map(|e| {
+                let verdict = if e.event_id == "dead" { Dead } else { Failed };
+                outcome(&e.key(), verdict, Some("boom"))
+            })
+            .collect();
+        record(store, &outcomes, base + mins(2)).await;
+
+        let now = fluxgate::now();
+        let retried = store
+            .retry_failed(T, 3, &format!("tenant:{T}"), now)
+            .await
+            .expect("retry");
+        assert_eq!(retried, 3);
+        for (id, expected) in [
+            ("f0", Pending),
+            ("f1", Pending),
+            ("f2", Pending),
+            ("f3", Failed),
+            ("f4", Failed),
+            ("dead", Dead),
+        ] {
+            assert_eq!(status(store, &key(T, id)).await, expected, "{id}");
+        }
+        assert_eq!(
+            status(store, &other.key()).await,
+            Failed,
+            "another tenant's row"
+        );
+        // Due now: the next claim takes exactly those three, attempts reset.
+        let claimed = claim(store, "drain", 100, now).await;
+        let ids: BTreeSet<&str> = claimed.iter().map(|c| c.event.event_id.as_str()).collect();
+        assert_eq!(ids, BTreeSet::from(["f0", "f1", "f2"]));
+        assert!(claimed.iter().all(|c| c.attempts == 0));
+
+        assert_eq!(
+            store
+                .retry_failed(T, 100, "admin", now)
+                .await
+                .expect("retry"),
+            2
+        );
+        assert_eq!(
+            store
+                .retry_failed(T, 100, "admin", now)
+                .await
+                .expect("retry"),
+            0,
+            "DEAD rows are not retried"
+        );
+        assert_eq!(status(store, &key(T, "dead")).await, Dead);
     }
 }

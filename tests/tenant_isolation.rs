@@ -80,6 +80,14 @@ fn cases(run: &str) -> Vec<Case> {
             Owner,
         ),
         case(
+            "POST",
+            "/v1/events/bulk",
+            "/v1/events/bulk",
+            Some(json!([order(format!("{run}-bulk"))])),
+            S::FORBIDDEN,
+            Owner,
+        ),
+        case(
             "GET",
             "/v1/events/{tenantId}/{eventId}",
             "/v1/events/acme/a1",
@@ -87,7 +95,7 @@ fn cases(run: &str) -> Vec<Case> {
             S::NOT_FOUND,
             Owner,
         ),
-        // replay: admin-only.
+        // replay: admin-only, but for the retry below.
         case(
             "POST",
             "/v1/events/{tenantId}/{eventId}/replay",
@@ -111,6 +119,15 @@ fn cases(run: &str) -> Vec<Case> {
             None,
             S::FORBIDDEN,
             Admin,
+        ),
+        // The reference API's retry: a tenant's own key for its own FAILED rows.
+        case(
+            "POST",
+            "/v1/outbox/retry",
+            "/v1/outbox/retry?tenantId=acme&limit=10",
+            None,
+            S::FORBIDDEN,
+            Owner,
         ),
         // metrics: another tenant's figures do not exist for globex; across tenants is admin-only.
         case(

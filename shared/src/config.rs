@@ -69,12 +69,51 @@ pub struct Limits {
     /// Longest tenantId, eventId, eventType and source, in characters.
     #[arg(long, env = "FLUXGATE_MAX_FIELD_LENGTH", default_value_t = Limits::DEFAULT.max_field_length)]
     pub max_field_length: usize,
-    /// How far in the future eventTs may be (clock skew of the sender).
-    #[arg(long, env = "FLUXGATE_MAX_FUTURE_SKEW", default_value = "15m", value_parser = parse_duration)]
+    /// How far in the future eventTs may be (clock skew of the sender); at most 365d, the
+    /// most BigQuery takes ahead.
+    #[arg(long, env = "FLUXGATE_MAX_FUTURE_SKEW", default_value = "15m", value_parser = parse_future_skew)]
     pub max_future_skew: TimeDelta,
-    /// How far in the past eventTs may be.
-    #[arg(long, env = "FLUXGATE_MAX_EVENT_AGE", default_value = "30d", value_parser = parse_duration)]
+    /// How far in the past eventTs may be; at most 1825d, the oldest partition BigQuery's
+    /// streaming insert takes.
+    #[arg(long, env = "FLUXGATE_MAX_EVENT_AGE", default_value = "1825d", value_parser = parse_event_age)]
     pub max_event_age: TimeDelta,
+}
+
+/// The widest timestamp window the warehouse takes. BigQuery's streaming insert (`insertAll`,
+/// what the BigQuery sink uses) takes rows for a partition between 5 years in the past and 1
+/// year in the future of today's date (the Storage Write API takes 10 years back); a row
+/// outside is refused for good and its event would end DEAD. 1825 days is 5 years less the
+/// leap days, so an event at the edge is still inside on every date; accepting nothing the
+/// warehouse refuses keeps "a 2xx reaches the warehouse" true. The settings only narrow it.
+pub const WAREHOUSE_MAX_EVENT_AGE: TimeDelta = TimeDelta::days(1825);
+pub const WAREHOUSE_MAX_FUTURE_SKEW: TimeDelta = TimeDelta::days(365);
+
+fn parse_event_age(text: &str) -> std::result::Result<TimeDelta, String> {
+    at_most(parse_duration(text)?, WAREHOUSE_MAX_EVENT_AGE, "back")
+}
+
+fn parse_future_skew(text: &str) -> std::result::Result<TimeDelta, String> {
+    at_most(parse_duration(text)?, WAREHOUSE_MAX_FUTURE_SKEW, "ahead")
+}
+
+fn at_most(value: TimeDelta, max: TimeDelta, way: &str) -> std::result::Result<TimeDelta, String> {
+    if value > max {
+        return Err(format!(
+            "may be at most {}d: the BigQuery warehouse refuses rows dated further {way}",
+            max.num_days()
+        ));
+    }
+    Ok(value)
+}
+
+/// A limit as a reader takes it: whole days as `1825 days`, anything else as humantime says it.
+pub fn describe_duration(duration: TimeDelta) -> String {
+    let seconds = duration.num_seconds();
+    if seconds > 0 && seconds % 86_400 == 0 {
+        let days = seconds / 86_400;
+        return format!("{days} day{}", if days == 1 { "" } else { "s" });
+    }
+    humantime::format_duration(duration.to_std().unwrap_or_default()).to_string()
 }
 
 impl Limits {
@@ -84,7 +123,7 @@ impl Limits {
         max_payload_bytes: 128 * 1024,
         max_field_length: 128,
         max_future_skew: TimeDelta::minutes(15),
-        max_event_age: TimeDelta::days(30),
+        max_event_age: WAREHOUSE_MAX_EVENT_AGE,
     };
 }
 
@@ -184,5 +223,15 @@ mod tests {
         assert_eq!(schedule.delay_after(9), TimeDelta::minutes(15));
         assert!(parse_schedule("").is_err());
         assert!(parse_schedule("soon").is_err());
+    }
+
+    #[test]
+    fn the_timestamp_window_only_narrows_what_the_warehouse_takes() {
+        assert_eq!(parse_event_age("30d"), Ok(TimeDelta::days(30)));
+        assert_eq!(parse_event_age("1825d"), Ok(WAREHOUSE_MAX_EVENT_AGE));
+        assert!(parse_event_age("1826d").is_err());
+        assert!(parse_future_skew("366d").is_err());
+        assert_eq!(describe_duration(TimeDelta::days(1825)), "1825 days");
+        assert_eq!(describe_duration(TimeDelta::minutes(15)), "15m");
     }
 }

@@ -3,18 +3,21 @@
 
 use std::collections::HashMap;
 
-use chrono::{DateTime, NaiveDate, NaiveDateTime, SubsecRound, Utc};
+use chrono::{DateTime, NaiveDate, SubsecRound, Utc};
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
+use serde_json::Value;
+use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
 
-use crate::config::{Limits, over_limit};
+use crate::config::{Limits, describe_duration, over_limit};
 use crate::error::{Error, FieldError};
+use crate::json_object::JsonObject;
 use crate::tenant::TenantScope;
 
 /// An event as a client sends it. Every field is optional here so that a missing field is
 /// reported by name by [`EventInput::validate`]; serde still rejects wrong JSON types with the
-/// path of the offending field.
+/// path of the offending field. `payload` and `metadata` stay the client's text until
+/// [`JsonObject::canonical`] reads them, so no number in them is ever converted.
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct EventInput {
@@ -22,9 +25,9 @@ pub struct EventInput {
     pub event_id: Option<String>,
     pub event_type: Option<String>,
     pub event_ts: Option<String>,
-    pub payload: Option<Value>,
+    pub payload: Option<Box<RawValue>>,
     pub source: Option<String>,
-    pub metadata: Option<Map<String, Value>>,
+    pub metadata: Option<Box<RawValue>>,
     /// Anything else: rejected by name, so a typo such as `timestamp` is not silently dropped.
     #[serde(flatten)]
     pub unknown: HashMap<String, Value>,
@@ -50,10 +53,10 @@ pub struct Event {
     pub received_at: DateTime<Utc>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<String>,
-    pub payload: Map<String, Value>,
+    pub payload: JsonObject,
     pub payload_sha256: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub metadata: Option<Map<String, Value>>,
+    pub metadata: Option<JsonObject>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub correlation_id: Option<String>,
 }
@@ -127,7 +130,7 @@ impl EventInput {
                 "eventTs",
                 format!(
                     "is more than {} in the future",
-                    humantime::format_duration(limits.max_future_skew.to_std().unwrap_or_default())
+                    describe_duration(limits.max_future_skew)
                 ),
             ));
         }
@@ -136,26 +139,24 @@ impl EventInput {
                 "eventTs",
                 format!(
                     "is more than {} in the past",
-                    humantime::format_duration(limits.max_event_age.to_std().unwrap_or_default())
+                    describe_duration(limits.max_event_age)
                 ),
             ));
         }
 
         let payload = match self.payload {
-            Some(Value::Object(map)) => map,
-            Some(_) => return Err(FieldError::new("payload", "must be a JSON object")),
+            Some(raw) => JsonObject::canonical(raw.get(), "payload")?,
             None => return Err(FieldError::new("payload", "is required")),
         };
-        let canonical = canonical_json(&Value::Object(payload.clone()));
-        check_no_nul("payload", &payload)?;
-        if let Some(over) = over_limit(canonical.len(), limits.max_payload_bytes, "bytes") {
-            return Err(FieldError::new("payload", format!("is {over}")));
-        }
-        if let Some(metadata) = &self.metadata {
-            check_no_nul("metadata", metadata)?;
-            let size = canonical_json(&Value::Object(metadata.clone())).len();
-            if let Some(over) = over_limit(size, limits.max_payload_bytes, "bytes") {
-                return Err(FieldError::new("metadata", format!("is {over}")));
+        let metadata = self
+            .metadata
+            .map(|raw| JsonObject::canonical(raw.get(), "metadata"))
+            .transpose()?;
+        for (field, object) in [("payload", Some(&payload)), ("metadata", metadata.as_ref())] {
+            if let Some(over) =
+                object.and_then(|o| over_limit(o.len(), limits.max_payload_bytes, "bytes"))
+            {
+                return Err(FieldError::new(field, format!("is {over}")));
             }
         }
 
@@ -166,9 +167,9 @@ impl EventInput {
             event_ts,
             received_at,
             source: self.source,
-            payload_sha256: hex::encode(Sha256::digest(&canonical)),
+            payload_sha256: payload_sha256(&payload),
             payload,
-            metadata: self.metadata,
+            metadata,
             correlation_id: correlation_id.map(str::to_owned),
         })
     }
@@ -213,88 +214,25 @@ fn check_text(field: &str, value: &str, max_len: usize) -> Result<(), FieldError
     Ok(())
 }
 
-/// PostgreSQL cannot store U+0000 in text or JSONB; refusing it everywhere keeps the
-/// databases alike and answers 422 instead of a database error.
-fn check_no_nul(field: &str, object: &Map<String, Value>) -> Result<(), FieldError> {
-    fn has_nul(value: &Value) -> bool {
-        match value {
-            Value::String(s) => s.contains('\0'),
-            Value::Array(items) => items.iter().any(has_nul),
-            Value::Object(map) => map.iter().any(|(k, v)| k.contains('\0') || has_nul(v)),
-            _ => false,
-        }
-    }
-    if object.iter().any(|(k, v)| k.contains('\0') || has_nul(v)) {
-        return Err(FieldError::new(
-            field,
-            "must not contain the NUL character (\\u0000)",
-        ));
-    }
-    Ok(())
-}
-
 fn too_long(field: &str, max_len: usize) -> FieldError {
     FieldError::new(field, format!("is longer than {max_len} characters"))
 }
 
 /// RFC 3339 with an offset, or a plain ISO 8601 date-time without one, which is taken as UTC.
 pub fn parse_timestamp(text: &str) -> Result<DateTime<Utc>, FieldError> {
-    let parsed = DateTime::parse_from_rfc3339(text)
-        .map(|ts| ts.with_timezone(&Utc))
-        .or_else(|_| {
-            NaiveDateTime::parse_from_str(text, "%Y-%m-%dT%H:%M:%S%.f").map(|ts| ts.and_utc())
-        })
-        .map_err(|_| {
-            FieldError::new(
-                "eventTs",
-                "must be an RFC 3339 timestamp such as 2024-01-15T10:30:00Z (no offset means UTC)",
-            )
-        })?;
-    Ok(parsed.trunc_subsecs(6))
+    crate::parse_time(text).ok_or_else(|| {
+        FieldError::new(
+            "eventTs",
+            "must be an RFC 3339 timestamp such as 2024-01-15T10:30:00Z (no offset means UTC)",
+        )
+    })
 }
 
-/// JSON with object keys sorted at every level, so that two payloads that differ only in key
-/// order hash alike. Written out here rather than relying on serde_json's map ordering, which a
-/// dependency could change for the whole build by enabling `preserve_order`.
-pub fn canonical_json(value: &Value) -> Vec<u8> {
-    let mut out = Vec::with_capacity(256);
-    write_canonical(value, &mut out);
-    out
-}
-
-fn write_canonical(value: &Value, out: &mut Vec<u8>) {
-    match value {
-        Value::Object(map) => {
-            let mut entries: Vec<_> = map.iter().collect();
-            entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
-            out.push(b'{');
-            for (i, (key, item)) in entries.into_iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                write_scalar(&Value::String(key.clone()), out);
-                out.push(b':');
-                write_canonical(item, out);
-            }
-            out.push(b'}');
-        }
-        Value::Array(items) => {
-            out.push(b'[');
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                write_canonical(item, out);
-            }
-            out.push(b']');
-        }
-        scalar => write_scalar(scalar, out),
-    }
-}
-
-fn write_scalar(value: &Value, out: &mut Vec<u8>) {
-    // Serializing a scalar JSON value into a Vec cannot fail.
-    serde_json::to_writer(&mut *out, value).unwrap_or_default();
+/// The idempotency hash: SHA-256 of the payload's canonical text (keys sorted at every level,
+/// numbers as the client wrote them), hex encoded. Two payloads that differ only in key order
+/// or spacing hash alike; `1.0` and `1` are different payloads.
+pub fn payload_sha256(payload: &JsonObject) -> String {
+    hex::encode(Sha256::digest(payload.get().as_bytes()))
 }
 
 #[cfg(test)]
@@ -308,6 +246,14 @@ mod tests {
 
     fn input(value: Value) -> EventInput {
         serde_json::from_value(value).expect("input parses")
+    }
+
+    /// An event from the client's own text, validated.
+    fn input_text(text: &str) -> Event {
+        serde_json::from_str::<EventInput>(text)
+            .expect("input parses")
+            .validate(&TenantScope::Open, &limits(), now(), None)
+            .expect("valid")
     }
 
     fn now() -> DateTime<Utc> {
@@ -324,14 +270,39 @@ mod tests {
     }
 
     #[test]
-    fn key_order_does_not_change_the_hash() {
-        let a = canonical_json(&json!({"b": 1, "a": {"y": [1, {"q": 2, "p": 1}], "x": null}}));
-        let b = canonical_json(&json!({"a": {"x": null, "y": [1, {"p": 1, "q": 2}]}, "b": 1}));
-        assert_eq!(a, b);
+    fn key_order_does_not_change_the_hash_and_numbers_keep_their_digits() {
+        let a = validate(serde_json::from_str(
+            r#"{"tenantId":"t","eventType":"c","payload":{"b": 1, "a": {"y": [1, {"q": 2, "p": 1}], "x": null}}}"#,
+        ).expect("json"))
+        .expect("valid");
+        let b = validate(serde_json::from_str(
+            r#"{"tenantId":"t","eventType":"c","payload":{"a":{"x":null,"y":[1,{"p":1,"q":2}]},"b":1}}"#,
+        ).expect("json"))
+        .expect("valid");
+        assert_eq!(a.payload_sha256, b.payload_sha256);
         assert_eq!(
-            String::from_utf8(a).expect("utf8"),
+            a.payload.get(),
             r#"{"a":{"x":null,"y":[1,{"p":1,"q":2}]},"b":1}"#
         );
+
+        let big = input_text(
+            r#"{"tenantId":"t","eventType":"c","payload":{"big":123456789012345678901234567890,"pi":3.1415926535897932}}"#,
+        );
+        assert_eq!(
+            big.payload.get(),
+            r#"{"big":123456789012345678901234567890,"pi":3.1415926535897932}"#
+        );
+        assert_eq!(
+            big.payload_sha256,
+            hex::encode(Sha256::digest(
+                br#"{"big":123456789012345678901234567890,"pi":3.1415926535897932}"#
+            ))
+        );
+        // The same value rounded to an f64 is another payload.
+        let rounded = input_text(
+            r#"{"tenantId":"t","eventType":"c","payload":{"big":1.2345678901234568e29,"pi":3.141592653589793}}"#,
+        );
+        assert_ne!(rounded.payload_sha256, big.payload_sha256);
     }
 
     #[test]
@@ -416,6 +387,26 @@ mod tests {
             let err = validate(body.clone()).expect_err(&body.to_string());
             assert_eq!(err.field, field, "{body}: {err:?}");
         }
+    }
+
+    #[test]
+    fn history_the_warehouse_takes_is_welcome_by_default() {
+        // The reference API's own example, as written: a naive timestamp (UTC) almost three
+        // years before the receive time.
+        let received: DateTime<Utc> = "2026-11-26T12:00:00Z".parse().expect("ts");
+        let example = json!({"tenantId": "tenant-123", "eventId": "event-456", "eventType": "user.action",
+            "eventTs": "2024-01-15T10:30:00", "payload": {"userId": "user-789"}, "source": "web-app"});
+        let event = input(example)
+            .validate(&TenantScope::Open, &limits(), received, None)
+            .expect("accepted");
+        assert_eq!(event.event_date().to_string(), "2024-01-15");
+        // Older than the warehouse's 5 years: refused, naming the window in days.
+        let too_old = json!({"tenantId": "t", "eventType": "c", "eventTs": "2021-11-20T00:00:00Z", "payload": {}});
+        let err = input(too_old)
+            .validate(&TenantScope::Open, &limits(), received, None)
+            .expect_err("too old");
+        assert_eq!(err.field(), Some("eventTs"));
+        assert!(err.to_string().contains("1825 days"), "{err}");
     }
 
     #[test]

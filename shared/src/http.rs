@@ -130,11 +130,6 @@ pub fn parse_json<T: serde::de::DeserializeOwned>(text: &str) -> Result<T> {
     Ok(value)
 }
 
-/// Converts an already parsed JSON value into `T`, naming the field that does not fit.
-pub fn from_value<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> Result<T> {
-    serde_path_to_error::deserialize(value).map_err(|e| json_error(&e))
-}
-
 fn json_error(error: &serde_path_to_error::Error<serde_json::Error>) -> Error {
     let inner = error.inner();
     if inner.is_syntax() || inner.is_eof() || inner.is_io() {

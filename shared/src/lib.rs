@@ -15,6 +15,7 @@ pub mod emf;
 pub mod error;
 pub mod event;
 pub mod http;
+pub mod json_object;
 pub mod platform;
 pub mod query;
 pub mod queue;
@@ -27,10 +28,24 @@ pub mod tenant;
 
 pub use error::{Error, Result};
 
-use chrono::{DateTime, SubsecRound, Utc};
+use chrono::{DateTime, NaiveDateTime, SubsecRound, Utc};
 
 /// The current time at the precision every store keeps (microseconds), so that a timestamp
 /// written and read back compares equal on PostgreSQL, MySQL and SQLite alike.
 pub fn now() -> DateTime<Utc> {
     Utc::now().trunc_subsecs(6)
+}
+
+/// A timestamp as clients write them: RFC 3339 (`2024-01-15T10:30:00Z`, `…+02:00`), or an ISO
+/// 8601 date-time without an offset (`2024-01-15T10:30:00`), which is UTC. At the precision
+/// every store keeps (microseconds).
+pub fn parse_time(text: &str) -> Option<DateTime<Utc>> {
+    let text = text.trim();
+    DateTime::parse_from_rfc3339(text)
+        .map(|ts| ts.with_timezone(&Utc))
+        .or_else(|_| {
+            NaiveDateTime::parse_from_str(text, "%Y-%m-%dT%H:%M:%S%.f").map(|ts| ts.and_utc())
+        })
+        .ok()
+        .map(|ts| ts.trunc_subsecs(6))
 }

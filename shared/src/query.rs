@@ -45,16 +45,18 @@ impl QueryParams {
         }
     }
 
-    /// An RFC 3339 timestamp such as `2024-01-15T10:30:00Z`.
+    /// An RFC 3339 timestamp such as `2024-01-15T10:30:00Z`, or one without an offset
+    /// (`2024-01-15T10:30:00`), which is UTC.
     pub fn time(&self, name: &str) -> Result<Option<DateTime<Utc>>> {
         self.0
             .get(name)
             .map(|v| {
-                DateTime::parse_from_rfc3339(v.trim())
-                    .map(|t| t.with_timezone(&Utc))
-                    .map_err(|e| {
-                        Error::invalid(name, format!("must be an RFC 3339 timestamp ({e})"))
-                    })
+                crate::parse_time(v).ok_or_else(|| {
+                    Error::invalid(
+                        name,
+                        "must be an RFC 3339 timestamp such as 2024-01-15T10:30:00Z (no offset means UTC)",
+                    )
+                })
             })
             .transpose()
     }
@@ -128,6 +130,14 @@ mod tests {
         assert_eq!(q.text("tenantId").expect("text"), Some("a b".into()));
         assert_eq!(q.number("page", 1, 10, 1).expect("page"), 2);
         assert!(q.time("from").expect("time").is_some());
+        let naive =
+            QueryParams::parse(Some("from=2024-01-08T00:00:00"), &["from"]).expect("parses");
+        assert_eq!(
+            naive.time("from").expect("naive is UTC"),
+            Some("2024-01-08T00:00:00Z".parse().expect("ts"))
+        );
+        let bad = QueryParams::parse(Some("from=last%20week"), &["from"]).expect("parses");
+        assert_eq!(bad.time("from").expect_err("bad").field(), Some("from"));
 
         let q = QueryParams::parse(Some("page=zero"), &["page"]).expect("parses");
         assert_eq!(

@@ -16,7 +16,6 @@
 //!   FLUXGATE_DRAIN_BATCH_SIZE=500 scripts/bench.sh drain    # FLUXGATE_* reach fluxgate-local
 
 use std::path::Path;
-use std::process::Command;
 use std::str::FromStr;
 use std::time::{Duration, Instant};
 
@@ -105,22 +104,16 @@ async fn timed(work: Work<'_>) -> Duration {
 
 fn pgbench(url: &str, events: usize) -> Duration {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/drain_pgbench.sql");
-    let started = Instant::now();
-    let output = Command::new("pgbench")
-        .args(["--no-vacuum", "--client=1"])
-        .arg(format!("--transactions={}", events.div_ceil(BATCH)))
-        .arg(format!("--define=batch={BATCH}"))
-        .arg(format!("--file={}", script.display()))
-        .arg(url)
-        .output()
-        .expect("run pgbench (scripts/bench.sh installs it)");
-    let elapsed = started.elapsed();
-    assert!(
-        output.status.success(),
-        "pgbench failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    elapsed
+    bench::pgbench(
+        [
+            "--no-vacuum".to_owned(),
+            "--client=1".to_owned(),
+            format!("--transactions={}", events.div_ceil(BATCH)),
+            format!("--define=batch={BATCH}"),
+            format!("--file={}", script.display()),
+        ],
+        url,
+    )
 }
 
 fn main() {

@@ -1,26 +1,26 @@
-//! Ingest throughput: fluxgate's HTTP API (validation, idempotency, event + outbox row in one
-//! transaction) beside a raw baseline that writes the same rows with plain INSERTs, in the
-//! same process, on the same database server, at the same concurrency.
+//! Ingest throughput from the outside, on PostgreSQL: `wrk` posting new events to the release
+//! `fluxgate-ingest` binary (each of 8 tenants with its own API key, 32 connections), beside
+//! `pgbench` writing the same rows — the event and its PENDING outbox row — at the same
+//! concurrency into the same tables. Events are counted in the database. Each side gets a fresh
+//! database, the sides alternate which goes first, and each side's best of
+//! FLUXGATE_BENCH_ROUNDS (default 3) rounds counts.
 //!
-//!   scripts/bench.sh                       # PostgreSQL and MariaDB
-//!   FLUXGATE_BENCH_DATABASES=postgres scripts/bench.sh
-//!   FLUXGATE_BENCH_SCALE=4 scripts/bench.sh   # four times the events
+//!   scripts/bench.sh ingest                          # builds the release binary, installs wrk
+//!   FLUXGATE_BENCH_SECONDS=30 scripts/bench.sh ingest   # longer runs (default 15 s)
+//!
+//! Settings `FLUXGATE_*` of the environment reach `fluxgate-ingest` (for example
+//! `FLUXGATE_DB_MAX_CONNECTIONS`, default here: the 32 connections pgbench gets).
 
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
 
-use fluxgate::auth::{AuthConfig, Authenticator};
-use fluxgate::config::Limits;
-use fluxgate::event::Event;
-use fluxgate_tests::bench::raw::RawSql;
-use fluxgate_tests::bench::{self, rate};
-use fluxgate_tests::{DbKind, TestDb, database_config, event_with_payload, tenant_key};
-use serde_json::{Value, json};
-use sqlx::Pool;
-use sqlx::pool::PoolOptions;
+use fluxgate_tests::bench::{self, LocalProcess, rate};
+use fluxgate_tests::{DbKind, TestDb, tenant_key};
+use sqlx::PgPool;
 
-const CONCURRENCY: usize = 32;
-const BATCH_SIZE: usize = 500;
+const CONNECTIONS: usize = 32;
+const TENANTS: usize = 8;
 
 #[derive(Clone, Copy)]
 enum Workload {
@@ -31,211 +31,172 @@ enum Workload {
 impl Workload {
     fn name(self) -> &'static str {
         match self {
-            Self::Single => "single event per request",
-            Self::Batch => "batch of 500 per request",
-        }
-    }
-
-    /// Requests each of the concurrent clients sends.
-    fn requests_per_client(self, scale: usize) -> usize {
-        match self {
-            Self::Single => 60 * scale,
-            Self::Batch => 2 * scale,
+            Self::Single => "one event per request",
+            Self::Batch => "500 per request",
         }
     }
 
     fn events_per_request(self) -> usize {
         match self {
             Self::Single => 1,
-            Self::Batch => BATCH_SIZE,
+            Self::Batch => 500,
         }
     }
-}
 
-fn body(workload: Workload, client: usize, request: usize) -> Value {
-    let events: Vec<Value> = (0..workload.events_per_request())
-        .map(|i| {
-            json!({
-                "tenantId": format!("tenant-{}", client % 8),
-                "eventId": format!("c{client}-r{request}-e{i}"),
-                "eventType": "page.viewed",
-                "payload": {"path": "/pricing", "userId": client * 1_000 + i, "ms": 123.4, "tags": ["a", "b"]},
-            })
-        })
-        .collect();
-    match workload {
-        Workload::Single => events.into_iter().next().unwrap_or(Value::Null),
-        Workload::Batch => Value::Array(events),
+    fn raw_sql(self) -> &'static str {
+        match self {
+            Self::Single => "INSERT+INSERT+COMMIT",
+            Self::Batch => "INSERT … SELECT of 500, both tables",
+        }
+    }
+
+    fn pgbench_script(self) -> PathBuf {
+        let name = match self {
+            Self::Single => "ingest_single_pgbench.sql",
+            Self::Batch => "ingest_batch_pgbench.sql",
+        };
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("benches")
+            .join(name)
     }
 }
 
-/// Events/s through the real router served on a loopback port.
-async fn through_fluxgate(kind: DbKind, workload: Workload, scale: usize) -> f64 {
-    let db = TestDb::of(kind).await;
-    // The same pool size as the baseline gets, so both sides wait on the database alike.
-    let mut config = database_config(&db.url);
-    config.db_max_connections = Some(CONCURRENCY as u32);
-    let store = fluxgate::store::connect(&db.url, &config)
+fn seconds() -> u64 {
+    std::env::var("FLUXGATE_BENCH_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(15)
+}
+
+/// The binary `scripts/bench.sh` built and copied out of the shared target folder.
+fn ingest_binary() -> PathBuf {
+    std::env::var_os("FLUXGATE_BENCH_INGEST_BINARY")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| bench::release_binary("fluxgate-ingest"))
+}
+
+async fn events_stored(url: &str) -> i64 {
+    let pool = PgPool::connect(url).await.expect("connect");
+    let count = sqlx::query_scalar("SELECT count(*) FROM events")
+        .fetch_one(&pool)
         .await
-        .expect("connect");
-    // Each client sends with its tenant's own key, through the default settings (30 s key
-    // lookup cache), as a deployment would.
-    let mut keys = Vec::with_capacity(8);
-    for tenant in 0..8 {
-        keys.push(tenant_key(store.as_ref(), &format!("tenant-{tenant}")).await);
+        .expect("count events");
+    pool.close().await;
+    count
+}
+
+/// Events/s that `wrk` got into the database through `fluxgate-ingest`, and the process's peak
+/// resident set in KiB.
+async fn through_fluxgate(db: &TestDb, workload: Workload) -> (f64, Option<u64>) {
+    let mut keys = Vec::with_capacity(TENANTS);
+    for tenant in 0..TENANTS {
+        let tenant = format!("tenant-{tenant}");
+        let key = tenant_key(db.store.as_ref(), &tenant).await;
+        keys.push(format!("{tenant}={key}"));
     }
-    let auth = Authenticator::from_config(&AuthConfig::default(), store.clone())
-        .await
-        .expect("auth");
-    let app = fluxgate_ingest::service(store, Limits::default(), auth);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let address = listener.local_addr().expect("addr");
-    let server = tokio::spawn(async move { axum::serve(listener, app).await });
-    let path = match workload {
-        Workload::Single => "/v1/events",
-        Workload::Batch => "/v1/events/batch",
-    };
-    let url = format!("http://{address}{path}");
-    let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(CONCURRENCY)
-        .build()
-        .expect("client");
-    let requests = workload.requests_per_client(scale);
-    // Bodies are made before the clock starts: only ingest is timed.
-    let bodies: Vec<Vec<String>> = (0..CONCURRENCY)
-        .map(|c| {
-            (0..requests)
-                .map(|r| body(workload, c, r).to_string())
-                .collect()
-        })
-        .collect();
+    let mut ingest = LocalProcess::spawn_function(&ingest_binary(), &db.url);
+    ingest.ready().await;
     let started = Instant::now();
-    let tasks: Vec<_> = bodies
-        .into_iter()
-        .enumerate()
-        .map(|(c, bodies)| {
-            let client = client.clone();
-            let url = url.clone();
-            let bearer = format!("Bearer {}", keys[c % 8]);
-            tokio::spawn(async move {
-                for body in bodies {
-                    let response = client
-                        .post(&url)
-                        .header("content-type", "application/json")
-                        .header("authorization", &bearer)
-                        .body(body)
-                        .send()
-                        .await
-                        .expect("send");
-                    assert!(
-                        response.status().is_success(),
-                        "{}",
-                        response.text().await.unwrap_or_default()
-                    );
-                }
-            })
-        })
-        .collect();
-    for task in tasks {
-        task.await.expect("client task");
-    }
+    let output = Command::new("wrk")
+        .args(["--threads", "2", "--connections", &CONNECTIONS.to_string()])
+        .arg(format!("--duration={}s", seconds()))
+        .arg("--timeout=30s")
+        .arg("--script")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/ingest_wrk.lua"))
+        .arg(format!("http://{}", ingest.address))
+        .env("FLUXGATE_BENCH_KEYS", keys.join(","))
+        .env(
+            "FLUXGATE_BENCH_EVENTS_PER_REQUEST",
+            workload.events_per_request().to_string(),
+        )
+        .output()
+        .expect("run wrk (scripts/bench.sh installs it)");
     let elapsed = started.elapsed();
-    server.abort();
-    db.cleanup().await;
-    rate(
-        CONCURRENCY * requests * workload.events_per_request(),
-        elapsed,
-    )
+    let report = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success() && !report.contains("Non-2xx"),
+        "wrk failed or got error answers:\n{report}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    ingest.assert_running();
+    let peak = ingest.peak_rss_kib();
+    drop(ingest);
+    let stored = events_stored(&db.url).await;
+    (rate(stored as usize, elapsed), peak)
 }
 
-/// Events/s for the same rows written with plain INSERTs: one transaction per request, the
-/// event rows and their outbox rows, multi-row for batches. No HTTP, no validation, no
-/// idempotency check.
-async fn raw_baseline(kind: DbKind, workload: Workload, scale: usize) -> f64 {
-    let db = TestDb::of(kind).await;
-    let requests = workload.requests_per_client(scale);
-    let batches: Vec<Vec<Vec<Event>>> = (0..CONCURRENCY)
-        .map(|c| {
-            (0..requests)
-                .map(|r| match body(workload, c, r) {
-                    Value::Array(items) => items.into_iter().map(to_event).collect(),
-                    single => vec![to_event(single)],
-                })
-                .collect()
-        })
-        .collect();
-    // SQLite has one writer: more connections would only wait for each other.
-    let elapsed = match kind {
-        DbKind::Postgres => run_raw::<sqlx::Postgres>(&db.url, CONCURRENCY, batches).await,
-        DbKind::MariaDb => run_raw::<sqlx::MySql>(&db.url, CONCURRENCY, batches).await,
-        DbKind::Sqlite => run_raw::<sqlx::Sqlite>(&db.url, 1, batches).await,
-    };
-    db.cleanup().await;
-    rate(
-        CONCURRENCY * requests * workload.events_per_request(),
-        elapsed,
-    )
-}
-
-fn to_event(value: Value) -> Event {
-    let tenant = value["tenantId"].as_str().unwrap_or_default().to_owned();
-    let id = value["eventId"].as_str().unwrap_or_default().to_owned();
-    event_with_payload(&tenant, &id, value["payload"].clone())
-}
-
-/// The batches written through a pool of `connections` to `url`, as plain statements.
-async fn run_raw<DB: RawSql>(
-    url: &str,
-    connections: usize,
-    batches: Vec<Vec<Vec<Event>>>,
-) -> Duration {
-    let pool: Pool<DB> = PoolOptions::new()
-        .max_connections(connections as u32)
-        .connect(url)
-        .await
-        .expect("connect");
-    let pool = Arc::new(pool);
-    let started = Instant::now();
-    let tasks: Vec<_> = batches
-        .into_iter()
-        .map(|client| {
-            let pool = pool.clone();
-            tokio::spawn(async move {
-                for events in client {
-                    let mut tx = pool.begin().await.expect("begin");
-                    DB::insert_rows(&mut tx, &events).await;
-                    tx.commit().await.expect("commit");
-                }
-            })
-        })
-        .collect();
-    for task in tasks {
-        task.await.expect("raw task");
-    }
-    started.elapsed()
+/// Events/s that `pgbench` wrote with the same rows at the same concurrency.
+async fn raw_sql(db: &TestDb, workload: Workload) -> f64 {
+    let elapsed = bench::pgbench(
+        [
+            "--no-vacuum".to_owned(),
+            "--protocol=prepared".to_owned(),
+            "--jobs=2".to_owned(),
+            format!("--client={CONNECTIONS}"),
+            format!("--time={}", seconds()),
+            format!("--define=batch={}", workload.events_per_request()),
+            format!("--file={}", workload.pgbench_script().display()),
+        ],
+        &db.url,
+    );
+    rate(events_stored(&db.url).await as usize, elapsed)
 }
 
 fn main() {
-    let scale = bench::scale();
+    let rounds = bench::rounds();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .expect("runtime");
-    println!("\nIngest throughput, {CONCURRENCY} concurrent clients, scale {scale}\n");
-    println!("| database | workload | fluxgate events/s | raw INSERT events/s | fluxgate / raw |");
-    println!("|---|---|---:|---:|---:|");
-    for kind in bench::databases("postgres,mariadb") {
-        for workload in [Workload::Single, Workload::Batch] {
-            // The baseline runs first on a fresh database of its own; then fluxgate on another.
-            let raw = runtime.block_on(raw_baseline(kind, workload, scale));
-            let ours = runtime.block_on(through_fluxgate(kind, workload, scale));
-            println!(
-                "| {kind} | {} | {ours:.0} | {raw:.0} | {:.2} |",
-                workload.name(),
-                ours / raw
-            );
+    let load_before = bench::load_average();
+    let mut rows = Vec::new();
+    let mut peak_rss = 0_u64;
+    for workload in [Workload::Single, Workload::Batch] {
+        let (mut ours, mut raw) = (0.0_f64, 0.0_f64);
+        for round in 1..=rounds {
+            // Alternate which side goes first, so neither always meets a warmer server.
+            for fluxgate_side in [round % 2 == 1, round % 2 == 0] {
+                runtime.block_on(async {
+                    let db = TestDb::of(DbKind::Postgres).await;
+                    if fluxgate_side {
+                        let (events, peak) = through_fluxgate(&db, workload).await;
+                        eprintln!(
+                            "{} round {round}: fluxgate {events:.0} events/s, peak RSS {peak:?} KiB",
+                            workload.name()
+                        );
+                        ours = ours.max(events);
+                        peak_rss = peak_rss.max(peak.unwrap_or(0));
+                    } else {
+                        let events = raw_sql(&db, workload).await;
+                        eprintln!("{} round {round}: pgbench {events:.0} events/s", workload.name());
+                        raw = raw.max(events);
+                    }
+                    db.cleanup().await;
+                });
+            }
         }
+        rows.push(format!(
+            "| {} | {ours:.0} ev/s | {raw:.0} ev/s ({}) | {:.2} |",
+            workload.name(),
+            workload.raw_sql(),
+            ours / raw
+        ));
     }
+    let size = std::fs::metadata(ingest_binary()).map_or(0, |m| m.len());
+    println!(
+        "\nIngest on PostgreSQL from the outside: wrk → release fluxgate-ingest beside pgbench, \
+         {CONNECTIONS} connections, {} s per run, best of {rounds} alternating rounds\n",
+        seconds()
+    );
+    println!("| workload | fluxgate | raw SQL | ratio |");
+    println!("|---|---:|---:|---:|");
+    for row in rows {
+        println!("{row}");
+    }
+    println!(
+        "\nfluxgate-ingest: {:.1} MiB, peak RSS {:.1} MiB (load average {load_before} before, {} after)",
+        size as f64 / (1024.0 * 1024.0),
+        peak_rss as f64 / 1024.0,
+        bench::load_average()
+    );
 }

@@ -63,6 +63,28 @@ pub fn load_average() -> String {
         .unwrap_or_else(|| "unknown".to_owned())
 }
 
+/// Runs `pgbench` with `args` against `url` and answers how long it took (scripts/bench.sh
+/// installs it).
+pub fn pgbench<I, S>(args: I, url: &str) -> Duration
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<std::ffi::OsStr>,
+{
+    let started = Instant::now();
+    let output = Command::new("pgbench")
+        .args(args)
+        .arg(url)
+        .output()
+        .expect("run pgbench (scripts/bench.sh installs it)");
+    let elapsed = started.elapsed();
+    assert!(
+        output.status.success(),
+        "pgbench failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    elapsed
+}
+
 /// A binary of the release profile (`cargo build --release`), as it is deployed.
 pub fn release_binary(name: &str) -> PathBuf {
     let target = std::env::var_os("CARGO_TARGET_DIR")
@@ -172,6 +194,17 @@ pub struct LocalProcess {
 
 impl LocalProcess {
     pub fn spawn(database_url: &str) -> Self {
+        // scripts/bench.sh copies the binary it built here, out of reach of other builds that
+        // share the target folder.
+        let binary = std::env::var_os("FLUXGATE_BENCH_LOCAL_BINARY")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| release_binary("fluxgate-local"));
+        Self::spawn_function(&binary, database_url)
+    }
+
+    /// Starts another function's binary (`fluxgate-ingest`, …) the same way: it serves HTTP on
+    /// `PORT` (all interfaces; the benchmarks call it on loopback).
+    pub fn spawn_function(binary: &Path, database_url: &str) -> Self {
         let data_dir = tempfile::Builder::new()
             .prefix("fluxgate-bench-")
             .tempdir()
@@ -184,11 +217,6 @@ impl LocalProcess {
                     && !name.starts_with("FLUXGATE_BENCH_")
                     && !name.starts_with("FLUXGATE_TEST_"))
         });
-        // scripts/bench.sh copies the binary it built here, out of reach of other builds that
-        // share the target folder.
-        let binary = std::env::var_os("FLUXGATE_BENCH_LOCAL_BINARY")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| release_binary("fluxgate-local"));
         let child = Command::new(binary)
             .env_clear()
             .envs(passed_on)
@@ -200,7 +228,7 @@ impl LocalProcess {
             .stdout(log.try_clone().expect("log"))
             .stderr(log)
             .spawn()
-            .expect("start fluxgate-local");
+            .unwrap_or_else(|err| panic!("start {}: {err}", binary.display()));
         Self {
             child,
             data_dir,
@@ -234,6 +262,15 @@ impl LocalProcess {
             let tail: String = log.lines().rev().take(20).collect::<Vec<_>>().join("\n");
             panic!("fluxgate-local exited ({status}); its last log lines, newest first:\n{tail}");
         }
+    }
+
+    /// Its peak resident set so far, in KiB (`VmHWM` of `/proc/<pid>/status`; Linux only).
+    pub fn peak_rss_kib(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmHWM:"))
+            .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
     }
 
     /// The files of its warehouse.

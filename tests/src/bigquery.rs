@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 use chrono::{DateTime, NaiveDate, Utc};
+use fluxgate::json_object::JsonObject;
 use fluxgate::sink::WarehouseRow;
 use fluxgate::sink::bigquery::{
     BigQueryCredentials, BigQuerySink, BigQueryTarget, BigQueryWriteMode,
@@ -16,7 +17,6 @@ use gcp_bigquery_client::error::BQError;
 use gcp_bigquery_client::model::query_request::QueryRequest;
 use gcp_bigquery_client::model::query_response::ResultSet;
 use gcp_bigquery_client::model::table::Table;
-use serde_json::{Map, Value};
 
 use crate::db::TEST_DB_PREFIX;
 
@@ -204,11 +204,15 @@ fn micros(results: &ResultSet, column: &str) -> DateTime<Utc> {
 }
 
 /// A JSON column comes back as a string holding JSON.
-fn optional_object(results: &ResultSet, column: &str) -> Option<Map<String, Value>> {
+/// A JSON column as the warehouse prints it, in canonical form; its numbers keep the digits
+/// the warehouse holds.
+fn optional_object(results: &ResultSet, column: &str) -> Option<JsonObject> {
     let text = optional_string(results, column)?;
-    match serde_json::from_str(&text) {
-        Ok(Value::Object(map)) => Some(map),
-        Ok(Value::Null) => None,
-        other => panic!("column {column} is not a JSON object: {text} ({other:?})"),
+    if text.trim() == "null" {
+        return None;
+    }
+    match JsonObject::canonical(&text, column) {
+        Ok(object) => Some(object),
+        Err(e) => panic!("column {column} is not a JSON object: {text} ({e:?})"),
     }
 }

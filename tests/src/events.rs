@@ -1,10 +1,10 @@
 //! Valid events and the small values tests build around them.
 
 use chrono::{DateTime, TimeDelta, Utc};
-use fluxgate::event::{Event, EventKey, canonical_json};
+use fluxgate::event::{Event, EventKey, payload_sha256};
+use fluxgate::json_object::JsonObject;
 use fluxgate::store::ClaimRequest;
-use serde_json::{Map, Value, json};
-use sha2::{Digest, Sha256};
+use serde_json::{Value, json};
 
 /// The event type of the events built here.
 pub const EVENT_TYPE: &str = "test.created";
@@ -19,10 +19,8 @@ pub const LEASE_TTL: TimeDelta = TimeDelta::minutes(2);
 
 /// The payload hash fluxgate stores: SHA-256 of the canonical JSON (keys sorted at every
 /// level), hex encoded, exactly as `EventInput::validate` computes it.
-pub fn payload_hash(payload: &Map<String, Value>) -> String {
-    hex::encode(Sha256::digest(canonical_json(&Value::Object(
-        payload.clone(),
-    ))))
+pub fn payload_hash(payload: &JsonObject) -> String {
+    payload_sha256(payload)
 }
 
 /// A valid event received now, with a small payload that names its id.
@@ -52,6 +50,7 @@ pub fn event_with_payload(tenant: &str, id: &str, payload: Value) -> Event {
             "event_with_payload({tenant:?}, {id:?}): the payload must be a JSON object, got {payload}"
         );
     };
+    let payload = JsonObject::from(payload);
     let now = fluxgate::now();
     Event {
         tenant_id: tenant.to_owned(),

@@ -1,12 +1,14 @@
 //! `POST /v1/events/batch`: a JSON array, `{"events": [...]}`, or NDJSON. Every item gets an
 //! answer; the valid items of a mixed batch are stored, in one transaction.
 
+use std::collections::HashMap;
+
 use axum::Json;
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::HeaderMap;
-use serde::Serialize;
-use serde_json::Value;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 
 use chrono::{DateTime, Utc};
 use fluxgate::config::{Limits, over_limit};
@@ -136,55 +138,87 @@ pub(crate) async fn post_batch(
     Ok(Json(BatchResponse { counts, items }))
 }
 
+/// The reference outbox API's name for the same call (clients written for it post a JSON array
+/// here): answered per item exactly like `/v1/events/batch`.
+#[utoipa::path(post, path = "/v1/events/bulk", tag = "ingest",
+    request_body(content = serde_json::Value, description = "A JSON array of events (also `{\"events\": [...]}` or NDJSON, as /v1/events/batch)"),
+    responses(
+        (status = 200, description = "An answer per item, as /v1/events/batch", content_type = "application/json"),
+        (status = 422, description = "Empty or too many events (`field` is `events`)", content_type = "application/problem+json")))]
+pub(crate) async fn post_bulk(
+    state: State<IngestState>,
+    scope: TenantScope,
+    correlation_id: CorrelationId,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<BatchResponse>> {
+    post_batch(state, scope, correlation_id, headers, body).await
+}
+
+/// Only the id of an item, to name an invalid one; every other member is skipped unread.
+#[derive(Deserialize)]
+struct ItemId {
+    #[serde(rename = "eventId")]
+    event_id: Option<String>,
+}
+
 /// One item through the same rules as a single event. An invalid item still reports the
 /// `eventId` it carried, so the client can tell which one it was. The outer error refuses
-/// the whole request (a tenant the caller may not write for).
+/// the whole request (a tenant the caller may not write for). Items stay text until here,
+/// so their payload numbers keep every digit.
 fn check_item(
-    raw: Result<Value, FieldError>,
+    raw: Result<&RawValue, FieldError>,
     scope: &TenantScope,
     limits: &Limits,
     now: DateTime<Utc>,
     correlation_id: Option<&str>,
 ) -> Result<std::result::Result<Event, (FieldError, Option<String>)>> {
-    let value = match raw {
-        Ok(value) => value,
+    let raw = match raw {
+        Ok(raw) => raw.get(),
         Err(e) => return Ok(Err((e, None))),
     };
-    let event_id = value
-        .get("eventId")
-        .and_then(Value::as_str)
-        .map(str::to_owned);
+    let event_id = || {
+        serde_json::from_str::<ItemId>(raw)
+            .ok()
+            .and_then(|item| item.event_id)
+    };
     let item_error = |e: Error| match e {
         Error::InvalidField(f) | Error::Malformed(f) => Ok(f),
         Error::ForbiddenField(_) => Err(e),
         other => Ok(FieldError::new("body", other.to_string())),
     };
-    let input: EventInput = match fhttp::from_value(value) {
+    let input: EventInput = match fhttp::parse_json(raw) {
         Ok(input) => input,
-        Err(e) => return Ok(Err((item_error(e)?, event_id))),
+        Err(e) => return Ok(Err((item_error(e)?, event_id()))),
     };
     match input.validate(scope, limits, now, correlation_id) {
         Ok(event) => Ok(Ok(event)),
-        Err(e) => Ok(Err((item_error(e)?, event_id))),
+        Err(e) => Ok(Err((item_error(e)?, event_id()))),
     }
 }
 
 /// A JSON body: an array of events, or an object whose `events` is one. A syntax error fails
 /// the whole request: there is no telling where items begin.
-fn json_items(text: &str) -> Result<Vec<Result<Value, FieldError>>> {
-    let value: Value = fhttp::parse_json(text)?;
-    let array = match value {
-        Value::Array(items) => items,
-        Value::Object(mut object) => match object.remove("events") {
-            Some(Value::Array(items)) => items,
-            Some(_) => return Err(Error::invalid("events", "must be an array of events")),
-            None => {
-                return Err(Error::invalid(
-                    "events",
-                    "is required: send a JSON array of events or {\"events\": [...]}",
-                ));
+fn json_items(text: &str) -> Result<Vec<Result<&RawValue, FieldError>>> {
+    let not_json =
+        |e: serde_json::Error| Error::malformed("body", format!("is not valid JSON: {e}"));
+    let body: &RawValue = serde_json::from_str(text).map_err(not_json)?;
+    let array = match body.get().as_bytes().first() {
+        Some(b'[') => body,
+        Some(b'{') => {
+            let mut object: HashMap<String, &RawValue> =
+                serde_json::from_str(body.get()).map_err(not_json)?;
+            match object.remove("events") {
+                Some(events) if events.get().starts_with('[') => events,
+                Some(_) => return Err(Error::invalid("events", "must be an array of events")),
+                None => {
+                    return Err(Error::invalid(
+                        "events",
+                        "is required: send a JSON array of events or {\"events\": [...]}",
+                    ));
+                }
             }
-        },
+        }
         _ => {
             return Err(Error::invalid(
                 "body",
@@ -192,12 +226,13 @@ fn json_items(text: &str) -> Result<Vec<Result<Value, FieldError>>> {
             ));
         }
     };
-    Ok(array.into_iter().map(Ok).collect())
+    let items: Vec<&RawValue> = serde_json::from_str(array.get()).map_err(not_json)?;
+    Ok(items.into_iter().map(Ok).collect())
 }
 
 /// NDJSON: one event per line; blank lines are skipped. A line that is not JSON is an invalid
 /// item of its own, so one bad line does not cost the others.
-fn ndjson_items(text: &str) -> Vec<Result<Value, FieldError>> {
+fn ndjson_items(text: &str) -> Vec<Result<&RawValue, FieldError>> {
     text.lines()
         .enumerate()
         .filter(|(_, line)| !line.trim().is_empty())

@@ -1,4 +1,5 @@
-//! ingest: `POST /v1/events`, `POST /v1/events/batch`, `GET /v1/events/{tenantId}/{eventId}`.
+//! ingest: `POST /v1/events`, `POST /v1/events/batch` (and its alias `/v1/events/bulk`),
+//! `GET /v1/events/{tenantId}/{eventId}`.
 //!
 //! Every rule is checked before anything is written; each accepted event is stored with its
 //! outbox row in one transaction, so nothing answered with a 2xx can be lost.
@@ -61,6 +62,7 @@ pub fn routes() -> Vec<Route<IngestState>> {
     vec![
         Route::post("/v1/events", post_event),
         Route::post("/v1/events/batch", batch::post_batch),
+        Route::post("/v1/events/bulk", batch::post_bulk),
         Route::get("/v1/events/{tenantId}/{eventId}", get_event),
     ]
 }
@@ -72,7 +74,7 @@ pub fn router(state: IngestState) -> Router {
 
 #[derive(OpenApi)]
 #[openapi(
-    paths(post_event, batch::post_batch, get_event),
+    paths(post_event, batch::post_batch, batch::post_bulk, get_event),
     components(schemas(OutboxStatus)),
     tags((name = "ingest", description = "Events in, stored once per (tenant, event id) with their outbox row"))
 )]

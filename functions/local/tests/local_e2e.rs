@@ -35,6 +35,11 @@ async fn server_db(kind: DbKind) -> Option<TestDb> {
 impl LocalProcess {
     /// Starts `fluxgate-local` on a free port and waits until it is ready.
     async fn start(data_dir: &Path, database_url: Option<&str>) -> Self {
+        Self::start_for("acme", data_dir, database_url).await
+    }
+
+    /// Starts it with `tenant` as the development tenant (whose key every request sends).
+    async fn start_for(tenant: &str, data_dir: &Path, database_url: Option<&str>) -> Self {
         let port = free_port();
         let log = data_dir.join(format!("local-{port}.log"));
         std::fs::create_dir_all(data_dir).expect("data dir");
@@ -44,8 +49,7 @@ impl LocalProcess {
             .env("PORT", port.to_string())
             .env("FLUXGATE_DATA_DIR", data_dir)
             .env("FLUXGATE_DRAIN_INTERVAL", "200ms")
-            // The examples post for tenant `acme`: make it the development tenant.
-            .env("FLUXGATE_DEV_TENANT", "acme")
+            .env("FLUXGATE_DEV_TENANT", tenant)
             .env_remove("FLUXGATE_AUTH")
             .env_remove("DATABASE_URL")
             .stdout(Stdio::from(log_file.try_clone().expect("log")))
@@ -110,15 +114,49 @@ impl LocalProcess {
     }
 
     async fn post(&self, path: &str, body: &Value) -> (u16, Value) {
+        self.post_text(path, &body.to_string()).await
+    }
+
+    /// Posts `body` byte for byte, as a client wrote it.
+    async fn post_text(&self, path: &str, body: &str) -> (u16, Value) {
         let response = reqwest::Client::new()
             .post(format!("{}{path}", self.base))
             .bearer_auth(&self.key)
-            .json(body)
+            .header("content-type", "application/json")
+            .body(body.to_owned())
             .send()
             .await
             .expect("post");
         let status = response.status().as_u16();
         (status, response.json().await.expect("json answer"))
+    }
+
+    /// `GET /v1/events/{tenant}/{id}` as text, once its outbox row is DONE.
+    async fn get_when_done(&self, tenant: &str, event_id: &str) -> String {
+        let deadline = Deadline::after(Duration::from_secs(10), Duration::from_millis(100));
+        loop {
+            let text = reqwest::Client::new()
+                .get(format!("{}/v1/events/{tenant}/{event_id}", self.base))
+                .bearer_auth(&self.key)
+                .send()
+                .await
+                .expect("get")
+                .text()
+                .await
+                .expect("text");
+            let read: Value = serde_json::from_str(&text).expect("json");
+            if read["outbox"]["status"] == "DONE" {
+                return text;
+            }
+            deadline
+                .next(|| {
+                    format!(
+                        "{event_id} not DONE within 10 s: {read}\n{}",
+                        self.log_text()
+                    )
+                })
+                .await;
+        }
     }
 }
 
@@ -151,6 +189,37 @@ fn warehouse(data_dir: &Path) -> (usize, HashSet<(String, String)>) {
         })
         .collect();
     (rows.len(), keys)
+}
+
+/// Every line of the warehouse folder as written (parts still open included), with its file
+/// and the tenant of its partition.
+fn warehouse_lines(data_dir: &Path) -> Vec<(PathBuf, String, String)> {
+    let mut lines = Vec::new();
+    let root = data_dir.join("warehouse");
+    let Ok(dates) = std::fs::read_dir(&root) else {
+        return lines;
+    };
+    for date in dates {
+        for tenant in std::fs::read_dir(date.expect("entry").path()).expect("dir") {
+            let tenant = tenant.expect("entry").path();
+            let tenant_id = tenant
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| n.strip_prefix("tenant_id="))
+                .expect("tenant_id=… partition")
+                .to_owned();
+            for file in std::fs::read_dir(&tenant).expect("dir") {
+                let file = file.expect("entry").path();
+                if !fluxgate_tests::is_warehouse_part(&file) {
+                    continue;
+                }
+                for line in std::fs::read_to_string(&file).expect("read").lines() {
+                    lines.push((file.clone(), tenant_id.clone(), line.to_owned()));
+                }
+            }
+        }
+    }
+    lines
 }
 
 /// Waits until every key is DONE in the database.
@@ -220,6 +289,50 @@ async fn a_posted_event_reaches_the_warehouse(kind: DbKind) {
 }
 
 per_database!(#[tokio::test] a_posted_event_reaches_the_warehouse: sqlite, postgres, mariadb);
+
+/// The reference outbox API's own example, posted as written (a naive timestamp almost three
+/// years old, `tenantId` in the body), reaches the warehouse in its own day's partition; and
+/// payload numbers keep every digit on the way.
+async fn the_reference_example_reaches_the_warehouse(kind: DbKind) {
+    let db = server_db(kind).await;
+    let database_url = db.as_ref().map(|db| db.url.as_str());
+    const EXAMPLE: &str = r#"{"tenantId":"tenant-123","eventId":"event-456","eventType":"user.action","eventTs":"2024-01-15T10:30:00","payload":{"userId":"user-789","action":"login","ipAddress":"192.168.1.1"},"source":"web-app"}"#;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let local = LocalProcess::start_for("tenant-123", dir.path(), database_url).await;
+    let (status, answer) = local.post_text("/v1/events", EXAMPLE).await;
+    assert_eq!(status, 202, "{answer}");
+    let read: Value =
+        serde_json::from_str(&local.get_when_done("tenant-123", "event-456").await).expect("json");
+    assert_eq!(read["eventTs"], "2024-01-15T10:30:00Z");
+    let rows = warehouse_lines(dir.path());
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    let (file, tenant, line) = &rows[0];
+    let row: Value = serde_json::from_str(line).expect("row");
+    assert_eq!(tenant, "tenant-123");
+    assert!(
+        file.to_string_lossy().contains("event_date=2024-01-15/"),
+        "{}",
+        file.display()
+    );
+    assert_eq!(row["event_id"], "event-456");
+    assert_eq!(row["payload"]["ipAddress"], "192.168.1.1");
+
+    // A 30-digit integer and a 17-significant-digit decimal come back as sent, from GET and
+    // from the warehouse row.
+    let exact = r#"{"eventId":"exact","eventType":"n","payload":{"pi":3.1415926535897932,"big":123456789012345678901234567890}}"#;
+    let (status, answer) = local.post_text("/v1/events", exact).await;
+    assert_eq!(status, 202, "{answer}");
+    let digits = r#""payload":{"big":123456789012345678901234567890,"pi":3.1415926535897932}"#;
+    let read = local.get_when_done("tenant-123", "exact").await;
+    assert!(read.contains(digits), "{read}");
+    let rows = warehouse_lines(dir.path());
+    assert!(
+        rows.iter().any(|(_, _, line)| line.contains(digits)),
+        "{rows:?}"
+    );
+}
+
+per_database!(#[tokio::test] the_reference_example_reaches_the_warehouse: sqlite, postgres);
 
 /// Posts a batch, stops the process with `signal` at once, restarts it and waits: every
 /// accepted event ends DONE, in the warehouse exactly once.

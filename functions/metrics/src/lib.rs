@@ -113,8 +113,8 @@ fn outbox_filter(scope: &TenantScope, query: &QueryParams) -> Result<OutboxFilte
 /// Counts per status (pending, published, done, failed, dead) and their total.
 #[utoipa::path(get, path = "/v1/outbox/summary", tag = "metrics",
     params(("tenantId" = Option<String>, Query, description = "One tenant (a tenant key: its own, the default)"),
-           ("from" = Option<String>, Query, description = "Received at or after (RFC 3339)"),
-           ("to" = Option<String>, Query, description = "Received before (RFC 3339)")),
+           ("from" = Option<String>, Query, description = "Received at or after (RFC 3339; without an offset, UTC)"),
+           ("to" = Option<String>, Query, description = "Received before (RFC 3339; without an offset, UTC)")),
     responses(
         (status = 200, description = "Counts per status", body = Summary),
         (status = 404, description = "A tenant the caller may not read", content_type = "application/problem+json"),

@@ -1,13 +1,14 @@
 //! replay: `POST /v1/events/{tenantId}/{eventId}/replay` (one event), `POST /v1/replay` (by
 //! tenant, status, time range and limit, or a dry run that only counts) and
-//! `POST /v1/dlq/redrive` (the queue's dead letters back to the queue). All admin-only: a
-//! tenant key gets 403. Each replay is recorded (when, by whom, how many) in the `replays`
-//! table, and each event counts its replays.
+//! `POST /v1/dlq/redrive` (the queue's dead letters back to the queue), all admin-only (a
+//! tenant key gets 403); and `POST /v1/outbox/retry` (the reference outbox API's retry of a
+//! tenant's FAILED rows), which a tenant's own key may call too. Each replay is recorded
+//! (when, by whom, how many) in the `replays` table, and each event counts its replays.
 
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::{FromRef, Path, State};
+use axum::extract::{FromRef, Path, RawQuery, State};
 use axum::http::HeaderMap;
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
@@ -20,7 +21,7 @@ use fluxgate::dead_letters::{self, DeadLetters, RedriveReport};
 use fluxgate::error::{Error, Result};
 use fluxgate::event::EventKey;
 use fluxgate::http as fhttp;
-use fluxgate::query::check_range;
+use fluxgate::query::{QueryParams, check_range};
 use fluxgate::queue::QueueConfig;
 use fluxgate::runtime::{ApiConfig, Function};
 use fluxgate::store::{
@@ -32,6 +33,8 @@ use fluxgate::tenant::TenantScope;
 pub const MAX_REPLAY_LIMIT: u32 = 100_000;
 /// Rows a `POST /v1/replay` without `limit` moves at most.
 pub const DEFAULT_REPLAY_LIMIT: u32 = 1000;
+/// FAILED rows one `POST /v1/outbox/retry` without `limit` moves at most.
+pub const DEFAULT_RETRY_LIMIT: u64 = 100;
 /// Dead letters one redrive moves at most, and by default.
 pub const MAX_REDRIVE: u64 = 100_000;
 pub const DEFAULT_REDRIVE: u64 = 1000;
@@ -74,6 +77,7 @@ pub fn routes() -> Vec<Route<ReplayState>> {
         Route::post("/v1/events/{tenantId}/{eventId}/replay", replay_event),
         Route::post("/v1/replay", replay_matching),
         Route::post("/v1/dlq/redrive", redrive),
+        Route::post("/v1/outbox/retry", retry_failed),
     ]
 }
 
@@ -84,8 +88,8 @@ pub fn router(state: ReplayState) -> Router {
 
 #[derive(OpenApi)]
 #[openapi(
-    paths(replay_event, replay_matching, redrive),
-    components(schemas(ReplayedEvent, ReplayRequest, ReplayAnswer, RedriveRequest, RedriveReport, OutboxStatus)),
+    paths(replay_event, replay_matching, redrive, retry_failed),
+    components(schemas(ReplayedEvent, ReplayRequest, ReplayAnswer, RedriveRequest, RedriveReport, RetryAnswer, OutboxStatus)),
     tags((name = "replay", description = "FAILED and DEAD events back to PENDING; dead-letter redrive (admin)"))
 )]
 pub struct ReplayApi;
@@ -303,6 +307,51 @@ pub async fn redrive(
     let report = dead_letters.redrive(max).await?;
     tracing::info!(moved = report.moved, remaining = ?report.remaining, "dead letters redriven");
     Ok(Json(report))
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RetryAnswer {
+    pub tenant_id: String,
+    /// FAILED rows made PENDING and due now.
+    pub retried_count: u64,
+    /// `Retried N failed records`, as the reference outbox API says it.
+    pub message: String,
+}
+
+/// At most `limit` FAILED rows of the tenant, oldest first, back to PENDING and due now (the
+/// drain publishes them on its next run); DEAD rows stay DEAD. A tenant's own key may retry
+/// its own tenant (`tenantId` may then be left out); the admin key names any tenant.
+#[utoipa::path(post, path = "/v1/outbox/retry", tag = "replay",
+    params(("tenantId" = Option<String>, Query, description = "The tenant; with a tenant key, its own (the default)"),
+           ("limit" = Option<u64>, Query, description = "Most rows to retry, 1–100000 (default 100), oldest first")),
+    responses(
+        (status = 200, description = "How many FAILED rows are due again", body = RetryAnswer),
+        (status = 403, description = "`tenantId` is not the key's tenant", content_type = "application/problem+json"),
+        (status = 422, description = "A parameter is invalid or missing; `field` names it", content_type = "application/problem+json")))]
+pub async fn retry_failed(
+    State(state): State<ReplayState>,
+    scope: TenantScope,
+    RawQuery(raw): RawQuery,
+) -> Result<Json<RetryAnswer>> {
+    let query = QueryParams::parse(raw.as_deref(), &["tenantId", "limit"])?;
+    let tenant_id = scope.resolve(query.text("tenantId")?.as_deref())?;
+    let limit = query.number("limit", 1, MAX_REPLAY_LIMIT.into(), DEFAULT_RETRY_LIMIT)?;
+    let retried = state
+        .store
+        .retry_failed(
+            &tenant_id,
+            u32::try_from(limit).unwrap_or(MAX_REPLAY_LIMIT),
+            &requested_by(&scope),
+            fluxgate::now(),
+        )
+        .await?;
+    tracing::info!(%tenant_id, retried, "failed records retried");
+    Ok(Json(RetryAnswer {
+        message: format!("Retried {retried} failed records"),
+        tenant_id,
+        retried_count: retried,
+    }))
 }
 
 /// The JSON body, or `None` for an empty one (every field of these bodies is optional).

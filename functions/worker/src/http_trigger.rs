@@ -6,9 +6,9 @@ use axum::extract::State;
 use axum::routing::post;
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde_json::value::RawValue;
 
-use fluxgate::error::{Error, Result};
+use fluxgate::error::Result;
 use fluxgate::http as fhttp;
 
 use crate::{Delivery, Verdict, Worker};
@@ -25,8 +25,9 @@ struct MessageIn {
     message_id: String,
     #[serde(default = "first_delivery")]
     receive_count: u32,
-    /// The event, as the drain published it.
-    body: Value,
+    /// The message body (a pack or one event) as the drain published it, kept as text so
+    /// no payload number is converted on the way.
+    body: Box<RawValue>,
 }
 
 fn first_delivery() -> u32 {
@@ -69,15 +70,12 @@ async fn post_messages(
     let deliveries: Vec<Delivery> = request
         .messages
         .into_iter()
-        .map(|m| {
-            Ok(Delivery {
-                message_id: m.message_id,
-                body: serde_json::to_vec(&m.body)
-                    .map_err(|e| Error::malformed("body", e.to_string()))?,
-                receive_count: m.receive_count.max(1),
-            })
+        .map(|m| Delivery {
+            message_id: m.message_id,
+            body: m.body.get().as_bytes().to_vec(),
+            receive_count: m.receive_count.max(1),
         })
-        .collect::<Result<_>>()?;
+        .collect();
     let verdicts = worker.process(&deliveries).await?;
     let batch_item_failures = deliveries
         .iter()

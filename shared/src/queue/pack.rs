@@ -183,11 +183,38 @@ mod tests {
             event_ts: crate::now(),
             received_at: crate::now(),
             source: None,
-            payload,
+            payload: payload.into(),
             payload_sha256: "0".repeat(64),
             metadata: None,
             correlation_id: None,
         }
+    }
+
+    #[test]
+    fn a_message_carries_the_payload_in_the_clients_digits() {
+        let mut big = event("t", "big", 0);
+        big.payload = crate::json_object::JsonObject::canonical(
+            r#"{"big":123456789012345678901234567890,"pi":3.1415926535897932}"#,
+            "payload",
+        )
+        .expect("object");
+        let packed = pack(
+            &[&big],
+            PackLimits {
+                max_events: 10,
+                max_bytes: 1 << 20,
+            },
+        );
+        let (_, message) = messages(&packed)[0];
+        let body = std::str::from_utf8(&message.body).expect("utf8");
+        assert!(
+            body.contains(
+                r#""payload":{"big":123456789012345678901234567890,"pi":3.1415926535897932}"#
+            ),
+            "{body}"
+        );
+        let read = read_events(&message.body).expect("read");
+        assert_eq!(read[0].payload, big.payload);
     }
 
     fn messages(packed: &[Packed]) -> Vec<(&Vec<usize>, &QueueMessage)> {

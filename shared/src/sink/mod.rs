@@ -8,10 +8,10 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::Serialize;
-use serde_json::{Map, Value};
 
 use crate::error::Result;
 use crate::event::{Event, EventKey};
+use crate::json_object::JsonObject;
 
 pub use bigquery::{BigQueryConfig, BigQuerySink};
 pub use local_files::{LocalFileSink, LocalFilesConfig, RollPolicy};
@@ -59,9 +59,9 @@ pub struct WarehouseRow {
     pub event_ts: DateTime<Utc>,
     pub event_date: NaiveDate,
     pub source: Option<String>,
-    pub payload: Map<String, Value>,
+    pub payload: JsonObject,
     pub payload_sha256: String,
-    pub metadata: Option<Map<String, Value>>,
+    pub metadata: Option<JsonObject>,
     pub correlation_id: Option<String>,
     pub received_at: DateTime<Utc>,
     pub ingested_at: DateTime<Utc>,

@@ -177,6 +177,27 @@ pub trait OutboxReplay: Readiness {
         requested_by: &str,
         now: DateTime<Utc>,
     ) -> Result<u64>;
+
+    /// The reference outbox API's retry: at most `limit` FAILED rows of `tenant_id`, oldest
+    /// first, back to PENDING and due now — a replay of FAILED rows only, recorded like any
+    /// other. DEAD rows stay DEAD (only an admin's replay brings them back).
+    async fn retry_failed(
+        &self,
+        tenant_id: &str,
+        limit: u32,
+        requested_by: &str,
+        now: DateTime<Utc>,
+    ) -> Result<u64> {
+        let filter = ReplayFilter {
+            rows: OutboxFilter {
+                tenant_id: Some(tenant_id.to_owned()),
+                ..OutboxFilter::default()
+            },
+            statuses: vec![OutboxStatus::Failed],
+            limit,
+        };
+        self.replay_matching(&filter, requested_by, now).await
+    }
 }
 
 /// The metrics function's role: aggregations over the outbox, the lag among them.
@@ -360,9 +381,13 @@ where
 }
 
 /// FAILED/DEAD → PENDING, due now, attempts reset, lease cleared, replay counted. The status
-/// is checked again here, so a row the worker settled meanwhile is left alone.
-fn push_replay_update<DB: Database>(qb: &mut QueryBuilder<DB>, now: DateTime<Utc>)
-where
+/// (one of `statuses`) is checked again here, so a row the worker settled meanwhile is left
+/// alone.
+fn push_replay_update<DB: Database>(
+    qb: &mut QueryBuilder<DB>,
+    now: DateTime<Utc>,
+    statuses: &[OutboxStatus],
+) where
     DateTime<Utc>: Bind<DB>,
 {
     qb.push("UPDATE outbox SET status = 'PENDING', attempts = 0, next_attempt_at = ")
@@ -372,7 +397,7 @@ where
         .push(", updated_at = ")
         .push_bind(now)
         .push(" WHERE ");
-    push_status_in(qb, "status", &REPLAYABLE);
+    push_status_in(qb, "status", statuses);
     qb.push(" AND ");
 }
 
@@ -436,7 +461,7 @@ where
     ) -> Result<ReplayOne> {
         let mut tx = self.pool().begin().await?;
         let mut update = QueryBuilder::<D::DB>::new("");
-        push_replay_update(&mut update, now);
+        push_replay_update(&mut update, now, &REPLAYABLE);
         update
             .push("tenant_id = ")
             .push_bind(key.tenant_id.clone())
@@ -522,7 +547,7 @@ where
                 })
                 .collect();
             let mut update = QueryBuilder::<D::DB>::new("");
-            push_replay_update(&mut update, now);
+            push_replay_update(&mut update, now, &replayable_statuses(filter));
             rows::push_keys_in(&mut update, &keys);
             let moved = update.build().execute(&mut *tx).await?.rows_affected();
             let mut record =

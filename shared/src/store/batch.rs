@@ -71,7 +71,6 @@ impl<'a> UniqueBatch<'a> {
 mod tests {
     use super::*;
     use chrono::Utc;
-    use serde_json::Map;
 
     fn event(id: &str, hash: &str) -> Event {
         Event {
@@ -81,7 +80,7 @@ mod tests {
             event_ts: Utc::now(),
             received_at: Utc::now(),
             source: None,
-            payload: Map::new(),
+            payload: serde_json::Map::new().into(),
             payload_sha256: hash.into(),
             metadata: None,
             correlation_id: None,

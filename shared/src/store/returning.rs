@@ -1,16 +1,17 @@
-//! Insert-if-absent for databases with `ON CONFLICT … DO NOTHING RETURNING` (PostgreSQL and
-//! SQLite): one multi-row statement tells which rows were new.
+//! Insert-if-absent for databases with `ON CONFLICT … DO NOTHING RETURNING`: one multi-row
+//! statement tells which rows were new (SQLite; PostgreSQL does the same in one statement of
+//! column arrays, `postgres.rs`), and what both then do with the keys that were there.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
-use serde_json::{Map, Value};
 use sqlx::types::Json;
 use sqlx::{Database, Executor, FromRow, IntoArguments, Pool, QueryBuilder};
 
 use super::rows::{self, Bind, KeyHashRow};
 use crate::error::Result;
 use crate::event::{Event, EventKey};
+use crate::json_object::JsonObject;
 
 #[derive(sqlx::FromRow)]
 pub(crate) struct KeyRow {
@@ -31,8 +32,8 @@ where
     String: Bind<DB>,
     Option<String>: Bind<DB>,
     DateTime<Utc>: Bind<DB>,
-    Json<Map<String, Value>>: Bind<DB>,
-    Option<Json<Map<String, Value>>>: Bind<DB>,
+    Json<JsonObject>: Bind<DB>,
+    Option<Json<JsonObject>>: Bind<DB>,
 {
     let mut tx = pool.begin().await?;
     let mut inserted: HashSet<EventKey> = HashSet::with_capacity(events.len());
@@ -62,25 +63,50 @@ where
         .map(|e| e.key())
         .filter(|key| !inserted.contains(key))
         .collect();
-    let mut stored_hashes = std::collections::HashMap::with_capacity(existing.len());
-    for chunk in existing.chunks(rows::CHUNK) {
+    let stored = stored_hashes::<DB>(&mut *tx, &existing).await?;
+    tx.commit().await?;
+    outcomes(events, &inserted, stored)
+}
+
+/// The stored payload hash of each of `keys` (the keys an insert-if-absent did not insert).
+pub(crate) async fn stored_hashes<DB>(
+    conn: &mut DB::Connection,
+    keys: &[EventKey],
+) -> Result<HashMap<(String, String), String>>
+where
+    DB: Database,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    DB::Arguments: IntoArguments<DB>,
+    KeyHashRow: for<'r> FromRow<'r, DB::Row>,
+    String: Bind<DB>,
+{
+    let mut stored = HashMap::with_capacity(keys.len());
+    for chunk in keys.chunks(rows::CHUNK) {
         let found: Vec<KeyHashRow> = rows::select_hashes::<DB>(chunk)
             .build_query_as()
-            .fetch_all(&mut *tx)
+            .fetch_all(&mut *conn)
             .await?;
         for row in found {
-            stored_hashes.insert((row.tenant_id, row.event_id), row.payload_sha256);
+            stored.insert((row.tenant_id, row.event_id), row.payload_sha256);
         }
     }
-    tx.commit().await?;
+    Ok(stored)
+}
 
+/// (inserted, stored payload hash) of each event: its own hash where it was inserted, the
+/// stored one otherwise.
+pub(crate) fn outcomes(
+    events: &[&Event],
+    inserted: &HashSet<EventKey>,
+    mut stored: HashMap<(String, String), String>,
+) -> Result<Vec<(bool, String)>> {
     events
         .iter()
         .map(|event| {
             if inserted.contains(&event.key()) {
                 return Ok((true, event.payload_sha256.clone()));
             }
-            stored_hashes
+            stored
                 .remove(&(event.tenant_id.clone(), event.event_id.clone()))
                 .map(|hash| (false, hash))
                 .ok_or_else(|| {

@@ -4,13 +4,13 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
-use serde_json::{Map, Value};
 use sqlx::types::Json;
 use sqlx::{Database, Encode, Executor, IntoArguments, Pool, QueryBuilder, Type};
 
 use super::{ClaimRequest, DeliveryOutcome, OutboxState, OutboxStatus, PublishRetry, StoredEvent};
 use crate::error::Result;
 use crate::event::{Event, EventKey};
+use crate::json_object::JsonObject;
 
 /// The query results of every supported database say how many rows changed; sqlx has no
 /// trait for it.
@@ -96,9 +96,9 @@ pub(crate) struct EventRow {
     event_ts: DateTime<Utc>,
     received_at: DateTime<Utc>,
     source: Option<String>,
-    payload: Json<Value>,
+    payload: Json<JsonObject>,
     payload_sha256: String,
-    metadata: Option<Json<Value>>,
+    metadata: Option<Json<JsonObject>>,
     correlation_id: Option<String>,
 }
 
@@ -163,15 +163,6 @@ impl TryFrom<ClaimedRow> for super::ClaimedEvent {
     }
 }
 
-fn object(value: Value, column: &str) -> Result<Map<String, Value>, sqlx::Error> {
-    match value {
-        Value::Object(map) => Ok(map),
-        _ => Err(sqlx::Error::Decode(
-            format!("column {column} is not a JSON object").into(),
-        )),
-    }
-}
-
 pub(crate) fn parse_status(text: &str) -> Result<OutboxStatus, sqlx::Error> {
     text.parse()
         .map_err(|e: String| sqlx::Error::Decode(e.into()))
@@ -188,9 +179,9 @@ impl TryFrom<EventRow> for Event {
             event_ts: row.event_ts,
             received_at: row.received_at,
             source: row.source,
-            payload: object(row.payload.0, "payload")?,
+            payload: row.payload.0,
             payload_sha256: row.payload_sha256,
-            metadata: row.metadata.map(|m| object(m.0, "metadata")).transpose()?,
+            metadata: row.metadata.map(|m| m.0),
             correlation_id: row.correlation_id,
         })
     }
@@ -261,8 +252,8 @@ where
     String: Bind<DB>,
     Option<String>: Bind<DB>,
     DateTime<Utc>: Bind<DB>,
-    Json<Map<String, Value>>: Bind<DB>,
-    Option<Json<Map<String, Value>>>: Bind<DB>,
+    Json<JsonObject>: Bind<DB>,
+    Option<Json<JsonObject>>: Bind<DB>,
 {
     qb.push_values(events, |mut row, event| {
         row.push_bind(event.tenant_id.clone())

@@ -7,7 +7,7 @@ use std::pin::Pin;
 
 use chrono::{DateTime, Utc};
 use fluxgate::event::Event;
-use serde_json::{Map, Value};
+use fluxgate::json_object::JsonObject;
 use sqlx::types::Json;
 use sqlx::{
     Connection, Database, Encode, Executor, FromRow, IntoArguments, MySql, Postgres, QueryBuilder,
@@ -74,7 +74,7 @@ where
     String: for<'t> Encode<'t, DB> + Type<DB>,
     Option<String>: for<'t> Encode<'t, DB> + Type<DB>,
     DateTime<Utc>: for<'t> Encode<'t, DB> + Type<DB>,
-    Json<Map<String, Value>>: for<'t> Encode<'t, DB> + Type<DB>,
+    Json<JsonObject>: for<'t> Encode<'t, DB> + Type<DB>,
     (String, String): for<'r> FromRow<'r, DB::Row>,
 {
     async fn insert_rows(conn: &mut DB::Connection, events: &[Event]) {

@@ -68,13 +68,10 @@ fn encode(row: &WarehouseRow) -> std::result::Result<Value, serde_json::Error> {
         event_ts: timestamp(&row.event_ts),
         event_date: date(&row.event_date),
         source: row.source.as_deref(),
-        payload: serde_json::to_string(&row.payload)?,
+        // The canonical text as it is: the client's digits, not an f64's.
+        payload: row.payload.get().to_owned(),
         payload_sha256: &row.payload_sha256,
-        metadata: row
-            .metadata
-            .as_ref()
-            .map(serde_json::to_string)
-            .transpose()?,
+        metadata: row.metadata.as_ref().map(|m| m.get().to_owned()),
         correlation_id: row.correlation_id.as_deref(),
         received_at: timestamp(&row.received_at),
         ingested_at: timestamp(&row.ingested_at),
@@ -396,7 +393,7 @@ mod tests {
             event_ts: at,
             event_date: at.date_naive(),
             source: None,
-            payload: json!({"a": 1}).as_object().cloned().expect("object"),
+            payload: json!({"a": 1}).as_object().cloned().expect("object").into(),
             payload_sha256: "00".into(),
             metadata: None,
             correlation_id: None,

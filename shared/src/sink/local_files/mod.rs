@@ -19,13 +19,15 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::TimeDelta;
-use serde_json::Value;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
 use super::{RowResult, Sink, WarehouseRow};
 use crate::config::parse_duration;
 use crate::error::{Error, Result};
 use crate::event::EventKey;
+use crate::json_object::JsonObject;
 use writer::{Command, EncodedRow, Writer};
 
 /// The local-file warehouse's settings (`FLUXGATE_SINK=local-files`).
@@ -145,14 +147,47 @@ impl Sink for LocalFileSink {
     }
 }
 
-fn encode(row: &WarehouseRow) -> Result<EncodedRow> {
-    let mut value = serde_json::to_value(row)
-        .map_err(|e| Error::sink_caused("a row cannot be encoded as JSON", e))?;
-    if let Value::Object(map) = &mut value {
-        map.remove("tenant_id");
-        map.remove("event_date");
+/// A row as a part file holds it: the partition columns (`event_date`, `tenant_id`) live in
+/// the path only, as Hive layout expects.
+#[derive(Serialize)]
+struct FileRow<'a> {
+    correlation_id: Option<&'a str>,
+    event_id: &'a str,
+    event_ts: DateTime<Utc>,
+    event_type: &'a str,
+    ingested_at: DateTime<Utc>,
+    metadata: Option<&'a JsonObject>,
+    payload: &'a JsonObject,
+    payload_sha256: &'a str,
+    received_at: DateTime<Utc>,
+    source: Option<&'a str>,
+}
+
+impl<'a> From<&'a WarehouseRow> for FileRow<'a> {
+    fn from(row: &'a WarehouseRow) -> Self {
+        Self {
+            correlation_id: row.correlation_id.as_deref(),
+            event_id: &row.event_id,
+            event_ts: row.event_ts,
+            event_type: &row.event_type,
+            ingested_at: row.ingested_at,
+            metadata: row.metadata.as_ref(),
+            payload: &row.payload,
+            payload_sha256: &row.payload_sha256,
+            received_at: row.received_at,
+            source: row.source.as_deref(),
+        }
     }
-    let mut line = serde_json::to_vec(&value)
+}
+
+/// Just the key of a line; the rest is skipped unread (its numbers may not fit an f64).
+#[derive(Deserialize)]
+struct LineKey {
+    event_id: String,
+}
+
+fn encode(row: &WarehouseRow) -> Result<EncodedRow> {
+    let mut line = serde_json::to_vec(&FileRow::from(row))
         .map_err(|e| Error::sink_caused("a row cannot be encoded as JSON", e))?;
     line.push(b'\n');
     Ok(EncodedRow {
@@ -191,14 +226,12 @@ fn index_existing(root: &Path) -> Result<HashSet<EventKey>> {
                     .lines()
                     .filter(|l| !l.is_empty())
                 {
-                    let row: Value = serde_json::from_str(line)
+                    let row: LineKey = serde_json::from_str(line)
                         .map_err(|e| Error::sink_caused(path.display().to_string(), e))?;
-                    if let Some(event_id) = row.get("event_id").and_then(Value::as_str) {
-                        keys.insert(EventKey {
-                            tenant_id: tenant.clone(),
-                            event_id: event_id.to_owned(),
-                        });
-                    }
+                    keys.insert(EventKey {
+                        tenant_id: tenant.clone(),
+                        event_id: row.event_id,
+                    });
                 }
             }
         }

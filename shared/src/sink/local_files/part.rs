@@ -95,7 +95,7 @@ pub(super) fn recover(path: &Path) -> std::io::Result<()> {
     let mut keep = 0;
     for line in body.split_inclusive(|b| *b == b'\n') {
         let complete =
-            line.ends_with(b"\n") && serde_json::from_slice::<serde_json::Value>(line).is_ok();
+            line.ends_with(b"\n") && serde_json::from_slice::<serde::de::IgnoredAny>(line).is_ok();
         if !complete {
             break;
         }
