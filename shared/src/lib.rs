@@ -1,6 +1,7 @@
 //! fluxgate: the common crate of the fluxgate functions.
 //!
-//! `event` (the event, its validation and hash), `config` (settings from the environment),
+//! `event` (the event, its validation and hash), `json_object` (payloads kept in the client's
+//! digits), `config` (settings from the environment),
 //! `error` (one error type, rendered as problem+json), `store` (events + outbox on
 //! PostgreSQL / SQLite), `queue` (hand-off to the worker), `sink` (the warehouse),
 //! `tenant` (who a request acts for), `auth` (API keys and admin access), `http`,
