@@ -7,7 +7,8 @@
 #                                     # request, against curl making the same request
 #   scripts/bench.sh drain            # release fluxgate-local draining 100k PENDING events to
 #                                     # DONE, against the same SQL by one pgbench/sqlx client
-#   scripts/bench.sh latency          # receive -> DONE p50/p95/p99 of fluxgate-local at 500/s
+#   scripts/bench.sh latency          # receive -> DONE p50/p95/p99 of fluxgate-local at 500/s,
+#                                     # and what eager publish to SQS (moto) adds to a POST
 #   FLUXGATE_BENCH_DATABASES=postgres,mysql,sqlite scripts/bench.sh drain
 #   FLUXGATE_BENCH_ROUNDS=5 scripts/bench.sh drain     # best of more rounds (default 3)
 #   FLUXGATE_BENCH_SECONDS=30 scripts/bench.sh ingest # longer runs (default 15 s)
@@ -15,17 +16,28 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib/common.sh
 source scripts/lib/databases.sh
+source scripts/lib/python.sh
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/fluxgate/target}"
 
 # fluxgate-local as it ships (the release profile: fat LTO), copied at once out of the shared
 # target folder, where another checkout's release build would replace it.
 build_local() {
   cargo build --release -p fluxgate-local
-  bench_bin_dir=$(mktemp -d "${TMPDIR:-/tmp}/fluxgate-bench-bin.XXXXXX")
-  trap 'rm -rf "$bench_bin_dir"' EXIT
   cp "$CARGO_TARGET_DIR/release/fluxgate-local" "$bench_bin_dir/"
   export FLUXGATE_BENCH_LOCAL_BINARY="$bench_bin_dir/fluxgate-local"
 }
+
+# Copied binaries and services started here go when the script ends, whatever happens.
+bench_bin_dir=$(mktemp -d "${TMPDIR:-/tmp}/fluxgate-bench-bin.XXXXXX")
+BACKGROUND_PIDS=()
+on_exit() {
+  local pid
+  for pid in "${BACKGROUND_PIDS[@]}"; do
+    kill "$pid" 2>/dev/null || true
+  done
+  rm -rf "$bench_bin_dir"
+}
+trap on_exit EXIT
 
 case "${1:-ingest}" in
   ingest)
@@ -34,8 +46,6 @@ case "${1:-ingest}" in
     command -v wrk >/dev/null 2>&1 || apt_install wrk
     # fluxgate-ingest as it ships (the release profile), copied out of the shared target folder.
     cargo build --release -p fluxgate-ingest
-    bench_bin_dir=$(mktemp -d "${TMPDIR:-/tmp}/fluxgate-bench-bin.XXXXXX")
-    trap 'rm -rf "$bench_bin_dir"' EXIT
     cp "$CARGO_TARGET_DIR/release/fluxgate-ingest" "$bench_bin_dir/"
     export FLUXGATE_BENCH_INGEST_BINARY="$bench_bin_dir/fluxgate-ingest"
     # The pool pgbench's 32 clients get; FLUXGATE_DB_MAX_CONNECTIONS=… measures another.
@@ -70,7 +80,13 @@ case "${1:-ingest}" in
     ;;
   latency)
     ensure_postgres
+    # moto (SQS) for the eager-publish part, from the test venv.
+    ensure_venv
+    start_moto
     build_local
+    cargo build --release -p fluxgate-ingest
+    cp "$CARGO_TARGET_DIR/release/fluxgate-ingest" "$bench_bin_dir/"
+    export FLUXGATE_BENCH_INGEST_BINARY="$bench_bin_dir/fluxgate-ingest"
     cargo bench -p fluxgate-tests --bench latency
     ;;
   *)

@@ -205,6 +205,20 @@ impl LocalProcess {
     /// Starts another function's binary (`fluxgate-ingest`, …) the same way: it serves HTTP on
     /// `PORT` (all interfaces; the benchmarks call it on loopback).
     pub fn spawn_function(binary: &Path, database_url: &str) -> Self {
+        Self::spawn_function_with(binary, database_url, std::iter::empty::<(&str, String)>())
+    }
+
+    /// [`Self::spawn_function`] with more settings of its own (a queue, say), given after those
+    /// passed on from the environment.
+    pub fn spawn_function_with<K, V>(
+        binary: &Path,
+        database_url: &str,
+        settings: impl IntoIterator<Item = (K, V)>,
+    ) -> Self
+    where
+        K: AsRef<std::ffi::OsStr>,
+        V: AsRef<std::ffi::OsStr>,
+    {
         let data_dir = tempfile::Builder::new()
             .prefix("fluxgate-bench-")
             .tempdir()
@@ -224,6 +238,7 @@ impl LocalProcess {
             .env("FLUXGATE_DATA_DIR", data_dir.path())
             .env("FLUXGATE_BIND", address.ip().to_string())
             .env("PORT", address.port().to_string())
+            .envs(settings)
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
             .stderr(log)
