@@ -3,14 +3,19 @@
 //! and leaving what it cannot publish PENDING for the drain. On PostgreSQL, MariaDB and SQLite;
 //! the queue is the in-process one, whose every message the test can read back, and the Pub/Sub
 //! test server (the suite's one declared mock) for a queue that refuses everything.
+//! Concurrent requests' publishes are coalesced: a gate in front of the in-process queue holds
+//! the first publish while the other requests commit (the gate is test code; the queue behind
+//! it is the real in-process one).
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use async_trait::async_trait;
 use fluxgate::config::DrainConfig;
 use fluxgate::event::{Event, EventKey};
-use fluxgate::queue::{InMemoryQueue, InMemoryQueueConfig};
+use fluxgate::queue::{InMemoryQueue, InMemoryQueueConfig, PublishResult, Queue, QueueMessage};
 use fluxgate::store::{EventWriter, OutboxStatus};
 use fluxgate_outbox_drain::{Drain, EagerConfig, EagerWriter};
 use fluxgate_tests::pubsub_server::PubsubTestServer;
@@ -181,6 +186,90 @@ async fn without_a_managed_queue_ingest_does_not_publish() {
     assert_eq!(
         db.stored(&stored.key()).await.outbox.status,
         OutboxStatus::Pending
+    );
+    db.cleanup().await;
+}
+
+/// The in-process queue behind a gate that holds every publish until opened, counting the
+/// `publish_batch` calls that reach it.
+struct GatedQueue {
+    inner: Arc<InMemoryQueue>,
+    open: tokio::sync::Semaphore,
+    calls: AtomicUsize,
+}
+
+#[async_trait]
+impl Queue for GatedQueue {
+    fn max_batch(&self) -> usize {
+        self.inner.max_batch()
+    }
+
+    fn max_message_bytes(&self) -> usize {
+        self.inner.max_message_bytes()
+    }
+
+    async fn publish_batch(
+        &self,
+        messages: &[QueueMessage],
+    ) -> fluxgate::error::Result<Vec<PublishResult>> {
+        let _open = self.open.acquire().await.expect("gate");
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        self.inner.publish_batch(messages).await
+    }
+}
+
+#[tokio::test]
+async fn concurrent_requests_share_one_eager_publish() {
+    const REQUESTS: usize = 20;
+    let db = TestDb::postgres().await;
+    let memory = Arc::new(InMemoryQueue::new(InMemoryQueueConfig::default()));
+    let gated = Arc::new(GatedQueue {
+        inner: memory.clone(),
+        open: tokio::sync::Semaphore::new(0),
+        calls: AtomicUsize::new(0),
+    });
+    let drain = Drain::new(db.store.clone(), gated.clone(), DrainConfig::default());
+    let writer: Arc<dyn EventWriter> = Arc::new(EagerWriter::publishing(
+        db.store.clone(),
+        drain,
+        Duration::from_secs(30),
+    ));
+    let requests: Vec<_> = (0..REQUESTS)
+        .map(|i| {
+            let writer = writer.clone();
+            tokio::spawn(async move { store_one(writer.as_ref(), &format!("together-{i}")).await })
+        })
+        .collect();
+    // The first publish waits at the gate until every request has committed.
+    let sql = sqlx::PgPool::connect(&db.url).await.expect("connect");
+    let deadline =
+        fluxgate_tests::Deadline::after(Duration::from_secs(30), Duration::from_millis(10));
+    loop {
+        let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox")
+            .fetch_one(&sql)
+            .await
+            .expect("count");
+        if stored == REQUESTS as i64 {
+            break;
+        }
+        deadline
+            .next(|| format!("{REQUESTS} requests committed, {stored} so far"))
+            .await;
+    }
+    sql.close().await;
+    gated.open.add_permits(usize::MAX >> 4);
+    for request in requests {
+        request.await.expect("request");
+    }
+
+    let seen = published(&memory).await;
+    assert_eq!(seen.len(), REQUESTS, "every event published");
+    assert!(seen.values().all(|n| *n == 1), "each once: {seen:?}");
+    let calls = gated.calls.load(Ordering::SeqCst);
+    assert!(
+        calls <= 3,
+        "{REQUESTS} concurrent requests took {calls} queue requests; the ones that committed \
+         while the first publish was held should have gone out together"
     );
     db.cleanup().await;
 }

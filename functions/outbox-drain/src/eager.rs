@@ -12,7 +12,8 @@
 //!
 //! A function publishes before ingest answers, because neither platform lets work run after the answer:
 //! Lambda freezes the environment, and Cloud Run throttles the CPU outside a request. It is
-//! bounded by a timeout.
+//! bounded by a timeout, and concurrent requests' publishes are coalesced into one
+//! ([`crate::coalesce`]).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,6 +29,7 @@ use fluxgate::queue::{self, QueueConfig, QueueKind};
 use fluxgate::store::{EventWriter, Readiness, Store, StoredEvent};
 
 use crate::Drain;
+use crate::coalesce::{CoalescingPublisher, Waited};
 
 /// Eager publish from ingest, when it runs as its own function: on by default wherever a
 /// managed queue (`FLUXGATE_QUEUE=sqs|pubsub`) is configured.
@@ -70,8 +72,12 @@ impl EagerConfig {
 enum Eager {
     /// Wake the process's drain loop (one permit is kept if it is busy: it runs again).
     Wake(Arc<Notify>),
-    /// Lease and publish the new events now, within `timeout`.
-    Publish { drain: Drain, timeout: Duration },
+    /// Lease and publish the new events now (with other requests' that commit meanwhile),
+    /// waiting at most `timeout`.
+    Publish {
+        publisher: CoalescingPublisher,
+        timeout: Duration,
+    },
 }
 
 /// An [`EventWriter`] that moves newly stored events on at once (see the module's text).
@@ -90,32 +96,15 @@ impl EagerWriter {
     }
 
     /// For ingest as its own function: each commit's new events are published by `drain`
-    /// before the answer, for at most `timeout`.
+    /// before the answer, waiting at most `timeout`. Starts the publishing task, so it is
+    /// called within the runtime.
     pub fn publishing(inner: Arc<dyn EventWriter>, drain: Drain, timeout: Duration) -> Self {
         Self {
             inner,
-            eager: Eager::Publish { drain, timeout },
-        }
-    }
-
-    async fn publish(drain: &Drain, timeout: Duration, keys: &[EventKey]) {
-        match tokio::time::timeout(timeout, drain.publish_now(keys)).await {
-            Ok(Ok(summary)) => tracing::debug!(
-                published = summary.published,
-                retried = summary.retried,
-                duration_ms = summary.duration_ms,
-                "eager publish"
-            ),
-            Ok(Err(e)) => tracing::warn!(
-                events = keys.len(),
-                error = %e.chain(),
-                "eager publish failed; the events stay PENDING for the next drain run"
-            ),
-            Err(_) => tracing::warn!(
-                events = keys.len(),
-                timeout_ms = timeout.as_millis() as u64,
-                "eager publish timed out; the next drain run publishes what it left"
-            ),
+            eager: Eager::Publish {
+                publisher: CoalescingPublisher::start(drain),
+                timeout,
+            },
         }
     }
 }
@@ -140,10 +129,16 @@ impl EventWriter for EagerWriter {
         };
         match &self.eager {
             Eager::Wake(drain_loop) if new().next().is_some() => drain_loop.notify_one(),
-            Eager::Publish { drain, timeout } => {
+            Eager::Publish { publisher, timeout } => {
                 let keys: Vec<EventKey> = new().collect();
-                if !keys.is_empty() {
-                    Self::publish(drain, *timeout, &keys).await;
+                let events = keys.len();
+                if events > 0 && publisher.publish(keys, *timeout).await == Waited::TimedOut {
+                    tracing::warn!(
+                        events,
+                        timeout_ms = timeout.as_millis() as u64,
+                        "eager publish took longer than the timeout; it goes on, and the next \
+                         drain run publishes what it leaves"
+                    );
                 }
             }
             Eager::Wake(_) => {}

@@ -3,6 +3,7 @@
 //! with backoff, or DEAD once its attempts are used up. It stops when nothing is due or its
 //! time budget is spent, and answers with a summary.
 
+mod coalesce;
 mod eager;
 mod publish;
 
