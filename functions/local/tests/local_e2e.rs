@@ -9,10 +9,13 @@ use std::time::Duration;
 
 use clap::Parser;
 use fluxgate::event::EventKey;
+use fluxgate::sink::bigquery::BigQueryWriteMode;
 use fluxgate::sink::{LocalFileSink, Sink, WarehouseRow};
 use fluxgate::store::{ClaimRequest, OutboxStatus, Store};
 use fluxgate_local::LocalConfig;
-use fluxgate_tests::{DbKind, Deadline, TestDb, database_config, event, free_port, per_database};
+use fluxgate_tests::{
+    DbKind, Deadline, TestBigQuery, TestDb, database_config, event, free_port, per_database,
+};
 use serde_json::{Value, json};
 
 struct LocalProcess {
@@ -40,6 +43,16 @@ impl LocalProcess {
 
     /// Starts it with `tenant` as the development tenant (whose key every request sends).
     async fn start_for(tenant: &str, data_dir: &Path, database_url: Option<&str>) -> Self {
+        Self::start_with(tenant, data_dir, database_url, &[]).await
+    }
+
+    /// Starts it with more settings in its environment (`env`).
+    async fn start_with(
+        tenant: &str,
+        data_dir: &Path,
+        database_url: Option<&str>,
+        env: &[(&str, String)],
+    ) -> Self {
         let port = free_port();
         let log = data_dir.join(format!("local-{port}.log"));
         std::fs::create_dir_all(data_dir).expect("data dir");
@@ -56,6 +69,9 @@ impl LocalProcess {
             .stderr(Stdio::from(log_file));
         if let Some(url) = database_url {
             command.env("DATABASE_URL", url);
+        }
+        for (name, value) in env {
+            command.env(name, value);
         }
         let mut process = Self {
             child: command.spawn().expect("start fluxgate-local"),
@@ -685,3 +701,149 @@ async fn six_kills_lose_and_duplicate_nothing(kind: DbKind) {
 }
 
 per_database!(#[tokio::test] six_kills_lose_and_duplicate_nothing: sqlite, postgres);
+
+// ---- fluxgate-local writing to BigQuery (bqemulator: REST for tables, queries and load
+// uploads, gRPC for the Storage Write API), in each write mode.
+
+/// Events with every optional field on some, posted as a client would.
+fn varied_batch(tenant: &str, count: usize) -> (Value, Vec<EventKey>) {
+    let events: Vec<Value> = (0..count)
+        .map(|i| {
+            let mut event = json!({"tenantId": tenant, "eventId": format!("b{i:05}"),
+                "eventType": if i % 2 == 0 { "order.created" } else { "page.viewed" },
+                "payload": {"n": i, "pi": 3.25, "nested": {"a": [1, 2.5, "x", null, true]}, "note": "é ✓"}});
+            if i % 3 == 0 {
+                event["source"] = json!("shop-web");
+                event["metadata"] = json!({"region": "eu", "i": i});
+            }
+            event
+        })
+        .collect();
+    let keys = (0..count)
+        .map(|i| EventKey {
+            tenant_id: tenant.into(),
+            event_id: format!("b{i:05}"),
+        })
+        .collect();
+    (json!({ "events": events }), keys)
+}
+
+/// Posted events reach the emulator's table through local in `mode`, and the rows equal the
+/// stored events column for column (`ingested_at` is the worker's own time, read back).
+async fn bigquery_local_delivers_in(mode: BigQueryWriteMode) {
+    let bq = TestBigQuery::new().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let local = LocalProcess::start_with("acme", dir.path(), None, &bq.env_in(mode)).await;
+    let (body, keys) = varied_batch("acme", 40);
+    let (status, answer) = local.post("/v1/events/batch", &body).await;
+    assert_eq!(status, 200, "{answer}");
+    let url = sqlite_url(dir.path());
+    let store = fluxgate::store::connect(&url, &database_config(&url))
+        .await
+        .expect("open the database");
+    wait_all_done(store.as_ref(), &keys, Duration::from_secs(60)).await;
+
+    let rows = bq.rows().await;
+    assert_eq!(rows.len(), keys.len(), "{mode:?}: one row per event");
+    for row in rows {
+        let stored = store
+            .get_event(&row.key())
+            .await
+            .expect("read")
+            .expect("a row of a stored event");
+        assert_eq!(row, WarehouseRow::new(&stored.event, row.ingested_at), "{mode:?}");
+    }
+    bq.cleanup().await;
+}
+
+#[tokio::test]
+async fn bigquery_storage_write_local_delivers_rows_equal_to_the_events() {
+    bigquery_local_delivers_in(BigQueryWriteMode::StorageWrite).await;
+}
+
+#[tokio::test]
+async fn bigquery_load_local_delivers_rows_equal_to_the_events() {
+    bigquery_local_delivers_in(BigQueryWriteMode::Load).await;
+}
+
+#[tokio::test]
+async fn bigquery_streaming_local_delivers_rows_equal_to_the_events() {
+    bigquery_local_delivers_in(BigQueryWriteMode::Streaming).await;
+}
+
+/// `FLUXGATE_BIGQUERY_KILL_TEST_EVENTS`, 3,000 by default.
+fn bigquery_kill_test_events() -> usize {
+    std::env::var("FLUXGATE_BIGQUERY_KILL_TEST_EVENTS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(3_000)
+}
+
+/// Batches posted while local, writing to BigQuery in `mode`, is killed (SIGKILL) mid-delivery
+/// and restarted: at the end every accepted event is DONE and in the table exactly once.
+async fn bigquery_kills_lose_and_duplicate_nothing(mode: BigQueryWriteMode) {
+    const BATCH: usize = 250;
+    let total = bigquery_kill_test_events().div_ceil(BATCH) * BATCH;
+    let bq = TestBigQuery::new().await;
+    let env = bq.env_in(mode);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut local = LocalProcess::start_with("acme", dir.path(), None, &env).await;
+    let (base_tx, base) = tokio::sync::watch::channel((local.base.clone(), local.key.clone()));
+    let poster = tokio::spawn(async move {
+        let mut accepted = Vec::new();
+        for first in (0..total).step_by(BATCH) {
+            let events: Vec<Value> = (first..first + BATCH)
+                .map(|i| {
+                    json!({"tenantId": "acme", "eventId": format!("k{i:07}"),
+                                "eventType": "page.viewed", "payload": {"n": i}})
+                })
+                .collect();
+            let answer = post_until_answered(&base, &json!({ "events": events })).await;
+            for item in answer["items"].as_array().expect("items") {
+                accepted.push(EventKey {
+                    tenant_id: "acme".into(),
+                    event_id: item["eventId"].as_str().expect("eventId").to_owned(),
+                });
+            }
+        }
+        accepted
+    });
+    for kill in 0..3 {
+        tokio::time::sleep(Duration::from_millis(if kill == 0 { 1500 } else { 900 })).await;
+        local.signal("KILL");
+        local.wait_exit(Duration::from_secs(20)).await;
+        drop(local);
+        local = LocalProcess::start_with("acme", dir.path(), None, &env).await;
+        base_tx
+            .send((local.base.clone(), local.key.clone()))
+            .expect("the poster listens");
+    }
+    let accepted = poster.await.expect("poster");
+    assert_eq!(accepted.len(), total, "every batch was answered in the end");
+    let url = sqlite_url(dir.path());
+    let store = fluxgate::store::connect(&url, &database_config(&url))
+        .await
+        .expect("open the database");
+    wait_all_done(store.as_ref(), &accepted, Duration::from_secs(300)).await;
+    let rows = bq.rows().await;
+    let distinct: HashSet<EventKey> = rows.iter().map(WarehouseRow::key).collect();
+    assert_eq!(distinct.len(), total, "{mode:?}: every accepted event is in the table");
+    assert_eq!(rows.len(), total, "{mode:?}: and none twice");
+    drop(local);
+    bq.cleanup().await;
+}
+
+#[tokio::test]
+async fn bigquery_storage_write_kills_lose_and_duplicate_nothing() {
+    bigquery_kills_lose_and_duplicate_nothing(BigQueryWriteMode::StorageWrite).await;
+}
+
+#[tokio::test]
+async fn bigquery_load_kills_lose_and_duplicate_nothing() {
+    bigquery_kills_lose_and_duplicate_nothing(BigQueryWriteMode::Load).await;
+}
+
+#[tokio::test]
+async fn bigquery_streaming_kills_lose_and_duplicate_nothing() {
+    bigquery_kills_lose_and_duplicate_nothing(BigQueryWriteMode::Streaming).await;
+}
