@@ -202,9 +202,21 @@ impl LocalProcess {
         Self::spawn_function(&binary, database_url)
     }
 
+    /// [`Self::spawn`] with more settings (`env`) on top of those passed on.
+    pub fn spawn_with(database_url: &str, env: &[(&str, String)]) -> Self {
+        let binary = std::env::var_os("FLUXGATE_BENCH_LOCAL_BINARY")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| release_binary("fluxgate-local"));
+        Self::spawn_function_with(&binary, database_url, env)
+    }
+
     /// Starts another function's binary (`fluxgate-ingest`, …) the same way: it serves HTTP on
     /// `PORT` (all interfaces; the benchmarks call it on loopback).
     pub fn spawn_function(binary: &Path, database_url: &str) -> Self {
+        Self::spawn_function_with(binary, database_url, &[])
+    }
+
+    fn spawn_function_with(binary: &Path, database_url: &str, env: &[(&str, String)]) -> Self {
         let data_dir = tempfile::Builder::new()
             .prefix("fluxgate-bench-")
             .tempdir()
@@ -224,6 +236,7 @@ impl LocalProcess {
             .env("FLUXGATE_DATA_DIR", data_dir.path())
             .env("FLUXGATE_BIND", address.ip().to_string())
             .env("PORT", address.port().to_string())
+            .envs(env.iter().map(|(name, value)| (*name, value.as_str())))
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
             .stderr(log)

@@ -76,6 +76,17 @@ impl TestBigQuery {
         }
         let grpc_url =
             std::env::var(BIGQUERY_GRPC_URL_ENV).unwrap_or_else(|_| DEFAULT_BIGQUERY_GRPC_URL.into());
+        let grpc_address = grpc_url
+            .trim_start_matches("http://")
+            .trim_end_matches('/')
+            .to_owned();
+        if tokio::net::TcpStream::connect(&grpc_address).await.is_err() {
+            panic!(
+                "bqemulator's gRPC port (the Storage Write API) does not answer at {grpc_url} \
+                 ({BIGQUERY_GRPC_URL_ENV}); start it with `bash scripts/test.sh`, or by hand with \
+                 --grpc-port 9060 as above"
+            );
+        }
         Self {
             url,
             grpc_url,

@@ -36,7 +36,7 @@ use async_trait::async_trait;
 use gcp_bigquery_client::Client;
 
 use super::{RowResult, Sink, WarehouseRow};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::event::EventKey;
 
 pub use auth::BigQueryCredentials;
@@ -149,7 +149,7 @@ impl BigQuerySink {
             }
             #[cfg(not(feature = "bigquery-storage-write"))]
             BigQueryWriteMode::StorageWrite => {
-                return Err(Error::setting(
+                return Err(crate::error::Error::setting(
                     "FLUXGATE_BIGQUERY_WRITE_MODE",
                     "storage-write is not built into this binary (cargo feature \
                      bigquery-storage-write of the fluxgate crate); use load or streaming",
