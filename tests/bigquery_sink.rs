@@ -336,8 +336,13 @@ async fn the_service_account_key_comes_from_the_aws_secret() {
         table: "events".into(),
         location: None,
     };
-    let Err(err) =
-        BigQuerySink::connect(target, credentials, &Default::default(), BigQueryWriteMode::Streaming).await
+    let Err(err) = BigQuerySink::connect(
+        target,
+        credentials,
+        &Default::default(),
+        BigQueryWriteMode::Streaming,
+    )
+    .await
     else {
         panic!("a secret that is not a service-account key must be refused");
     };
@@ -365,7 +370,10 @@ async fn bigquery_storage_write_and_load_write_rows_equal_to_the_events() {
         // A key twice in one call is written once.
         let again = rows_of(&[event("acme", "e-twice")]);
         let doubled = vec![again[0].clone(), again[0].clone()];
-        assert_eq!(sink.write_rows(&doubled).await.expect("write"), vec![Ok(()); 2]);
+        assert_eq!(
+            sink.write_rows(&doubled).await.expect("write"),
+            vec![Ok(()); 2]
+        );
         assert_eq!(bq.rows().await.len(), 4, "{mode:?}");
         bq.cleanup().await;
     }
@@ -426,7 +434,11 @@ async fn bigquery_a_refused_row_is_dead_with_the_reason_in_storage_write_and_loa
             .expect("chrono reaches year 10000");
         db.store.insert_events(&events).await.expect("insert");
         let sink = bq.sink_in(mode).await;
-        let worker = Worker::new(db.store.clone(), std::sync::Arc::new(sink), WorkerConfig::default());
+        let worker = Worker::new(
+            db.store.clone(),
+            std::sync::Arc::new(sink),
+            WorkerConfig::default(),
+        );
         let verdicts = worker
             .process(&deliveries(&events, 1))
             .await
@@ -440,7 +452,10 @@ async fn bigquery_a_refused_row_is_dead_with_the_reason_in_storage_write_and_loa
             .expect("stored");
         assert_eq!(stored.outbox.status, OutboxStatus::Dead, "{mode:?}");
         let reason = stored.outbox.last_error.unwrap_or_default();
-        assert!(reason.contains("invalid") && reason.contains("event_ts"), "{mode:?}: {reason}");
+        assert!(
+            reason.contains("invalid") && reason.contains("event_ts"),
+            "{mode:?}: {reason}"
+        );
         let written: Vec<_> = bq.rows().await.into_iter().map(|r| r.key()).collect();
         assert_eq!(written, vec![events[0].key(), events[1].key()], "{mode:?}");
         bq.cleanup().await;

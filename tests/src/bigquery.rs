@@ -74,8 +74,8 @@ impl TestBigQuery {
                  python scripts/bqemulator_launcher.py start --rest-port 9050 --grpc-port 9060 --project {BIGQUERY_PROJECT}"
             );
         }
-        let grpc_url =
-            std::env::var(BIGQUERY_GRPC_URL_ENV).unwrap_or_else(|_| DEFAULT_BIGQUERY_GRPC_URL.into());
+        let grpc_url = std::env::var(BIGQUERY_GRPC_URL_ENV)
+            .unwrap_or_else(|_| DEFAULT_BIGQUERY_GRPC_URL.into());
         let grpc_address = grpc_url
             .trim_start_matches("http://")
             .trim_end_matches('/')

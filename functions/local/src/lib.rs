@@ -39,8 +39,7 @@ use fluxgate::config::{DrainConfig, Limits, WorkerConfig, parse_duration};
 use fluxgate::dead_letters::DeadLetters;
 use fluxgate::error::Result;
 use fluxgate::queue::{
-    InMemoryQueue, InMemoryQueueConfig, PubsubSubscription, Queue, QueueConfig, QueueKind,
-    SqsQueue,
+    InMemoryQueue, InMemoryQueueConfig, PubsubSubscription, Queue, QueueConfig, QueueKind, SqsQueue,
 };
 use fluxgate::sink::{
     self, BigQueryConfig, LocalFilesConfig, RollPolicy, Sink, SinkConfig, SinkKind,
@@ -158,7 +157,7 @@ enum LocalQueue {
     Sqs(Arc<SqsQueue>),
     Pubsub {
         publisher: Arc<dyn Queue>,
-        subscription: PubsubSubscription,
+        subscription: Box<PubsubSubscription>,
     },
 }
 
@@ -185,7 +184,10 @@ impl LocalQueue {
                     })?;
                 Self::Pubsub {
                     publisher: fluxgate::queue::connect(&config.queue).await?,
-                    subscription: PubsubSubscription::connect(&config.queue.pubsub, name)?,
+                    subscription: Box::new(PubsubSubscription::connect(
+                        &config.queue.pubsub,
+                        name,
+                    )?),
                 }
             }
         })
@@ -331,7 +333,7 @@ pub async fn run_on(
         LocalQueue::Pubsub { subscription, .. } => {
             tasks.spawn(fluxgate_worker::pubsub_pull::consume(
                 worker,
-                subscription,
+                *subscription,
                 config.consumers,
                 stop.clone(),
             ))

@@ -751,7 +751,11 @@ async fn bigquery_local_delivers_in(mode: BigQueryWriteMode) {
             .await
             .expect("read")
             .expect("a row of a stored event");
-        assert_eq!(row, WarehouseRow::new(&stored.event, row.ingested_at), "{mode:?}");
+        assert_eq!(
+            row,
+            WarehouseRow::new(&stored.event, row.ingested_at),
+            "{mode:?}"
+        );
     }
     bq.cleanup().await;
 }
@@ -827,7 +831,11 @@ async fn bigquery_kills_lose_and_duplicate_nothing(mode: BigQueryWriteMode) {
     wait_all_done(store.as_ref(), &accepted, Duration::from_secs(300)).await;
     let rows = bq.rows().await;
     let distinct: HashSet<EventKey> = rows.iter().map(WarehouseRow::key).collect();
-    assert_eq!(distinct.len(), total, "{mode:?}: every accepted event is in the table");
+    assert_eq!(
+        distinct.len(),
+        total,
+        "{mode:?}: every accepted event is in the table"
+    );
     assert_eq!(rows.len(), total, "{mode:?}: and none twice");
     drop(local);
     bq.cleanup().await;

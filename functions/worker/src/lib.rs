@@ -21,9 +21,7 @@ use fluxgate::event::{Event, EventKey};
 use fluxgate::queue::pack;
 use fluxgate::runtime::{Function, open_store};
 use fluxgate::sink::{self, RowError, RowResult, Sink, SinkConfig, WarehouseRow};
-use fluxgate::store::{
-    DatabaseConfig, DeliveryLog, DeliveryOutcome, DeliveryState, OutboxStatus,
-};
+use fluxgate::store::{DatabaseConfig, DeliveryLog, DeliveryOutcome, DeliveryState, OutboxStatus};
 
 pub use http_trigger::{router, service};
 

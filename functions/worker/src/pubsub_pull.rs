@@ -26,7 +26,11 @@ pub async fn consume(
 ) {
     let mut loops = tokio::task::JoinSet::new();
     for _ in 0..consumers.max(1) {
-        loops.spawn(consume_one(worker.clone(), subscription.clone(), stop.clone()));
+        loops.spawn(consume_one(
+            worker.clone(),
+            subscription.clone(),
+            stop.clone(),
+        ));
     }
     while loops.join_next().await.is_some() {}
 }
@@ -69,7 +73,9 @@ async fn consume_one(worker: Worker, subscription: PubsubSubscription, stop: Can
             Ok(verdicts) => verdicts,
             Err(e) => {
                 tracing::error!(error = %e.chain(), "worker batch failed; handing it back");
-                subscription.hand_back(ack_ids, Duration::from_secs(1)).await;
+                subscription
+                    .hand_back(ack_ids, Duration::from_secs(1))
+                    .await;
                 continue;
             }
         };
@@ -89,10 +95,10 @@ async fn consume_one(worker: Worker, subscription: PubsubSubscription, stop: Can
                 }
             }
         }
-        if !done.is_empty() {
-            if let Err(e) = subscription.acknowledge(done).await {
-                tracing::warn!(error = %e.chain(), "handled Pub/Sub messages not acknowledged; they come back and are found DONE");
-            }
+        if !done.is_empty()
+            && let Err(e) = subscription.acknowledge(done).await
+        {
+            tracing::warn!(error = %e.chain(), "handled Pub/Sub messages not acknowledged; they come back and are found DONE");
         }
     }
 }

@@ -48,10 +48,13 @@ pub struct PubsubDeadLetters {
 impl PubsubDeadLetters {
     /// Builds both clients once (per cold start); nothing is sent until the first redrive.
     pub async fn connect(config: &PubsubConfig) -> Result<Self> {
-        let subscription =
-            PubsubSubscription::connect(config, config.dead_letter_subscription()?)?;
+        let subscription = PubsubSubscription::connect(config, config.dead_letter_subscription()?)?;
         let queue = PubsubQueue::connect(config).await?;
-        tracing::info!(subscription = subscription.name(), topic = queue.topic(), "Pub/Sub redrive ready");
+        tracing::info!(
+            subscription = subscription.name(),
+            topic = queue.topic(),
+            "Pub/Sub redrive ready"
+        );
         Ok(Self {
             subscription,
             queue,
@@ -64,7 +67,10 @@ impl DeadLetters for PubsubDeadLetters {
     async fn redrive(&self, max: u64) -> Result<RedriveReport> {
         let mut moved = 0u64;
         while moved < max {
-            let received = self.subscription.pull((max - moved).min(PULL_BATCH), PULL_WAIT).await?;
+            let received = self
+                .subscription
+                .pull((max - moved).min(PULL_BATCH), PULL_WAIT)
+                .await?;
             if received.is_empty() {
                 break;
             }

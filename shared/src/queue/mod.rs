@@ -21,7 +21,6 @@ pub use pubsub::{
     ATTRIBUTE_CORRELATION_ID, ATTRIBUTE_EVENT_TYPE, ATTRIBUTE_TENANT_ID, PubsubQueue,
     PubsubSubscription,
 };
-pub(crate) use pubsub::{Target as PubsubTarget, target as pubsub_target};
 pub use sqs::config::SqsConfig;
 pub use sqs::{MAX_ENTRIES_PER_REQUEST, MAX_REQUEST_BYTES, SqsQueue, SqsReceived};
 

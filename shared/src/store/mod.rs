@@ -251,8 +251,7 @@ pub trait DeliveryLog: Readiness {
     async fn statuses(&self, keys: &[EventKey]) -> Result<HashMap<EventKey, OutboxStatus>>;
 
     /// Status and attempts of each key that exists.
-    async fn delivery_states(&self, keys: &[EventKey])
-    -> Result<HashMap<EventKey, DeliveryState>>;
+    async fn delivery_states(&self, keys: &[EventKey]) -> Result<HashMap<EventKey, DeliveryState>>;
 
     /// Records the worker's verdicts in one transaction. DONE is final: a late failure report
     /// for an event already in the warehouse does not move it back.

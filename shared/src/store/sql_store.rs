@@ -10,9 +10,9 @@ use sqlx::{Connection, Database, Executor, FromRow, IntoArguments, Pool};
 
 use super::rows::{self, Bind, ClaimedRow, KeyStateRow, KeyStatusRow, RowsAffected, StoredRow};
 use super::{
-    ApiKeys, ClaimRequest, ClaimedEvent, DeliveryLog, DeliveryState, DeliveryOutcome, EventWriter, OutboxClaims,
-    OutboxLag, OutboxMetrics, OutboxReplay, OutboxStatus, PublishRetry, Readiness, Store,
-    StoredEvent,
+    ApiKeys, ClaimRequest, ClaimedEvent, DeliveryLog, DeliveryOutcome, DeliveryState, EventWriter,
+    OutboxClaims, OutboxLag, OutboxMetrics, OutboxReplay, OutboxStatus, PublishRetry, Readiness,
+    Store, StoredEvent,
 };
 use crate::error::Result;
 use crate::event::{Event, EventKey};
@@ -224,10 +224,7 @@ where
     Option<String>: Bind<D::DB>,
     DateTime<Utc>: Bind<D::DB>,
 {
-    async fn delivery_states(
-        &self,
-        keys: &[EventKey],
-    ) -> Result<HashMap<EventKey, DeliveryState>> {
+    async fn delivery_states(&self, keys: &[EventKey]) -> Result<HashMap<EventKey, DeliveryState>> {
         let mut found = HashMap::with_capacity(keys.len());
         for chunk in keys.chunks(rows::CHUNK) {
             let rows: Vec<KeyStateRow> = rows::select_delivery_states::<D::DB>(chunk)

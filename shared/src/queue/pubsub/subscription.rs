@@ -72,7 +72,9 @@ impl PubsubSubscription {
                     .build()
                     .map_err(|e| Error::dependency_caused("Google credentials for Pub/Sub", e))?;
                 (
-                    endpoint.clone().unwrap_or_else(|| GOOGLE_ENDPOINT.to_owned()),
+                    endpoint
+                        .clone()
+                        .unwrap_or_else(|| GOOGLE_ENDPOINT.to_owned()),
                     Some(credentials),
                 )
             }

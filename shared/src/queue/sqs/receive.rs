@@ -5,9 +5,7 @@
 use std::time::Duration;
 
 use aws_sdk_sqs::error::DisplayErrorContext;
-use aws_sdk_sqs::types::{
-    DeleteMessageBatchRequestEntry, MessageSystemAttributeName,
-};
+use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, MessageSystemAttributeName};
 
 use super::SqsQueue;
 use crate::error::{Error, Result};
@@ -34,7 +32,9 @@ impl SqsQueue {
             .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
             .send()
             .await
-            .map_err(|e| Error::queue(format!("SQS ReceiveMessage: {}", DisplayErrorContext(&e))))?;
+            .map_err(|e| {
+                Error::queue(format!("SQS ReceiveMessage: {}", DisplayErrorContext(&e)))
+            })?;
         Ok(output
             .messages
             .unwrap_or_default()
@@ -80,7 +80,10 @@ impl SqsQueue {
             .send()
             .await
             .map_err(|e| {
-                Error::queue(format!("SQS DeleteMessageBatch: {}", DisplayErrorContext(&e)))
+                Error::queue(format!(
+                    "SQS DeleteMessageBatch: {}",
+                    DisplayErrorContext(&e)
+                ))
             })?;
         if let Some(failed) = output.failed().first() {
             // Not deleted: SQS delivers it again, and the worker finds it DONE.
@@ -100,7 +103,10 @@ impl SqsQueue {
             .await
             .map(|_| ())
             .map_err(|e| {
-                Error::queue(format!("SQS ChangeMessageVisibility: {}", DisplayErrorContext(&e)))
+                Error::queue(format!(
+                    "SQS ChangeMessageVisibility: {}",
+                    DisplayErrorContext(&e)
+                ))
             })
     }
 }

@@ -73,7 +73,9 @@ impl GoogleAuth {
                 let json: serde_json::Value = serde_json::from_str(key.expose())
                     // Not kept as the cause: the parser's message may quote the key.
                     .map_err(|_| {
-                        Error::dependency("the BigQuery credentials are not a service-account key JSON")
+                        Error::dependency(
+                            "the BigQuery credentials are not a service-account key JSON",
+                        )
                     })?;
                 service_account::Builder::new(json)
                     .with_access_specifier(service_account::AccessSpecifier::from_scopes([

@@ -73,7 +73,10 @@ impl BigQueryConfig {
     /// emulator needs its gRPC endpoint too (the REST root does not tell the gRPC port).
     pub fn endpoints(&self) -> Result<BigQueryEndpoints> {
         let endpoints = BigQueryEndpoints {
-            rest: self.bigquery_endpoint.clone().filter(|e| !e.trim().is_empty()),
+            rest: self
+                .bigquery_endpoint
+                .clone()
+                .filter(|e| !e.trim().is_empty()),
             grpc: self
                 .bigquery_grpc_endpoint
                 .clone()

@@ -41,7 +41,9 @@ pub(super) async fn held(
             .job()
             .query(&target.project, request(target, chunk))
             .await
-            .map_err(|e| Error::sink_caused(format!("BigQuery query of held rows in {target}"), e))?;
+            .map_err(|e| {
+                Error::sink_caused(format!("BigQuery query of held rows in {target}"), e)
+            })?;
         if response.job_complete == Some(false) {
             return Err(Error::sink(format!(
                 "BigQuery query of held rows in {target} did not finish within {QUERY_TIMEOUT:?}"

@@ -57,7 +57,6 @@ pub(super) fn encode(row: &WarehouseRow) -> std::result::Result<Value, serde_jso
     serde_json::to_value(table_row)
 }
 
-
 /// One line of a newline-delimited JSON load job: the same columns as [`TableRow`], but the
 /// JSON columns as the JSON itself. (A load job keeps a string given for a JSON column as a
 /// JSON string; insertAll parses it.)

@@ -94,7 +94,9 @@ impl Loader {
         let mut lines: Vec<Option<String>> = Vec::with_capacity(rows.len());
         for (i, row) in rows.iter().enumerate() {
             if let Some(reason) = out_of_range(row) {
-                results[i] = Err(RowError::Permanent(format!("BigQuery refused the row: {reason}")));
+                results[i] = Err(RowError::Permanent(format!(
+                    "BigQuery refused the row: {reason}"
+                )));
                 lines.push(None);
                 continue;
             }
@@ -107,7 +109,8 @@ impl Loader {
             }
         }
 
-        let mut groups: Vec<Vec<usize>> = vec![(0..rows.len()).filter(|i| lines[*i].is_some()).collect()];
+        let mut groups: Vec<Vec<usize>> =
+            vec![(0..rows.len()).filter(|i| lines[*i].is_some()).collect()];
         let (mut jobs, mut failed_requests) = (0usize, Vec::new());
         let mut table_missing = false;
         while let Some(group) = groups.pop() {
@@ -170,7 +173,7 @@ impl Loader {
                     .get_job(&target.project, &job_id, target.location.as_deref())
                     .await
                 {
-                    Ok(job) => job,
+                    Ok(job) => Box::new(job),
                     Err(e) => {
                         return JobOutcome::Failed(Error::sink_caused(
                             format!("BigQuery jobs.get {job_id}"),
@@ -181,7 +184,7 @@ impl Loader {
                 Ok(Upload::TableMissing(reason)) => return JobOutcome::TableMissing(reason),
                 Err(error) => return JobOutcome::Failed(error),
             };
-            match wait(client, target, job).await {
+            match wait(client, target, *job).await {
                 // A failed job keeps its id: a passing failure moves on to the next id.
                 JobOutcome::Transient(reason) => {
                     tracing::warn!(table = %target, %job_id, %reason, "load job failed; trying the batch's next job id");
@@ -225,7 +228,10 @@ impl Loader {
         let url = format!(
             "{}/projects/{}/jobs?uploadType=multipart",
             self.upload_base,
-            percent_encoding::utf8_percent_encode(&target.project, percent_encoding::NON_ALPHANUMERIC)
+            percent_encoding::utf8_percent_encode(
+                &target.project,
+                percent_encoding::NON_ALPHANUMERIC
+            )
         );
         let response = self
             .http
@@ -245,11 +251,18 @@ impl Loader {
             .await
             .map_err(|e| Error::sink_caused(format!("BigQuery load upload into {target}"), e))?;
         match status.as_u16() {
-            200..=299 => serde_json::from_str(&text).map(Upload::Started).map_err(|e| {
-                Error::sink_caused(format!("BigQuery load upload into {target}: unexpected answer"), e)
-            }),
+            200..=299 => serde_json::from_str(&text)
+                .map(|job| Upload::Started(Box::new(job)))
+                .map_err(|e| {
+                    Error::sink_caused(
+                        format!("BigQuery load upload into {target}: unexpected answer"),
+                        e,
+                    )
+                }),
             409 => Ok(Upload::Exists),
-            404 => Ok(Upload::TableMissing(format!("BigQuery load into {target}: 404 {text}"))),
+            404 => Ok(Upload::TableMissing(format!(
+                "BigQuery load into {target}: 404 {text}"
+            ))),
             _ => Err(Error::sink(format!(
                 "BigQuery load upload into {target}: {status} {}",
                 text.chars().take(500).collect::<String>()
@@ -259,7 +272,7 @@ impl Loader {
 }
 
 enum Upload {
-    Started(Job),
+    Started(Box<Job>),
     Exists,
     TableMissing(String),
 }
@@ -296,7 +309,10 @@ async fn wait(client: &Client, target: &BigQueryTarget, mut job: Job) -> JobOutc
                 return JobOutcome::Transient(format!("BigQuery load job {job_id} not found"));
             }
             Err(e) => {
-                return JobOutcome::Failed(Error::sink_caused(format!("BigQuery jobs.get {job_id}"), e));
+                return JobOutcome::Failed(Error::sink_caused(
+                    format!("BigQuery jobs.get {job_id}"),
+                    e,
+                ));
             }
         };
     }
@@ -345,7 +361,10 @@ fn mark(results: &mut [RowResult], group: &[usize], reason: &str) {
 
 /// `fluxgate_<hash>`: the same table and keys give the same series whatever their order.
 /// (Job ids take letters, digits, `_` and `-`, up to 1,024 characters.)
-fn job_id_series<'a>(target: &BigQueryTarget, rows: impl Iterator<Item = &'a WarehouseRow>) -> String {
+fn job_id_series<'a>(
+    target: &BigQueryTarget,
+    rows: impl Iterator<Item = &'a WarehouseRow>,
+) -> String {
     let mut keys: Vec<String> = rows
         .map(|r| format!("{}\u{1f}{}", r.tenant_id, r.event_id))
         .collect();
@@ -393,9 +412,16 @@ mod tests {
             }))
             .expect("job")
         };
-        assert!(matches!(outcome_of(&failed("invalid")), JobOutcome::Invalid(_)));
-        assert!(matches!(outcome_of(&failed("backendError")), JobOutcome::Transient(_)));
-        let done = serde_json::from_value::<Job>(json!({"status": {"state": "DONE"}})).expect("job");
+        assert!(matches!(
+            outcome_of(&failed("invalid")),
+            JobOutcome::Invalid(_)
+        ));
+        assert!(matches!(
+            outcome_of(&failed("backendError")),
+            JobOutcome::Transient(_)
+        ));
+        let done =
+            serde_json::from_value::<Job>(json!({"status": {"state": "DONE"}})).expect("job");
         assert!(matches!(outcome_of(&done), JobOutcome::Loaded));
     }
 }

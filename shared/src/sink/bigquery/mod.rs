@@ -99,7 +99,7 @@ enum Writer {
     Streaming,
     Load(load::Loader),
     #[cfg(feature = "bigquery-storage-write")]
-    StorageWrite(storage_write::StorageWriter),
+    StorageWrite(Box<storage_write::StorageWriter>),
 }
 
 pub struct BigQuerySink {
@@ -142,10 +142,10 @@ impl BigQuerySink {
             )?),
             #[cfg(feature = "bigquery-storage-write")]
             BigQueryWriteMode::StorageWrite => {
-                Writer::StorageWrite(storage_write::StorageWriter::connect(
+                Writer::StorageWrite(Box::new(storage_write::StorageWriter::connect(
                     endpoints.grpc.as_deref(),
                     auth::GoogleAuth::new(&credentials)?,
-                )?)
+                )?))
             }
             #[cfg(not(feature = "bigquery-storage-write"))]
             BigQueryWriteMode::StorageWrite => {
@@ -223,14 +223,21 @@ impl Sink for BigQuerySink {
                 .into_parts(),
             Writer::Load(loader) => {
                 let (unique, of_row) = first_of_each_key(rows);
-                let (results, table_missing) = loader.load(&self.client, &self.target, &unique).await;
-                (results.map(|r| of_row.iter().map(|i| r[*i].clone()).collect()), table_missing)
+                let (results, table_missing) =
+                    loader.load(&self.client, &self.target, &unique).await;
+                (
+                    results.map(|r| of_row.iter().map(|i| r[*i].clone()).collect()),
+                    table_missing,
+                )
             }
             #[cfg(feature = "bigquery-storage-write")]
             Writer::StorageWrite(writer) => {
                 let (unique, of_row) = first_of_each_key(rows);
                 let (results, table_missing) = writer.write(&self.target, &unique).await;
-                (results.map(|r| of_row.iter().map(|i| r[*i].clone()).collect()), table_missing)
+                (
+                    results.map(|r| of_row.iter().map(|i| r[*i].clone()).collect()),
+                    table_missing,
+                )
             }
         };
         let (results, table_missing) = outcome;

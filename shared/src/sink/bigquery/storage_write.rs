@@ -235,8 +235,9 @@ impl StorageWriter {
         for (i, row) in rows.iter().enumerate() {
             match out_of_range(row) {
                 Some(reason) => {
-                    results[i] =
-                        Err(RowError::Permanent(format!("BigQuery refused the row: {reason}")))
+                    results[i] = Err(RowError::Permanent(format!(
+                        "BigQuery refused the row: {reason}"
+                    )))
                 }
                 None => encoded.push((i, encode(row))),
             }
@@ -246,7 +247,10 @@ impl StorageWriter {
         }
         match self.write_stream(target, encoded, &mut results).await {
             Ok(()) => (Ok(results), false),
-            Err(Failure { error, table_missing }) => (Err(error), table_missing),
+            Err(Failure {
+                error,
+                table_missing,
+            }) => (Err(error), table_missing),
         }
     }
 
@@ -272,7 +276,9 @@ impl StorageWriter {
             .clone()
             .create_write_stream(self.request(create, ("parent", &table)).await?)
             .await
-            .map_err(|status| Failure::from_status(format!("BigQuery CreateWriteStream on {target}"), status))?
+            .map_err(|status| {
+                Failure::from_status(format!("BigQuery CreateWriteStream on {target}"), status)
+            })?
             .into_inner()
             .name;
 
@@ -285,7 +291,9 @@ impl StorageWriter {
             .clone()
             .finalize_write_stream(self.request(finalize, ("name", &stream)).await?)
             .await
-            .map_err(|status| Failure::from_status(format!("BigQuery FinalizeWriteStream {stream}"), status))?;
+            .map_err(|status| {
+                Failure::from_status(format!("BigQuery FinalizeWriteStream {stream}"), status)
+            })?;
         let commit = BatchCommitWriteStreamsRequest {
             parent: table.clone(),
             write_streams: vec![stream.clone()],
@@ -334,19 +342,24 @@ impl StorageWriter {
                 // one (BigQuery takes it repeated, and bqemulator needs it).
                 write_stream: stream.to_owned(),
                 offset: Some(offset),
-                rows: Some(append_rows_request::Rows::ProtoRows(append_rows_request::ProtoData {
-                    writer_schema: with_schema.then(|| ProtoSchema {
-                        proto_descriptor: Some(self.descriptor.clone()),
-                    }),
-                    rows: Some(ProtoRows {
-                        serialized_rows: chunk.iter().map(|(_, bytes)| bytes.clone()).collect(),
-                    }),
-                })),
+                rows: Some(append_rows_request::Rows::ProtoRows(
+                    append_rows_request::ProtoData {
+                        writer_schema: with_schema.then(|| ProtoSchema {
+                            proto_descriptor: Some(self.descriptor.clone()),
+                        }),
+                        rows: Some(ProtoRows {
+                            serialized_rows: chunk.iter().map(|(_, bytes)| bytes.clone()).collect(),
+                        }),
+                    },
+                )),
                 ..Default::default()
             };
             with_schema = false;
             if sender.send(request).await.is_err() {
-                return Err(Failure::plain(Error::sink(format!("{}: the call ended early", what()))));
+                return Err(Failure::plain(Error::sink(format!(
+                    "{}: the call ended early",
+                    what()
+                ))));
             }
             if let Some(call) = call.take() {
                 let started = self
@@ -358,7 +371,9 @@ impl StorageWriter {
                 responses = Some(started.into_inner());
             }
             let Some(stream_of_answers) = responses.as_mut() else {
-                return Err(Failure::plain(Error::internal("AppendRows has no answer stream")));
+                return Err(Failure::plain(Error::internal(
+                    "AppendRows has no answer stream",
+                )));
             };
             let answer: AppendRowsResponse =
                 match tokio::time::timeout(CALL_TIMEOUT, stream_of_answers.message()).await {
@@ -397,8 +412,9 @@ impl StorageWriter {
                     }
                 }
                 Append::Invalid(message) if chunk.len() == 1 => {
-                    results[chunk[0].0] =
-                        Err(RowError::Permanent(format!("BigQuery refused the row: {message}")));
+                    results[chunk[0].0] = Err(RowError::Permanent(format!(
+                        "BigQuery refused the row: {message}"
+                    )));
                 }
                 Append::Invalid(message) => {
                     tracing::info!(table = %target, rows = chunk.len(), %message, "append refused as a whole; sending the halves on their own");
@@ -528,7 +544,11 @@ mod tests {
         let row = test_row();
         let decoded = EventRow::decode(encode(&row).as_slice()).expect("decodes");
         assert_eq!(decoded.event_ts, Some(row.event_ts.timestamp_micros()));
-        assert_eq!(decoded.event_date, Some(20_779), "2026-11-22 in days since 1970-01-01");
+        assert_eq!(
+            decoded.event_date,
+            Some(20_779),
+            "2026-11-22 in days since 1970-01-01"
+        );
         assert_eq!(decoded.payload.as_deref(), Some(r#"{"a":1}"#));
         assert_eq!(decoded.metadata, None);
     }
@@ -551,7 +571,9 @@ mod tests {
             }],
             ..Default::default()
         };
-        assert!(matches!(verdict(&named, 3), Append::RowsRefused(r) if r == vec![(1, "field x".to_owned())]));
+        assert!(
+            matches!(verdict(&named, 3), Append::RowsRefused(r) if r == vec![(1, "field x".to_owned())])
+        );
         let whole = AppendRowsResponse {
             response: error(tonic::Code::InvalidArgument),
             ..Default::default()
@@ -561,6 +583,8 @@ mod tests {
             response: error(tonic::Code::Unavailable),
             ..Default::default()
         };
-        assert!(matches!(verdict(&busy, 3), Append::Failed(s) if s.code() == tonic::Code::Unavailable));
+        assert!(
+            matches!(verdict(&busy, 3), Append::Failed(s) if s.code() == tonic::Code::Unavailable)
+        );
     }
 }
