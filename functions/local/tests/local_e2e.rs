@@ -865,3 +865,74 @@ async fn bigquery_load_kills_lose_and_duplicate_nothing() {
 async fn bigquery_streaming_kills_lose_and_duplicate_nothing() {
     bigquery_kills_lose_and_duplicate_nothing(BigQueryWriteMode::Streaming).await;
 }
+
+// ---- fluxgate-local with a real queue between drain and worker, as the functions take it:
+// SQS on moto (the worker long-polls it), and Pub/Sub on the declared test server of
+// `fluxgate_tests::pubsub_server` (the one mock: no Pub/Sub emulator installs here), which the
+// worker pulls.
+
+/// Posts a batch to local started with `env`, and checks that every event reaches the file
+/// warehouse once.
+async fn local_delivers_through(env: &[(&str, String)]) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let local = LocalProcess::start_with("acme", dir.path(), None, env).await;
+    let (body, keys) = batch("acme", 120);
+    let (status, answer) = local.post("/v1/events/batch", &body).await;
+    assert_eq!(status, 200, "{answer}");
+    let url = sqlite_url(dir.path());
+    let store = fluxgate::store::connect(&url, &database_config(&url))
+        .await
+        .expect("open the database");
+    wait_all_done(store.as_ref(), &keys, Duration::from_secs(60)).await;
+    drop(local);
+    let (rows, stored) = warehouse(dir.path());
+    assert_eq!((rows, stored.len()), (120, 120), "every event once");
+}
+
+#[tokio::test]
+async fn local_with_sqs_delivers_through_the_queue() {
+    let queue = fluxgate_tests::aws::TestQueue::create().await;
+    let mut env = fluxgate_tests::aws::moto_env();
+    env.push(("FLUXGATE_QUEUE", "sqs".into()));
+    env.push(("FLUXGATE_SQS_QUEUE_URL", queue.url.clone()));
+    local_delivers_through(&env).await;
+    assert!(queue.leftovers().await.is_empty(), "every message deleted");
+    queue.delete().await;
+}
+
+#[tokio::test]
+async fn local_with_pubsub_delivers_through_a_pull_subscription() {
+    const TOPIC: &str = "projects/fluxgate-test/topics/local";
+    const SUBSCRIPTION: &str = "projects/fluxgate-test/subscriptions/local-worker";
+    let server = fluxgate_tests::pubsub_server::PubsubTestServer::start(&[TOPIC]).await;
+    server.add_subscription_of(TOPIC, SUBSCRIPTION);
+    let env = vec![
+        ("FLUXGATE_QUEUE", "pubsub".to_owned()),
+        ("FLUXGATE_PUBSUB_TOPIC", TOPIC.to_owned()),
+        ("FLUXGATE_PUBSUB_SUBSCRIPTION", SUBSCRIPTION.to_owned()),
+        ("PUBSUB_EMULATOR_HOST", server.emulator_host()),
+    ];
+    local_delivers_through(&env).await;
+    assert!(
+        server.on_subscription(SUBSCRIPTION).is_empty(),
+        "every message acknowledged"
+    );
+}
+
+#[tokio::test]
+async fn local_with_pubsub_needs_its_pull_subscription() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let output = Command::new(env!("CARGO_BIN_EXE_fluxgate-local"))
+        .env("FLUXGATE_DATA_DIR", dir.path())
+        .env("PORT", free_port().to_string())
+        .env("FLUXGATE_QUEUE", "pubsub")
+        .env("FLUXGATE_PUBSUB_TOPIC", "projects/p/topics/t")
+        .env("PUBSUB_EMULATOR_HOST", "127.0.0.1:1")
+        .env_remove("FLUXGATE_PUBSUB_SUBSCRIPTION")
+        .env_remove("DATABASE_URL")
+        .output()
+        .expect("run fluxgate-local");
+    assert!(!output.status.success());
+    let text = String::from_utf8_lossy(&output.stderr);
+    assert!(text.contains("FLUXGATE_PUBSUB_SUBSCRIPTION"), "{text}");
+}

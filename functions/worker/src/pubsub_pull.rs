@@ -52,7 +52,12 @@ async fn consume_one(worker: Worker, subscription: PubsubSubscription, stop: Can
             }
         };
         if batch.is_empty() {
-            continue;
+            // Pub/Sub itself waits before it answers an empty pull; a server that answers at
+            // once (a local one) is not asked again at full speed.
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(Duration::from_millis(100)) => continue,
+            }
         }
         let mut ack_ids = Vec::with_capacity(batch.len());
         let mut deliveries = Vec::with_capacity(batch.len());
