@@ -513,10 +513,11 @@ where
     // PUBLISHED rows count one attempt more: their delivery may have reached the warehouse
     // without its outcome being recorded, and the worker checks the warehouse before writing
     // an event with attempts (see `DeliveryState::may_be_written`). FAILED rows counted theirs.
+    // `attempts` is set before `status`: MySQL evaluates SET left to right, on the new values.
     let mut qb = QueryBuilder::new(
-        "UPDATE outbox SET status = 'PENDING', \
+        "UPDATE outbox SET \
          attempts = CASE WHEN status = 'PUBLISHED' THEN attempts + 1 ELSE attempts END, \
-         next_attempt_at = ",
+         status = 'PENDING', next_attempt_at = ",
     );
     qb.push_bind(now)
         .push(", updated_at = ")
