@@ -351,8 +351,16 @@ async fn the_service_account_key_comes_from_the_aws_secret() {
     assert!(!text.contains("hunter2"), "{text}");
 }
 
-// ---- The write modes: storage-write (Storage Write API over bqemulator's gRPC port) and load
-// (load jobs from the upload endpoint); the tests above are streaming's (insertAll).
+// ---- The write modes: storage-write (Storage Write API over bqemulator's gRPC port: pending
+// streams, offsets, finalize, batch commit) and load (load jobs from bqemulator's upload
+// endpoint, `uploadType=multipart`); the tests above are streaming's (insertAll).
+//
+// What is not the real service here: bqemulator names an uploaded load job itself (it ignores
+// the job id the client gives), so a retried batch's "409 already exists" answer is not
+// exercised; on the emulator the worker's lookup of redelivered rows is what keeps a second
+// row out (the test below). And bqemulator does not report `row_errors` on AppendRows; the
+// refused row below is refused by fluxgate's own range check, which mirrors BigQuery's
+// (TIMESTAMP and DATE end at 9999-12-31), before anything is sent.
 
 const EXACTLY_ONCE_MODES: [BigQueryWriteMode; 2] =
     [BigQueryWriteMode::StorageWrite, BigQueryWriteMode::Load];
