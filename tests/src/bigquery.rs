@@ -219,6 +219,32 @@ impl TestBigQuery {
         rows
     }
 
+    /// How many rows the table holds, and how many distinct (tenant, event id) keys among
+    /// them (one query; [`Self::rows`] reads one page, up to 10,000 rows).
+    pub async fn count(&self) -> (i64, i64) {
+        let sql = format!(
+            "SELECT COUNT(*) AS total_rows, \
+             COUNT(DISTINCT CONCAT(tenant_id, '\\n', event_id)) AS distinct_keys \
+             FROM `{}.{}.{}`",
+            self.target.project, self.target.dataset, self.target.table
+        );
+        let response = self
+            .client()
+            .job()
+            .query(&self.target.project, QueryRequest::new(sql))
+            .await
+            .expect("count the events table");
+        let mut results = ResultSet::new_from_query_response(response);
+        assert!(results.next_row(), "a count has one row");
+        let number = |column: &str| {
+            results
+                .get_i64_by_name(column)
+                .unwrap_or_else(|e| panic!("column {column}: {e}"))
+                .unwrap_or(0)
+        };
+        (number("total_rows"), number("distinct_keys"))
+    }
+
     /// Removes the dataset and its table (the emulator keeps everything in memory until it
     /// stops).
     pub async fn cleanup(self) {
