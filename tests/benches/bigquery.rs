@@ -184,9 +184,13 @@ fn main() {
             }
         });
     }
+    // scripts/bench.sh builds the release binary unless FLUXGATE_BENCH_LOCAL_BINARY names one.
+    let binary = std::env::var("FLUXGATE_BENCH_LOCAL_BINARY")
+        .map(|path| format!("fluxgate-local {path}"))
+        .unwrap_or_else(|_| "release fluxgate-local".to_owned());
     let mut table = vec![
         format!(
-            "\nBigQuery write modes: {count} PENDING events on PostgreSQL delivered by release fluxgate-local into bqemulator, best of {rounds} rounds; baseline: a plain client's insertAll of the same rows (500 a request, 4 at once)\n"
+            "\nBigQuery write modes: {count} PENDING events on PostgreSQL delivered by {binary} into bqemulator, best of {rounds} rounds; baseline: a plain client's insertAll of the same rows (500 a request, 4 at once)\n"
         ),
         "| mode | rows/s | requests per 100,000 events | rows/s / plain client |".into(),
         "|---|---:|---:|---:|".into(),
