@@ -36,6 +36,7 @@ Environment (template parameter; default):
   BIGQUERY_DATASET                 BigQueryDataset (fluxgate)
   BIGQUERY_TABLE                   BigQueryTable (events)
   BIGQUERY_LOCATION                BigQueryLocation (BigQuery's default)
+  BIGQUERY_WRITE_MODE              BigQueryWriteMode: storage-write (default) | load | streaming
   DRAIN_SCHEDULE                   DrainSchedule (rate(1 minute))
   DRAIN_TIMEOUT_SECONDS            DrainTimeoutSeconds (60)
   DRAIN_DEADLINE_MARGIN            DrainDeadlineMargin (5s)
@@ -142,6 +143,7 @@ if [ -n "${DB_SECRET_ARN:-}" ]; then
   override BigQueryProject BIGQUERY_PROJECT
   override BigQueryCredentialsSecretArn BIGQUERY_CREDENTIALS_SECRET_ARN
   override BigQueryDataset BIGQUERY_DATASET
+  override BigQueryWriteMode BIGQUERY_WRITE_MODE
   override BigQueryTable BIGQUERY_TABLE
   override BigQueryLocation BIGQUERY_LOCATION
   override DrainSchedule DRAIN_SCHEDULE

@@ -35,6 +35,7 @@ Optional environment:
   BUILD                cloudbuild (default) | docker | skip (deploy IMAGE_TAG as already pushed)
   AR_REPOSITORY        Artifact Registry Docker repository (default: fluxgate)
   BIGQUERY_LOCATION    location of the BigQuery dataset (default: REGION)
+  BIGQUERY_WRITE_MODE  storage-write (default) | load (the BigQuery sandbox's only way) | streaming
   INGEST_ACCESS        public (default): anyone may reach ingest, which takes only requests
                        with a tenant's API key. iam: callers also need roles/run.invoker and
                        send an identity token in Authorization, the API key in X-Api-Key.
@@ -85,9 +86,9 @@ IMAGE_REPO="$REGION-docker.pkg.dev/$PROJECT_ID/$AR_REPOSITORY"
 # The placeholders the manifests in cloudrun/ may use; nothing else is substituted, so a `$`
 # anywhere else stays as written. tests/cloudrun_manifests.rs checks the manifests against this.
 # shellcheck disable=SC2016
-MANIFEST_VARS='${PROJECT_ID} ${REGION} ${IMAGE_REPO} ${IMAGE_TAG} ${DB_SECRET} ${CLOUD_SQL_INSTANCE} ${PUBSUB_TOPIC} ${PUBSUB_DEAD_LETTER_SUBSCRIPTION} ${BIGQUERY_DATASET} ${BIGQUERY_TABLE} ${MAX_DELIVERY_ATTEMPTS}'
+MANIFEST_VARS='${PROJECT_ID} ${REGION} ${IMAGE_REPO} ${IMAGE_TAG} ${DB_SECRET} ${CLOUD_SQL_INSTANCE} ${PUBSUB_TOPIC} ${PUBSUB_DEAD_LETTER_SUBSCRIPTION} ${BIGQUERY_DATASET} ${BIGQUERY_TABLE} ${BIGQUERY_WRITE_MODE} ${MAX_DELIVERY_ATTEMPTS}'
 export PROJECT_ID REGION IMAGE_REPO IMAGE_TAG DB_SECRET CLOUD_SQL_INSTANCE PUBSUB_TOPIC PUBSUB_DEAD_LETTER_SUBSCRIPTION \
-  BIGQUERY_DATASET BIGQUERY_TABLE MAX_DELIVERY_ATTEMPTS
+  BIGQUERY_DATASET BIGQUERY_TABLE BIGQUERY_WRITE_MODE MAX_DELIVERY_ATTEMPTS
 
 # Functions deployed as Cloud Run services, in deploy order: ingest first, it applies migrations.
 SERVICES=(fluxgate-ingest fluxgate-worker fluxgate-replay fluxgate-metrics)
@@ -241,6 +242,11 @@ ensure_bigquery() {
   bq --project_id "$PROJECT_ID" --location "$BIGQUERY_LOCATION" query --nouse_legacy_sql --quiet \
     "GRANT \`roles/bigquery.dataEditor\` ON SCHEMA \`$PROJECT_ID.$BIGQUERY_DATASET\` TO \"serviceAccount:$WORKER_SA\"" >/dev/null
   info "roles/bigquery.dataEditor on the dataset for $WORKER_SA"
+  # Jobs run in the project: load jobs (FLUXGATE_BIGQUERY_WRITE_MODE=load) and the one query
+  # the worker makes for a redelivered batch (does the table hold it already?).
+  g projects add-iam-policy-binding "$PROJECT_ID" --condition None \
+    --member "serviceAccount:$WORKER_SA" --role roles/bigquery.jobUser >/dev/null
+  info "roles/bigquery.jobUser in $PROJECT_ID for $WORKER_SA (load jobs, redelivery checks)"
 }
 
 ensure_topic() {

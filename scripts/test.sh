@@ -65,6 +65,8 @@ step() {
 #   moto_server (SQS, Secrets Manager)  -> FLUXGATE_TEST_MOTO_URL (default http://127.0.0.1:4566)
 #   bqemulator (BigQuery REST 9050, gRPC 9060, project fluxgate-test)
 #                                       -> FLUXGATE_TEST_BIGQUERY_URL (default http://127.0.0.1:9050)
+#                                          FLUXGATE_TEST_BIGQUERY_GRPC_URL (the Storage Write API,
+#                                          default http://127.0.0.1:9060)
 # ---------------------------------------------------------------------------------------------
 ensure_python_services() {
   step "Python tools and services"

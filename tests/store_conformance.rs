@@ -1133,6 +1133,15 @@ mod cases {
         }
         let failed = stored(store, &key(T, "failed")).await.outbox;
         assert_eq!(failed.attempts, 1, "requeue keeps the attempt count");
+        // A PUBLISHED row's delivery was interrupted: it counts, so the worker checks the
+        // warehouse before writing it again.
+        let published = key(T, "pub");
+        let states = store
+            .delivery_states(std::slice::from_ref(&published))
+            .await
+            .expect("delivery states");
+        assert_eq!(states[&published].attempts, 1);
+        assert!(states[&published].may_be_written());
         assert_eq!(failed.next_attempt_at, t1);
 
         // Due again at once, but the live drain's lease still holds.

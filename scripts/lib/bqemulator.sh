@@ -4,7 +4,7 @@
 # run it).
 #
 #   start_bqemulator   REST on $FLUXGATE_TEST_BIGQUERY_URL (default http://127.0.0.1:9050),
-#                      gRPC on 9060, project fluxgate-test: reused when it already answers,
+#                      gRPC on 9060 ($FLUXGATE_TEST_BIGQUERY_GRPC_URL), project fluxgate-test: reused when it already answers,
 #                      else started through scripts/bqemulator_launcher.py (which stubs DuckDB's
 #                      `INSTALL spatial`, a download this machine cannot make), its PID in
 #                      BACKGROUND_PIDS so scripts/test.sh stops what it started.
@@ -22,6 +22,8 @@ bqemulator_answers() {
 
 start_bqemulator() {
   export FLUXGATE_TEST_BIGQUERY_URL=${FLUXGATE_TEST_BIGQUERY_URL:-http://127.0.0.1:9050}
+  # The Storage Write API's port of the same emulator (FLUXGATE_BIGQUERY_WRITE_MODE=storage-write).
+  export FLUXGATE_TEST_BIGQUERY_GRPC_URL=${FLUXGATE_TEST_BIGQUERY_GRPC_URL:-http://127.0.0.1:$FLUXGATE_BIGQUERY_GRPC_PORT}
   port_to_start bqemulator FLUXGATE_TEST_BIGQUERY_URL bqemulator_answers 9050 || return 0
   [ -x "$FLUXGATE_VENV/bin/python" ] || die "no virtualenv at $FLUXGATE_VENV: run ensure_venv first"
   local launcher

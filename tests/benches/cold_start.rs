@@ -73,6 +73,8 @@ fn function_command(binary: &Path, runtime_api: &str) -> Command {
         .env("FLUXGATE_SINK", "bigquery")
         .env("FLUXGATE_BIGQUERY_PROJECT", "bench")
         .env("FLUXGATE_BIGQUERY_ENDPOINT", "http://127.0.0.1:9")
+        // The default mode's gRPC channel, made lazily (nothing is connected at start).
+        .env("FLUXGATE_BIGQUERY_GRPC_ENDPOINT", "http://127.0.0.1:9")
         .env(
             "FLUXGATE_ADMIN_KEY",
             "bench-admin-key-0123456789abcdefghijklmnop",

@@ -194,12 +194,17 @@ pub struct LocalProcess {
 
 impl LocalProcess {
     pub fn spawn(database_url: &str) -> Self {
+        Self::spawn_with(database_url, &[])
+    }
+
+    /// [`Self::spawn`] with more settings (`env`) on top of those passed on.
+    pub fn spawn_with(database_url: &str, env: &[(&str, String)]) -> Self {
         // scripts/bench.sh copies the binary it built here, out of reach of other builds that
         // share the target folder.
         let binary = std::env::var_os("FLUXGATE_BENCH_LOCAL_BINARY")
             .map(PathBuf::from)
             .unwrap_or_else(|| release_binary("fluxgate-local"));
-        Self::spawn_function(&binary, database_url)
+        Self::spawn_function_with(&binary, database_url, env.iter().cloned())
     }
 
     /// Starts another function's binary (`fluxgate-ingest`, …) the same way: it serves HTTP on

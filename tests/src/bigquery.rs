@@ -9,7 +9,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use fluxgate::json_object::JsonObject;
 use fluxgate::sink::WarehouseRow;
 use fluxgate::sink::bigquery::{
-    BigQueryCredentials, BigQuerySink, BigQueryTarget, BigQueryWriteMode,
+    BigQueryCredentials, BigQueryEndpoints, BigQuerySink, BigQueryTarget, BigQueryWriteMode,
 };
 use fluxgate::sink::{BigQueryConfig, LocalFilesConfig, SinkConfig, SinkKind};
 use gcp_bigquery_client::Client;
@@ -22,6 +22,9 @@ use crate::db::TEST_DB_PREFIX;
 
 /// The bqemulator's root URL.
 pub const BIGQUERY_URL_ENV: &str = "FLUXGATE_TEST_BIGQUERY_URL";
+/// The bqemulator's gRPC endpoint (the Storage Write API).
+pub const BIGQUERY_GRPC_URL_ENV: &str = "FLUXGATE_TEST_BIGQUERY_GRPC_URL";
+const DEFAULT_BIGQUERY_GRPC_URL: &str = "http://127.0.0.1:9060";
 /// The project the emulator serves.
 pub const BIGQUERY_PROJECT: &str = "fluxgate-test";
 const DEFAULT_BIGQUERY_URL: &str = "http://127.0.0.1:9050";
@@ -32,6 +35,8 @@ const TABLE: &str = "events";
 pub struct TestBigQuery {
     /// The emulator's root URL (give it to the worker as `FLUXGATE_BIGQUERY_ENDPOINT`).
     pub url: String,
+    /// Its gRPC endpoint (`FLUXGATE_BIGQUERY_GRPC_ENDPOINT`).
+    pub grpc_url: String,
     pub target: BigQueryTarget,
     /// A client of its own, for reading back what the sink under test wrote.
     reader: BigQuerySink,
@@ -69,31 +74,84 @@ impl TestBigQuery {
                  python scripts/bqemulator_launcher.py start --rest-port 9050 --grpc-port 9060 --project {BIGQUERY_PROJECT}"
             );
         }
+        let grpc_url = std::env::var(BIGQUERY_GRPC_URL_ENV)
+            .unwrap_or_else(|_| DEFAULT_BIGQUERY_GRPC_URL.into());
+        let grpc_address = grpc_url
+            .trim_start_matches("http://")
+            .trim_end_matches('/')
+            .to_owned();
+        if tokio::net::TcpStream::connect(&grpc_address).await.is_err() {
+            panic!(
+                "bqemulator's gRPC port (the Storage Write API) does not answer at {grpc_url} \
+                 ({BIGQUERY_GRPC_URL_ENV}); start it with `bash scripts/test.sh`, or by hand with \
+                 --grpc-port 9060 as above"
+            );
+        }
         Self {
             url,
+            grpc_url,
             target,
             reader,
         }
     }
 
-    /// A sink on the emulator writing to `target`, built as the worker builds it.
+    /// A streaming sink on the emulator writing to `target`, built as the worker builds it.
     pub async fn sink_at(url: &str, target: BigQueryTarget) -> BigQuerySink {
+        let endpoints = BigQueryEndpoints {
+            rest: Some(url.to_owned()),
+            grpc: None,
+        };
         BigQuerySink::connect(
             target,
             BigQueryCredentials::Emulator,
-            Some(url),
+            &endpoints,
             BigQueryWriteMode::Streaming,
         )
         .await
         .expect("a BigQuery client for the emulator")
     }
 
-    /// A new sink on this test's dataset.
+    /// A new streaming sink on this test's dataset.
     pub async fn sink(&self) -> BigQuerySink {
         Self::sink_at(&self.url, self.target.clone()).await
     }
 
-    /// What the worker reads to write into this test's dataset.
+    /// A new sink on this test's dataset in `mode`.
+    pub async fn sink_in(&self, mode: BigQueryWriteMode) -> BigQuerySink {
+        BigQuerySink::from_config(&self.config_in(mode))
+            .await
+            .expect("a BigQuery sink for the emulator")
+    }
+
+    /// The BigQuery settings of this test's dataset on the emulator, in `mode`.
+    pub fn config_in(&self, mode: BigQueryWriteMode) -> BigQueryConfig {
+        BigQueryConfig {
+            bigquery_project: Some(self.target.project.clone()),
+            bigquery_dataset: self.target.dataset.clone(),
+            bigquery_table: self.target.table.clone(),
+            bigquery_location: None,
+            bigquery_endpoint: Some(self.url.clone()),
+            bigquery_grpc_endpoint: Some(self.grpc_url.clone()),
+            bigquery_write_mode: mode,
+            bigquery_credentials_secret_id: None,
+        }
+    }
+
+    /// The environment `fluxgate-local` (or the worker) reads to write into this test's
+    /// dataset in `mode`.
+    pub fn env_in(&self, mode: BigQueryWriteMode) -> Vec<(&'static str, String)> {
+        vec![
+            ("FLUXGATE_SINK", "bigquery".into()),
+            ("FLUXGATE_BIGQUERY_PROJECT", self.target.project.clone()),
+            ("FLUXGATE_BIGQUERY_DATASET", self.target.dataset.clone()),
+            ("FLUXGATE_BIGQUERY_TABLE", self.target.table.clone()),
+            ("FLUXGATE_BIGQUERY_ENDPOINT", self.url.clone()),
+            ("FLUXGATE_BIGQUERY_GRPC_ENDPOINT", self.grpc_url.clone()),
+            ("FLUXGATE_BIGQUERY_WRITE_MODE", mode.as_str().into()),
+        ]
+    }
+
+    /// What the worker reads to write into this test's dataset (streaming inserts).
     pub fn sink_config(&self) -> SinkConfig {
         SinkConfig {
             sink: SinkKind::Bigquery,
@@ -101,14 +159,7 @@ impl TestBigQuery {
                 warehouse_dir: std::env::temp_dir(),
                 roll: Default::default(),
             },
-            bigquery: BigQueryConfig {
-                bigquery_project: Some(self.target.project.clone()),
-                bigquery_dataset: self.target.dataset.clone(),
-                bigquery_table: self.target.table.clone(),
-                bigquery_location: None,
-                bigquery_endpoint: Some(self.url.clone()),
-                bigquery_credentials_secret_id: None,
-            },
+            bigquery: self.config_in(BigQueryWriteMode::Streaming),
         }
     }
 
@@ -166,6 +217,32 @@ impl TestBigQuery {
             });
         }
         rows
+    }
+
+    /// How many rows the table holds, and how many distinct (tenant, event id) keys among
+    /// them (one query; [`Self::rows`] reads one page, up to 10,000 rows).
+    pub async fn count(&self) -> (i64, i64) {
+        let sql = format!(
+            "SELECT COUNT(*) AS total_rows, \
+             COUNT(DISTINCT CONCAT(tenant_id, '\\n', event_id)) AS distinct_keys \
+             FROM `{}.{}.{}`",
+            self.target.project, self.target.dataset, self.target.table
+        );
+        let response = self
+            .client()
+            .job()
+            .query(&self.target.project, QueryRequest::new(sql))
+            .await
+            .expect("count the events table");
+        let mut results = ResultSet::new_from_query_response(response);
+        assert!(results.next_row(), "a count has one row");
+        let number = |column: &str| {
+            results
+                .get_i64_by_name(column)
+                .unwrap_or_else(|e| panic!("column {column}: {e}"))
+                .unwrap_or(0)
+        };
+        (number("total_rows"), number("distinct_keys"))
     }
 
     /// Removes the dataset and its table (the emulator keeps everything in memory until it

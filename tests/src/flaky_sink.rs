@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use fluxgate::config::WorkerConfig;
-use fluxgate::event::Event;
+use fluxgate::event::{Event, EventKey};
 use fluxgate::sink::{LocalFileSink, RowError, RowResult, Sink, WarehouseRow};
 use fluxgate::store::{OutboxStatus, Store};
 
@@ -73,6 +73,13 @@ impl Sink for FlakySink {
                 }
             })
             .collect())
+    }
+
+    async fn held(
+        &self,
+        rows: &[WarehouseRow],
+    ) -> fluxgate::Result<std::collections::HashSet<EventKey>> {
+        self.inner.held(rows).await
     }
 
     async fn flush(&self) -> fluxgate::Result<()> {

@@ -148,6 +148,8 @@ struct State {
     rules: Vec<FailRule>,
     next_id: u64,
     subscriptions: HashMap<String, Vec<SubscribedMessage>>,
+    /// Subscriptions that receive what is published to a topic: (topic, subscription).
+    attached: Vec<(String, String)>,
     subscriber_calls: Vec<SubscriberCall>,
     next_ack_id: u64,
 }
@@ -255,6 +257,16 @@ impl PubsubTestServer {
             .subscriptions
             .entry(subscription.to_owned())
             .or_default();
+    }
+
+    /// Creates a pull subscription of `topic`: every message published to the topic from now
+    /// on is put on it too, as Pub/Sub does (fluxgate-local's worker pulls such a one).
+    pub fn add_subscription_of(&self, topic: &str, subscription: &str) {
+        self.add_subscription(subscription);
+        self.shared
+            .state()
+            .attached
+            .push((topic.to_owned(), subscription.to_owned()));
     }
 
     /// Puts a message on `subscription`, as Pub/Sub's dead-lettering publishes it to the
@@ -497,7 +509,24 @@ impl tonic::server::UnaryService<PublishRequest> for Publish {
             });
             let ids = outcome?;
             let now = chrono::Utc::now();
+            let fan_out: Vec<String> = state
+                .attached
+                .iter()
+                .filter(|(topic, _)| *topic == request.topic)
+                .map(|(_, subscription)| subscription.clone())
+                .collect();
             for (message, id) in request.messages.into_iter().zip(&ids) {
+                for subscription in &fan_out {
+                    if let Some(messages) = state.subscriptions.get_mut(subscription) {
+                        messages.push(SubscribedMessage {
+                            message_id: id.clone(),
+                            data: message.data.clone(),
+                            attributes: message.attributes.clone(),
+                            leased_by: None,
+                            deliveries: 0,
+                        });
+                    }
+                }
                 state.published.push(PublishedMessage {
                     topic: request.topic.clone(),
                     message_id: id.clone(),

@@ -8,12 +8,14 @@
 //! deliveries it is `DEAD`. Remove the file and replay: the event is loaded and `DONE`.
 //! The file is looked at on every write, so the switch takes effect without a restart.
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use async_trait::async_trait;
 
 use fluxgate::error::Result;
+use fluxgate::event::EventKey;
 use fluxgate::sink::{RowError, RowResult, Sink, WarehouseRow};
 
 pub const FILE_NAME: &str = "fail-warehouse";
@@ -50,6 +52,10 @@ impl Sink for FaultSwitch {
         };
         tracing::warn!(rows = rows.len(), switch = %self.switch.display(), "warehouse fault switch is on");
         Ok(rows.iter().map(|_| Err(refusal.clone())).collect())
+    }
+
+    async fn held(&self, rows: &[WarehouseRow]) -> Result<HashSet<EventKey>> {
+        self.warehouse.held(rows).await
     }
 
     async fn flush(&self) -> Result<()> {

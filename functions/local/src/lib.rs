@@ -1,12 +1,16 @@
-//! Every function in one process on embedded defaults: SQLite (or `DATABASE_URL`), the
-//! in-process queue, the file warehouse, the drain on a short interval and the worker reading
-//! the queue, all behind one port.
+//! Every function in one process: SQLite (or `DATABASE_URL`), the in-process queue, the file
+//! warehouse, the drain on a short interval and the worker reading the queue, all behind one
+//! port. The same sink and queue settings as the functions turn it into a one-process
+//! deployment on any VM or container: `FLUXGATE_SINK=bigquery` with the `FLUXGATE_BIGQUERY_*`
+//! settings, and `FLUXGATE_QUEUE=sqs` (the worker long-polls `FLUXGATE_SQS_QUEUE_URL`) or
+//! `pubsub` (it pulls `FLUXGATE_PUBSUB_SUBSCRIPTION`, a pull subscription of the topic).
 //!
 //! Nothing accepted is lost across a stop or a kill: events are in the database before ingest
-//! answers, and at start-up rows the previous process had handed to its in-memory queue
-//! (PUBLISHED or FAILED, no final outcome) are put back to PENDING, as a managed queue's
-//! visibility timeout would bring them back. The warehouse skips rows it already holds, so a
-//! redelivery makes no second row.
+//! answers, and at start-up rows the previous process had claimed, or handed to its in-memory
+//! queue (PUBLISHED or FAILED, no final outcome), are put back to PENDING, as a managed
+//! queue's visibility timeout would bring them back (with SQS or Pub/Sub the queue itself
+//! keeps them). Such a row counts an attempt, so the worker asks the warehouse whether it
+//! holds the event before writing it again: a redelivery makes no second row.
 //!
 //! Requests need an API key as in a deployment (`FLUXGATE_AUTH=keys` is the default): the
 //! first start makes the development tenant and its key (see [`dev_key`]); the `tenants` and
@@ -34,8 +38,12 @@ use fluxgate::auth::{AdminAuth, AuthConfig, AuthMode, Authenticator};
 use fluxgate::config::{DrainConfig, Limits, WorkerConfig, parse_duration};
 use fluxgate::dead_letters::DeadLetters;
 use fluxgate::error::Result;
-use fluxgate::queue::{InMemoryQueue, InMemoryQueueConfig};
-use fluxgate::sink::{LocalFileSink, RollPolicy, Sink};
+use fluxgate::queue::{
+    InMemoryQueue, InMemoryQueueConfig, PubsubSubscription, Queue, QueueConfig, QueueKind, SqsQueue,
+};
+use fluxgate::sink::{
+    self, BigQueryConfig, LocalFilesConfig, RollPolicy, Sink, SinkConfig, SinkKind,
+};
 use fluxgate::store::{self, DatabaseConfig, Store};
 use fluxgate_outbox_drain::{Drain, EagerWriter};
 use fluxgate_worker::Worker;
@@ -81,6 +89,18 @@ pub struct LocalConfig {
     pub worker: WorkerConfig,
     #[command(flatten)]
     pub auth: AuthConfig,
+    /// Where loaded events go: `local-files` (the folder above) or `bigquery` (the
+    /// `FLUXGATE_BIGQUERY_*` settings, as the worker function takes them).
+    #[arg(long, env = "FLUXGATE_SINK", value_enum, default_value = "local-files")]
+    pub sink: SinkKind,
+    #[command(flatten)]
+    pub bigquery: BigQueryConfig,
+    #[command(flatten)]
+    pub queue: QueueConfig,
+    /// `FLUXGATE_QUEUE=pubsub`: the pull subscription of `FLUXGATE_PUBSUB_TOPIC` the worker
+    /// reads, in full (`projects/P/subscriptions/S`).
+    #[arg(long, env = "FLUXGATE_PUBSUB_SUBSCRIPTION")]
+    pub pubsub_subscription: Option<String>,
     /// The tenant made (with an API key) on the first start.
     #[arg(long, env = "FLUXGATE_DEV_TENANT", default_value = "dev")]
     pub dev_tenant: String,
@@ -101,6 +121,84 @@ impl LocalConfig {
         self.warehouse_dir
             .clone()
             .unwrap_or_else(|| self.data_dir.join("warehouse"))
+    }
+
+    /// The warehouse settings as the worker function takes them (the file warehouse in
+    /// `<data-dir>/warehouse` unless told otherwise).
+    pub fn sink_config(&self) -> SinkConfig {
+        SinkConfig {
+            sink: self.sink,
+            local_files: LocalFilesConfig {
+                warehouse_dir: self.warehouse_dir(),
+                roll: self.warehouse_roll,
+            },
+            bigquery: self.bigquery.clone(),
+        }
+    }
+
+    /// Where the banner says rows go.
+    fn warehouse_label(&self) -> String {
+        match self.sink {
+            SinkKind::LocalFiles => self.warehouse_dir().display().to_string(),
+            SinkKind::Bigquery => format!(
+                "BigQuery {}.{}.{} ({})",
+                self.bigquery.bigquery_project.as_deref().unwrap_or("?"),
+                self.bigquery.bigquery_dataset,
+                self.bigquery.bigquery_table,
+                self.bigquery.bigquery_write_mode.as_str()
+            ),
+        }
+    }
+}
+
+/// The queue between drain and worker, and how the worker reads it.
+enum LocalQueue {
+    Memory(Arc<InMemoryQueue>),
+    Sqs(Arc<SqsQueue>),
+    Pubsub {
+        publisher: Arc<dyn Queue>,
+        subscription: Box<PubsubSubscription>,
+    },
+}
+
+impl LocalQueue {
+    /// Builds the queue `config` names, with the builders the functions use.
+    async fn connect(config: &LocalConfig) -> Result<Self> {
+        Ok(match config.queue.queue {
+            QueueKind::Memory => Self::Memory(Arc::new(InMemoryQueue::new(InMemoryQueueConfig {
+                max_receive_count: config.worker.max_receive_count,
+                ..Default::default()
+            }))),
+            QueueKind::Sqs => Self::Sqs(Arc::new(SqsQueue::connect(&config.queue.sqs).await?)),
+            QueueKind::Pubsub => {
+                let name = config
+                    .pubsub_subscription
+                    .clone()
+                    .filter(|s| s.starts_with("projects/") && s.contains("/subscriptions/"))
+                    .ok_or_else(|| {
+                        fluxgate::Error::setting(
+                            "FLUXGATE_PUBSUB_SUBSCRIPTION",
+                            "fluxgate-local with FLUXGATE_QUEUE=pubsub reads a pull subscription \
+                             of the topic: projects/P/subscriptions/S",
+                        )
+                    })?;
+                Self::Pubsub {
+                    publisher: fluxgate::queue::connect(&config.queue).await?,
+                    subscription: Box::new(PubsubSubscription::connect(
+                        &config.queue.pubsub,
+                        name,
+                    )?),
+                }
+            }
+        })
+    }
+
+    fn publisher(&self) -> Arc<dyn Queue> {
+        match self {
+            Self::Memory(queue) => queue.clone(),
+            Self::Sqs(queue) => queue.clone(),
+            Self::Pubsub { publisher, .. } => publisher.clone(),
+        }
     }
 }
 
@@ -152,24 +250,24 @@ pub async fn run_on(
     tokio::fs::create_dir_all(&config.data_dir).await?;
     let url = config.database_url();
     let store = store::connect(&url, &config.database).await?;
-    // This process is the one drain of its database (its queue lives in its memory), so
-    // what its predecessor claimed or handed to that queue is due again at once.
+    let queue = LocalQueue::connect(&config).await?;
+    // This process is the one drain of its database, so what its predecessor claimed is due
+    // again at once; with the in-memory queue, so is what it had handed to that queue (a
+    // real queue still holds those messages).
     let now = fluxgate::now();
-    let requeued = store.requeue_undelivered(now).await? + store.release_leases(now).await?;
+    let mut requeued = store.release_leases(now).await?;
+    if matches!(queue, LocalQueue::Memory(_)) {
+        requeued += store.requeue_undelivered(now).await?;
+    }
     if requeued > 0 {
         tracing::info!(
             requeued,
             "events the previous run had not finished are pending again"
         );
     }
-    let queue = Arc::new(InMemoryQueue::new(InMemoryQueueConfig {
-        max_receive_count: config.worker.max_receive_count,
-        ..Default::default()
-    }));
-    let warehouse: Arc<dyn Sink> =
-        Arc::new(LocalFileSink::open_with(config.warehouse_dir(), config.warehouse_roll).await?);
+    let warehouse: Arc<dyn Sink> = sink::connect(&config.sink_config()).await?;
     let sink: Arc<dyn Sink> = Arc::new(fault::FaultSwitch::new(warehouse, &config.data_dir));
-    let drain = Drain::new(store.clone(), queue.clone(), config.drain.clone());
+    let drain = Drain::new(store.clone(), queue.publisher(), config.drain.clone());
     let worker = Worker::new(store.clone(), sink.clone(), config.worker.clone());
     let mut auth_config = config.auth.clone();
     let mut key_files = KeyFiles::default();
@@ -189,18 +287,24 @@ pub async fn run_on(
     }
     let auth = Authenticator::from_config(&auth_config, store.clone()).await?;
 
+    let dead_letters: Option<Arc<dyn DeadLetters>> = match &queue {
+        LocalQueue::Memory(queue) => Some(queue.clone()),
+        LocalQueue::Sqs(_) | LocalQueue::Pubsub { .. } => {
+            fluxgate::dead_letters::connect(&config.queue).await?
+        }
+    };
     let app = app(
         store.clone(),
         config.limits.clone(),
         drain.clone(),
-        Some(queue.clone()),
+        dead_letters,
         auth,
     );
     let address: SocketAddr = listener.local_addr()?;
     tracing::info!(
         %address,
         database = %store::redact(&url),
-        warehouse = %config.warehouse_dir().display(),
+        warehouse = %config.warehouse_label(),
         "fluxgate local is up: POST http://{address}/v1/events"
     );
     eprintln!("{}", banner(address, &config, &url, &key_files));
@@ -213,12 +317,28 @@ pub async fn run_on(
         .unwrap_or(Duration::from_secs(1));
     let stored = config.eager_publish.then(|| drain.wake_on());
     tasks.spawn(drain_loop(drain, interval, stored, stop.clone()));
-    tasks.spawn(fluxgate_worker::memory_trigger::consume(
-        worker,
-        queue,
-        config.consumers,
-        stop.clone(),
-    ));
+    match queue {
+        LocalQueue::Memory(queue) => tasks.spawn(fluxgate_worker::memory_trigger::consume(
+            worker,
+            queue,
+            config.consumers,
+            stop.clone(),
+        )),
+        LocalQueue::Sqs(queue) => tasks.spawn(fluxgate_worker::sqs_poll::consume(
+            worker,
+            queue,
+            config.consumers,
+            stop.clone(),
+        )),
+        LocalQueue::Pubsub { subscription, .. } => {
+            tasks.spawn(fluxgate_worker::pubsub_pull::consume(
+                worker,
+                *subscription,
+                config.consumers,
+                stop.clone(),
+            ))
+        }
+    };
     tasks.close();
 
     let server_stop = stop.clone();
@@ -295,7 +415,7 @@ fn banner(address: SocketAddr, config: &LocalConfig, url: &str, keys: &KeyFiles)
         ),
         format!("  data dir   {}", config.data_dir.display()),
         format!("  database   {}", store::redact(url)),
-        format!("  warehouse  {}", config.warehouse_dir().display()),
+        format!("  warehouse  {}", config.warehouse_label()),
     ];
     match &keys.tenant {
         Some(path) => lines.push(format!(

@@ -9,10 +9,13 @@ use std::time::Duration;
 
 use clap::Parser;
 use fluxgate::event::EventKey;
+use fluxgate::sink::bigquery::BigQueryWriteMode;
 use fluxgate::sink::{LocalFileSink, Sink, WarehouseRow};
 use fluxgate::store::{ClaimRequest, OutboxStatus, Store};
 use fluxgate_local::LocalConfig;
-use fluxgate_tests::{DbKind, Deadline, TestDb, database_config, event, free_port, per_database};
+use fluxgate_tests::{
+    DbKind, Deadline, TestBigQuery, TestDb, database_config, event, free_port, per_database,
+};
 use serde_json::{Value, json};
 
 struct LocalProcess {
@@ -40,6 +43,16 @@ impl LocalProcess {
 
     /// Starts it with `tenant` as the development tenant (whose key every request sends).
     async fn start_for(tenant: &str, data_dir: &Path, database_url: Option<&str>) -> Self {
+        Self::start_with(tenant, data_dir, database_url, &[]).await
+    }
+
+    /// Starts it with more settings in its environment (`env`).
+    async fn start_with(
+        tenant: &str,
+        data_dir: &Path,
+        database_url: Option<&str>,
+        env: &[(&str, String)],
+    ) -> Self {
         let port = free_port();
         let log = data_dir.join(format!("local-{port}.log"));
         std::fs::create_dir_all(data_dir).expect("data dir");
@@ -56,6 +69,9 @@ impl LocalProcess {
             .stderr(Stdio::from(log_file));
         if let Some(url) = database_url {
             command.env("DATABASE_URL", url);
+        }
+        for (name, value) in env {
+            command.env(name, value);
         }
         let mut process = Self {
             child: command.spawn().expect("start fluxgate-local"),
@@ -685,3 +701,236 @@ async fn six_kills_lose_and_duplicate_nothing(kind: DbKind) {
 }
 
 per_database!(#[tokio::test] six_kills_lose_and_duplicate_nothing: sqlite, postgres);
+
+// ---- fluxgate-local writing to BigQuery (bqemulator: REST for tables, queries and load
+// uploads, gRPC for the Storage Write API), in each write mode.
+
+/// Events with every optional field on some, posted as a client would.
+fn varied_batch(tenant: &str, count: usize) -> (Value, Vec<EventKey>) {
+    let events: Vec<Value> = (0..count)
+        .map(|i| {
+            let mut event = json!({"tenantId": tenant, "eventId": format!("b{i:05}"),
+                "eventType": if i % 2 == 0 { "order.created" } else { "page.viewed" },
+                "payload": {"n": i, "pi": 3.25, "nested": {"a": [1, 2.5, "x", null, true]}, "note": "é ✓"}});
+            if i % 3 == 0 {
+                event["source"] = json!("shop-web");
+                event["metadata"] = json!({"region": "eu", "i": i});
+            }
+            event
+        })
+        .collect();
+    let keys = (0..count)
+        .map(|i| EventKey {
+            tenant_id: tenant.into(),
+            event_id: format!("b{i:05}"),
+        })
+        .collect();
+    (json!({ "events": events }), keys)
+}
+
+/// Posted events reach the emulator's table through local in `mode`, and the rows equal the
+/// stored events column for column (`ingested_at` is the worker's own time, read back).
+async fn bigquery_local_delivers_in(mode: BigQueryWriteMode) {
+    let bq = TestBigQuery::new().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let local = LocalProcess::start_with("acme", dir.path(), None, &bq.env_in(mode)).await;
+    let (body, keys) = varied_batch("acme", 40);
+    let (status, answer) = local.post("/v1/events/batch", &body).await;
+    assert_eq!(status, 200, "{answer}");
+    let url = sqlite_url(dir.path());
+    let store = fluxgate::store::connect(&url, &database_config(&url))
+        .await
+        .expect("open the database");
+    wait_all_done(store.as_ref(), &keys, Duration::from_secs(60)).await;
+
+    let rows = bq.rows().await;
+    assert_eq!(rows.len(), keys.len(), "{mode:?}: one row per event");
+    for row in rows {
+        let stored = store
+            .get_event(&row.key())
+            .await
+            .expect("read")
+            .expect("a row of a stored event");
+        assert_eq!(
+            row,
+            WarehouseRow::new(&stored.event, row.ingested_at),
+            "{mode:?}"
+        );
+    }
+    bq.cleanup().await;
+}
+
+#[tokio::test]
+async fn bigquery_storage_write_local_delivers_rows_equal_to_the_events() {
+    bigquery_local_delivers_in(BigQueryWriteMode::StorageWrite).await;
+}
+
+#[tokio::test]
+async fn bigquery_load_local_delivers_rows_equal_to_the_events() {
+    bigquery_local_delivers_in(BigQueryWriteMode::Load).await;
+}
+
+#[tokio::test]
+async fn bigquery_streaming_local_delivers_rows_equal_to_the_events() {
+    bigquery_local_delivers_in(BigQueryWriteMode::Streaming).await;
+}
+
+/// `FLUXGATE_BIGQUERY_KILL_TEST_EVENTS`, 6,000 by default.
+fn bigquery_kill_test_events() -> usize {
+    std::env::var("FLUXGATE_BIGQUERY_KILL_TEST_EVENTS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(6_000)
+}
+
+/// Batches posted while local, writing to BigQuery in `mode`, is killed (SIGKILL) mid-delivery
+/// and restarted: at the end every accepted event is DONE and in the table exactly once.
+async fn bigquery_kills_lose_and_duplicate_nothing(mode: BigQueryWriteMode) {
+    const BATCH: usize = 250;
+    let total = bigquery_kill_test_events().div_ceil(BATCH) * BATCH;
+    let bq = TestBigQuery::new().await;
+    let env = bq.env_in(mode);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut local = LocalProcess::start_with("acme", dir.path(), None, &env).await;
+    let (base_tx, base) = tokio::sync::watch::channel((local.base.clone(), local.key.clone()));
+    let poster = tokio::spawn(async move {
+        let mut accepted = Vec::new();
+        for first in (0..total).step_by(BATCH) {
+            let events: Vec<Value> = (first..first + BATCH)
+                .map(|i| {
+                    json!({"tenantId": "acme", "eventId": format!("k{i:07}"),
+                                "eventType": "page.viewed", "payload": {"n": i}})
+                })
+                .collect();
+            let answer = post_until_answered(&base, &json!({ "events": events })).await;
+            for item in answer["items"].as_array().expect("items") {
+                accepted.push(EventKey {
+                    tenant_id: "acme".into(),
+                    event_id: item["eventId"].as_str().expect("eventId").to_owned(),
+                });
+            }
+        }
+        accepted
+    });
+    // Kills while batches are being written: the table holds some of the events, not all.
+    let mut mid_delivery = 0;
+    for kill in 0..3 {
+        tokio::time::sleep(Duration::from_millis(if kill == 0 { 700 } else { 400 })).await;
+        local.signal("KILL");
+        local.wait_exit(Duration::from_secs(20)).await;
+        let (in_table, _) = bq.count().await;
+        eprintln!("{mode:?}: kill {kill} with {in_table} of {total} events in the table");
+        if in_table < total as i64 {
+            mid_delivery += 1;
+        }
+        drop(local);
+        local = LocalProcess::start_with("acme", dir.path(), None, &env).await;
+        // The poster may have posted everything already.
+        let _ = base_tx.send((local.base.clone(), local.key.clone()));
+    }
+    assert!(
+        mid_delivery > 0,
+        "{mode:?}: no kill landed during delivery; post more events"
+    );
+    let accepted = poster.await.expect("poster");
+    assert_eq!(accepted.len(), total, "every batch was answered in the end");
+    let url = sqlite_url(dir.path());
+    let store = fluxgate::store::connect(&url, &database_config(&url))
+        .await
+        .expect("open the database");
+    wait_all_done(store.as_ref(), &accepted, Duration::from_secs(300)).await;
+    let (rows, distinct) = bq.count().await;
+    assert_eq!(
+        distinct, total as i64,
+        "{mode:?}: every accepted event is in the table"
+    );
+    assert_eq!(rows, total as i64, "{mode:?}: and none twice");
+    drop(local);
+    bq.cleanup().await;
+}
+
+#[tokio::test]
+async fn bigquery_storage_write_kills_lose_and_duplicate_nothing() {
+    bigquery_kills_lose_and_duplicate_nothing(BigQueryWriteMode::StorageWrite).await;
+}
+
+#[tokio::test]
+async fn bigquery_load_kills_lose_and_duplicate_nothing() {
+    bigquery_kills_lose_and_duplicate_nothing(BigQueryWriteMode::Load).await;
+}
+
+#[tokio::test]
+async fn bigquery_streaming_kills_lose_and_duplicate_nothing() {
+    bigquery_kills_lose_and_duplicate_nothing(BigQueryWriteMode::Streaming).await;
+}
+
+// ---- fluxgate-local with a real queue between drain and worker, as the functions take it:
+// SQS on moto (the worker long-polls it), and Pub/Sub on the declared test server of
+// `fluxgate_tests::pubsub_server` (the one mock: no Pub/Sub emulator installs here), which the
+// worker pulls.
+
+/// Posts a batch to local started with `env`, and checks that every event reaches the file
+/// warehouse once.
+async fn local_delivers_through(env: &[(&str, String)]) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let local = LocalProcess::start_with("acme", dir.path(), None, env).await;
+    let (body, keys) = batch("acme", 120);
+    let (status, answer) = local.post("/v1/events/batch", &body).await;
+    assert_eq!(status, 200, "{answer}");
+    let url = sqlite_url(dir.path());
+    let store = fluxgate::store::connect(&url, &database_config(&url))
+        .await
+        .expect("open the database");
+    wait_all_done(store.as_ref(), &keys, Duration::from_secs(60)).await;
+    drop(local);
+    let (rows, stored) = warehouse(dir.path());
+    assert_eq!((rows, stored.len()), (120, 120), "every event once");
+}
+
+#[tokio::test]
+async fn local_with_sqs_delivers_through_the_queue() {
+    let queue = fluxgate_tests::aws::TestQueue::create().await;
+    let mut env = fluxgate_tests::aws::moto_env();
+    env.push(("FLUXGATE_QUEUE", "sqs".into()));
+    env.push(("FLUXGATE_SQS_QUEUE_URL", queue.url.clone()));
+    local_delivers_through(&env).await;
+    assert!(queue.leftovers().await.is_empty(), "every message deleted");
+    queue.delete().await;
+}
+
+#[tokio::test]
+async fn local_with_pubsub_delivers_through_a_pull_subscription() {
+    const TOPIC: &str = "projects/fluxgate-test/topics/local";
+    const SUBSCRIPTION: &str = "projects/fluxgate-test/subscriptions/local-worker";
+    let server = fluxgate_tests::pubsub_server::PubsubTestServer::start(&[TOPIC]).await;
+    server.add_subscription_of(TOPIC, SUBSCRIPTION);
+    let env = vec![
+        ("FLUXGATE_QUEUE", "pubsub".to_owned()),
+        ("FLUXGATE_PUBSUB_TOPIC", TOPIC.to_owned()),
+        ("FLUXGATE_PUBSUB_SUBSCRIPTION", SUBSCRIPTION.to_owned()),
+        ("PUBSUB_EMULATOR_HOST", server.emulator_host()),
+    ];
+    local_delivers_through(&env).await;
+    assert!(
+        server.on_subscription(SUBSCRIPTION).is_empty(),
+        "every message acknowledged"
+    );
+}
+
+#[tokio::test]
+async fn local_with_pubsub_needs_its_pull_subscription() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let output = Command::new(env!("CARGO_BIN_EXE_fluxgate-local"))
+        .env("FLUXGATE_DATA_DIR", dir.path())
+        .env("PORT", free_port().to_string())
+        .env("FLUXGATE_QUEUE", "pubsub")
+        .env("FLUXGATE_PUBSUB_TOPIC", "projects/p/topics/t")
+        .env("PUBSUB_EMULATOR_HOST", "127.0.0.1:1")
+        .env_remove("FLUXGATE_PUBSUB_SUBSCRIPTION")
+        .env_remove("DATABASE_URL")
+        .output()
+        .expect("run fluxgate-local");
+    assert!(!output.status.success());
+    let text = String::from_utf8_lossy(&output.stderr);
+    assert!(text.contains("FLUXGATE_PUBSUB_SUBSCRIPTION"), "{text}");
+}

@@ -4,7 +4,9 @@
 
 mod http_trigger;
 pub mod memory_trigger;
+pub mod pubsub_pull;
 pub mod pubsub_push;
+pub mod sqs_poll;
 pub mod sqs_trigger;
 
 use std::collections::HashMap;
@@ -19,7 +21,7 @@ use fluxgate::event::{Event, EventKey};
 use fluxgate::queue::pack;
 use fluxgate::runtime::{Function, open_store};
 use fluxgate::sink::{self, RowError, RowResult, Sink, SinkConfig, WarehouseRow};
-use fluxgate::store::{DatabaseConfig, DeliveryLog, DeliveryOutcome, OutboxStatus};
+use fluxgate::store::{DatabaseConfig, DeliveryLog, DeliveryOutcome, DeliveryState, OutboxStatus};
 
 pub use http_trigger::{router, service};
 
@@ -153,27 +155,16 @@ impl Worker {
 
         // Already in the warehouse: a redelivery. Acknowledge without writing again, so a
         // redelivered message never makes a second row, whatever the sink can de-duplicate.
-        let statuses = self.store.statuses(&order).await?;
+        let states = self.store.delivery_states(&order).await?;
         let to_write: Vec<&(Event, Vec<usize>)> = order
             .iter()
-            .filter(|key| statuses.get(*key) != Some(&OutboxStatus::Done))
+            .filter(|key| states.get(*key).map(|s| s.status) != Some(OutboxStatus::Done))
             .filter_map(|key| carried.get(key))
             .collect();
 
         let mut outcomes = Vec::with_capacity(to_write.len());
         if !to_write.is_empty() {
-            let ingested_at = fluxgate::now();
-            let rows: Vec<WarehouseRow> = to_write
-                .iter()
-                .map(|(event, _)| WarehouseRow::new(event, ingested_at))
-                .collect();
-            let results: Vec<RowResult> = match self.sink.write_rows(&rows).await {
-                Ok(results) => results,
-                Err(e) => {
-                    tracing::warn!(error = %e.chain(), rows = rows.len(), "sink write failed");
-                    vec![Err(RowError::Transient(e.chain())); rows.len()]
-                }
-            };
+            let results = self.write(&to_write, &states, deliveries).await;
             for ((event, by), result) in to_write.into_iter().zip(results) {
                 // The most deliveries any carrier has seen decides whether this was the last.
                 let receive_count = by.iter().map(|i| deliveries[*i].receive_count).max();
@@ -204,6 +195,82 @@ impl Worker {
             .record_outcomes(&outcomes, fluxgate::now())
             .await?;
         Ok(verdicts)
+    }
+
+    /// Writes the events and answers for each, in order. An event an earlier delivery may
+    /// already have written (a redelivered message, or an outbox row that counts attempts:
+    /// the crash between the warehouse's commit and recording DONE) is first looked up in the
+    /// warehouse ([`Sink::held`]) and skipped when it is there. Only those events are looked
+    /// up, so a first delivery costs no extra call.
+    async fn write(
+        &self,
+        to_write: &[&(Event, Vec<usize>)],
+        states: &HashMap<EventKey, DeliveryState>,
+        deliveries: &[Delivery],
+    ) -> Vec<RowResult> {
+        let ingested_at = fluxgate::now();
+        let rows: Vec<WarehouseRow> = to_write
+            .iter()
+            .map(|(event, _)| WarehouseRow::new(event, ingested_at))
+            .collect();
+        let mut results: Vec<Option<RowResult>> = vec![None; rows.len()];
+        let maybe_written: Vec<usize> = to_write
+            .iter()
+            .enumerate()
+            .filter(|(_, (event, by))| {
+                by.iter().any(|i| deliveries[*i].receive_count > 1)
+                    || states
+                        .get(&event.key())
+                        .is_some_and(DeliveryState::may_be_written)
+            })
+            .map(|(i, _)| i)
+            .collect();
+        if !maybe_written.is_empty() {
+            let asked: Vec<WarehouseRow> = maybe_written.iter().map(|i| rows[*i].clone()).collect();
+            match self.sink.held(&asked).await {
+                Ok(held) => {
+                    if !held.is_empty() {
+                        tracing::info!(
+                            held = held.len(),
+                            "redelivered events already in the warehouse; not written again"
+                        );
+                    }
+                    for i in maybe_written {
+                        if held.contains(&rows[i].key()) {
+                            results[i] = Some(Ok(()));
+                        }
+                    }
+                }
+                // Not knowing means not writing: a second row is worse than a later retry.
+                Err(e) => {
+                    tracing::warn!(error = %e.chain(), "warehouse lookup of redelivered events failed");
+                    for i in maybe_written {
+                        results[i] = Some(Err(RowError::Transient(e.chain())));
+                    }
+                }
+            }
+        }
+
+        let pending: Vec<usize> = (0..rows.len()).filter(|i| results[*i].is_none()).collect();
+        if !pending.is_empty() {
+            let batch: Vec<WarehouseRow> = pending.iter().map(|i| rows[*i].clone()).collect();
+            let written: Vec<RowResult> = match self.sink.write_rows(&batch).await {
+                Ok(results) => results,
+                Err(e) => {
+                    tracing::warn!(error = %e.chain(), rows = batch.len(), "sink write failed");
+                    vec![Err(RowError::Transient(e.chain())); batch.len()]
+                }
+            };
+            for (i, result) in pending.into_iter().zip(written) {
+                results[i] = Some(result);
+            }
+        }
+        results
+            .into_iter()
+            .map(|r| {
+                r.unwrap_or_else(|| Err(RowError::Transient("no answer from the warehouse".into())))
+            })
+            .collect()
     }
 
     /// An event's outcome, and whether its message must be delivered again.

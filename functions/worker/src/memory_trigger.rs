@@ -72,7 +72,7 @@ impl From<&queue::Delivery> for Delivery {
 }
 
 /// 1 s, 2 s, 4 s … capped at 30 s: short enough to watch locally.
-fn retry_delay(receive_count: u32) -> Duration {
+pub(crate) fn retry_delay(receive_count: u32) -> Duration {
     Duration::from_secs(1u64 << receive_count.saturating_sub(1).min(5)).min(Duration::from_secs(30))
 }
 

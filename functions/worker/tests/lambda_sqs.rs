@@ -130,6 +130,9 @@ async fn worker(db: &TestDb, bq: &TestBigQuery, bigquery_url: &str) -> LambdaFun
         ("FLUXGATE_BIGQUERY_DATASET", bq.target.dataset.clone()),
         ("FLUXGATE_BIGQUERY_TABLE", bq.target.table.clone()),
         ("FLUXGATE_BIGQUERY_ENDPOINT", bigquery_url.to_owned()),
+        // One REST endpoint to take down for the outage cases; the write modes have their own
+        // tests (tests/bigquery_sink.rs, local_e2e).
+        ("FLUXGATE_BIGQUERY_WRITE_MODE", "streaming".to_owned()),
         ("FLUXGATE_MAX_RECEIVE_COUNT", MAX_RECEIVE_COUNT.to_string()),
     ];
     env.extend(fluxgate_tests::aws::moto_env());

@@ -19,10 +19,10 @@ pub use in_memory::{Delivery, InMemoryQueue, InMemoryQueueConfig};
 pub use pubsub::config::PubsubConfig;
 pub use pubsub::{
     ATTRIBUTE_CORRELATION_ID, ATTRIBUTE_EVENT_TYPE, ATTRIBUTE_TENANT_ID, PubsubQueue,
+    PubsubSubscription,
 };
-pub(crate) use pubsub::{Target as PubsubTarget, target as pubsub_target};
 pub use sqs::config::SqsConfig;
-pub use sqs::{MAX_ENTRIES_PER_REQUEST, MAX_REQUEST_BYTES, SqsQueue};
+pub use sqs::{MAX_ENTRIES_PER_REQUEST, MAX_REQUEST_BYTES, SqsQueue, SqsReceived};
 
 /// Which queue the drain publishes to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

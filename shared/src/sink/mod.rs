@@ -3,6 +3,7 @@
 pub mod bigquery;
 mod local_files;
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -21,7 +22,7 @@ pub use local_files::{LocalFileSink, LocalFilesConfig, RollPolicy};
 pub enum SinkKind {
     /// JSON Lines files in Hive-style partitions: [`LocalFilesConfig`].
     LocalFiles,
-    /// A BigQuery table (streaming inserts): [`BigQueryConfig`].
+    /// A BigQuery table (Storage Write API, load jobs or streaming inserts): [`BigQueryConfig`].
     Bigquery,
 }
 
@@ -118,6 +119,15 @@ pub trait Sink: Send + Sync + 'static {
     /// each row in order. `Err` means the whole call failed and nothing can be assumed
     /// written; every row is worth another delivery.
     async fn write_rows(&self, rows: &[WarehouseRow]) -> Result<Vec<RowResult>>;
+
+    /// The keys of `rows` the warehouse already holds. The worker asks only about events an
+    /// earlier delivery may have written without its outcome being recorded (a redelivery),
+    /// and skips those it holds. (Rows rather than keys: a partitioned table is searched by
+    /// the rows' dates.) The default holds nothing: for a warehouse whose `write_rows` skips
+    /// rows it holds by itself (the files).
+    async fn held(&self, _rows: &[WarehouseRow]) -> Result<HashSet<EventKey>> {
+        Ok(HashSet::new())
+    }
 
     /// Makes every row written so far visible to the warehouse's readers, for a warehouse that
     /// gathers rows before it publishes them (the file warehouse's open parts); a process calls

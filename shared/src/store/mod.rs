@@ -225,11 +225,33 @@ pub trait OutboxClaims: OutboxLag {
     ) -> Result<u64>;
 }
 
+/// Where a delivered event stands in the outbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeliveryState {
+    pub status: OutboxStatus,
+    /// Failed publishes and deliveries so far (and, in `fluxgate-local`, deliveries a stop
+    /// interrupted).
+    pub attempts: u32,
+}
+
+impl DeliveryState {
+    /// Whether an earlier delivery may already have written the event to the warehouse
+    /// without its outcome being recorded: it failed once (FAILED, or attempts counted), so
+    /// a write may have landed before the failure was seen. A first delivery of a fresh event
+    /// is neither.
+    pub fn may_be_written(&self) -> bool {
+        self.status == OutboxStatus::Failed || self.attempts > 0
+    }
+}
+
 /// The worker's role: where each delivered event stands, and the verdicts on them.
 #[async_trait]
 pub trait DeliveryLog: Readiness {
     /// Current status of each key that exists.
     async fn statuses(&self, keys: &[EventKey]) -> Result<HashMap<EventKey, OutboxStatus>>;
+
+    /// Status and attempts of each key that exists.
+    async fn delivery_states(&self, keys: &[EventKey]) -> Result<HashMap<EventKey, DeliveryState>>;
 
     /// Records the worker's verdicts in one transaction. DONE is final: a late failure report
     /// for an event already in the warehouse does not move it back.

@@ -143,6 +143,16 @@ pub(crate) struct KeyStatusRow {
     pub status: String,
 }
 
+/// A key's status and attempts: what the worker reads to tell a first delivery from one that
+/// may repeat a write whose outcome was never recorded.
+#[derive(sqlx::FromRow)]
+pub(crate) struct KeyStateRow {
+    pub tenant_id: String,
+    pub event_id: String,
+    pub status: String,
+    pub attempts: i32,
+}
+
 impl KeyStatusRow {
     pub fn into_key(self) -> EventKey {
         EventKey {
@@ -304,6 +314,16 @@ where
     String: Bind<DB>,
 {
     let mut qb = QueryBuilder::new("SELECT tenant_id, event_id, status FROM outbox WHERE ");
+    push_keys_in(&mut qb, keys);
+    qb
+}
+
+pub(crate) fn select_delivery_states<DB: Database>(keys: &[EventKey]) -> QueryBuilder<DB>
+where
+    String: Bind<DB>,
+{
+    let mut qb =
+        QueryBuilder::new("SELECT tenant_id, event_id, status, attempts FROM outbox WHERE ");
     push_keys_in(&mut qb, keys);
     qb
 }
@@ -490,7 +510,15 @@ pub(crate) fn requeue_undelivered<DB: Database>(now: DateTime<Utc>) -> QueryBuil
 where
     DateTime<Utc>: Bind<DB>,
 {
-    let mut qb = QueryBuilder::new("UPDATE outbox SET status = 'PENDING', next_attempt_at = ");
+    // PUBLISHED rows count one attempt more: their delivery may have reached the warehouse
+    // without its outcome being recorded, and the worker checks the warehouse before writing
+    // an event with attempts (see `DeliveryState::may_be_written`). FAILED rows counted theirs.
+    // `attempts` is set before `status`: MySQL evaluates SET left to right, on the new values.
+    let mut qb = QueryBuilder::new(
+        "UPDATE outbox SET \
+         attempts = CASE WHEN status = 'PUBLISHED' THEN attempts + 1 ELSE attempts END, \
+         status = 'PENDING', next_attempt_at = ",
+    );
     qb.push_bind(now)
         .push(", updated_at = ")
         .push_bind(now)
@@ -506,8 +534,11 @@ where
 {
     // Due now: a claim-then-fetch lease (MySQL without SKIP LOCKED) parks the row by moving
     // its due time to the lease's end, and a leased row was due when it was claimed.
+    // One attempt more, as for `requeue_undelivered`: a claimed row may have been handed to
+    // the queue, and even written, before its publish was recorded.
     let mut qb = QueryBuilder::new(
-        "UPDATE outbox SET lease_owner = NULL, lease_expires_at = NULL, next_attempt_at = ",
+        "UPDATE outbox SET lease_owner = NULL, lease_expires_at = NULL, \
+         attempts = attempts + 1, next_attempt_at = ",
     );
     qb.push_bind(now)
         .push(", updated_at = ")

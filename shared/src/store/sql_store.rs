@@ -8,11 +8,11 @@ use chrono::{DateTime, Utc};
 use sqlx::migrate::{Migrate, Migrator};
 use sqlx::{Connection, Database, Executor, FromRow, IntoArguments, Pool};
 
-use super::rows::{self, Bind, ClaimedRow, KeyStatusRow, RowsAffected, StoredRow};
+use super::rows::{self, Bind, ClaimedRow, KeyStateRow, KeyStatusRow, RowsAffected, StoredRow};
 use super::{
-    ApiKeys, ClaimRequest, ClaimedEvent, DeliveryLog, DeliveryOutcome, EventWriter, OutboxClaims,
-    OutboxLag, OutboxMetrics, OutboxReplay, OutboxStatus, PublishRetry, Readiness, Store,
-    StoredEvent,
+    ApiKeys, ClaimRequest, ClaimedEvent, DeliveryLog, DeliveryOutcome, DeliveryState, EventWriter,
+    OutboxClaims, OutboxLag, OutboxMetrics, OutboxReplay, OutboxStatus, PublishRetry, Readiness,
+    Store, StoredEvent,
 };
 use crate::error::Result;
 use crate::event::{Event, EventKey};
@@ -219,10 +219,35 @@ where
     for<'c> &'c Pool<D::DB>: Executor<'c, Database = D::DB>,
     <D::DB as Database>::Arguments: IntoArguments<D::DB>,
     KeyStatusRow: for<'r> FromRow<'r, <D::DB as Database>::Row>,
+    KeyStateRow: for<'r> FromRow<'r, <D::DB as Database>::Row>,
     String: Bind<D::DB>,
     Option<String>: Bind<D::DB>,
     DateTime<Utc>: Bind<D::DB>,
 {
+    async fn delivery_states(&self, keys: &[EventKey]) -> Result<HashMap<EventKey, DeliveryState>> {
+        let mut found = HashMap::with_capacity(keys.len());
+        for chunk in keys.chunks(rows::CHUNK) {
+            let rows: Vec<KeyStateRow> = rows::select_delivery_states::<D::DB>(chunk)
+                .build_query_as()
+                .fetch_all(&self.pool)
+                .await?;
+            for row in rows {
+                let state = DeliveryState {
+                    status: rows::parse_status(&row.status)?,
+                    attempts: row.attempts.max(0) as u32,
+                };
+                found.insert(
+                    EventKey {
+                        tenant_id: row.tenant_id,
+                        event_id: row.event_id,
+                    },
+                    state,
+                );
+            }
+        }
+        Ok(found)
+    }
+
     async fn statuses(&self, keys: &[EventKey]) -> Result<HashMap<EventKey, OutboxStatus>> {
         let mut found = HashMap::with_capacity(keys.len());
         for chunk in keys.chunks(rows::CHUNK) {

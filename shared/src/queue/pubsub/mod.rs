@@ -12,6 +12,7 @@
 //!   `GOOGLE_APPLICATION_CREDENTIALS` elsewhere).
 
 pub mod config;
+mod subscription;
 
 use std::time::Duration;
 
@@ -25,6 +26,7 @@ use super::{PublishResult, Queue, QueueMessage};
 use crate::error::{Error, Result};
 
 use config::PubsubConfig;
+pub use subscription::PubsubSubscription;
 
 /// Pub/Sub allows at most 1000 messages in one Publish request; a drain round larger than
 /// that is split by the drain, and the client splits further by its own thresholds.

@@ -5,6 +5,7 @@
 //! entry, which fluxgate does not set; the worker's dedup key makes redelivery harmless anyway.
 
 pub mod config;
+mod receive;
 
 use async_trait::async_trait;
 use aws_sdk_sqs::Client;
@@ -17,6 +18,7 @@ use super::{PublishResult, Queue, QueueMessage};
 use crate::error::Result;
 
 use config::SqsConfig;
+pub use receive::SqsReceived;
 
 /// Entries of one `SendMessageBatch` request, at most (an SQS limit).
 pub const MAX_ENTRIES_PER_REQUEST: usize = 10;

@@ -51,6 +51,59 @@ impl Authenticator for FixedToken {
     }
 }
 
+/// The OAuth scope of every BigQuery call (the Storage Write API included).
+const BIGQUERY_SCOPE: &str = "https://www.googleapis.com/auth/bigquery";
+
+/// Authorization headers for the calls gcp-bigquery-client does not make: load-job uploads
+/// (REST) and the Storage Write API (gRPC). The same credentials as the client's, by Google's
+/// own `google-cloud-auth` (as the Pub/Sub client uses); `None` for an emulator. Cheap to
+/// clone; tokens are cached and refreshed by the crate.
+#[derive(Clone)]
+pub(super) struct GoogleAuth(Option<google_cloud_auth::credentials::Credentials>);
+
+impl GoogleAuth {
+    pub(super) fn new(credentials: &BigQueryCredentials) -> Result<Self> {
+        use google_cloud_auth::credentials::{Builder, service_account};
+        let built = match credentials {
+            BigQueryCredentials::Emulator => return Ok(Self(None)),
+            BigQueryCredentials::ApplicationDefault => {
+                Builder::default().with_scopes([BIGQUERY_SCOPE]).build()
+            }
+            BigQueryCredentials::ServiceAccountKey(key) => {
+                let json: serde_json::Value = serde_json::from_str(key.expose())
+                    // Not kept as the cause: the parser's message may quote the key.
+                    .map_err(|_| {
+                        Error::dependency(
+                            "the BigQuery credentials are not a service-account key JSON",
+                        )
+                    })?;
+                service_account::Builder::new(json)
+                    .with_access_specifier(service_account::AccessSpecifier::from_scopes([
+                        BIGQUERY_SCOPE,
+                    ]))
+                    .build()
+            }
+        };
+        built
+            .map(|c| Self(Some(c)))
+            .map_err(|e| Error::dependency_caused("Google credentials for BigQuery", e))
+    }
+
+    /// The headers to send (empty for an emulator).
+    pub(super) async fn headers(&self) -> Result<axum::http::HeaderMap> {
+        use google_cloud_auth::credentials::CacheableResource;
+        let Some(credentials) = &self.0 else {
+            return Ok(axum::http::HeaderMap::new());
+        };
+        // Without an entity tag in the extensions the answer is always `New`.
+        match credentials.headers(axum::http::Extensions::new()).await {
+            Ok(CacheableResource::New { data, .. }) => Ok(data),
+            Ok(CacheableResource::NotModified) => Ok(axum::http::HeaderMap::new()),
+            Err(e) => Err(Error::sink_caused("Google credentials for BigQuery", e)),
+        }
+    }
+}
+
 /// `http://host:port` (or a URL already ending in `/bigquery/v2`) → the REST v2 base URL.
 pub(super) fn v2_base_url(endpoint: &str) -> String {
     let root = endpoint.trim_end_matches('/');

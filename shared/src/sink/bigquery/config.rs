@@ -3,7 +3,7 @@
 
 use clap::Args;
 
-use super::{BigQueryCredentials, BigQueryTarget};
+use super::{BigQueryCredentials, BigQueryEndpoints, BigQueryTarget, BigQueryWriteMode};
 use crate::error::{Error, Result};
 use crate::secrets::SecretsManager;
 
@@ -27,6 +27,20 @@ pub struct BigQueryConfig {
     /// there with a fixed bearer token instead of Google credentials.
     #[arg(long, env = "FLUXGATE_BIGQUERY_ENDPOINT")]
     pub bigquery_endpoint: Option<String>,
+    /// gRPC endpoint of the Storage Write API when it is not Google's: an emulator's
+    /// `http://127.0.0.1:9060` (no credentials), or a regional `https://…` endpoint.
+    #[arg(long, env = "FLUXGATE_BIGQUERY_GRPC_ENDPOINT")]
+    pub bigquery_grpc_endpoint: Option<String>,
+    /// How rows reach the table: `storage-write` (Storage Write API, pending streams with
+    /// offsets: exactly-once, $0.025/GiB), `load` (batch load jobs: free, and what the
+    /// BigQuery sandbox allows) or `streaming` (legacy insertAll, $0.05/GiB).
+    #[arg(
+        long,
+        env = "FLUXGATE_BIGQUERY_WRITE_MODE",
+        value_enum,
+        default_value = "storage-write"
+    )]
+    pub bigquery_write_mode: BigQueryWriteMode,
     /// AWS Secrets Manager secret holding a service-account key JSON (for running on AWS).
     /// Unset: Application Default Credentials (the metadata server on Cloud Run,
     /// `GOOGLE_APPLICATION_CREDENTIALS` elsewhere).
@@ -53,6 +67,33 @@ impl BigQueryConfig {
             table: self.bigquery_table.clone(),
             location: self.bigquery_location.clone(),
         })
+    }
+
+    /// Where requests go: Google's endpoints, or an emulator's. Storage-write against an
+    /// emulator needs its gRPC endpoint too (the REST root does not tell the gRPC port).
+    pub fn endpoints(&self) -> Result<BigQueryEndpoints> {
+        let endpoints = BigQueryEndpoints {
+            rest: self
+                .bigquery_endpoint
+                .clone()
+                .filter(|e| !e.trim().is_empty()),
+            grpc: self
+                .bigquery_grpc_endpoint
+                .clone()
+                .filter(|e| !e.trim().is_empty()),
+        };
+        if self.bigquery_write_mode == BigQueryWriteMode::StorageWrite
+            && endpoints.rest.is_some()
+            && endpoints.grpc.is_none()
+        {
+            return Err(Error::setting(
+                "FLUXGATE_BIGQUERY_GRPC_ENDPOINT",
+                "FLUXGATE_BIGQUERY_WRITE_MODE=storage-write against an emulator \
+                 (FLUXGATE_BIGQUERY_ENDPOINT) needs the emulator's gRPC endpoint, \
+                 such as http://127.0.0.1:9060",
+            ));
+        }
+        Ok(endpoints)
     }
 
     /// Which credentials the sink uses: a fixed token for an emulator

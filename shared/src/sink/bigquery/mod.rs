@@ -1,22 +1,35 @@
 //! The warehouse as a BigQuery table, shared by the AWS and the Google Cloud deployments.
 //!
-//! - Rows go in by streaming insert (`tabledata.insertAll`, see `streaming.rs`), each with the
-//!   insert id `tenant_id:event_id`. Real BigQuery de-duplicates insert ids only on a
-//!   best-effort basis (about a minute, no guarantee), and bqemulator not at all. The primary
-//!   guard against a second row is the worker's DONE check: a redelivered message whose event
-//!   is already DONE is acknowledged without writing. The insert id only narrows the remaining
-//!   window (a crash between the insert and recording DONE).
+//! - Rows go in one of three ways ([`BigQueryWriteMode`], `FLUXGATE_BIGQUERY_WRITE_MODE`), one
+//!   file each: the Storage Write API (`storage_write.rs`, the default: a PENDING stream per
+//!   batch with offsets, committed at once), batch load jobs (`load.rs`: NDJSON uploads with a
+//!   job id derived from the batch; free, and what the BigQuery sandbox allows), or streaming
+//!   inserts (`streaming.rs`, `tabledata.insertAll` with insert ids).
+//! - Exactly once: the worker's DONE check keeps a redelivered message from being written
+//!   again. What it cannot see is a crash between the warehouse's commit and recording DONE;
+//!   for such a redelivery (the queue's receive count, or attempts counted in the outbox) the
+//!   worker first asks which rows the table holds ([`Sink::held`], one query, `held.rs`) and
+//!   skips them. First deliveries make no such query. Storage-write commits a batch as a
+//!   whole (all or nothing), and a load job's id makes a retried batch a 409, so neither leaves
+//!   half a batch behind to confuse that check; insertAll's insert ids are only best-effort
+//!   (about a minute in BigQuery, and bqemulator ignores them).
 //! - The dataset and table are created when missing (`table.rs`), at the first write rather
 //!   than at connect, so a cold start makes no BigQuery call; once seen or created, the process
 //!   remembers it and never asks again.
 //! - Credentials (`auth.rs`): Application Default Credentials, a service-account key JSON (on
-//!   AWS, from Secrets Manager), or a fixed token for an emulator.
+//!   AWS, from Secrets Manager), or none for an emulator.
 
 mod auth;
 pub mod config;
+mod held;
+mod json_row;
+mod load;
+#[cfg(feature = "bigquery-storage-write")]
+mod storage_write;
 mod streaming;
 mod table;
 
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use async_trait::async_trait;
@@ -24,20 +37,45 @@ use gcp_bigquery_client::Client;
 
 use super::{RowResult, Sink, WarehouseRow};
 use crate::error::Result;
+use crate::event::EventKey;
 
 pub use auth::BigQueryCredentials;
 pub use config::BigQueryConfig;
 pub use table::{CLUSTERING_FIELDS, PARTITION_FIELD, events_schema};
 
-/// How rows reach the table. Only streaming inserts exist today. The seam for the modes of a
-/// later issue: the Storage Write API (committed streams, exactly-once by stream offsets,
-/// cheaper per byte) and batch load jobs (free ingestion, minutes of latency). Each would be
-/// one more file beside `streaming.rs` and one more arm in [`BigQuerySink::write_rows`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// How rows reach the table (`FLUXGATE_BIGQUERY_WRITE_MODE`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum BigQueryWriteMode {
-    /// `tabledata.insertAll`: rows are queryable within seconds; billed per byte inserted.
+    /// The Storage Write API: one PENDING stream per batch, appended with offsets and
+    /// committed as a whole. Exactly once per batch; $0.025/GiB (2 TiB a month free);
+    /// rows are queryable at once. Needs the `bigquery-storage-write` feature.
     #[default]
+    StorageWrite,
+    /// Batch load jobs of newline-delimited JSON, one per worker batch, with a job id derived
+    /// from the batch. Free, and allowed in the BigQuery sandbox; 1,500 jobs per table a day.
+    Load,
+    /// `tabledata.insertAll` (legacy streaming): queryable within seconds; $0.05/GiB; not
+    /// allowed in the sandbox.
     Streaming,
+}
+
+impl BigQueryWriteMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::StorageWrite => "storage-write",
+            Self::Load => "load",
+            Self::Streaming => "streaming",
+        }
+    }
+}
+
+/// Where requests go; `None` for Google's own endpoints.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BigQueryEndpoints {
+    /// REST root (tables, queries, insertAll, load uploads), such as `http://127.0.0.1:9050`.
+    pub rest: Option<String>,
+    /// Storage Write API (gRPC), such as `http://127.0.0.1:9060`.
+    pub grpc: Option<String>,
 }
 
 /// Which table rows go to.
@@ -56,10 +94,18 @@ impl std::fmt::Display for BigQueryTarget {
     }
 }
 
+/// The mode's writer, built once.
+enum Writer {
+    Streaming,
+    Load(load::Loader),
+    #[cfg(feature = "bigquery-storage-write")]
+    StorageWrite(Box<storage_write::StorageWriter>),
+}
+
 pub struct BigQuerySink {
     client: Client,
     target: BigQueryTarget,
-    mode: BigQueryWriteMode,
+    writer: Writer,
     /// Set once the table is known to exist; cleared when BigQuery says it is gone.
     table_ready: AtomicBool,
     /// Lets one writer at a time check or create the table, so concurrent first writes of a
@@ -68,31 +114,53 @@ pub struct BigQuerySink {
 }
 
 impl BigQuerySink {
-    /// The sink its settings describe, in the default write mode.
+    /// The sink its settings describe.
     pub async fn from_config(config: &BigQueryConfig) -> Result<Self> {
         Self::connect(
             config.target()?,
             config.credentials().await?,
-            config.bigquery_endpoint.as_deref(),
-            BigQueryWriteMode::default(),
+            &config.endpoints()?,
+            config.bigquery_write_mode,
         )
         .await
     }
 
-    /// Builds the client; makes no request (credentials are exchanged for a token, and the
-    /// table checked, at the first write). `endpoint` is an emulator's root URL (such as
-    /// `http://127.0.0.1:9050`), `None` for Google's.
+    /// Builds the clients; makes no request (credentials are exchanged for a token, and the
+    /// table checked, at the first write).
     pub async fn connect(
         target: BigQueryTarget,
         credentials: BigQueryCredentials,
-        endpoint: Option<&str>,
+        endpoints: &BigQueryEndpoints,
         mode: BigQueryWriteMode,
     ) -> Result<Self> {
-        let client = auth::build_client(credentials, endpoint).await?;
+        let client = auth::build_client(credentials.clone(), endpoints.rest.as_deref()).await?;
+        let writer = match mode {
+            BigQueryWriteMode::Streaming => Writer::Streaming,
+            BigQueryWriteMode::Load => Writer::Load(load::Loader::new(
+                endpoints.rest.as_deref(),
+                auth::GoogleAuth::new(&credentials)?,
+            )?),
+            #[cfg(feature = "bigquery-storage-write")]
+            BigQueryWriteMode::StorageWrite => {
+                Writer::StorageWrite(Box::new(storage_write::StorageWriter::connect(
+                    endpoints.grpc.as_deref(),
+                    auth::GoogleAuth::new(&credentials)?,
+                )?))
+            }
+            #[cfg(not(feature = "bigquery-storage-write"))]
+            BigQueryWriteMode::StorageWrite => {
+                return Err(crate::error::Error::setting(
+                    "FLUXGATE_BIGQUERY_WRITE_MODE",
+                    "storage-write is not built into this binary (cargo feature \
+                     bigquery-storage-write of the fluxgate crate); use load or streaming",
+                ));
+            }
+        };
+        tracing::info!(table = %target, mode = mode.as_str(), "BigQuery sink ready");
         Ok(Self {
             client,
             target,
-            mode,
+            writer,
             table_ready: AtomicBool::new(false),
             ensure_lock: tokio::sync::Mutex::new(()),
         })
@@ -121,28 +189,89 @@ impl BigQuerySink {
     }
 }
 
+/// The rows of a call once each (a message delivered twice into one batch carries a key
+/// twice): the first row of each key, and for every row the position of its key's first.
+fn first_of_each_key(rows: &[WarehouseRow]) -> (Vec<WarehouseRow>, Vec<usize>) {
+    let mut position: HashMap<EventKey, usize> = HashMap::with_capacity(rows.len());
+    let mut unique = Vec::with_capacity(rows.len());
+    let mut of_row = Vec::with_capacity(rows.len());
+    for row in rows {
+        let at = *position.entry(row.key()).or_insert_with(|| {
+            unique.push(row.clone());
+            unique.len() - 1
+        });
+        of_row.push(at);
+    }
+    (unique, of_row)
+}
+
 #[async_trait]
 impl Sink for BigQuerySink {
     /// Answers per row: `Ok` written, `Permanent` refused by BigQuery as invalid, `Transient`
     /// worth another delivery. `Err` when nothing could be written (table check failed, or
-    /// every insert request failed: network, 5xx, authentication). Rows already in the table
-    /// are skipped only as far as BigQuery's best-effort insert-id de-duplication goes; see the
-    /// module documentation.
+    /// every request failed: network, 5xx, authentication). A key twice in one call is
+    /// written once. Rows already in the table are skipped by the worker's [`Sink::held`]
+    /// check on redeliveries; see the module documentation.
     async fn write_rows(&self, rows: &[WarehouseRow]) -> Result<Vec<RowResult>> {
         if rows.is_empty() {
             return Ok(Vec::new());
         }
         self.ensure_table().await?;
-        let outcome = match self.mode {
-            BigQueryWriteMode::Streaming => {
-                streaming::insert_rows(&self.client, &self.target, rows).await
+        let outcome = match &self.writer {
+            Writer::Streaming => streaming::insert_rows(&self.client, &self.target, rows)
+                .await
+                .into_parts(),
+            Writer::Load(loader) => {
+                let (unique, of_row) = first_of_each_key(rows);
+                let (results, table_missing) =
+                    loader.load(&self.client, &self.target, &unique).await;
+                (
+                    results.map(|r| of_row.iter().map(|i| r[*i].clone()).collect()),
+                    table_missing,
+                )
+            }
+            #[cfg(feature = "bigquery-storage-write")]
+            Writer::StorageWrite(writer) => {
+                let (unique, of_row) = first_of_each_key(rows);
+                let (results, table_missing) = writer.write(&self.target, &unique).await;
+                (
+                    results.map(|r| of_row.iter().map(|i| r[*i].clone()).collect()),
+                    table_missing,
+                )
             }
         };
-        if outcome.table_missing {
+        let (results, table_missing) = outcome;
+        if table_missing {
             // Deleted behind our back: check (and re-create) it at the next write.
             tracing::warn!(table = %self.target, "BigQuery table not found; will re-create it");
             self.table_ready.store(false, Ordering::Release);
         }
-        outcome.into_result()
+        results
+    }
+
+    /// One query for the keys of `rows` (see `held.rs`); a table that does not exist yet
+    /// holds nothing.
+    async fn held(&self, rows: &[WarehouseRow]) -> Result<HashSet<EventKey>> {
+        if rows.is_empty() {
+            return Ok(HashSet::new());
+        }
+        self.ensure_table().await?;
+        held::held(&self.client, &self.target, rows).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_key_twice_is_kept_once_and_both_rows_point_at_it() {
+        let row = |id: &str| WarehouseRow {
+            event_id: id.into(),
+            ..json_row::tests::test_row()
+        };
+        let (unique, of_row) = first_of_each_key(&[row("a"), row("b"), row("a")]);
+        assert_eq!(unique.len(), 2);
+        assert_eq!(of_row, vec![0, 1, 0]);
     }
 }

@@ -4,16 +4,14 @@
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 
-use chrono::{DateTime, NaiveDate, Utc};
 use gcp_bigquery_client::Client;
 use gcp_bigquery_client::model::table_data_insert_all_request::TableDataInsertAllRequest;
 use gcp_bigquery_client::model::table_data_insert_all_request_rows::TableDataInsertAllRequestRows;
 use gcp_bigquery_client::model::table_data_insert_all_response::TableDataInsertAllResponse;
-use serde::Serialize;
-use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use super::BigQueryTarget;
+use super::json_row::encode;
 use super::table::status_code;
 use crate::error::{Error, Result};
 use crate::event::EventKey;
@@ -29,55 +27,6 @@ const ROW_ENVELOPE_BYTES: usize = 32;
 /// Longer insert ids are refused as invalid by BigQuery (128 characters; counted in bytes here
 /// to be safe with non-ASCII ids).
 const MAX_INSERT_ID_BYTES: usize = 128;
-
-/// One row as the events table takes it through insertAll: JSON columns as strings holding
-/// JSON (what the streaming API expects for the JSON type), timestamps in RFC 3339 with
-/// microseconds (BigQuery's precision), dates as `YYYY-MM-DD`.
-#[derive(Debug, Serialize)]
-struct TableRow<'a> {
-    tenant_id: &'a str,
-    event_id: &'a str,
-    event_type: &'a str,
-    event_ts: String,
-    event_date: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    source: Option<&'a str>,
-    payload: String,
-    payload_sha256: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    metadata: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    correlation_id: Option<&'a str>,
-    received_at: String,
-    ingested_at: String,
-}
-
-fn timestamp(at: &DateTime<Utc>) -> String {
-    at.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
-}
-
-fn date(day: &NaiveDate) -> String {
-    day.format("%Y-%m-%d").to_string()
-}
-
-fn encode(row: &WarehouseRow) -> std::result::Result<Value, serde_json::Error> {
-    let table_row = TableRow {
-        tenant_id: &row.tenant_id,
-        event_id: &row.event_id,
-        event_type: &row.event_type,
-        event_ts: timestamp(&row.event_ts),
-        event_date: date(&row.event_date),
-        source: row.source.as_deref(),
-        // The canonical text as it is: the client's digits, not an f64's.
-        payload: row.payload.get().to_owned(),
-        payload_sha256: &row.payload_sha256,
-        metadata: row.metadata.as_ref().map(|m| m.get().to_owned()),
-        correlation_id: row.correlation_id.as_deref(),
-        received_at: timestamp(&row.received_at),
-        ingested_at: timestamp(&row.ingested_at),
-    };
-    serde_json::to_value(table_row)
-}
 
 /// `tenant_id:event_id`, the de-duplication key; hashed when it would be too long for BigQuery
 /// (still one id per key, so de-duplication keeps working).
@@ -125,16 +74,18 @@ pub(super) struct Outcome {
     /// The first whole-request failure, when every request sent failed as a whole.
     all_failed: Option<String>,
     /// BigQuery answered 404: the table (or dataset) is gone.
-    pub(super) table_missing: bool,
+    table_missing: bool,
 }
 
 impl Outcome {
-    /// `Err` when requests were sent and all failed as a whole (nothing was written).
-    pub(super) fn into_result(self) -> Result<Vec<RowResult>> {
-        match self.all_failed {
+    /// The answers (`Err` when requests were sent and all failed as a whole: nothing was
+    /// written), and whether the table is gone.
+    pub(super) fn into_parts(self) -> (Result<Vec<RowResult>>, bool) {
+        let results = match self.all_failed {
             Some(error) => Err(Error::sink(error)),
             None => Ok(self.results),
-        }
+        };
+        (results, self.table_missing)
     }
 }
 
@@ -287,6 +238,7 @@ fn apply_insert_errors(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use chrono::{DateTime, Utc};
     use gcp_bigquery_client::model::error_proto::ErrorProto;
     use gcp_bigquery_client::model::table_data_insert_all_response_insert_errors::TableDataInsertAllResponseInsertErrors;
     use serde_json::json;
@@ -338,15 +290,6 @@ mod tests {
         let long = insert_id(&row);
         assert!(long.starts_with("sha256:") && long.len() <= MAX_INSERT_ID_BYTES);
         assert_eq!(long, insert_id(&row), "the same key gives the same id");
-    }
-
-    #[test]
-    fn json_columns_are_strings_and_timestamps_have_microseconds() {
-        let json = encode(&test_row()).expect("encodes");
-        assert_eq!(json["payload"], json!(r#"{"a":1}"#));
-        assert_eq!(json["event_ts"], json!("2026-11-22T01:02:03.456789Z"));
-        assert_eq!(json["event_date"], json!("2026-11-22"));
-        assert!(json.get("metadata").is_none(), "absent, so NULL");
     }
 
     #[test]
