@@ -3,8 +3,11 @@
 
 use clap::Args;
 
-use super::{BigQueryCredentials, BigQueryTarget};
+#[cfg(feature = "bigquery")]
+use super::BigQueryCredentials;
+use super::BigQueryTarget;
 use crate::error::{Error, Result};
+#[cfg(all(feature = "bigquery", feature = "secrets-manager"))]
 use crate::secrets::SecretsManager;
 
 #[derive(Debug, Clone, Args)]
@@ -54,22 +57,29 @@ impl BigQueryConfig {
             location: self.bigquery_location.clone(),
         })
     }
+}
 
+#[cfg(feature = "bigquery")]
+impl BigQueryConfig {
     /// Which credentials the sink uses: a fixed token for an emulator
     /// (`FLUXGATE_BIGQUERY_ENDPOINT`), else the service-account key in the AWS secret
     /// `FLUXGATE_BIGQUERY_CREDENTIALS_SECRET_ID` (fetched once, here), else Application
     /// Default Credentials. Reaches Secrets Manager only when a secret is named.
     pub async fn credentials(&self) -> Result<BigQueryCredentials> {
         match self.key_secret() {
-            Some(_) => {
-                self.credentials_with(&SecretsManager::from_env().await)
-                    .await
-            }
+            Some(secret_id) => Ok(BigQueryCredentials::ServiceAccountKey(
+                crate::secrets::fetch_secret_string(
+                    "FLUXGATE_BIGQUERY_CREDENTIALS_SECRET_ID",
+                    secret_id,
+                )
+                .await?,
+            )),
             None => Ok(self.credentials_without_secret()),
         }
     }
 
     /// [`Self::credentials`] with the caller's Secrets Manager client.
+    #[cfg(feature = "secrets-manager")]
     pub async fn credentials_with(&self, secrets: &SecretsManager) -> Result<BigQueryCredentials> {
         match self.key_secret() {
             Some(secret_id) => Ok(BigQueryCredentials::ServiceAccountKey(

@@ -12,21 +12,35 @@
 //! - Credentials (`auth.rs`): Application Default Credentials, a service-account key JSON (on
 //!   AWS, from Secrets Manager), or a fixed token for an emulator.
 
+//!
+//! The client is the cargo feature `bigquery` (the worker's builds); the settings and the
+//! target are here without it, so a build without the client can say what is missing.
+
+#[cfg(feature = "bigquery")]
 mod auth;
 pub mod config;
+#[cfg(feature = "bigquery")]
 mod streaming;
+#[cfg(feature = "bigquery")]
 mod table;
 
+#[cfg(feature = "bigquery")]
 use std::sync::atomic::{AtomicBool, Ordering};
 
+#[cfg(feature = "bigquery")]
 use async_trait::async_trait;
+#[cfg(feature = "bigquery")]
 use gcp_bigquery_client::Client;
 
+#[cfg(feature = "bigquery")]
 use super::{RowResult, Sink, WarehouseRow};
+#[cfg(feature = "bigquery")]
 use crate::error::Result;
 
+#[cfg(feature = "bigquery")]
 pub use auth::BigQueryCredentials;
 pub use config::BigQueryConfig;
+#[cfg(feature = "bigquery")]
 pub use table::{CLUSTERING_FIELDS, PARTITION_FIELD, events_schema};
 
 /// How rows reach the table. Only streaming inserts exist today. The seam for the modes of a
@@ -56,6 +70,7 @@ impl std::fmt::Display for BigQueryTarget {
     }
 }
 
+#[cfg(feature = "bigquery")]
 pub struct BigQuerySink {
     client: Client,
     target: BigQueryTarget,
@@ -67,6 +82,7 @@ pub struct BigQuerySink {
     ensure_lock: tokio::sync::Mutex<()>,
 }
 
+#[cfg(feature = "bigquery")]
 impl BigQuerySink {
     /// The sink its settings describe, in the default write mode.
     pub async fn from_config(config: &BigQueryConfig) -> Result<Self> {
@@ -121,6 +137,7 @@ impl BigQuerySink {
     }
 }
 
+#[cfg(feature = "bigquery")]
 #[async_trait]
 impl Sink for BigQuerySink {
     /// Answers per row: `Ok` written, `Permanent` refused by BigQuery as invalid, `Transient`
