@@ -4,6 +4,10 @@
 #
 # FUNCTION is a binary name from functions/*/Cargo.toml ([[bin]] name): fluxgate-ingest,
 # fluxgate-outbox-drain, fluxgate-worker, fluxgate-replay, fluxgate-metrics, fluxgate-local.
+# It is also the package's name: the image builds that one package (`-p`), with the cargo
+# features FEATURES (default `gcp`: the Google clients the function calls on Cloud Run, and
+# neither the AWS SDK nor the clients of the other functions). fluxgate-local has no cloud
+# clients: build it with `--build-arg FEATURES=`.
 #
 # Final image: distroless/cc (glibc, libgcc, CA certificates, a nonroot user, no shell), not a
 # static musl binary. The binaries link glibc from the builder (Debian 12 both sides, so the
@@ -11,10 +15,11 @@
 # and no cross toolchain is needed for the bundled SQLite and ring's C code. The CA bundle is
 # what TLS to Google APIs verifies against. About 25 MB of base image plus one stripped binary.
 #
-# Cache: cargo-chef compiles every dependency of the workspace in a layer that depends only on
-# Cargo.toml / Cargo.lock (the recipe), not on our sources, and not on FUNCTION either; so a
-# source change rebuilds only the workspace crates, and building the five functions one after
-# another (scripts/deploy-gcp.sh) compiles the dependencies once.
+# Cache: cargo-chef compiles the function's dependencies, with its features, in a layer that
+# depends only on Cargo.toml / Cargo.lock (the recipe) and on FUNCTION and FEATURES, not on our
+# sources; so a source change rebuilds only the workspace crates. Each function has its own
+# dependency layer: cargo compiles a dependency once per feature set, and the functions'
+# feature sets differ on purpose (ingest links no BigQuery client, the worker no Pub/Sub).
 
 ARG RUST_VERSION=1.95
 
@@ -28,14 +33,15 @@ COPY . .
 RUN cargo chef prepare --recipe-path recipe.json
 
 FROM chef AS builder
+ARG FUNCTION
+ARG FEATURES=gcp
 COPY --from=planner /src/recipe.json recipe.json
 # Dependencies only (the release profile of Cargo.toml: LTO, one codegen unit, stripped).
-RUN cargo chef cook --release --locked --workspace --recipe-path recipe.json
-COPY . .
-# Declared after the dependency layer on purpose: its value does not invalidate that layer.
-ARG FUNCTION
 RUN test -n "${FUNCTION}" || { echo "build with --build-arg FUNCTION=<binary name>" >&2; exit 1; } \
- && cargo build --release --locked --bin "${FUNCTION}" \
+ && cargo chef cook --release --locked -p "${FUNCTION}" --no-default-features \
+      --features "${FEATURES}" --recipe-path recipe.json
+COPY . .
+RUN cargo build --release --locked -p "${FUNCTION}" --no-default-features --features "${FEATURES}" \
  && mkdir -p /out \
  && cp "target/release/${FUNCTION}" /out/function
 

@@ -14,6 +14,7 @@
 #   FLUXGATE_BENCH_DATABASES=postgres,mysql,sqlite scripts/bench.sh drain
 #   FLUXGATE_BENCH_ROUNDS=5 scripts/bench.sh drain     # best of more rounds (default 3)
 #   FLUXGATE_BENCH_SECONDS=30 scripts/bench.sh ingest # longer runs (default 15 s)
+#   FLUXGATE_BENCH_INGEST_BINARY=/path/fluxgate-ingest scripts/bench.sh ingest  # that binary
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib/common.sh
@@ -49,10 +50,14 @@ case "${1:-ingest}" in
     ensure_postgres
     ensure_pgbench
     command -v wrk >/dev/null 2>&1 || apt_install wrk
-    # fluxgate-ingest as it ships (the release profile), copied out of the shared target folder.
-    cargo build --release -p fluxgate-ingest
-    cp "$CARGO_TARGET_DIR/release/fluxgate-ingest" "$bench_bin_dir/"
-    export FLUXGATE_BENCH_INGEST_BINARY="$bench_bin_dir/fluxgate-ingest"
+    # fluxgate-ingest as it ships (the release profile, its own package and default features:
+    # the Lambda build), copied out of the shared target folder. FLUXGATE_BENCH_INGEST_BINARY
+    # set by the caller measures that binary instead (another profile, another branch's build).
+    if [ -z "${FLUXGATE_BENCH_INGEST_BINARY:-}" ]; then
+      cargo build --release -p fluxgate-ingest
+      cp "$CARGO_TARGET_DIR/release/fluxgate-ingest" "$bench_bin_dir/"
+      export FLUXGATE_BENCH_INGEST_BINARY="$bench_bin_dir/fluxgate-ingest"
+    fi
     # The pool pgbench's 32 clients get; FLUXGATE_DB_MAX_CONNECTIONS=… measures another.
     export FLUXGATE_DB_MAX_CONNECTIONS="${FLUXGATE_DB_MAX_CONNECTIONS:-32}"
     # The harness only starts processes (wrk, pgbench, fluxgate-ingest) and counts rows: the
@@ -65,9 +70,12 @@ case "${1:-ingest}" in
     exec cargo bench -p fluxgate-tests --bench metrics
     ;;
   cold-start)
-    # The binaries as they are deployed: the release profile (fat LTO, stripped).
-    cargo build --release --bins -p fluxgate-ingest -p fluxgate-outbox-drain -p fluxgate-worker \
-      -p fluxgate-replay -p fluxgate-metrics
+    # The binaries as they are deployed: the release profile, each package on its own with its
+    # default features (`aws`, the Lambda build), as SAM builds them. One `cargo build` of all
+    # five would unify their features and link every function with every client.
+    for function in ingest outbox-drain worker replay metrics; do
+      cargo build --release -p "fluxgate-$function"
+    done
     # The harness only spawns processes and waits on a socket: the test profile (whose
     # dependencies the test suite has built already) is enough for it.
     exec cargo test -p fluxgate-tests --bench cold_start

@@ -150,8 +150,8 @@ build_images() {
       ;;
     cloudbuild)
       section "Images: Cloud Build, tag $IMAGE_TAG"
-      # One build, one step per function on the same worker: the dependency layer of the
-      # Dockerfile is compiled once and reused by the other four.
+      # One build, one step per function on the same worker. Each function's dependency layer
+      # is its own (its `gcp` features differ from the others'); the chef stage is shared.
       local config="$RENDER_DIR/cloudbuild.yaml" f
       {
         echo "steps:"

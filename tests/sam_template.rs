@@ -3,6 +3,7 @@
 //! - every HTTP API route reaches a function that serves it, and every endpoint a function
 //!   serves has a route (nothing unreachable on AWS);
 //! - every environment variable it sets is one the code reads;
+//! - each function is built as its own package, so it links only the clients it calls;
 //! - SQS delivery settings hold together: partial batch failures reported, the visibility
 //!   timeout at least six times the worker's timeout, one max receive count for the queue's
 //!   redrive policy and the worker.
@@ -189,6 +190,23 @@ fn every_environment_variable_the_template_sets_is_one_the_code_reads() {
         checked > 10,
         "only {checked} variables found: is the template read right?"
     );
+}
+
+/// `cargo lambda build --bin X` in the workspace root would resolve the features of every
+/// member together (the worker's BigQuery client would land in ingest); `--package X` resolves
+/// only the function's own.
+#[test]
+fn each_function_is_built_as_its_own_package() {
+    let resources = resources(&template());
+    for (name, binary) in function_binaries(&resources) {
+        let flags: Vec<&str> = resources[&name]["Metadata"]["BuildProperties"]["Flags"]
+            .as_sequence()
+            .unwrap_or_else(|| panic!("{name} has no cargo-lambda Flags"))
+            .iter()
+            .map(|flag| flag.as_str().expect("a flag is a string"))
+            .collect();
+        assert_eq!(flags, ["--package", binary.as_str()], "{name}");
+    }
 }
 
 #[test]

@@ -129,6 +129,19 @@ impl Error {
         }
     }
 
+    /// A setting that names a client this binary was built without (its cargo feature is off):
+    /// `FLUXGATE_QUEUE=pubsub` in a Lambda build, a secret id in a Cloud Run build.
+    pub fn not_built(name: &'static str, client: &str, feature: &str) -> Self {
+        Self::setting(
+            name,
+            format!(
+                "needs {client}, which this build leaves out to stay small; build the function \
+                 with the cargo feature `{feature}` (the AWS build is the default, Cloud Run \
+                 images build `--no-default-features --features gcp`)"
+            ),
+        )
+    }
+
     /// A setting that is wrong, with what the parser or client said about it.
     pub fn setting_caused(
         name: &'static str,

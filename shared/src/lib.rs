@@ -6,10 +6,16 @@
 //! PostgreSQL / SQLite), `queue` (hand-off to the worker), `sink` (the warehouse),
 //! `tenant` (who a request acts for), `auth` (API keys and admin access), `http`,
 //! `telemetry` and `emf` (logs and CloudWatch metric lines) and `runtime` (running a function
-//! on Lambda or on a port).
+//! on Lambda or on a port), `aws` and `tls` (the AWS SDK's configuration, the one crypto
+//! provider).
+//!
+//! The cloud clients are cargo features, so each binary links only those it calls: `sqs`,
+//! `secrets-manager`, `pubsub`, `bigquery` (the functions' `aws` / `gcp` features pick them).
 
 pub mod api;
 pub mod auth;
+#[cfg(feature = "aws-sdk")]
+pub mod aws;
 pub mod config;
 pub mod dead_letters;
 pub mod emf;
@@ -26,6 +32,7 @@ pub mod sink;
 pub mod store;
 pub mod telemetry;
 pub mod tenant;
+pub mod tls;
 
 pub use error::{Error, Result};
 

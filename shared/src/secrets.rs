@@ -1,5 +1,7 @@
 //! Secrets from AWS Secrets Manager: the database URL (`FLUXGATE_DATABASE_SECRET_ID`) and any
-//! other secret string a function needs at start-up (the BigQuery service-account key).
+//! other secret string a function needs at start-up (the BigQuery service-account key). The
+//! client is the cargo feature `secrets-manager` (the functions' `aws` builds); without it a
+//! secret id in the settings stops the start with an error that says so.
 //!
 //! A secret is fetched once per cold start, by the function's `main`, and kept in a
 //! [`SecretString`], whose `Debug` and `Display` never show the value. Logs and errors name the
@@ -7,7 +9,9 @@
 
 use std::fmt;
 
+#[cfg(feature = "secrets-manager")]
 use aws_sdk_secretsmanager::Client;
+#[cfg(feature = "secrets-manager")]
 use aws_sdk_secretsmanager::error::SdkError;
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use serde_json::{Map, Value};
@@ -42,11 +46,13 @@ impl fmt::Display for SecretString {
 }
 
 /// A Secrets Manager client. Build one per cold start and fetch what the process needs.
+#[cfg(feature = "secrets-manager")]
 #[derive(Clone, Debug)]
 pub struct SecretsManager {
     client: Client,
 }
 
+#[cfg(feature = "secrets-manager")]
 impl SecretsManager {
     /// A client on the caller's SDK configuration (tests give one pointed at moto).
     pub fn new(sdk: &aws_config::SdkConfig) -> Self {
@@ -58,7 +64,7 @@ impl SecretsManager {
     /// A client from the SDK's standard configuration: region, credentials and
     /// `AWS_ENDPOINT_URL` from the environment.
     pub async fn from_env() -> Self {
-        let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+        let sdk = crate::aws::load_config().await;
         Self::new(&sdk)
     }
 
@@ -106,12 +112,26 @@ impl SecretsManager {
 }
 
 /// One secret string, fetched with a client from the SDK's standard configuration. For a
-/// setting such as `FLUXGATE_BIGQUERY_CREDENTIALS_SECRET_ID`, read once at start-up.
-pub async fn fetch_secret_string(secret_id: &str) -> Result<SecretString> {
-    SecretsManager::from_env()
-        .await
-        .secret_string(secret_id)
-        .await
+/// setting such as `FLUXGATE_BIGQUERY_CREDENTIALS_SECRET_ID` (`setting`, named in the error of
+/// a build without Secrets Manager), read once at start-up.
+pub async fn fetch_secret_string(setting: &'static str, secret_id: &str) -> Result<SecretString> {
+    #[cfg(feature = "secrets-manager")]
+    {
+        let _ = setting;
+        SecretsManager::from_env()
+            .await
+            .secret_string(secret_id)
+            .await
+    }
+    #[cfg(not(feature = "secrets-manager"))]
+    {
+        let _ = secret_id;
+        Err(Error::not_built(
+            setting,
+            "the AWS Secrets Manager client",
+            "aws",
+        ))
+    }
 }
 
 /// The database URL a function connects with: from the secret `FLUXGATE_DATABASE_SECRET_ID`
@@ -119,13 +139,17 @@ pub async fn fetch_secret_string(secret_id: &str) -> Result<SecretString> {
 /// call this once.
 pub async fn database_url(config: &DatabaseConfig) -> Result<SecretString> {
     let url = match secret_id(config) {
-        Some(id) => SecretsManager::from_env().await.database_url(id).await?,
+        Some(id) => {
+            let value = fetch_secret_string("FLUXGATE_DATABASE_SECRET_ID", id).await?;
+            database_url_from_secret(id, &value)?
+        }
         None => SecretString::new(config.required_url()?),
     };
     with_host_override(url, config.database_host.as_deref())
 }
 
 /// [`database_url`] with the caller's client.
+#[cfg(feature = "secrets-manager")]
 pub async fn database_url_with(
     secrets: &SecretsManager,
     config: &DatabaseConfig,

@@ -9,7 +9,7 @@
 
 use std::time::{Duration, Instant};
 
-use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_config::{Region, SdkConfig};
 use aws_sdk_sqs::config::Credentials;
 use aws_sdk_sqs::error::DisplayErrorContext;
 use aws_sdk_sqs::types::{Message, MessageSystemAttributeName};
@@ -43,7 +43,8 @@ pub fn moto_env() -> Vec<(&'static str, String)> {
 /// SDK configuration for moto; panics, naming what to start, when moto does not answer.
 pub async fn moto_config() -> SdkConfig {
     let url = moto_url();
-    let config = aws_config::defaults(BehaviorVersion::latest())
+    // The functions' own loader: the same HTTPS client (rustls on ring) as in production.
+    let config = fluxgate::aws::config_loader()
         .endpoint_url(&url)
         .region(Region::new(REGION))
         .credentials_provider(Credentials::new(

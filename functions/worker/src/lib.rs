@@ -4,8 +4,11 @@
 
 mod http_trigger;
 pub mod memory_trigger;
+/// Pulling from Pub/Sub and polling SQS, for a worker no platform triggers (fluxgate-local).
+#[cfg(feature = "queue-pull")]
 pub mod pubsub_pull;
 pub mod pubsub_push;
+#[cfg(feature = "queue-pull")]
 pub mod sqs_poll;
 pub mod sqs_trigger;
 

@@ -14,7 +14,6 @@ use axum::http::{HeaderMap, HeaderName, header};
 
 use super::{AdminAuth, AuthConfig, AuthMode, key};
 use crate::error::{Error, Result};
-use crate::secrets::SecretsManager;
 use crate::store::{ActiveKey, ApiKeys};
 use crate::tenant::TenantScope;
 
@@ -179,10 +178,9 @@ async fn admin_key(config: &AuthConfig) -> Result<Option<String>> {
         (Some(key), None) => Some(key.trim().to_owned()),
         // Fetched once per cold start, like the database URL's secret.
         (None, Some(secret_id)) => {
-            let secret = SecretsManager::from_env()
-                .await
-                .secret_string(secret_id)
-                .await?;
+            let secret =
+                crate::secrets::fetch_secret_string("FLUXGATE_ADMIN_KEY_SECRET_ID", secret_id)
+                    .await?;
             Some(secret.expose().trim().to_owned())
         }
         (None, None) => None,

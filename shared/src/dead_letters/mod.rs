@@ -4,7 +4,9 @@
 //! harmless, the warehouse key de-duplicates it).
 
 mod in_memory;
+#[cfg(feature = "pubsub")]
 mod pubsub;
+#[cfg(feature = "sqs")]
 mod sqs;
 
 use std::sync::Arc;
@@ -15,7 +17,9 @@ use serde::Serialize;
 use crate::error::Result;
 use crate::queue::{QueueConfig, QueueKind};
 
+#[cfg(feature = "pubsub")]
 pub use pubsub::PubsubDeadLetters;
+#[cfg(feature = "sqs")]
 pub use sqs::SqsDeadLetters;
 
 /// What one redrive did.
@@ -43,14 +47,32 @@ pub trait DeadLetters: Send + Sync + 'static {
 pub async fn connect(queue: &QueueConfig) -> Result<Option<Arc<dyn DeadLetters>>> {
     Ok(match queue.queue {
         QueueKind::Sqs => match queue.sqs.dead_letter_route() {
+            #[cfg(feature = "sqs")]
             Some((dead_letters, main)) => {
                 Some(Arc::new(SqsDeadLetters::from_env(dead_letters, main).await))
+            }
+            #[cfg(not(feature = "sqs"))]
+            Some(_) => {
+                return Err(crate::Error::not_built(
+                    "FLUXGATE_SQS_DEAD_LETTER_QUEUE_URL",
+                    "the SQS client",
+                    "aws",
+                ));
             }
             None => None,
         },
         QueueKind::Pubsub if queue.pubsub.pubsub_dead_letter_subscription.is_some() => {
-            // A setting that is there but wrong (a bad name, no topic) stops the start, loudly.
-            Some(Arc::new(PubsubDeadLetters::connect(&queue.pubsub).await?))
+            #[cfg(feature = "pubsub")]
+            {
+                // A setting that is there but wrong (a bad name, no topic) stops the start, loudly.
+                Some(Arc::new(PubsubDeadLetters::connect(&queue.pubsub).await?))
+            }
+            #[cfg(not(feature = "pubsub"))]
+            return Err(crate::Error::not_built(
+                "FLUXGATE_PUBSUB_DEAD_LETTER_SUBSCRIPTION",
+                "the Pub/Sub client",
+                "gcp",
+            ));
         }
         QueueKind::Pubsub | QueueKind::Memory => None,
     })

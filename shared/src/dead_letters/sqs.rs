@@ -44,7 +44,7 @@ impl SqsDeadLetters {
         dead_letter_url: impl Into<String>,
         queue_url: impl Into<String>,
     ) -> Self {
-        let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+        let sdk = crate::aws::load_config().await;
         Self::new(Client::new(&sdk), dead_letter_url, queue_url)
     }
 

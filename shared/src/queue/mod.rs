@@ -16,12 +16,14 @@ use crate::error::{Error, Result};
 use crate::event::{Event, EventKey};
 
 pub use in_memory::{Delivery, InMemoryQueue, InMemoryQueueConfig};
+#[cfg(feature = "pubsub")]
+pub use pubsub::PubsubQueue;
 pub use pubsub::config::PubsubConfig;
-pub use pubsub::{
-    ATTRIBUTE_CORRELATION_ID, ATTRIBUTE_EVENT_TYPE, ATTRIBUTE_TENANT_ID, PubsubQueue,
-    PubsubSubscription,
-};
+pub use pubsub::{ATTRIBUTE_CORRELATION_ID, ATTRIBUTE_EVENT_TYPE, ATTRIBUTE_TENANT_ID};
+#[cfg(feature = "pubsub")]
+pub use pubsub::PubsubSubscription;
 pub use sqs::config::SqsConfig;
+#[cfg(feature = "sqs")]
 pub use sqs::{MAX_ENTRIES_PER_REQUEST, MAX_REQUEST_BYTES, SqsQueue, SqsReceived};
 
 /// Which queue the drain publishes to.
@@ -52,8 +54,18 @@ pub struct QueueConfig {
 pub async fn connect(config: &QueueConfig) -> Result<Arc<dyn Queue>> {
     match config.queue {
         QueueKind::Memory => Ok(Arc::new(InMemoryQueue::new(InMemoryQueueConfig::default()))),
+        #[cfg(feature = "sqs")]
         QueueKind::Sqs => Ok(Arc::new(SqsQueue::connect(&config.sqs).await?)),
+        #[cfg(not(feature = "sqs"))]
+        QueueKind::Sqs => Err(Error::not_built("FLUXGATE_QUEUE", "the SQS client", "aws")),
+        #[cfg(feature = "pubsub")]
         QueueKind::Pubsub => Ok(Arc::new(PubsubQueue::connect(&config.pubsub).await?)),
+        #[cfg(not(feature = "pubsub"))]
+        QueueKind::Pubsub => Err(Error::not_built(
+            "FLUXGATE_QUEUE",
+            "the Pub/Sub client",
+            "gcp",
+        )),
     }
 }
 

@@ -107,6 +107,8 @@ where
     Fut: Future<Output = Result<Function>>,
 {
     crate::telemetry::init();
+    // Before any client is built: the Google clients look the process's provider up.
+    crate::tls::install_crypto_provider();
     let config = C::parse();
     let name = C::command().get_name().to_owned();
     match build(config).await {

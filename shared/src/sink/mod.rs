@@ -14,7 +14,9 @@ use crate::error::Result;
 use crate::event::{Event, EventKey};
 use crate::json_object::JsonObject;
 
-pub use bigquery::{BigQueryConfig, BigQuerySink};
+pub use bigquery::BigQueryConfig;
+#[cfg(feature = "bigquery")]
+pub use bigquery::BigQuerySink;
 pub use local_files::{LocalFileSink, LocalFilesConfig, RollPolicy};
 
 /// Which warehouse the worker writes to.
@@ -46,7 +48,14 @@ pub async fn connect(config: &SinkConfig) -> Result<Arc<dyn Sink>> {
             LocalFileSink::open_with(&config.local_files.warehouse_dir, config.local_files.roll)
                 .await?,
         )),
+        #[cfg(feature = "bigquery")]
         SinkKind::Bigquery => Ok(Arc::new(BigQuerySink::from_config(&config.bigquery).await?)),
+        #[cfg(not(feature = "bigquery"))]
+        SinkKind::Bigquery => Err(crate::Error::not_built(
+            "FLUXGATE_SINK",
+            "the BigQuery client",
+            "aws` or `gcp",
+        )),
     }
 }
 

@@ -4,10 +4,11 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sqlx::Executor;
 use sqlx::mysql::{MySqlConnectOptions, MySqlPoolOptions};
+use sqlx::pool::PoolOptions;
 use sqlx::postgres::PgPoolOptions;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Connection, Database, Executor};
 
 use super::mysql::SESSION_SETUP;
 use super::{
@@ -36,6 +37,31 @@ pub async fn connect(url: &str, config: &DatabaseConfig) -> Result<Arc<dyn Store
     })
 }
 
+/// A connection that sat idle in the pool at least this long is pinged before it is handed
+/// out; one taken again sooner is used as it is.
+const PING_IF_IDLE_FOR: Duration = Duration::from_secs(10);
+
+/// sqlx pings every idle connection before handing it out (`test_before_acquire`): a whole
+/// round trip to the database per request, about a third of the socket calls of a
+/// one-event ingest. A connection that was busy seconds ago is almost surely alive, so only
+/// one idle for [`PING_IF_IDLE_FOR`] (a Lambda instance thawed after minutes, a quiet
+/// service behind a proxy that drops idle connections) is checked. The price: a connection
+/// broken within those seconds fails its one query with an error (503) instead of being
+/// replaced silently, and the pool drops it; a client's retry is safe, as ingest is
+/// idempotent.
+fn ping_only_long_idle<DB: Database>(options: PoolOptions<DB>) -> PoolOptions<DB> {
+    options
+        .test_before_acquire(false)
+        .before_acquire(|conn, meta| {
+            Box::pin(async move {
+                if meta.idle_for >= PING_IF_IDLE_FOR {
+                    conn.ping().await?;
+                }
+                Ok(true)
+            })
+        })
+}
+
 /// A database URL without its password, for messages and logs.
 pub fn redact(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
@@ -53,7 +79,7 @@ async fn open(url: &str, config: &DatabaseConfig) -> Result<Arc<dyn Store>> {
     let acquire_timeout = Duration::from_secs(10);
     match scheme {
         "postgres" | "postgresql" => {
-            let options = PgPoolOptions::new()
+            let options = ping_only_long_idle(PgPoolOptions::new())
                 .max_connections(config.max_connections())
                 .acquire_timeout(acquire_timeout);
             let pool = if config.lazy() {
@@ -73,7 +99,7 @@ async fn open(url: &str, config: &DatabaseConfig) -> Result<Arc<dyn Store>> {
             let options = MySqlConnectOptions::from_str(&url)?
                 .timezone(Some("+00:00".to_owned()))
                 .charset("utf8mb4");
-            let pool_options = MySqlPoolOptions::new()
+            let pool_options = ping_only_long_idle(MySqlPoolOptions::new())
                 .max_connections(config.max_connections())
                 .acquire_timeout(acquire_timeout)
                 .after_connect(|conn, _| {

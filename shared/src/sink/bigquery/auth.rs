@@ -119,6 +119,8 @@ pub(super) async fn build_client(
     credentials: BigQueryCredentials,
     endpoint: Option<&str>,
 ) -> Result<Client> {
+    // Its OAuth client (yup-oauth2) takes the process's default crypto provider.
+    crate::tls::install_crypto_provider();
     let http = reqwest::Client::builder()
         .connect_timeout(CONNECT_TIMEOUT)
         .timeout(REQUEST_TIMEOUT)

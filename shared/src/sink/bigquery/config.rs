@@ -3,8 +3,11 @@
 
 use clap::Args;
 
-use super::{BigQueryCredentials, BigQueryEndpoints, BigQueryTarget, BigQueryWriteMode};
+#[cfg(feature = "bigquery")]
+use super::BigQueryCredentials;
+use super::{BigQueryEndpoints, BigQueryTarget, BigQueryWriteMode};
 use crate::error::{Error, Result};
+#[cfg(all(feature = "bigquery", feature = "secrets-manager"))]
 use crate::secrets::SecretsManager;
 
 #[derive(Debug, Clone, Args)]
@@ -68,7 +71,10 @@ impl BigQueryConfig {
             location: self.bigquery_location.clone(),
         })
     }
+}
 
+#[cfg(feature = "bigquery")]
+impl BigQueryConfig {
     /// Where requests go: Google's endpoints, or an emulator's. Storage-write against an
     /// emulator needs its gRPC endpoint too (the REST root does not tell the gRPC port).
     pub fn endpoints(&self) -> Result<BigQueryEndpoints> {
@@ -102,15 +108,19 @@ impl BigQueryConfig {
     /// Default Credentials. Reaches Secrets Manager only when a secret is named.
     pub async fn credentials(&self) -> Result<BigQueryCredentials> {
         match self.key_secret() {
-            Some(_) => {
-                self.credentials_with(&SecretsManager::from_env().await)
-                    .await
-            }
+            Some(secret_id) => Ok(BigQueryCredentials::ServiceAccountKey(
+                crate::secrets::fetch_secret_string(
+                    "FLUXGATE_BIGQUERY_CREDENTIALS_SECRET_ID",
+                    secret_id,
+                )
+                .await?,
+            )),
             None => Ok(self.credentials_without_secret()),
         }
     }
 
     /// [`Self::credentials`] with the caller's Secrets Manager client.
+    #[cfg(feature = "secrets-manager")]
     pub async fn credentials_with(&self, secrets: &SecretsManager) -> Result<BigQueryCredentials> {
         match self.key_secret() {
             Some(secret_id) => Ok(BigQueryCredentials::ServiceAccountKey(

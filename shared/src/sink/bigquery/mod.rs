@@ -18,29 +18,47 @@
 //!   remembers it and never asks again.
 //! - Credentials (`auth.rs`): Application Default Credentials, a service-account key JSON (on
 //!   AWS, from Secrets Manager), or none for an emulator.
+//!
+//! The client is the cargo feature `bigquery` (the worker's builds); the settings and the
+//! target are here without it, so a build without the client can say what is missing.
 
+#[cfg(feature = "bigquery")]
 mod auth;
 pub mod config;
+#[cfg(feature = "bigquery")]
 mod held;
+#[cfg(feature = "bigquery")]
 mod json_row;
+#[cfg(feature = "bigquery")]
 mod load;
 #[cfg(feature = "bigquery-storage-write")]
 mod storage_write;
+#[cfg(feature = "bigquery")]
 mod streaming;
+#[cfg(feature = "bigquery")]
 mod table;
 
+#[cfg(feature = "bigquery")]
 use std::collections::{HashMap, HashSet};
+#[cfg(feature = "bigquery")]
 use std::sync::atomic::{AtomicBool, Ordering};
 
+#[cfg(feature = "bigquery")]
 use async_trait::async_trait;
+#[cfg(feature = "bigquery")]
 use gcp_bigquery_client::Client;
 
+#[cfg(feature = "bigquery")]
 use super::{RowResult, Sink, WarehouseRow};
+#[cfg(feature = "bigquery")]
 use crate::error::Result;
+#[cfg(feature = "bigquery")]
 use crate::event::EventKey;
 
+#[cfg(feature = "bigquery")]
 pub use auth::BigQueryCredentials;
 pub use config::BigQueryConfig;
+#[cfg(feature = "bigquery")]
 pub use table::{CLUSTERING_FIELDS, PARTITION_FIELD, events_schema};
 
 /// How rows reach the table (`FLUXGATE_BIGQUERY_WRITE_MODE`).
@@ -94,6 +112,7 @@ impl std::fmt::Display for BigQueryTarget {
     }
 }
 
+#[cfg(feature = "bigquery")]
 /// The mode's writer, built once.
 enum Writer {
     Streaming,
@@ -102,6 +121,7 @@ enum Writer {
     StorageWrite(Box<storage_write::StorageWriter>),
 }
 
+#[cfg(feature = "bigquery")]
 pub struct BigQuerySink {
     client: Client,
     target: BigQueryTarget,
@@ -113,6 +133,7 @@ pub struct BigQuerySink {
     ensure_lock: tokio::sync::Mutex<()>,
 }
 
+#[cfg(feature = "bigquery")]
 impl BigQuerySink {
     /// The sink its settings describe.
     pub async fn from_config(config: &BigQueryConfig) -> Result<Self> {
@@ -189,6 +210,7 @@ impl BigQuerySink {
     }
 }
 
+#[cfg(feature = "bigquery")]
 /// The rows of a call once each (a message delivered twice into one batch carries a key
 /// twice): the first row of each key, and for every row the position of its key's first.
 fn first_of_each_key(rows: &[WarehouseRow]) -> (Vec<WarehouseRow>, Vec<usize>) {
@@ -205,6 +227,7 @@ fn first_of_each_key(rows: &[WarehouseRow]) -> (Vec<WarehouseRow>, Vec<usize>) {
     (unique, of_row)
 }
 
+#[cfg(feature = "bigquery")]
 #[async_trait]
 impl Sink for BigQuerySink {
     /// Answers per row: `Ok` written, `Permanent` refused by BigQuery as invalid, `Transient`
@@ -260,7 +283,7 @@ impl Sink for BigQuerySink {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "bigquery"))]
 mod tests {
     use super::*;
 
