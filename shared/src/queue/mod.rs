@@ -18,10 +18,10 @@ use crate::event::{Event, EventKey};
 pub use in_memory::{Delivery, InMemoryQueue, InMemoryQueueConfig};
 #[cfg(feature = "pubsub")]
 pub use pubsub::PubsubQueue;
-pub use pubsub::config::PubsubConfig;
-pub use pubsub::{ATTRIBUTE_CORRELATION_ID, ATTRIBUTE_EVENT_TYPE, ATTRIBUTE_TENANT_ID};
 #[cfg(feature = "pubsub")]
 pub use pubsub::PubsubSubscription;
+pub use pubsub::config::PubsubConfig;
+pub use pubsub::{ATTRIBUTE_CORRELATION_ID, ATTRIBUTE_EVENT_TYPE, ATTRIBUTE_TENANT_ID};
 pub use sqs::config::SqsConfig;
 #[cfg(feature = "sqs")]
 pub use sqs::{MAX_ENTRIES_PER_REQUEST, MAX_REQUEST_BYTES, SqsQueue, SqsReceived};

@@ -20,9 +20,9 @@ mod subscription;
 #[cfg(feature = "pubsub")]
 pub use client::PubsubQueue;
 #[cfg(feature = "pubsub")]
-pub use subscription::PubsubSubscription;
-#[cfg(feature = "pubsub")]
 pub(crate) use client::{Target, target};
+#[cfg(feature = "pubsub")]
+pub use subscription::PubsubSubscription;
 
 /// Attribute names on every message, for subscription filters and for people reading it.
 pub const ATTRIBUTE_TENANT_ID: &str = "tenantId";

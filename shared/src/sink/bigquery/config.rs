@@ -4,8 +4,8 @@
 use clap::Args;
 
 #[cfg(feature = "bigquery")]
-use super::BigQueryCredentials;
-use super::{BigQueryEndpoints, BigQueryTarget, BigQueryWriteMode};
+use super::{BigQueryCredentials, BigQueryEndpoints};
+use super::{BigQueryTarget, BigQueryWriteMode};
 use crate::error::{Error, Result};
 #[cfg(all(feature = "bigquery", feature = "secrets-manager"))]
 use crate::secrets::SecretsManager;
