@@ -181,6 +181,17 @@ impl TestBigQuery {
             .expect("tables.get")
     }
 
+    /// The answer to `sql` (one page); panics with `what` when the emulator refuses it.
+    async fn query(&self, sql: String, what: &str) -> ResultSet {
+        let response = self
+            .client()
+            .job()
+            .query(&self.target.project, QueryRequest::new(sql))
+            .await
+            .unwrap_or_else(|err| panic!("{what}: {err}"));
+        ResultSet::new_from_query_response(response)
+    }
+
     /// Every row of the table, read back with a query, ordered by tenant and event id.
     pub async fn rows(&self) -> Vec<WarehouseRow> {
         let sql = format!(
@@ -191,13 +202,7 @@ impl TestBigQuery {
              FROM `{}.{}.{}` ORDER BY tenant_id, event_id",
             self.target.project, self.target.dataset, self.target.table
         );
-        let response = self
-            .client()
-            .job()
-            .query(&self.target.project, QueryRequest::new(sql))
-            .await
-            .expect("query the events table");
-        let mut results = ResultSet::new_from_query_response(response);
+        let mut results = self.query(sql, "query the events table").await;
         let mut rows = Vec::new();
         while results.next_row() {
             rows.push(WarehouseRow {
@@ -228,13 +233,7 @@ impl TestBigQuery {
              FROM `{}.{}.{}`",
             self.target.project, self.target.dataset, self.target.table
         );
-        let response = self
-            .client()
-            .job()
-            .query(&self.target.project, QueryRequest::new(sql))
-            .await
-            .expect("count the events table");
-        let mut results = ResultSet::new_from_query_response(response);
+        let mut results = self.query(sql, "count the events table").await;
         assert!(results.next_row(), "a count has one row");
         let number = |column: &str| {
             results

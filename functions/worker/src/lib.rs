@@ -2,6 +2,7 @@
 //! the de-duplication key tenant + event id, and records each verdict in the outbox in one
 //! batch. The queue does the retrying: the worker only says which messages to retry.
 
+mod consumers;
 mod http_trigger;
 pub mod memory_trigger;
 /// Pulling from Pub/Sub and polling SQS, for a worker no platform triggers (fluxgate-local).

@@ -22,11 +22,10 @@ pub async fn consume(
     consumers: usize,
     stop: CancellationToken,
 ) {
-    let mut loops = tokio::task::JoinSet::new();
-    for _ in 0..consumers.max(1) {
-        loops.spawn(consume_one(worker.clone(), queue.clone(), stop.clone()));
-    }
-    while loops.join_next().await.is_some() {}
+    crate::consumers::side_by_side(consumers, || {
+        consume_one(worker.clone(), queue.clone(), stop.clone())
+    })
+    .await;
 }
 
 async fn consume_one(worker: Worker, queue: Arc<InMemoryQueue>, stop: CancellationToken) {

@@ -8,11 +8,12 @@ use serde_json::Value;
 use crate::json_object::JsonObject;
 use crate::sink::WarehouseRow;
 
-/// One row as the events table takes it through insertAll and NDJSON loads: JSON columns as strings holding
-/// JSON (what the streaming API expects for the JSON type), timestamps in RFC 3339 with
-/// microseconds (BigQuery's precision), dates as `YYYY-MM-DD`.
+/// One row as the events table takes it: timestamps in RFC 3339 with microseconds (BigQuery's
+/// precision), dates as `YYYY-MM-DD`. `J` is how the JSON columns go: insertAll wants strings
+/// holding JSON (it parses them), while an NDJSON load job wants the JSON itself (it keeps a
+/// string as a JSON string).
 #[derive(Debug, Serialize)]
-struct TableRow<'a> {
+struct TableRow<'a, J> {
     tenant_id: &'a str,
     event_id: &'a str,
     event_type: &'a str,
@@ -20,14 +21,34 @@ struct TableRow<'a> {
     event_date: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     source: Option<&'a str>,
-    payload: String,
+    payload: J,
     payload_sha256: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
-    metadata: Option<String>,
+    metadata: Option<J>,
     #[serde(skip_serializing_if = "Option::is_none")]
     correlation_id: Option<&'a str>,
     received_at: String,
     ingested_at: String,
+}
+
+impl<'a, J> TableRow<'a, J> {
+    /// The row's columns, its JSON columns through `json`.
+    fn of(row: &'a WarehouseRow, json: impl Fn(&'a JsonObject) -> J) -> Self {
+        Self {
+            tenant_id: &row.tenant_id,
+            event_id: &row.event_id,
+            event_type: &row.event_type,
+            event_ts: timestamp(&row.event_ts),
+            event_date: date(&row.event_date),
+            source: row.source.as_deref(),
+            payload: json(&row.payload),
+            payload_sha256: &row.payload_sha256,
+            metadata: row.metadata.as_ref().map(&json),
+            correlation_id: row.correlation_id.as_deref(),
+            received_at: timestamp(&row.received_at),
+            ingested_at: timestamp(&row.ingested_at),
+        }
+    }
 }
 
 pub(super) fn timestamp(at: &DateTime<Utc>) -> String {
@@ -38,63 +59,15 @@ pub(super) fn date(day: &NaiveDate) -> String {
     day.format("%Y-%m-%d").to_string()
 }
 
+/// The row for insertAll: the JSON columns as their canonical text (the client's digits, not
+/// an f64's).
 pub(super) fn encode(row: &WarehouseRow) -> std::result::Result<Value, serde_json::Error> {
-    let table_row = TableRow {
-        tenant_id: &row.tenant_id,
-        event_id: &row.event_id,
-        event_type: &row.event_type,
-        event_ts: timestamp(&row.event_ts),
-        event_date: date(&row.event_date),
-        source: row.source.as_deref(),
-        // The canonical text as it is: the client's digits, not an f64's.
-        payload: row.payload.get().to_owned(),
-        payload_sha256: &row.payload_sha256,
-        metadata: row.metadata.as_ref().map(|m| m.get().to_owned()),
-        correlation_id: row.correlation_id.as_deref(),
-        received_at: timestamp(&row.received_at),
-        ingested_at: timestamp(&row.ingested_at),
-    };
-    serde_json::to_value(table_row)
+    serde_json::to_value(TableRow::of(row, |json| json.get().to_owned()))
 }
 
-/// One line of a newline-delimited JSON load job: the same columns as [`TableRow`], but the
-/// JSON columns as the JSON itself. (A load job keeps a string given for a JSON column as a
-/// JSON string; insertAll parses it.)
-#[derive(Debug, Serialize)]
-struct LoadLine<'a> {
-    tenant_id: &'a str,
-    event_id: &'a str,
-    event_type: &'a str,
-    event_ts: String,
-    event_date: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    source: Option<&'a str>,
-    payload: &'a JsonObject,
-    payload_sha256: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    metadata: Option<&'a JsonObject>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    correlation_id: Option<&'a str>,
-    received_at: String,
-    ingested_at: String,
-}
-
-/// The row as one NDJSON line (without the newline).
+/// The row as one NDJSON line (without the newline), the JSON columns as JSON.
 pub(super) fn encode_line(row: &WarehouseRow) -> std::result::Result<String, serde_json::Error> {
-    serde_json::to_string(&LoadLine {
-        tenant_id: &row.tenant_id,
-        event_id: &row.event_id,
-        event_type: &row.event_type,
-        event_ts: timestamp(&row.event_ts),
-        event_date: date(&row.event_date),
-        source: row.source.as_deref(),
-        payload: &row.payload,
-        payload_sha256: &row.payload_sha256,
-        metadata: row.metadata.as_ref(),
-        correlation_id: row.correlation_id.as_deref(),
-        received_at: timestamp(&row.received_at),
-        ingested_at: timestamp(&row.ingested_at),
-    })
+    serde_json::to_string(&TableRow::of(row, |json| json))
 }
 
 /// BigQuery's TIMESTAMP and DATE span 0001-01-01 to 9999-12-31; a row outside is refused as

@@ -238,7 +238,7 @@ fn apply_insert_errors(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use chrono::{DateTime, Utc};
+    use crate::sink::bigquery::json_row::tests::test_row;
     use gcp_bigquery_client::model::error_proto::ErrorProto;
     use gcp_bigquery_client::model::table_data_insert_all_response_insert_errors::TableDataInsertAllResponseInsertErrors;
     use serde_json::json;
@@ -323,25 +323,5 @@ mod tests {
         assert!(matches!(results[1], Err(RowError::Transient(_))));
         assert_eq!(results[0], Ok(()));
         assert_eq!(results[2], Ok(()));
-    }
-
-    fn test_row() -> WarehouseRow {
-        let at = DateTime::parse_from_rfc3339("2026-11-22T01:02:03.456789Z")
-            .expect("time")
-            .with_timezone(&Utc);
-        WarehouseRow {
-            tenant_id: "acme".into(),
-            event_id: "e1".into(),
-            event_type: "t".into(),
-            event_ts: at,
-            event_date: at.date_naive(),
-            source: None,
-            payload: json!({"a": 1}).as_object().cloned().expect("object").into(),
-            payload_sha256: "00".into(),
-            metadata: None,
-            correlation_id: None,
-            received_at: at,
-            ingested_at: at,
-        }
     }
 }
