@@ -33,7 +33,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use fluxgate::api;
+use fluxgate::api::{self, Api};
 use fluxgate::auth::{AdminAuth, AuthConfig, AuthMode, Authenticator};
 use fluxgate::config::{DrainConfig, Limits, WorkerConfig, parse_duration};
 use fluxgate::dead_letters::DeadLetters;
@@ -46,7 +46,7 @@ use fluxgate::sink::{
 };
 use fluxgate::store::{self, DatabaseConfig, Store};
 use fluxgate_outbox_drain::{Drain, EagerWriter};
-use fluxgate_worker::Worker;
+use fluxgate_worker::{Worker, consume};
 
 #[derive(Debug, Clone, Parser)]
 #[command(
@@ -334,27 +334,16 @@ pub async fn run_on(
         .unwrap_or(Duration::from_secs(1));
     let stored = config.eager_publish.then(|| drain.wake_on());
     tasks.spawn(drain_loop(drain, interval, stored, stop.clone()));
+    let consumers = config.consumers;
     match queue {
-        LocalQueue::Memory(queue) => tasks.spawn(fluxgate_worker::memory_trigger::consume(
+        LocalQueue::Memory(queue) => tasks.spawn(consume(worker, queue, consumers, stop.clone())),
+        LocalQueue::Sqs(queue) => tasks.spawn(consume(worker, queue, consumers, stop.clone())),
+        LocalQueue::Pubsub { subscription, .. } => tasks.spawn(consume(
             worker,
-            queue,
-            config.consumers,
+            Arc::new(*subscription),
+            consumers,
             stop.clone(),
         )),
-        LocalQueue::Sqs(queue) => tasks.spawn(fluxgate_worker::sqs_poll::consume(
-            worker,
-            queue,
-            config.consumers,
-            stop.clone(),
-        )),
-        LocalQueue::Pubsub { subscription, .. } => {
-            tasks.spawn(fluxgate_worker::pubsub_pull::consume(
-                worker,
-                *subscription,
-                config.consumers,
-                stop.clone(),
-            ))
-        }
     };
     tasks.close();
 
@@ -386,17 +375,17 @@ pub fn app(
     dead_letters: Option<Arc<dyn DeadLetters>>,
     auth: Authenticator,
 ) -> Router {
-    let ingest = fluxgate_ingest::router(fluxgate_ingest::IngestState {
+    let ingest = Api::into_router(fluxgate_ingest::IngestState {
         store: Arc::new(EagerWriter::waking(store.clone(), drain.wake_on())),
         limits: Arc::new(limits),
         auth: auth.clone(),
     });
-    let replay = fluxgate_replay::router(fluxgate_replay::ReplayState {
+    let replay = Api::into_router(fluxgate_replay::ReplayState {
         store: store.clone(),
         dead_letters,
         auth: auth.clone(),
     });
-    let metrics = fluxgate_metrics::router(fluxgate_metrics::MetricsState {
+    let metrics = Api::into_router(fluxgate_metrics::MetricsState {
         store: store.clone(),
         auth,
     });
@@ -409,9 +398,9 @@ pub fn app(
 /// The OpenAPI document local serves: ingest, replay and metrics in one. (The drain and
 /// worker triggers are for schedules and queues, not clients, and are not described.)
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    let mut document = fluxgate_ingest::openapi();
-    document.merge(fluxgate_replay::openapi());
-    document.merge(fluxgate_metrics::openapi());
+    let mut document = fluxgate_ingest::IngestState::openapi();
+    document.merge(fluxgate_replay::ReplayState::openapi());
+    document.merge(fluxgate_metrics::MetricsState::openapi());
     document.info.title = "fluxgate local".to_owned();
     document
 }

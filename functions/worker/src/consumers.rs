@@ -1,11 +1,111 @@
 //! The shape every queue-reading trigger shares: several consumer loops side by side, so that
-//! while one batch waits on the database or the warehouse, others are in flight.
+//! while one batch waits on the database or the warehouse, others are in flight, each
+//! receiving a batch, handing it to the worker and settling each message by its verdict. A
+//! queue the worker reads itself says only how it receives and how it settles
+//! ([`PulledQueue`]).
 
 use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use fluxgate::error::Result;
+
+use crate::{Delivery, Verdict, Worker};
+
+/// A queue the worker pulls from: the in-process queue, SQS by long polling, a Pub/Sub pull
+/// subscription.
+pub trait PulledQueue: Send + Sync + 'static {
+    /// What settling one message needs: its receipt, its ack id.
+    type Receipt: Send;
+    /// How the log lines name the queue.
+    const NAME: &'static str;
+    /// How long to wait after an empty batch before receiving again (a queue whose receive
+    /// already waits for messages needs none).
+    const IDLE_PAUSE: Duration = Duration::ZERO;
+
+    /// The next batch, each message as the worker takes it; empty when none came in time.
+    fn receive(&self) -> impl Future<Output = Result<Vec<(Self::Receipt, Delivery)>>> + Send;
+
+    /// Acknowledge or hand back each message, as its verdict says.
+    fn settle(
+        &self,
+        settled: Vec<(Self::Receipt, &Delivery, Verdict)>,
+    ) -> impl Future<Output = ()> + Send;
+
+    /// The worker failed the batch as a whole (the database was unreachable): each message is
+    /// to come again.
+    fn batch_failed(
+        &self,
+        batch: Vec<(Self::Receipt, &Delivery)>,
+    ) -> impl Future<Output = ()> + Send;
+}
+
+/// `consumers` loops side by side, each receiving a batch from `queue`, handing it to the
+/// worker and settling it, until `stop`.
+pub async fn consume<Q: PulledQueue>(
+    worker: Worker,
+    queue: Arc<Q>,
+    consumers: usize,
+    stop: CancellationToken,
+) {
+    side_by_side(consumers, || {
+        consume_one(worker.clone(), queue.clone(), stop.clone())
+    })
+    .await;
+}
+
+async fn consume_one<Q: PulledQueue>(worker: Worker, queue: Arc<Q>, stop: CancellationToken) {
+    loop {
+        let received = tokio::select! {
+            _ = stop.cancelled() => return,
+            received = queue.receive() => received,
+        };
+        let pause = match received {
+            Ok(batch) if !batch.is_empty() => {
+                process(&worker, queue.as_ref(), batch).await;
+                continue;
+            }
+            Ok(_) => Q::IDLE_PAUSE,
+            Err(e) => {
+                tracing::warn!(queue = Q::NAME, error = %e.chain(), "receive failed; trying again shortly");
+                Duration::from_secs(1)
+            }
+        };
+        if !pause.is_zero() {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(pause) => {}
+            }
+        }
+    }
+}
+
+async fn process<Q: PulledQueue>(worker: &Worker, queue: &Q, batch: Vec<(Q::Receipt, Delivery)>) {
+    let (receipts, deliveries): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
+    match worker.process(&deliveries).await {
+        Ok(verdicts) => {
+            let settled = receipts
+                .into_iter()
+                .zip(&deliveries)
+                .zip(verdicts)
+                .map(|((receipt, delivery), verdict)| (receipt, delivery, verdict))
+                .collect();
+            queue.settle(settled).await;
+        }
+        Err(e) => {
+            tracing::error!(queue = Q::NAME, error = %e.chain(), "worker batch failed; it comes again");
+            queue
+                .batch_failed(receipts.into_iter().zip(&deliveries).collect())
+                .await;
+        }
+    }
+}
 
 /// Runs `consumers` (at least one) loops made by `consumer` side by side, until all have
 /// returned.
-pub(crate) async fn side_by_side<F, L>(consumers: usize, consumer: F)
+async fn side_by_side<F, L>(consumers: usize, consumer: F)
 where
     F: Fn() -> L,
     L: Future<Output = ()> + Send + 'static,
@@ -15,4 +115,21 @@ where
         loops.spawn(consumer());
     }
     while loops.join_next().await.is_some() {}
+}
+
+/// 1 s, 2 s, 4 s … capped at 30 s: short enough to watch locally.
+pub(crate) fn retry_delay(receive_count: u32) -> Duration {
+    Duration::from_secs(1u64 << receive_count.saturating_sub(1).min(5)).min(Duration::from_secs(30))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_delays_grow_and_are_capped() {
+        assert_eq!(retry_delay(1), Duration::from_secs(1));
+        assert_eq!(retry_delay(3), Duration::from_secs(4));
+        assert_eq!(retry_delay(40), Duration::from_secs(30));
+    }
 }

@@ -27,6 +27,7 @@ use fluxgate::runtime::{Function, open_store};
 use fluxgate::sink::{self, RowError, RowResult, Sink, SinkConfig, WarehouseRow};
 use fluxgate::store::{DatabaseConfig, DeliveryLog, DeliveryOutcome, DeliveryState, OutboxStatus};
 
+pub use consumers::{PulledQueue, consume};
 pub use http_trigger::{router, service};
 
 /// The worker's settings, from the environment (each also a flag; `--help` lists them).
