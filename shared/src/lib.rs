@@ -21,6 +21,8 @@ pub mod dead_letters;
 pub mod emf;
 pub mod error;
 pub mod event;
+#[cfg(any(feature = "pubsub", feature = "bigquery-storage-write"))]
+pub mod grpc;
 pub mod http;
 pub mod json_object;
 pub mod platform;

@@ -20,11 +20,12 @@ use googleapis_tonic_google_pubsub_v1::google::pubsub::v1::{
     AcknowledgeRequest, ModifyAckDeadlineRequest, PullRequest, ReceivedMessage,
 };
 use tonic::metadata::MetadataMap;
-use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
+use tonic::transport::Channel;
 
 use super::config::PubsubConfig;
 use super::{Target, target};
 use crate::error::{Error, Result};
+use crate::grpc::{GrpcStatus, lazy_channel};
 
 /// Google's global Pub/Sub endpoint (the official client's default too).
 const GOOGLE_ENDPOINT: &str = "https://pubsub.googleapis.com";
@@ -42,23 +43,6 @@ pub struct PubsubSubscription {
 
 fn pubsub_error(what: &str, status: tonic::Status) -> Error {
     Error::queue_caused(what, GrpcStatus(status))
-}
-
-/// A gRPC status as it is reported, `Code: message` (the status's own `Display` spells the
-/// code out and appends its source), keeping the status's source.
-#[derive(Debug)]
-struct GrpcStatus(tonic::Status);
-
-impl std::fmt::Display for GrpcStatus {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{:?}: {}", self.0.code(), self.0.message())
-    }
-}
-
-impl std::error::Error for GrpcStatus {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        std::error::Error::source(&self.0)
-    }
 }
 
 impl PubsubSubscription {
@@ -82,16 +66,8 @@ impl PubsubSubscription {
         let bad_endpoint = |e: tonic::transport::Error| {
             Error::dependency_caused(format!("Pub/Sub endpoint {endpoint}"), e)
         };
-        let mut channel = Endpoint::from_shared(endpoint.clone())
-            .map_err(bad_endpoint)?
-            .connect_timeout(Duration::from_secs(10));
-        if endpoint.starts_with("https://") {
-            channel = channel
-                .tls_config(ClientTlsConfig::new().with_native_roots())
-                .map_err(bad_endpoint)?;
-        }
         Ok(Self {
-            subscriber: SubscriberClient::new(channel.connect_lazy()),
+            subscriber: SubscriberClient::new(lazy_channel(&endpoint, bad_endpoint)?),
             credentials,
             name,
         })

@@ -49,12 +49,13 @@ use prost_types::field_descriptor_proto::{Label, Type};
 use prost_types::{DescriptorProto, FieldDescriptorProto};
 use tonic::codegen::tokio_stream::wrappers::ReceiverStream;
 use tonic::metadata::{MetadataMap, MetadataValue};
-use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
+use tonic::transport::Channel;
 
 use super::BigQueryTarget;
 use super::auth::GoogleAuth;
 use super::json_row::out_of_range;
 use crate::error::{Error, Result};
+use crate::grpc::{GrpcStatus, lazy_channel};
 use crate::sink::{RowError, RowResult, WarehouseRow};
 
 /// Google's Storage API endpoint.
@@ -165,18 +166,6 @@ fn grpc_error(what: String, status: tonic::Status) -> Error {
     Error::sink_caused(what, GrpcStatus(status))
 }
 
-/// `Code: message` (the status's own `Display` spells out every field).
-#[derive(Debug)]
-struct GrpcStatus(tonic::Status);
-
-impl std::fmt::Display for GrpcStatus {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{:?}: {}", self.0.code(), self.0.message())
-    }
-}
-
-impl std::error::Error for GrpcStatus {}
-
 impl StorageWriter {
     /// `endpoint` is an emulator's `http://host:port` (no credentials) or a `https://…`
     /// endpoint; Google's when `None`. Connects lazily, at the first write.
@@ -189,17 +178,8 @@ impl StorageWriter {
                 e,
             )
         };
-        let mut channel = Endpoint::from_shared(endpoint.to_owned())
-            .map_err(bad)?
-            .connect_timeout(Duration::from_secs(10))
-            .http2_keep_alive_interval(Duration::from_secs(30));
-        if endpoint.starts_with("https://") {
-            channel = channel
-                .tls_config(ClientTlsConfig::new().with_native_roots())
-                .map_err(bad)?;
-        }
         Ok(Self {
-            client: BigQueryWriteClient::new(channel.connect_lazy()),
+            client: BigQueryWriteClient::new(lazy_channel(endpoint, bad)?),
             auth,
             descriptor: descriptor(),
         })
@@ -221,6 +201,26 @@ impl StorageWriter {
         *request.metadata_mut() = metadata;
         request.set_timeout(CALL_TIMEOUT);
         Ok(request)
+    }
+
+    /// One unary call (`what` names it in errors) with the request's credentials and routing
+    /// header; a NOT_FOUND answer says the table is gone.
+    async fn unary<T, R, F, A>(
+        &self,
+        what: String,
+        message: T,
+        routing: (&str, &str),
+        call: F,
+    ) -> std::result::Result<R, Failure>
+    where
+        F: FnOnce(BigQueryWriteClient<Channel>, tonic::Request<T>) -> A,
+        A: Future<Output = std::result::Result<tonic::Response<R>, tonic::Status>>,
+    {
+        let request = self.request(message, routing).await?;
+        call(self.client.clone(), request)
+            .await
+            .map(tonic::Response::into_inner)
+            .map_err(|status| Failure::from_status(what, status))
     }
 
     /// Writes the rows (distinct keys) in one pending stream and answers for each; also
@@ -272,14 +272,13 @@ impl StorageWriter {
             }),
         };
         let stream = self
-            .client
-            .clone()
-            .create_write_stream(self.request(create, ("parent", &table)).await?)
-            .await
-            .map_err(|status| {
-                Failure::from_status(format!("BigQuery CreateWriteStream on {target}"), status)
-            })?
-            .into_inner()
+            .unary(
+                format!("BigQuery CreateWriteStream on {target}"),
+                create,
+                ("parent", &table),
+                |mut client, request| async move { client.create_write_stream(request).await },
+            )
+            .await?
             .name;
 
         self.append_all(target, &stream, rows, results).await?;
@@ -287,26 +286,25 @@ impl StorageWriter {
         let finalize = FinalizeWriteStreamRequest {
             name: stream.clone(),
         };
-        self.client
-            .clone()
-            .finalize_write_stream(self.request(finalize, ("name", &stream)).await?)
-            .await
-            .map_err(|status| {
-                Failure::from_status(format!("BigQuery FinalizeWriteStream {stream}"), status)
-            })?;
+        self.unary(
+            format!("BigQuery FinalizeWriteStream {stream}"),
+            finalize,
+            ("name", &stream),
+            |mut client, request| async move { client.finalize_write_stream(request).await },
+        )
+        .await?;
         let commit = BatchCommitWriteStreamsRequest {
             parent: table.clone(),
             write_streams: vec![stream.clone()],
         };
         let committed = self
-            .client
-            .clone()
-            .batch_commit_write_streams(self.request(commit, ("parent", &table)).await?)
-            .await
-            .map_err(|status| {
-                Failure::from_status(format!("BigQuery BatchCommitWriteStreams {stream}"), status)
-            })?
-            .into_inner();
+            .unary(
+                format!("BigQuery BatchCommitWriteStreams {stream}"),
+                commit,
+                ("parent", &table),
+                |mut client, request| async move { client.batch_commit_write_streams(request).await },
+            )
+            .await?;
         if let Some(error) = committed.stream_errors.first() {
             return Err(Failure::plain(Error::sink(format!(
                 "BigQuery BatchCommitWriteStreams {stream}: {} (code {})",
