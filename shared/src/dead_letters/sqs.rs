@@ -9,12 +9,11 @@
 
 use async_trait::async_trait;
 use aws_sdk_sqs::Client;
-use aws_sdk_sqs::types::{
-    DeleteMessageBatchRequestEntry, QueueAttributeName, SendMessageBatchRequestEntry,
-};
+use aws_sdk_sqs::types::{QueueAttributeName, SendMessageBatchRequestEntry};
 
 use super::{DeadLetters, RedriveReport};
 use crate::error::{Error, Result};
+use crate::queue::SqsQueue;
 
 /// Seconds a received dead letter stays hidden while it is resent.
 const VISIBILITY_SECONDS: i32 = 60;
@@ -23,6 +22,8 @@ const VISIBILITY_SECONDS: i32 = 60;
 pub struct SqsDeadLetters {
     client: Client,
     dead_letter_url: String,
+    /// The dead-letter queue as a queue the worker could read: what deletes resent messages.
+    dead_letters: SqsQueue,
     queue_url: String,
 }
 
@@ -32,9 +33,11 @@ impl SqsDeadLetters {
         dead_letter_url: impl Into<String>,
         queue_url: impl Into<String>,
     ) -> Self {
+        let dead_letter_url = dead_letter_url.into();
         Self {
+            dead_letters: SqsQueue::new(client.clone(), dead_letter_url.clone()),
             client,
-            dead_letter_url: dead_letter_url.into(),
+            dead_letter_url,
             queue_url: queue_url.into(),
         }
     }
@@ -108,20 +111,12 @@ impl DeadLetters for SqsDeadLetters {
                 .send()
                 .await
                 .map_err(|e| sqs_error("resend to the queue", e))?;
-            let mut deletes = Vec::new();
+            // Only what SendMessageBatch reported sent leaves the dead-letter queue.
+            let mut resent = Vec::new();
             for ok in sent.successful() {
-                let Some(message) = ok.id().parse::<usize>().ok().and_then(|i| messages.get(i))
-                else {
-                    continue;
-                };
-                if let Some(receipt) = message.receipt_handle() {
-                    deletes.push(
-                        DeleteMessageBatchRequestEntry::builder()
-                            .id(ok.id())
-                            .receipt_handle(receipt)
-                            .build()
-                            .map_err(|e| sqs_error("build a delete entry", e))?,
-                    );
+                let receipt = ok.id().parse::<usize>().ok().and_then(|i| messages.get(i));
+                if let Some(receipt) = receipt.and_then(|m| m.receipt_handle()) {
+                    resent.push(receipt.to_owned());
                 }
             }
             for failed in sent.failed() {
@@ -131,19 +126,12 @@ impl DeadLetters for SqsDeadLetters {
                     "dead letter not resent; it stays on the dead-letter queue"
                 );
             }
-            if deletes.is_empty() {
+            if resent.is_empty() {
                 // Nothing went through this round: stop rather than spin on the same messages.
                 break;
             }
-            let count = deletes.len() as u64;
-            self.client
-                .delete_message_batch()
-                .queue_url(&self.dead_letter_url)
-                .set_entries(Some(deletes))
-                .send()
-                .await
-                .map_err(|e| sqs_error("delete resent dead letters", e))?;
-            moved += count;
+            self.dead_letters.delete(&resent).await?;
+            moved += resent.len() as u64;
         }
         Ok(RedriveReport {
             moved,

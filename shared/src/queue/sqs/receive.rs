@@ -56,7 +56,7 @@ impl SqsQueue {
             .collect())
     }
 
-    /// Deletes handled messages (at most ten receipts).
+    /// Deletes handled messages (at most ten receipts): the worker's, or resent dead letters.
     pub async fn delete(&self, receipts: &[String]) -> Result<()> {
         if receipts.is_empty() {
             return Ok(());
@@ -86,7 +86,8 @@ impl SqsQueue {
                 ))
             })?;
         if let Some(failed) = output.failed().first() {
-            // Not deleted: SQS delivers it again, and the worker finds it DONE.
+            // Not deleted: SQS delivers it again, where the worker finds it DONE (or a redrive
+            // resends it, which the worker's dedup key makes harmless).
             tracing::warn!(code = failed.code(), "SQS did not delete a handled message");
         }
         Ok(())
