@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::Path;
 
-use fluxgate::api;
+use fluxgate::api::{self, Api};
 use fluxgate_tests::repository_root;
 use serde_yaml_ng::Value;
 
@@ -91,9 +91,9 @@ fn served(routes: BTreeSet<(String, String)>) -> BTreeSet<(String, String)> {
 #[test]
 fn every_route_reaches_a_function_that_serves_it_and_every_endpoint_has_a_route() {
     let routed = routes_by_binary(&template());
-    let ingest = served(api::endpoints(&fluxgate_ingest::routes()));
-    let replay = served(api::endpoints(&fluxgate_replay::routes()));
-    let metrics = served(api::endpoints(&fluxgate_metrics::routes()));
+    let ingest = served(api::endpoints(&fluxgate_ingest::IngestState::routes()));
+    let replay = served(api::endpoints(&fluxgate_replay::ReplayState::routes()));
+    let metrics = served(api::endpoints(&fluxgate_metrics::MetricsState::routes()));
     let serves: BTreeMap<&str, &BTreeSet<(String, String)>> = [
         ("fluxgate-ingest", &ingest),
         ("fluxgate-replay", &replay),

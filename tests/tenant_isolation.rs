@@ -16,6 +16,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::http::StatusCode;
+use fluxgate::api::Api;
 use fluxgate::config::{DrainConfig, Limits};
 use fluxgate::queue::{InMemoryQueue, InMemoryQueueConfig};
 use fluxgate::store::{DeliveryOutcome, OutboxStatus, Store, StoredEvent};
@@ -365,9 +366,13 @@ async fn every_route_is_isolated(kind: DbKind) {
         .iter()
         .map(|c| (c.method.to_owned(), c.route.to_owned()))
         .collect();
-    let mut routes = fluxgate::api::endpoints(&fluxgate_ingest::routes());
-    routes.extend(fluxgate::api::endpoints(&fluxgate_replay::routes()));
-    routes.extend(fluxgate::api::endpoints(&fluxgate_metrics::routes()));
+    let mut routes = fluxgate::api::endpoints(&fluxgate_ingest::IngestState::routes());
+    routes.extend(fluxgate::api::endpoints(
+        &fluxgate_replay::ReplayState::routes(),
+    ));
+    routes.extend(fluxgate::api::endpoints(
+        &fluxgate_metrics::MetricsState::routes(),
+    ));
     assert_eq!(table, routes, "the table and the functions' routes differ");
     let of = |routes: BTreeSet<(String, String)>, run: &str| -> Vec<Case> {
         cases(run)
@@ -390,15 +395,15 @@ async fn every_route_is_isolated(kind: DbKind) {
     );
     let keys = (globex.as_str(), acme.as_str());
     let ingest_cases = of(
-        fluxgate::api::endpoints(&fluxgate_ingest::routes()),
+        fluxgate::api::endpoints(&fluxgate_ingest::IngestState::routes()),
         "ingest",
     );
     let replay_cases = of(
-        fluxgate::api::endpoints(&fluxgate_replay::routes()),
+        fluxgate::api::endpoints(&fluxgate_replay::ReplayState::routes()),
         "replay",
     );
     let metrics_cases = of(
-        fluxgate::api::endpoints(&fluxgate_metrics::routes()),
+        fluxgate::api::endpoints(&fluxgate_metrics::MetricsState::routes()),
         "metrics",
     );
     assert_eq!(

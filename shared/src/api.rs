@@ -10,9 +10,10 @@ use axum::handler::Handler;
 use axum::http::{HeaderValue, Method, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodFilter, MethodRouter, get, on};
-use utoipa::OpenApi;
 use utoipa::openapi::OpenApi as Document;
+use utoipa::{IntoResponses, OpenApi};
 
+use crate::error::Problem;
 use crate::http;
 use crate::store::Readiness;
 
@@ -44,6 +45,35 @@ impl<S: Clone + Send + Sync + 'static> Route<S> {
             path,
             handler: on(filter, handler),
         }
+    }
+}
+
+/// An HTTP function's API, implemented by its state: the route table, which builds the router
+/// and names the endpoints, and the OpenAPI document of the same operations.
+pub trait Api: Clone + Send + Sync + 'static {
+    /// The document's title, e.g. "fluxgate metrics".
+    const TITLE: &'static str;
+
+    /// The function's own operations: its `#[derive(OpenApi)]` type.
+    type Operations: OpenApi;
+
+    /// Every endpoint of the function, with its handler.
+    fn routes() -> Vec<Route<Self>>;
+
+    /// The function's OpenAPI document, with the common endpoints.
+    fn openapi() -> Document {
+        document(Self::TITLE, Self::Operations::openapi())
+    }
+
+    /// The function's routes on this state, without health checks or middleware.
+    fn into_router(self) -> Router {
+        router(Self::routes()).with_state(self)
+    }
+
+    /// The function as a whole service: routes, health checks, `/openapi.json`, correlation
+    /// ids, problem+json 404s.
+    fn into_service(self, readiness: Arc<dyn Readiness>) -> Router {
+        service(self.into_router(), readiness, &Self::openapi())
     }
 }
 
@@ -85,8 +115,33 @@ pub fn documented(document: &Document) -> BTreeSet<(String, String)> {
 
 /// The endpoints every HTTP function serves besides its own: health checks and its document.
 #[derive(OpenApi)]
-#[openapi(paths(crate::http::healthz, crate::http::readyz, openapi_json))]
+#[openapi(
+    paths(crate::http::healthz, crate::http::readyz, openapi_json),
+    components(schemas(Problem))
+)]
 pub struct CommonApi;
+
+/// What a read of one tenant's figures or events may answer besides its result.
+#[derive(IntoResponses)]
+pub enum ReadProblems {
+    /// A tenant the caller may not read
+    #[response(status = 404, content_type = "application/problem+json")]
+    ForeignTenant(Problem),
+    /// A bad parameter; `field` names it
+    #[response(status = 422, content_type = "application/problem+json")]
+    BadParameter(Problem),
+}
+
+/// What an admin-only operation may answer besides its result.
+#[derive(IntoResponses)]
+pub enum AdminProblems {
+    /// Not an admin
+    #[response(status = 403, content_type = "application/problem+json")]
+    NotAdmin(Problem),
+    /// A field is invalid; `field` names it
+    #[response(status = 422, content_type = "application/problem+json")]
+    InvalidField(Problem),
+}
 
 /// The common document merged with a function's own, titled for the function. Every operation
 /// of the function's own takes an API key (see [`with_api_keys`]).

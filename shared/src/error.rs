@@ -317,7 +317,7 @@ impl Error {
 }
 
 /// An RFC 9457 problem document, with `field` naming the offending input where there is one.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Problem {
     #[serde(rename = "type")]
     pub kind: String,

@@ -15,7 +15,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
-use fluxgate::api::{self, Route};
+use fluxgate::api::{Api, Route};
 use fluxgate::auth::Authenticator;
 use fluxgate::config::Limits;
 use fluxgate::error::{Error, Result};
@@ -57,19 +57,18 @@ pub struct IngestState {
     pub auth: Authenticator,
 }
 
-/// The route table: builds the router and lists the endpoints the OpenAPI test checks.
-pub fn routes() -> Vec<Route<IngestState>> {
-    vec![
-        Route::post("/v1/events", post_event),
-        Route::post("/v1/events/batch", batch::post_batch),
-        Route::post("/v1/events/bulk", batch::post_bulk),
-        Route::get("/v1/events/{tenantId}/{eventId}", get_event),
-    ]
-}
+impl Api for IngestState {
+    const TITLE: &'static str = "fluxgate ingest";
+    type Operations = IngestApi;
 
-/// The ingest routes, without health checks or middleware (see [`service`]).
-pub fn router(state: IngestState) -> Router {
-    api::router(routes()).with_state(state)
+    fn routes() -> Vec<Route<Self>> {
+        vec![
+            Route::post("/v1/events", post_event),
+            Route::post("/v1/events/batch", batch::post_batch),
+            Route::post("/v1/events/bulk", batch::post_bulk),
+            Route::get("/v1/events/{tenantId}/{eventId}", get_event),
+        ]
+    }
 }
 
 #[derive(OpenApi)]
@@ -80,19 +79,14 @@ pub fn router(state: IngestState) -> Router {
 )]
 pub struct IngestApi;
 
-/// ingest's OpenAPI document, with the common endpoints.
-pub fn openapi() -> utoipa::openapi::OpenApi {
-    api::document("fluxgate ingest", IngestApi::openapi())
-}
-
-/// ingest as a whole service: routes, health checks, correlation ids, problem+json 404s.
+/// ingest as a whole service (see [`Api::into_service`]).
 pub fn service(store: Arc<dyn EventWriter>, limits: Limits, auth: Authenticator) -> Router {
     let state = IngestState {
         store: store.clone(),
         limits: Arc::new(limits),
         auth,
     };
-    api::service(router(state), store, &openapi())
+    state.into_service(store)
 }
 
 #[derive(Serialize)]

@@ -18,9 +18,9 @@ use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
 use chrono::TimeDelta;
 use serde::Serialize;
-use utoipa::{OpenApi, ToSchema};
+use utoipa::{IntoParams, OpenApi, ToSchema};
 
-use fluxgate::api::{self, Route};
+use fluxgate::api::{Api, ReadProblems, Route};
 use fluxgate::auth::Authenticator;
 use fluxgate::error::{Error, Result};
 use fluxgate::query::{QueryParams, check_range};
@@ -59,19 +59,18 @@ pub struct MetricsState {
     pub auth: Authenticator,
 }
 
-/// The route table: builds the router and lists the endpoints the OpenAPI test checks.
-pub fn routes() -> Vec<Route<MetricsState>> {
-    vec![
-        Route::get("/v1/outbox/summary", summary),
-        Route::get("/v1/metrics", metrics),
-        Route::get("/v1/events/failed", failed_events),
-        Route::get("/metrics", prometheus_text),
-    ]
-}
+impl Api for MetricsState {
+    const TITLE: &'static str = "fluxgate metrics";
+    type Operations = MetricsApi;
 
-/// The metrics routes, without health checks or middleware (see [`service`]).
-pub fn router(state: MetricsState) -> Router {
-    api::router(routes()).with_state(state)
+    fn routes() -> Vec<Route<Self>> {
+        vec![
+            Route::get("/v1/outbox/summary", summary),
+            Route::get("/v1/metrics", metrics),
+            Route::get("/v1/events/failed", failed_events),
+            Route::get("/metrics", prometheus_text),
+        ]
+    }
 }
 
 #[derive(OpenApi)]
@@ -82,18 +81,28 @@ pub fn router(state: MetricsState) -> Router {
 )]
 pub struct MetricsApi;
 
-/// metrics' OpenAPI document, with the common endpoints.
-pub fn openapi() -> utoipa::openapi::OpenApi {
-    api::document("fluxgate metrics", MetricsApi::openapi())
-}
-
-/// metrics as a whole service: routes, health checks, `/openapi.json`, problem+json 404s.
+/// metrics as a whole service (see [`Api::into_service`]).
 pub fn service(store: Arc<dyn OutboxMetrics>, auth: Authenticator) -> Router {
-    let routes = router(MetricsState {
+    let state = MetricsState {
         store: store.clone(),
         auth,
-    });
-    api::service(routes, store, &openapi())
+    };
+    state.into_service(store)
+}
+
+/// The query parameters that choose the events counted, as documented; [`outbox_filter`]
+/// reads them (through [`QueryParams`], so that a bad one is named in the answer).
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)] // read by QueryParams, never built
+struct FilterQuery {
+    /// One tenant (a tenant key: its own, the default)
+    #[param(rename = "tenantId")]
+    tenant_id: Option<String>,
+    /// Received at or after (RFC 3339; without an offset, UTC)
+    from: Option<String>,
+    /// Received before (RFC 3339; without an offset, UTC)
+    to: Option<String>,
 }
 
 /// `tenantId`, `from`, `to` of a query, held to what the caller may read.
@@ -112,13 +121,8 @@ fn outbox_filter(scope: &TenantScope, query: &QueryParams) -> Result<OutboxFilte
 
 /// Counts per status (pending, published, done, failed, dead) and their total.
 #[utoipa::path(get, path = "/v1/outbox/summary", tag = "metrics",
-    params(("tenantId" = Option<String>, Query, description = "One tenant (a tenant key: its own, the default)"),
-           ("from" = Option<String>, Query, description = "Received at or after (RFC 3339; without an offset, UTC)"),
-           ("to" = Option<String>, Query, description = "Received before (RFC 3339; without an offset, UTC)")),
-    responses(
-        (status = 200, description = "Counts per status", body = Summary),
-        (status = 404, description = "A tenant the caller may not read", content_type = "application/problem+json"),
-        (status = 422, description = "A bad parameter; `field` names it", content_type = "application/problem+json")))]
+    params(FilterQuery),
+    responses((status = 200, description = "Counts per status", body = Summary), ReadProblems))]
 pub async fn summary(
     State(state): State<MetricsState>,
     scope: TenantScope,
@@ -132,14 +136,9 @@ pub async fn summary(
 
 /// Counts by status and type, lag, receive-to-DONE latency (avg, p50, p95), throughput.
 #[utoipa::path(get, path = "/v1/metrics", tag = "metrics",
-    params(("tenantId" = Option<String>, Query, description = "One tenant (a tenant key: its own, the default)"),
-           ("from" = Option<String>, Query, description = "Counts: received at or after (RFC 3339)"),
-           ("to" = Option<String>, Query, description = "Counts: received before (RFC 3339)"),
+    params(FilterQuery,
            ("window" = Option<String>, Query, description = "Latency window ending now, e.g. 15m (default) or 1h; 1m to 7d")),
-    responses(
-        (status = 200, description = "The figures", body = MetricsReport),
-        (status = 404, description = "A tenant the caller may not read", content_type = "application/problem+json"),
-        (status = 422, description = "A bad parameter; `field` names it", content_type = "application/problem+json")))]
+    responses((status = 200, description = "The figures", body = MetricsReport), ReadProblems))]
 pub async fn metrics(
     State(state): State<MetricsState>,
     scope: TenantScope,
@@ -172,10 +171,7 @@ pub struct FailedPage {
     params(("tenantId" = Option<String>, Query, description = "One tenant (a tenant key: its own, the default)"),
            ("page" = Option<u64>, Query, description = "1-based page (default 1)"),
            ("limit" = Option<u64>, Query, description = "Events per page, 1 to 500 (default 50)")),
-    responses(
-        (status = 200, description = "One page", body = FailedPage),
-        (status = 404, description = "A tenant the caller may not read", content_type = "application/problem+json"),
-        (status = 422, description = "A bad parameter; `field` names it", content_type = "application/problem+json")))]
+    responses((status = 200, description = "One page", body = FailedPage), ReadProblems))]
 pub async fn failed_events(
     State(state): State<MetricsState>,
     scope: TenantScope,

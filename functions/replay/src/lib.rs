@@ -7,16 +7,15 @@
 
 use std::sync::Arc;
 
-use axum::body::Body;
-use axum::extract::{FromRef, Path, RawQuery, State};
-use axum::http::HeaderMap;
+use axum::extract::{FromRef, FromRequest, Path, RawQuery, Request, State};
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use utoipa::{OpenApi, ToSchema};
 
-use fluxgate::api::{self, Route};
-use fluxgate::auth::Authenticator;
+use fluxgate::api::{AdminProblems, Api, Route};
+use fluxgate::auth::{Admin, Authenticator};
 use fluxgate::dead_letters::{self, DeadLetters, RedriveReport};
 use fluxgate::error::{Error, Result};
 use fluxgate::event::EventKey;
@@ -71,19 +70,18 @@ pub struct ReplayState {
     pub auth: Authenticator,
 }
 
-/// The route table: builds the router and lists the endpoints the OpenAPI test checks.
-pub fn routes() -> Vec<Route<ReplayState>> {
-    vec![
-        Route::post("/v1/events/{tenantId}/{eventId}/replay", replay_event),
-        Route::post("/v1/replay", replay_matching),
-        Route::post("/v1/dlq/redrive", redrive),
-        Route::post("/v1/outbox/retry", retry_failed),
-    ]
-}
+impl Api for ReplayState {
+    const TITLE: &'static str = "fluxgate replay";
+    type Operations = ReplayApi;
 
-/// The replay routes, without health checks or middleware (see [`service`]).
-pub fn router(state: ReplayState) -> Router {
-    api::router(routes()).with_state(state)
+    fn routes() -> Vec<Route<Self>> {
+        vec![
+            Route::post("/v1/events/{tenantId}/{eventId}/replay", replay_event),
+            Route::post("/v1/replay", replay_matching),
+            Route::post("/v1/dlq/redrive", redrive),
+            Route::post("/v1/outbox/retry", retry_failed),
+        ]
+    }
 }
 
 #[derive(OpenApi)]
@@ -94,12 +92,7 @@ pub fn router(state: ReplayState) -> Router {
 )]
 pub struct ReplayApi;
 
-/// replay's OpenAPI document, with the common endpoints.
-pub fn openapi() -> utoipa::openapi::OpenApi {
-    api::document("fluxgate replay", ReplayApi::openapi())
-}
-
-/// replay as a whole service: routes, health checks, `/openapi.json`, problem+json 404s.
+/// replay as a whole service (see [`Api::into_service`]).
 pub fn service(
     store: Arc<dyn OutboxReplay>,
     dead_letters: Option<Arc<dyn DeadLetters>>,
@@ -110,7 +103,7 @@ pub fn service(
         dead_letters,
         auth,
     };
-    api::service(router(state), store, &openapi())
+    state.into_service(store)
 }
 
 /// Who is replaying, for the record. Key ids come with authentication; until then an admin
@@ -142,10 +135,9 @@ pub struct ReplayedEvent {
         (status = 409, description = "The event is not FAILED or DEAD", content_type = "application/problem+json")))]
 pub async fn replay_event(
     State(state): State<ReplayState>,
-    scope: TenantScope,
+    Admin(scope): Admin,
     Path((tenant_id, event_id)): Path<(String, String)>,
 ) -> Result<Json<ReplayedEvent>> {
-    scope.require_admin()?;
     let key = EventKey {
         tenant_id,
         event_id,
@@ -249,16 +241,12 @@ impl ReplayRequest {
 #[utoipa::path(post, path = "/v1/replay", tag = "replay", request_body = ReplayRequest,
     responses(
         (status = 200, description = "How many events moved (or would move, on a dry run)", body = ReplayAnswer),
-        (status = 403, description = "Not an admin", content_type = "application/problem+json"),
-        (status = 422, description = "A field is invalid; `field` names it", content_type = "application/problem+json")))]
+        AdminProblems))]
 pub async fn replay_matching(
     State(state): State<ReplayState>,
-    scope: TenantScope,
-    headers: HeaderMap,
-    body: Body,
+    Admin(scope): Admin,
+    OptionalJson(request): OptionalJson<ReplayRequest>,
 ) -> Result<Json<ReplayAnswer>> {
-    scope.require_admin()?;
-    let request: ReplayRequest = read_json(&headers, body).await?.unwrap_or_default();
     let (filter, dry_run) = request.into_filter()?;
     let replayed = if dry_run {
         state.store.count_replayable(&filter).await?
@@ -283,17 +271,13 @@ pub struct RedriveRequest {
 #[utoipa::path(post, path = "/v1/dlq/redrive", tag = "replay", request_body(content = RedriveRequest, description = "Optional"),
     responses(
         (status = 200, description = "Messages moved back", body = RedriveReport),
-        (status = 403, description = "Not an admin", content_type = "application/problem+json"),
         (status = 404, description = "No dead-letter queue is configured here", content_type = "application/problem+json"),
-        (status = 422, description = "A field is invalid", content_type = "application/problem+json")))]
+        AdminProblems))]
 pub async fn redrive(
     State(state): State<ReplayState>,
-    scope: TenantScope,
-    headers: HeaderMap,
-    body: Body,
+    _: Admin,
+    OptionalJson(request): OptionalJson<RedriveRequest>,
 ) -> Result<Json<RedriveReport>> {
-    scope.require_admin()?;
-    let request: RedriveRequest = read_json(&headers, body).await?.unwrap_or_default();
     let max = request.max.unwrap_or(DEFAULT_REDRIVE);
     if !(1..=MAX_REDRIVE).contains(&max) {
         return Err(Error::invalid(
@@ -354,15 +338,21 @@ pub async fn retry_failed(
     }))
 }
 
-/// The JSON body, or `None` for an empty one (every field of these bodies is optional).
-async fn read_json<T: serde::de::DeserializeOwned>(
-    headers: &HeaderMap,
-    body: Body,
-) -> Result<Option<T>> {
-    let (_, bytes) = fhttp::read_body(headers, body, MAX_BODY_BYTES).await?;
-    let text = fhttp::utf8(&bytes)?;
-    if text.trim().is_empty() {
-        return Ok(None);
+/// A small JSON body in which every field is optional, so it may be left out altogether (then
+/// `T::default()`); read with fluxgate's rules (size limit, gzip, UTF-8, errors naming the
+/// field).
+pub struct OptionalJson<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Default> FromRequest<S> for OptionalJson<T> {
+    type Rejection = Error;
+
+    async fn from_request(request: Request, _: &S) -> Result<Self> {
+        let (parts, body) = request.into_parts();
+        let (_, bytes) = fhttp::read_body(&parts.headers, body, MAX_BODY_BYTES).await?;
+        let text = fhttp::utf8(&bytes)?;
+        if text.trim().is_empty() {
+            return Ok(Self(T::default()));
+        }
+        fhttp::parse_json(text).map(Self)
     }
-    fhttp::parse_json(text).map(Some)
 }

@@ -25,3 +25,29 @@ where
             .await
     }
 }
+
+/// A caller with an admin's scope (the admin key, platform IAM, or local mode without
+/// authentication). As an extractor it answers 403 for a tenant key before the handler runs,
+/// and before any body is read; a handler that takes one cannot run for a tenant.
+#[derive(Debug, Clone)]
+pub struct Admin(pub TenantScope);
+
+impl TryFrom<TenantScope> for Admin {
+    type Error = Error;
+
+    fn try_from(scope: TenantScope) -> Result<Self, Error> {
+        scope.require_admin()?;
+        Ok(Self(scope))
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Admin
+where
+    TenantScope: FromRequestParts<S, Rejection = Error>,
+{
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        Self::try_from(TenantScope::from_request_parts(parts, state).await?)
+    }
+}

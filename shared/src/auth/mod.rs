@@ -21,6 +21,7 @@ use clap::Args;
 use crate::config::parse_duration;
 
 pub use authenticator::Authenticator;
+pub use extract::Admin;
 
 /// `FLUXGATE_AUTH`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
