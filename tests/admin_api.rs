@@ -48,6 +48,16 @@ async fn call(
     (answer.status, answer.json(), answer.text())
 }
 
+/// [`call`] with GET and no body.
+async fn get(app: &Router, uri: &str) -> (StatusCode, Value, String) {
+    call(app, Method::GET, uri, None).await
+}
+
+/// [`call`] with POST.
+async fn post(app: &Router, uri: &str, body: Option<Value>) -> (StatusCode, Value, String) {
+    call(app, Method::POST, uri, body).await
+}
+
 async fn replay_app(store: Arc<dyn Store>, dead_letters: Option<Arc<dyn DeadLetters>>) -> Router {
     let auth = authenticator(store.clone()).await;
     fluxgate_replay::service(store, dead_letters, auth)
@@ -120,7 +130,7 @@ async fn replay_then_drain_then_worker_brings_a_dead_event_to_done() {
     dead_events(&store, std::slice::from_ref(&event), "warehouse refused").await;
     let app = replay_app(store.clone(), None).await;
 
-    let (status, body, _) = call(&app, Method::POST, "/v1/events/acme/order-1/replay", None).await;
+    let (status, body, _) = post(&app, "/v1/events/acme/order-1/replay", None).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["status"], "PENDING");
 
@@ -148,9 +158,9 @@ async fn replay_then_drain_then_worker_brings_a_dead_event_to_done() {
     assert_eq!(stored.outbox.status, OutboxStatus::Done);
 
     // DONE is not replayable; an unknown event is a 404.
-    let (status, body, _) = call(&app, Method::POST, "/v1/events/acme/order-1/replay", None).await;
+    let (status, body, _) = post(&app, "/v1/events/acme/order-1/replay", None).await;
     assert_eq!(status, StatusCode::CONFLICT, "{body}");
-    let (status, _, _) = call(&app, Method::POST, "/v1/events/acme/nope/replay", None).await;
+    let (status, _, _) = post(&app, "/v1/events/acme/nope/replay", None).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     db.cleanup().await;
 }
@@ -171,7 +181,7 @@ async fn replay_by_filter_counts_on_a_dry_run_and_moves_otherwise() {
     let before = summary(store.clone()).await;
 
     let dry = json!({"tenantId": "acme", "statuses": ["DEAD"], "limit": 3, "dryRun": true});
-    let (status, body, _) = call(&app, Method::POST, "/v1/replay", Some(dry)).await;
+    let (status, body, _) = post(&app, "/v1/replay", Some(dry)).await;
     assert_eq!(
         (status, body.clone()),
         (StatusCode::OK, json!({"dryRun": true, "replayed": 3}))
@@ -192,7 +202,7 @@ async fn replay_by_filter_counts_on_a_dry_run_and_moves_otherwise() {
         (json!({"from": "yesterday"}), "from"),
         (json!({"tenant": "acme"}), "body"),
     ] {
-        let (status, body, _) = call(&app, Method::POST, "/v1/replay", Some(bad.clone())).await;
+        let (status, body, _) = post(&app, "/v1/replay", Some(bad.clone())).await;
         assert!(status.is_client_error(), "{bad}: {status}");
         if field != "body" {
             assert_eq!(body["field"], field, "{bad}: {body}");
@@ -206,7 +216,7 @@ async fn replay_by_filter_counts_on_a_dry_run_and_moves_otherwise() {
 
     let from = (base + TimeDelta::seconds(1)).to_rfc3339();
     let real = json!({"tenantId": "acme", "from": from, "limit": 100});
-    let (status, body, _) = call(&app, Method::POST, "/v1/replay", Some(real)).await;
+    let (status, body, _) = post(&app, "/v1/replay", Some(real)).await;
     assert_eq!(
         (status, body),
         (StatusCode::OK, json!({"dryRun": false, "replayed": 4}))
@@ -237,13 +247,7 @@ async fn the_reference_retry_and_summary_answer_as_written() {
     dead_events(&store, std::slice::from_ref(&dead), "refused").await;
     let app = replay_app(store.clone(), None).await;
 
-    let (status, body, _) = call(
-        &app,
-        Method::POST,
-        "/v1/outbox/retry?tenantId=tenant-123&limit=2",
-        None,
-    )
-    .await;
+    let (status, body, _) = post(&app, "/v1/outbox/retry?tenantId=tenant-123&limit=2", None).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(
         body,
@@ -281,7 +285,7 @@ async fn the_reference_retry_and_summary_answer_as_written() {
         ("/v1/outbox/retry?tenantId=tenant-123&max=5", "max"),
         ("/v1/outbox/retry", "tenantId"),
     ] {
-        let (status, body, _) = call(&app, Method::POST, uri, None).await;
+        let (status, body, _) = post(&app, uri, None).await;
         assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{uri}: {body}");
         assert_eq!(body["field"], field, "{uri}");
     }
@@ -296,7 +300,7 @@ async fn the_reference_retry_and_summary_answer_as_written() {
         naive(from),
         naive(to)
     );
-    let (status, body, _) = call(&metrics, Method::GET, &uri, None).await;
+    let (status, body, _) = get(&metrics, &uri).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(
         (
@@ -325,7 +329,7 @@ async fn metrics_match_known_rows_and_bad_parameters_are_named() {
         .expect("insert");
     let app = fluxgate_metrics::service(store.clone(), authenticator(store.clone()).await);
 
-    let (status, body, _) = call(&app, Method::GET, "/v1/outbox/summary?tenantId=acme", None).await;
+    let (status, body, _) = get(&app, "/v1/outbox/summary?tenantId=acme").await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(
         body,
@@ -336,13 +340,13 @@ async fn metrics_match_known_rows_and_bad_parameters_are_named() {
         "/v1/outbox/summary?tenantId=acme&to={}",
         to.replace('+', "%2B")
     );
-    let (_, body, _) = call(&app, Method::GET, &uri, None).await;
+    let (_, body, _) = get(&app, &uri).await;
     assert_eq!(
         (body["dead"].clone(), body["total"].clone()),
         (json!(2), json!(2))
     );
 
-    let (status, body, _) = call(&app, Method::GET, "/v1/metrics", None).await;
+    let (status, body, _) = get(&app, "/v1/metrics").await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["counts"]["total"], 5);
     assert_eq!(body["counts"]["byStatus"]["pending"], 2);
@@ -361,13 +365,7 @@ async fn metrics_match_known_rows_and_bad_parameters_are_named() {
         json!({"last1m": 0, "last5m": 0, "last15m": 0})
     );
 
-    let (status, body, _) = call(
-        &app,
-        Method::GET,
-        "/v1/events/failed?tenantId=acme&page=2&limit=2",
-        None,
-    )
-    .await;
+    let (status, body, _) = get(&app, "/v1/events/failed?tenantId=acme&page=2&limit=2").await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(
         (body["total"].clone(), body["page"].clone()),
@@ -389,7 +387,7 @@ async fn metrics_match_known_rows_and_bad_parameters_are_named() {
         ("/v1/metrics?window=forever", "window"),
         ("/v1/outbox/summary?tenantId=", "tenantId"),
     ] {
-        let (status, body, _) = call(&app, Method::GET, uri, None).await;
+        let (status, body, _) = get(&app, uri).await;
         assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{uri}: {body}");
         assert_eq!(body["field"], field, "{uri}: {body}");
     }
@@ -410,7 +408,7 @@ async fn prometheus_text_parses_and_carries_the_figures() {
         .await
         .expect("insert");
     let app = fluxgate_metrics::service(store.clone(), authenticator(store.clone()).await);
-    let (status, _, text) = call(&app, Method::GET, "/metrics", None).await;
+    let (status, _, text) = get(&app, "/metrics").await;
     assert_eq!(status, StatusCode::OK, "{text}");
 
     let helps: Vec<&str> = text.lines().filter(|l| l.starts_with("# HELP")).collect();
@@ -592,18 +590,12 @@ async fn in_memory_dead_letters_are_redriven_to_the_queue() {
     assert_eq!((queue.len(), queue.dead_letters().len()), (0, 3));
     let app = replay_app(db.store.clone(), Some(queue.clone())).await;
 
-    let (status, body, _) = call(
-        &app,
-        Method::POST,
-        "/v1/dlq/redrive",
-        Some(json!({"max": 2})),
-    )
-    .await;
+    let (status, body, _) = post(&app, "/v1/dlq/redrive", Some(json!({"max": 2}))).await;
     assert_eq!(
         (status, body),
         (StatusCode::OK, json!({"moved": 2, "remaining": 1}))
     );
-    let (status, body, _) = call(&app, Method::POST, "/v1/dlq/redrive", None).await;
+    let (status, body, _) = post(&app, "/v1/dlq/redrive", None).await;
     assert_eq!(
         (status, body),
         (StatusCode::OK, json!({"moved": 1, "remaining": 0}))
@@ -619,13 +611,7 @@ async fn in_memory_dead_letters_are_redriven_to_the_queue() {
         again.iter().all(|d| d.receive_count == 1),
         "a redriven message starts counting again"
     );
-    let (status, body, _) = call(
-        &app,
-        Method::POST,
-        "/v1/dlq/redrive",
-        Some(json!({"max": 0})),
-    )
-    .await;
+    let (status, body, _) = post(&app, "/v1/dlq/redrive", Some(json!({"max": 0}))).await;
     assert_eq!(
         (status, body["field"].clone()),
         (StatusCode::UNPROCESSABLE_ENTITY, json!("max"))
@@ -633,7 +619,7 @@ async fn in_memory_dead_letters_are_redriven_to_the_queue() {
 
     // A process without a dead-letter queue says so.
     let none = replay_app(db.store.clone(), None).await;
-    let (status, _, _) = call(&none, Method::POST, "/v1/dlq/redrive", None).await;
+    let (status, _, _) = post(&none, "/v1/dlq/redrive", None).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     db.cleanup().await;
 }
@@ -705,7 +691,7 @@ async fn check_document(
     );
 
     check_served(name, &documented, &service).await;
-    let (status, served_json, _) = call(&service, Method::GET, "/openapi.json", None).await;
+    let (status, served_json, _) = get(&service, "/openapi.json").await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(
         served_json, json,
@@ -756,7 +742,7 @@ async fn every_route_is_in_the_openapi_document_and_nothing_else() {
     let mut all = fluxgate::api::endpoints(&fluxgate_ingest::routes());
     all.extend(fluxgate::api::endpoints(&fluxgate_replay::routes()));
     all.extend(fluxgate::api::endpoints(&fluxgate_metrics::routes()));
-    let (status, body, _) = call(&local, Method::POST, "/v1/drain", None).await;
+    let (status, body, _) = post(&local, "/v1/drain", None).await;
     assert!(
         is_fallback(status, &body),
         "local serves POST /v1/drain ({status}): {body}"
@@ -848,16 +834,10 @@ async fn sqs_dead_letters_are_redriven_to_the_queue() {
     ));
     let app = replay_app(db.store.clone(), Some(redrive)).await;
 
-    let (status, body, _) = call(
-        &app,
-        Method::POST,
-        "/v1/dlq/redrive",
-        Some(json!({"max": 11})),
-    )
-    .await;
+    let (status, body, _) = post(&app, "/v1/dlq/redrive", Some(json!({"max": 11}))).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["moved"], 11);
-    let (status, body, _) = call(&app, Method::POST, "/v1/dlq/redrive", None).await;
+    let (status, body, _) = post(&app, "/v1/dlq/redrive", None).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body, json!({"moved": 2, "remaining": 0}));
 
