@@ -63,15 +63,21 @@ async fn replay_app(store: Arc<dyn Store>, dead_letters: Option<Arc<dyn DeadLett
     fluxgate_replay::service(store, dead_letters, auth)
 }
 
-/// `count` events of acme, `<prefix>0`, `<prefix>1`, …, received a second apart from `base`,
-/// made DEAD with `error` ([`dead_events`]).
+async fn metrics_app(store: Arc<dyn Store>) -> Router {
+    let auth = authenticator(store.clone()).await;
+    fluxgate_metrics::service(store, auth)
+}
+
+/// `count` events of acme, `<prefix>0`, `<prefix>1`, …, received a second apart from `ago`
+/// before now, made DEAD with `error` ([`dead_events`]). Answers when the first was received.
 async fn dead_acme_events(
     store: &Arc<dyn Store>,
     prefix: &str,
     count: i64,
-    base: DateTime<Utc>,
+    ago: TimeDelta,
     error: &str,
-) {
+) -> DateTime<Utc> {
+    let base = fluxgate::now() - ago;
     let events: Vec<Event> = (0..count)
         .map(|i| {
             event_at(
@@ -82,6 +88,7 @@ async fn dead_acme_events(
         })
         .collect();
     dead_events(store, &events, error).await;
+    base
 }
 
 /// Inserts `events`, publishes them with the real drain, and records each as DEAD with `error`.
@@ -168,17 +175,15 @@ async fn replay_then_drain_then_worker_brings_a_dead_event_to_done() {
 #[tokio::test]
 async fn replay_by_filter_counts_on_a_dry_run_and_moves_otherwise() {
     let db = TestDb::from_env().await;
-    let store = db.store.clone();
-    let base = fluxgate::now() - TimeDelta::hours(1);
-    dead_acme_events(&store, "e", 5, base, "boom").await;
-    let app = replay_app(store.clone(), None).await;
-    let summary = |store: Arc<dyn Store>| async move {
-        store
+    let base = dead_acme_events(&db.store, "e", 5, TimeDelta::hours(1), "boom").await;
+    let app = replay_app(db.store.clone(), None).await;
+    let summary = || async {
+        db.store
             .status_counts(&Default::default())
             .await
             .expect("counts")
     };
-    let before = summary(store.clone()).await;
+    let before = summary().await;
 
     let dry = json!({"tenantId": "acme", "statuses": ["DEAD"], "limit": 3, "dryRun": true});
     let (status, body, _) = post(&app, "/v1/replay", Some(dry)).await;
@@ -186,11 +191,7 @@ async fn replay_by_filter_counts_on_a_dry_run_and_moves_otherwise() {
         (status, body.clone()),
         (StatusCode::OK, json!({"dryRun": true, "replayed": 3}))
     );
-    assert_eq!(
-        summary(store.clone()).await,
-        before,
-        "a dry run changed rows"
-    );
+    assert_eq!(summary().await, before, "a dry run changed rows");
 
     for (bad, field) in [
         (json!({"statuses": ["DONE"]}), "statuses[0]"),
@@ -207,11 +208,7 @@ async fn replay_by_filter_counts_on_a_dry_run_and_moves_otherwise() {
         if field != "body" {
             assert_eq!(body["field"], field, "{bad}: {body}");
         }
-        assert_eq!(
-            summary(store.clone()).await,
-            before,
-            "a refused replay changed rows"
-        );
+        assert_eq!(summary().await, before, "a refused replay changed rows");
     }
 
     let from = (base + TimeDelta::seconds(1)).to_rfc3339();
@@ -221,7 +218,7 @@ async fn replay_by_filter_counts_on_a_dry_run_and_moves_otherwise() {
         (status, body),
         (StatusCode::OK, json!({"dryRun": false, "replayed": 4}))
     );
-    let after = summary(store.clone()).await;
+    let after = summary().await;
     assert_eq!((after.pending, after.dead), (4, 1));
     db.cleanup().await;
 }
@@ -230,22 +227,21 @@ async fn replay_by_filter_counts_on_a_dry_run_and_moves_otherwise() {
 #[tokio::test]
 async fn the_reference_retry_and_summary_answer_as_written() {
     let db = TestDb::from_env().await;
-    let store = db.store.clone();
     let base = fluxgate::now() - TimeDelta::minutes(30);
     let failed: Vec<Event> = (0..3)
         .map(|i| event_at("tenant-123", &format!("f{i}"), base + TimeDelta::seconds(i)))
         .chain([event_at("globex", "g0", base)])
         .collect();
     settled_events(
-        &store,
+        &db.store,
         &failed,
         OutboxStatus::Failed,
         "503 from the warehouse",
     )
     .await;
     let dead = event_at("tenant-123", "d0", base);
-    dead_events(&store, std::slice::from_ref(&dead), "refused").await;
-    let app = replay_app(store.clone(), None).await;
+    dead_events(&db.store, std::slice::from_ref(&dead), "refused").await;
+    let app = replay_app(db.store.clone(), None).await;
 
     let (status, body, _) = post(&app, "/v1/outbox/retry?tenantId=tenant-123&limit=2", None).await;
     assert_eq!(status, StatusCode::OK, "{body}");
@@ -253,7 +249,8 @@ async fn the_reference_retry_and_summary_answer_as_written() {
         body,
         json!({"tenantId": "tenant-123", "retriedCount": 2, "message": "Retried 2 failed records"})
     );
-    let statuses = store
+    let statuses = db
+        .store
         .statuses(&[
             failed[0].key(),
             failed[1].key(),
@@ -270,7 +267,7 @@ async fn the_reference_retry_and_summary_answer_as_written() {
     }
 
     // The tenant's own key, tenantId left out: its own tenant; the DEAD row stays.
-    let own = fluxgate_tests::tenant_key(store.as_ref(), "tenant-123").await;
+    let own = fluxgate_tests::tenant_key(db.store.as_ref(), "tenant-123").await;
     let request = router::json_request("POST", "/v1/outbox/retry", Some(&own), None);
     let answer = router::send(&app, request).await;
     assert_eq!(answer.status, StatusCode::OK, "{}", answer.text());
@@ -291,7 +288,7 @@ async fn the_reference_retry_and_summary_answer_as_written() {
     }
 
     // The summary with naive timestamps (UTC), as the reference clients send them.
-    let metrics = fluxgate_metrics::service(store.clone(), authenticator(store.clone()).await);
+    let metrics = metrics_app(db.store.clone()).await;
     let naive = |at: chrono::DateTime<chrono::Utc>| at.format("%Y-%m-%dT%H:%M:%S").to_string();
     let from = base - TimeDelta::minutes(1);
     let to = fluxgate::now() + TimeDelta::minutes(1);
@@ -318,16 +315,14 @@ async fn the_reference_retry_and_summary_answer_as_written() {
 #[tokio::test]
 async fn metrics_match_known_rows_and_bad_parameters_are_named() {
     let db = TestDb::from_env().await;
-    let store = db.store.clone();
-    let base = fluxgate::now() - TimeDelta::minutes(30);
-    dead_acme_events(&store, "d", 3, base, "row rejected").await;
+    let base = dead_acme_events(&db.store, "d", 3, TimeDelta::minutes(30), "row rejected").await;
     let pending = event_at("acme", "p0", base + TimeDelta::minutes(10));
     let other = event_at("globex", "g0", base);
-    store
+    db.store
         .insert_events(&[pending, other])
         .await
         .expect("insert");
-    let app = fluxgate_metrics::service(store.clone(), authenticator(store.clone()).await);
+    let app = metrics_app(db.store.clone()).await;
 
     let (status, body, _) = get(&app, "/v1/outbox/summary?tenantId=acme").await;
     assert_eq!(status, StatusCode::OK, "{body}");
@@ -397,17 +392,12 @@ async fn metrics_match_known_rows_and_bad_parameters_are_named() {
 #[tokio::test]
 async fn prometheus_text_parses_and_carries_the_figures() {
     let db = TestDb::from_env().await;
-    let store = db.store.clone();
-    let base = fluxgate::now() - TimeDelta::minutes(10);
-    let dead: Vec<Event> = (0..2)
-        .map(|i| event_at("acme", &format!("d{i}"), base))
-        .collect();
-    dead_events(&store, &dead, "x").await;
-    store
+    let base = dead_acme_events(&db.store, "d", 2, TimeDelta::minutes(10), "x").await;
+    db.store
         .insert_events(&[event_at("acme", "p", base)])
         .await
         .expect("insert");
-    let app = fluxgate_metrics::service(store.clone(), authenticator(store.clone()).await);
+    let app = metrics_app(db.store.clone()).await;
     let (status, _, text) = get(&app, "/metrics").await;
     assert_eq!(status, StatusCode::OK, "{text}");
 
@@ -464,7 +454,7 @@ async fn prometheus_text_parses_and_carries_the_figures() {
     );
 
     let report = fluxgate_metrics::report::collect(
-        store.as_ref(),
+        db.store.as_ref(),
         &Default::default(),
         TimeDelta::minutes(15),
         fluxgate::now(),
@@ -485,78 +475,81 @@ async fn prometheus_text_parses_and_carries_the_figures() {
     db.cleanup().await;
 }
 
+/// The status of a handler's answer.
+async fn status_of(answer: impl Future<Output = impl IntoResponse>) -> StatusCode {
+    answer.await.into_response().status()
+}
+
 #[tokio::test]
 async fn a_tenant_cannot_read_another_tenants_figures_or_replay() {
+    use fluxgate_metrics::{failed_events, metrics, prometheus_text, summary};
+    use fluxgate_replay::{redrive, replay_event, replay_matching};
+
     let db = TestDb::from_env().await;
     let store = db.store.clone();
     dead_events(&store, &[event_at("acme", "a1", fluxgate::now())], "x").await;
-    let metrics = MetricsState {
+    let metrics_state = MetricsState {
         store: store.clone(),
         auth: authenticator(store.clone()).await,
     };
-    let replay = ReplayState {
+    let replay_state = ReplayState {
         store: store.clone(),
         dead_letters: None,
         auth: authenticator(store.clone()).await,
     };
+    let on_metrics = || State(metrics_state.clone());
+    let on_replay = || State(replay_state.clone());
     let globex = || TenantScope::Tenant("globex".into());
     let acme = || TenantScope::Tenant("acme".into());
-    let query = |q: &str| RawQuery(Some(q.to_owned()));
-    let status_of = |r: axum::response::Response| r.status();
+    let of_acme = || RawQuery(Some("tenantId=acme".to_owned()));
 
     // Reads: another tenant's figures are a 404, as if they did not exist.
-    let r = fluxgate_metrics::summary(State(metrics.clone()), globex(), query("tenantId=acme"))
-        .await
-        .into_response();
-    assert_eq!(status_of(r), StatusCode::NOT_FOUND);
-    let r =
-        fluxgate_metrics::failed_events(State(metrics.clone()), globex(), query("tenantId=acme"))
-            .await
-            .into_response();
-    assert_eq!(status_of(r), StatusCode::NOT_FOUND);
-    let r = fluxgate_metrics::metrics(State(metrics.clone()), globex(), query("tenantId=acme"))
-        .await
-        .into_response();
-    assert_eq!(status_of(r), StatusCode::NOT_FOUND);
+    let reads = [
+        status_of(summary(on_metrics(), globex(), of_acme())).await,
+        status_of(failed_events(on_metrics(), globex(), of_acme())).await,
+        status_of(metrics(on_metrics(), globex(), of_acme())).await,
+    ];
+    assert_eq!(
+        reads,
+        [StatusCode::NOT_FOUND; 3],
+        "summary, failed events, metrics"
+    );
     // Without a tenantId a tenant key sees its own tenant only.
-    let own = fluxgate_metrics::failed_events(State(metrics.clone()), globex(), RawQuery(None))
+    let own = failed_events(on_metrics(), globex(), RawQuery(None))
         .await
         .expect("own");
     assert_eq!(own.0.total, 0);
-    let own = fluxgate_metrics::failed_events(State(metrics.clone()), acme(), RawQuery(None))
+    let own = failed_events(on_metrics(), acme(), RawQuery(None))
         .await
         .expect("own");
     assert_eq!(own.0.total, 1);
-    // Across tenants is for admins.
-    let r = fluxgate_metrics::prometheus_text(State(metrics.clone()), acme())
-        .await
-        .into_response();
-    assert_eq!(status_of(r), StatusCode::FORBIDDEN);
 
-    // Replays are admin-only, even of the tenant's own events.
-    let r = fluxgate_replay::replay_event(
-        State(replay.clone()),
-        acme(),
-        Path(("acme".into(), "a1".into())),
-    )
-    .await
-    .into_response();
-    assert_eq!(status_of(r), StatusCode::FORBIDDEN);
+    // Across tenants is for admins; so are replays, even of the tenant's own events.
+    let a1 = Path(("acme".to_owned(), "a1".to_owned()));
     let body = Body::from(json!({"tenantId": "acme"}).to_string());
-    let r =
-        fluxgate_replay::replay_matching(State(replay.clone()), globex(), HeaderMap::new(), body)
-            .await
-            .into_response();
-    assert_eq!(status_of(r), StatusCode::FORBIDDEN);
-    let r = fluxgate_replay::redrive(
-        State(replay.clone()),
-        acme(),
-        HeaderMap::new(),
-        Body::empty(),
-    )
-    .await
-    .into_response();
-    assert_eq!(status_of(r), StatusCode::FORBIDDEN);
+    let admin_only = [
+        status_of(prometheus_text(on_metrics(), acme())).await,
+        status_of(replay_event(on_replay(), acme(), a1)).await,
+        status_of(replay_matching(
+            on_replay(),
+            globex(),
+            HeaderMap::new(),
+            body,
+        ))
+        .await,
+        status_of(redrive(
+            on_replay(),
+            acme(),
+            HeaderMap::new(),
+            Body::empty(),
+        ))
+        .await,
+    ];
+    assert_eq!(
+        admin_only,
+        [StatusCode::FORBIDDEN; 4],
+        "prometheus text, replay of an event, replay by filter, redrive"
+    );
     let after = store
         .get_event(&fluxgate_tests::key("acme", "a1"))
         .await
@@ -725,7 +718,7 @@ async fn every_route_is_in_the_openapi_document_and_nothing_else() {
         "metrics",
         fluxgate::api::endpoints(&fluxgate_metrics::routes()),
         &fluxgate_metrics::openapi(),
-        fluxgate_metrics::service(store.clone(), authenticator(store.clone()).await),
+        metrics_app(store.clone()).await,
     )
     .await;
 
