@@ -174,13 +174,18 @@ impl TestBigQuery {
 
     /// What the worker reads to write into this test's dataset (streaming inserts).
     pub fn sink_config(&self) -> SinkConfig {
+        self.sink_config_in(BigQueryWriteMode::Streaming)
+    }
+
+    /// What the worker reads to write into this test's dataset in `mode`.
+    pub fn sink_config_in(&self, mode: BigQueryWriteMode) -> SinkConfig {
         SinkConfig {
             sink: SinkKind::Bigquery,
             local_files: LocalFilesConfig {
                 warehouse_dir: std::env::temp_dir(),
                 roll: Default::default(),
             },
-            bigquery: self.config_in(BigQueryWriteMode::Streaming),
+            bigquery: self.config_in(mode),
         }
     }
 

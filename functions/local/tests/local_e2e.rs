@@ -425,7 +425,8 @@ async fn a_kill_loses_nothing_and_a_restart_carries_on() {
 #[tokio::test]
 async fn a_restart_redelivers_published_rows_without_a_second_warehouse_row() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = open_store(&sqlite_url(dir.path())).await;
+    let url = sqlite_url(dir.path());
+    let store = open_store(&url).await;
     let events: Vec<_> = (0..5).map(|i| event("acme", &format!("p{i}"))).collect();
     store.insert_events(&events).await.expect("insert");
     let now = fluxgate::now();
