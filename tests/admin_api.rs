@@ -48,20 +48,36 @@ async fn call(
     (answer.status, answer.json(), answer.text())
 }
 
+/// [`call`] with GET and no body.
+async fn get(app: &Router, uri: &str) -> (StatusCode, Value, String) {
+    call(app, Method::GET, uri, None).await
+}
+
+/// [`call`] with POST.
+async fn post(app: &Router, uri: &str, body: Option<Value>) -> (StatusCode, Value, String) {
+    call(app, Method::POST, uri, body).await
+}
+
 async fn replay_app(store: Arc<dyn Store>, dead_letters: Option<Arc<dyn DeadLetters>>) -> Router {
     let auth = authenticator(store.clone()).await;
     fluxgate_replay::service(store, dead_letters, auth)
 }
 
-/// `count` events of acme, `<prefix>0`, `<prefix>1`, …, received a second apart from `base`,
-/// made DEAD with `error` ([`dead_events`]).
+async fn metrics_app(store: Arc<dyn Store>) -> Router {
+    let auth = authenticator(store.clone()).await;
+    fluxgate_metrics::service(store, auth)
+}
+
+/// `count` events of acme, `<prefix>0`, `<prefix>1`, …, received a second apart from `ago`
+/// before now, made DEAD with `error` ([`dead_events`]). Answers when the first was received.
 async fn dead_acme_events(
     store: &Arc<dyn Store>,
     prefix: &str,
     count: i64,
-    base: DateTime<Utc>,
+    ago: TimeDelta,
     error: &str,
-) {
+) -> DateTime<Utc> {
+    let base = fluxgate::now() - ago;
     let events: Vec<Event> = (0..count)
         .map(|i| {
             event_at(
@@ -72,6 +88,7 @@ async fn dead_acme_events(
         })
         .collect();
     dead_events(store, &events, error).await;
+    base
 }
 
 /// Inserts `events`, publishes them with the real drain, and records each as DEAD with `error`.
@@ -120,7 +137,7 @@ async fn replay_then_drain_then_worker_brings_a_dead_event_to_done() {
     dead_events(&store, std::slice::from_ref(&event), "warehouse refused").await;
     let app = replay_app(store.clone(), None).await;
 
-    let (status, body, _) = call(&app, Method::POST, "/v1/events/acme/order-1/replay", None).await;
+    let (status, body, _) = post(&app, "/v1/events/acme/order-1/replay", None).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["status"], "PENDING");
 
@@ -148,9 +165,9 @@ async fn replay_then_drain_then_worker_brings_a_dead_event_to_done() {
     assert_eq!(stored.outbox.status, OutboxStatus::Done);
 
     // DONE is not replayable; an unknown event is a 404.
-    let (status, body, _) = call(&app, Method::POST, "/v1/events/acme/order-1/replay", None).await;
+    let (status, body, _) = post(&app, "/v1/events/acme/order-1/replay", None).await;
     assert_eq!(status, StatusCode::CONFLICT, "{body}");
-    let (status, _, _) = call(&app, Method::POST, "/v1/events/acme/nope/replay", None).await;
+    let (status, _, _) = post(&app, "/v1/events/acme/nope/replay", None).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     db.cleanup().await;
 }
@@ -158,29 +175,23 @@ async fn replay_then_drain_then_worker_brings_a_dead_event_to_done() {
 #[tokio::test]
 async fn replay_by_filter_counts_on_a_dry_run_and_moves_otherwise() {
     let db = TestDb::from_env().await;
-    let store = db.store.clone();
-    let base = fluxgate::now() - TimeDelta::hours(1);
-    dead_acme_events(&store, "e", 5, base, "boom").await;
-    let app = replay_app(store.clone(), None).await;
-    let summary = |store: Arc<dyn Store>| async move {
-        store
+    let base = dead_acme_events(&db.store, "e", 5, TimeDelta::hours(1), "boom").await;
+    let app = replay_app(db.store.clone(), None).await;
+    let summary = || async {
+        db.store
             .status_counts(&Default::default())
             .await
             .expect("counts")
     };
-    let before = summary(store.clone()).await;
+    let before = summary().await;
 
     let dry = json!({"tenantId": "acme", "statuses": ["DEAD"], "limit": 3, "dryRun": true});
-    let (status, body, _) = call(&app, Method::POST, "/v1/replay", Some(dry)).await;
+    let (status, body, _) = post(&app, "/v1/replay", Some(dry)).await;
     assert_eq!(
         (status, body.clone()),
         (StatusCode::OK, json!({"dryRun": true, "replayed": 3}))
     );
-    assert_eq!(
-        summary(store.clone()).await,
-        before,
-        "a dry run changed rows"
-    );
+    assert_eq!(summary().await, before, "a dry run changed rows");
 
     for (bad, field) in [
         (json!({"statuses": ["DONE"]}), "statuses[0]"),
@@ -192,26 +203,22 @@ async fn replay_by_filter_counts_on_a_dry_run_and_moves_otherwise() {
         (json!({"from": "yesterday"}), "from"),
         (json!({"tenant": "acme"}), "body"),
     ] {
-        let (status, body, _) = call(&app, Method::POST, "/v1/replay", Some(bad.clone())).await;
+        let (status, body, _) = post(&app, "/v1/replay", Some(bad.clone())).await;
         assert!(status.is_client_error(), "{bad}: {status}");
         if field != "body" {
             assert_eq!(body["field"], field, "{bad}: {body}");
         }
-        assert_eq!(
-            summary(store.clone()).await,
-            before,
-            "a refused replay changed rows"
-        );
+        assert_eq!(summary().await, before, "a refused replay changed rows");
     }
 
     let from = (base + TimeDelta::seconds(1)).to_rfc3339();
     let real = json!({"tenantId": "acme", "from": from, "limit": 100});
-    let (status, body, _) = call(&app, Method::POST, "/v1/replay", Some(real)).await;
+    let (status, body, _) = post(&app, "/v1/replay", Some(real)).await;
     assert_eq!(
         (status, body),
         (StatusCode::OK, json!({"dryRun": false, "replayed": 4}))
     );
-    let after = summary(store.clone()).await;
+    let after = summary().await;
     assert_eq!((after.pending, after.dead), (4, 1));
     db.cleanup().await;
 }
@@ -220,36 +227,30 @@ async fn replay_by_filter_counts_on_a_dry_run_and_moves_otherwise() {
 #[tokio::test]
 async fn the_reference_retry_and_summary_answer_as_written() {
     let db = TestDb::from_env().await;
-    let store = db.store.clone();
     let base = fluxgate::now() - TimeDelta::minutes(30);
     let failed: Vec<Event> = (0..3)
         .map(|i| event_at("tenant-123", &format!("f{i}"), base + TimeDelta::seconds(i)))
         .chain([event_at("globex", "g0", base)])
         .collect();
     settled_events(
-        &store,
+        &db.store,
         &failed,
         OutboxStatus::Failed,
         "503 from the warehouse",
     )
     .await;
     let dead = event_at("tenant-123", "d0", base);
-    dead_events(&store, std::slice::from_ref(&dead), "refused").await;
-    let app = replay_app(store.clone(), None).await;
+    dead_events(&db.store, std::slice::from_ref(&dead), "refused").await;
+    let app = replay_app(db.store.clone(), None).await;
 
-    let (status, body, _) = call(
-        &app,
-        Method::POST,
-        "/v1/outbox/retry?tenantId=tenant-123&limit=2",
-        None,
-    )
-    .await;
+    let (status, body, _) = post(&app, "/v1/outbox/retry?tenantId=tenant-123&limit=2", None).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(
         body,
         json!({"tenantId": "tenant-123", "retriedCount": 2, "message": "Retried 2 failed records"})
     );
-    let statuses = store
+    let statuses = db
+        .store
         .statuses(&[
             failed[0].key(),
             failed[1].key(),
@@ -266,7 +267,7 @@ async fn the_reference_retry_and_summary_answer_as_written() {
     }
 
     // The tenant's own key, tenantId left out: its own tenant; the DEAD row stays.
-    let own = fluxgate_tests::tenant_key(store.as_ref(), "tenant-123").await;
+    let own = fluxgate_tests::tenant_key(db.store.as_ref(), "tenant-123").await;
     let request = router::json_request("POST", "/v1/outbox/retry", Some(&own), None);
     let answer = router::send(&app, request).await;
     assert_eq!(answer.status, StatusCode::OK, "{}", answer.text());
@@ -281,13 +282,13 @@ async fn the_reference_retry_and_summary_answer_as_written() {
         ("/v1/outbox/retry?tenantId=tenant-123&max=5", "max"),
         ("/v1/outbox/retry", "tenantId"),
     ] {
-        let (status, body, _) = call(&app, Method::POST, uri, None).await;
+        let (status, body, _) = post(&app, uri, None).await;
         assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{uri}: {body}");
         assert_eq!(body["field"], field, "{uri}");
     }
 
     // The summary with naive timestamps (UTC), as the reference clients send them.
-    let metrics = fluxgate_metrics::service(store.clone(), authenticator(store.clone()).await);
+    let metrics = metrics_app(db.store.clone()).await;
     let naive = |at: chrono::DateTime<chrono::Utc>| at.format("%Y-%m-%dT%H:%M:%S").to_string();
     let from = base - TimeDelta::minutes(1);
     let to = fluxgate::now() + TimeDelta::minutes(1);
@@ -296,7 +297,7 @@ async fn the_reference_retry_and_summary_answer_as_written() {
         naive(from),
         naive(to)
     );
-    let (status, body, _) = call(&metrics, Method::GET, &uri, None).await;
+    let (status, body, _) = get(&metrics, &uri).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(
         (
@@ -314,18 +315,16 @@ async fn the_reference_retry_and_summary_answer_as_written() {
 #[tokio::test]
 async fn metrics_match_known_rows_and_bad_parameters_are_named() {
     let db = TestDb::from_env().await;
-    let store = db.store.clone();
-    let base = fluxgate::now() - TimeDelta::minutes(30);
-    dead_acme_events(&store, "d", 3, base, "row rejected").await;
+    let base = dead_acme_events(&db.store, "d", 3, TimeDelta::minutes(30), "row rejected").await;
     let pending = event_at("acme", "p0", base + TimeDelta::minutes(10));
     let other = event_at("globex", "g0", base);
-    store
+    db.store
         .insert_events(&[pending, other])
         .await
         .expect("insert");
-    let app = fluxgate_metrics::service(store.clone(), authenticator(store.clone()).await);
+    let app = metrics_app(db.store.clone()).await;
 
-    let (status, body, _) = call(&app, Method::GET, "/v1/outbox/summary?tenantId=acme", None).await;
+    let (status, body, _) = get(&app, "/v1/outbox/summary?tenantId=acme").await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(
         body,
@@ -336,13 +335,13 @@ async fn metrics_match_known_rows_and_bad_parameters_are_named() {
         "/v1/outbox/summary?tenantId=acme&to={}",
         to.replace('+', "%2B")
     );
-    let (_, body, _) = call(&app, Method::GET, &uri, None).await;
+    let (_, body, _) = get(&app, &uri).await;
     assert_eq!(
         (body["dead"].clone(), body["total"].clone()),
         (json!(2), json!(2))
     );
 
-    let (status, body, _) = call(&app, Method::GET, "/v1/metrics", None).await;
+    let (status, body, _) = get(&app, "/v1/metrics").await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["counts"]["total"], 5);
     assert_eq!(body["counts"]["byStatus"]["pending"], 2);
@@ -361,13 +360,7 @@ async fn metrics_match_known_rows_and_bad_parameters_are_named() {
         json!({"last1m": 0, "last5m": 0, "last15m": 0})
     );
 
-    let (status, body, _) = call(
-        &app,
-        Method::GET,
-        "/v1/events/failed?tenantId=acme&page=2&limit=2",
-        None,
-    )
-    .await;
+    let (status, body, _) = get(&app, "/v1/events/failed?tenantId=acme&page=2&limit=2").await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(
         (body["total"].clone(), body["page"].clone()),
@@ -389,7 +382,7 @@ async fn metrics_match_known_rows_and_bad_parameters_are_named() {
         ("/v1/metrics?window=forever", "window"),
         ("/v1/outbox/summary?tenantId=", "tenantId"),
     ] {
-        let (status, body, _) = call(&app, Method::GET, uri, None).await;
+        let (status, body, _) = get(&app, uri).await;
         assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{uri}: {body}");
         assert_eq!(body["field"], field, "{uri}: {body}");
     }
@@ -399,18 +392,13 @@ async fn metrics_match_known_rows_and_bad_parameters_are_named() {
 #[tokio::test]
 async fn prometheus_text_parses_and_carries_the_figures() {
     let db = TestDb::from_env().await;
-    let store = db.store.clone();
-    let base = fluxgate::now() - TimeDelta::minutes(10);
-    let dead: Vec<Event> = (0..2)
-        .map(|i| event_at("acme", &format!("d{i}"), base))
-        .collect();
-    dead_events(&store, &dead, "x").await;
-    store
+    let base = dead_acme_events(&db.store, "d", 2, TimeDelta::minutes(10), "x").await;
+    db.store
         .insert_events(&[event_at("acme", "p", base)])
         .await
         .expect("insert");
-    let app = fluxgate_metrics::service(store.clone(), authenticator(store.clone()).await);
-    let (status, _, text) = call(&app, Method::GET, "/metrics", None).await;
+    let app = metrics_app(db.store.clone()).await;
+    let (status, _, text) = get(&app, "/metrics").await;
     assert_eq!(status, StatusCode::OK, "{text}");
 
     let helps: Vec<&str> = text.lines().filter(|l| l.starts_with("# HELP")).collect();
@@ -466,7 +454,7 @@ async fn prometheus_text_parses_and_carries_the_figures() {
     );
 
     let report = fluxgate_metrics::report::collect(
-        store.as_ref(),
+        db.store.as_ref(),
         &Default::default(),
         TimeDelta::minutes(15),
         fluxgate::now(),
@@ -487,54 +475,59 @@ async fn prometheus_text_parses_and_carries_the_figures() {
     db.cleanup().await;
 }
 
+/// The status of a handler's answer.
+async fn status_of(answer: impl Future<Output = impl IntoResponse>) -> StatusCode {
+    answer.await.into_response().status()
+}
+
 #[tokio::test]
 async fn a_tenant_cannot_read_another_tenants_figures_or_replay() {
+    use fluxgate_metrics::{failed_events, metrics, prometheus_text, summary};
+
     let db = TestDb::from_env().await;
     let store = db.store.clone();
     dead_events(&store, &[event_at("acme", "a1", fluxgate::now())], "x").await;
-    let metrics = MetricsState {
+    let metrics_state = MetricsState {
         store: store.clone(),
         auth: authenticator(store.clone()).await,
     };
+    let on_metrics = || State(metrics_state.clone());
     let globex = || TenantScope::Tenant("globex".into());
     let acme = || TenantScope::Tenant("acme".into());
-    let query = |q: &str| RawQuery(Some(q.to_owned()));
-    let status_of = |r: axum::response::Response| r.status();
+    let of_acme = || RawQuery(Some("tenantId=acme".to_owned()));
 
     // Reads: another tenant's figures are a 404, as if they did not exist.
-    let r = fluxgate_metrics::summary(State(metrics.clone()), globex(), query("tenantId=acme"))
-        .await
-        .into_response();
-    assert_eq!(status_of(r), StatusCode::NOT_FOUND);
-    let r =
-        fluxgate_metrics::failed_events(State(metrics.clone()), globex(), query("tenantId=acme"))
-            .await
-            .into_response();
-    assert_eq!(status_of(r), StatusCode::NOT_FOUND);
-    let r = fluxgate_metrics::metrics(State(metrics.clone()), globex(), query("tenantId=acme"))
-        .await
-        .into_response();
-    assert_eq!(status_of(r), StatusCode::NOT_FOUND);
+    let reads = [
+        status_of(summary(on_metrics(), globex(), of_acme())).await,
+        status_of(failed_events(on_metrics(), globex(), of_acme())).await,
+        status_of(metrics(on_metrics(), globex(), of_acme())).await,
+    ];
+    assert_eq!(
+        reads,
+        [StatusCode::NOT_FOUND; 3],
+        "summary, failed events, metrics"
+    );
     // Without a tenantId a tenant key sees its own tenant only.
-    let own = fluxgate_metrics::failed_events(State(metrics.clone()), globex(), RawQuery(None))
+    let own = failed_events(on_metrics(), globex(), RawQuery(None))
         .await
         .expect("own");
     assert_eq!(own.0.total, 0);
-    let own = fluxgate_metrics::failed_events(State(metrics.clone()), acme(), RawQuery(None))
+    let own = failed_events(on_metrics(), acme(), RawQuery(None))
         .await
         .expect("own");
     assert_eq!(own.0.total, 1);
-    // Across tenants is for admins.
-    let r = fluxgate_metrics::prometheus_text(State(metrics.clone()), acme())
-        .await
-        .into_response();
-    assert_eq!(status_of(r), StatusCode::FORBIDDEN);
 
+    // Across tenants is for admins.
+    assert_eq!(
+        status_of(prometheus_text(on_metrics(), acme())).await,
+        StatusCode::FORBIDDEN,
+        "prometheus text"
+    );
     // Replays are admin-only, even of the tenant's own events: their handlers take an `Admin`,
     // which a tenant's scope is not (403, before any body is read).
     for tenant in [acme(), globex()] {
         let refused = Admin::try_from(tenant).expect_err("a tenant is no admin");
-        assert_eq!(status_of(refused.into_response()), StatusCode::FORBIDDEN);
+        assert_eq!(refused.into_response().status(), StatusCode::FORBIDDEN);
     }
     let after = store
         .get_event(&fluxgate_tests::key("acme", "a1"))
@@ -569,18 +562,12 @@ async fn in_memory_dead_letters_are_redriven_to_the_queue() {
     assert_eq!((queue.len(), queue.dead_letters().len()), (0, 3));
     let app = replay_app(db.store.clone(), Some(queue.clone())).await;
 
-    let (status, body, _) = call(
-        &app,
-        Method::POST,
-        "/v1/dlq/redrive",
-        Some(json!({"max": 2})),
-    )
-    .await;
+    let (status, body, _) = post(&app, "/v1/dlq/redrive", Some(json!({"max": 2}))).await;
     assert_eq!(
         (status, body),
         (StatusCode::OK, json!({"moved": 2, "remaining": 1}))
     );
-    let (status, body, _) = call(&app, Method::POST, "/v1/dlq/redrive", None).await;
+    let (status, body, _) = post(&app, "/v1/dlq/redrive", None).await;
     assert_eq!(
         (status, body),
         (StatusCode::OK, json!({"moved": 1, "remaining": 0}))
@@ -596,13 +583,7 @@ async fn in_memory_dead_letters_are_redriven_to_the_queue() {
         again.iter().all(|d| d.receive_count == 1),
         "a redriven message starts counting again"
     );
-    let (status, body, _) = call(
-        &app,
-        Method::POST,
-        "/v1/dlq/redrive",
-        Some(json!({"max": 0})),
-    )
-    .await;
+    let (status, body, _) = post(&app, "/v1/dlq/redrive", Some(json!({"max": 0}))).await;
     assert_eq!(
         (status, body["field"].clone()),
         (StatusCode::UNPROCESSABLE_ENTITY, json!("max"))
@@ -610,7 +591,7 @@ async fn in_memory_dead_letters_are_redriven_to_the_queue() {
 
     // A process without a dead-letter queue says so.
     let none = replay_app(db.store.clone(), None).await;
-    let (status, _, _) = call(&none, Method::POST, "/v1/dlq/redrive", None).await;
+    let (status, _, _) = post(&none, "/v1/dlq/redrive", None).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     db.cleanup().await;
 }
@@ -682,7 +663,7 @@ async fn check_document(
     );
 
     check_served(name, &documented, &service).await;
-    let (status, served_json, _) = call(&service, Method::GET, "/openapi.json", None).await;
+    let (status, served_json, _) = get(&service, "/openapi.json").await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(
         served_json, json,
@@ -716,7 +697,7 @@ async fn every_route_is_in_the_openapi_document_and_nothing_else() {
         "metrics",
         fluxgate::api::endpoints(&fluxgate_metrics::MetricsState::routes()),
         &fluxgate_metrics::MetricsState::openapi(),
-        fluxgate_metrics::service(store.clone(), authenticator(store.clone()).await),
+        metrics_app(store.clone()).await,
     )
     .await;
 
@@ -737,7 +718,7 @@ async fn every_route_is_in_the_openapi_document_and_nothing_else() {
     all.extend(fluxgate::api::endpoints(
         &fluxgate_metrics::MetricsState::routes(),
     ));
-    let (status, body, _) = call(&local, Method::POST, "/v1/drain", None).await;
+    let (status, body, _) = post(&local, "/v1/drain", None).await;
     assert!(
         is_fallback(status, &body),
         "local serves POST /v1/drain ({status}): {body}"
@@ -829,16 +810,10 @@ async fn sqs_dead_letters_are_redriven_to_the_queue() {
     ));
     let app = replay_app(db.store.clone(), Some(redrive)).await;
 
-    let (status, body, _) = call(
-        &app,
-        Method::POST,
-        "/v1/dlq/redrive",
-        Some(json!({"max": 11})),
-    )
-    .await;
+    let (status, body, _) = post(&app, "/v1/dlq/redrive", Some(json!({"max": 11}))).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["moved"], 11);
-    let (status, body, _) = call(&app, Method::POST, "/v1/dlq/redrive", None).await;
+    let (status, body, _) = post(&app, "/v1/dlq/redrive", None).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body, json!({"moved": 2, "remaining": 0}));
 

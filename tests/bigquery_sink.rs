@@ -14,7 +14,7 @@ use fluxgate::sink::bigquery::{
     BigQueryCredentials, BigQuerySink, BigQueryTarget, BigQueryWriteMode, CLUSTERING_FIELDS,
     PARTITION_FIELD, events_schema,
 };
-use fluxgate::sink::{self, RowError, Sink, SinkConfig, WarehouseRow};
+use fluxgate::sink::{self, RowError, Sink, WarehouseRow};
 use fluxgate::store::OutboxStatus;
 use fluxgate_tests::aws::{create_secret, moto_config};
 use fluxgate_tests::{TestBigQuery, TestDb, event, event_with_payload};
@@ -48,6 +48,17 @@ fn varied_events() -> Vec<Event> {
         .map(Into::into);
     full.correlation_id = Some("c-123".into());
     vec![full, event("acme", "e-plain"), event("globex", "e-other")]
+}
+
+/// [`varied_events`], the third with an event time BigQuery refuses: a TIMESTAMP past
+/// 9999-12-31.
+fn varied_events_the_third_refused() -> Vec<Event> {
+    let mut events = varied_events();
+    events[2].event_ts = Utc
+        .with_ymd_and_hms(10_000, 6, 1, 0, 0, 0)
+        .single()
+        .expect("chrono reaches year 10000");
+    events
 }
 
 #[tokio::test]
@@ -209,15 +220,17 @@ fn deliveries(events: &[Event], receive_count: u32) -> Vec<Delivery> {
         .collect()
 }
 
-/// Stores `events`, and delivers each once to a worker whose sink is built the way the worker
-/// binary builds it (FLUXGATE_SINK=bigquery, emulator endpoint); the worker and its verdicts.
+/// Stores `events`, and delivers each once to a worker whose sink, writing in `mode`, is built
+/// the way the worker binary builds it (FLUXGATE_SINK=bigquery, emulator endpoint); the worker
+/// and its verdicts.
 async fn store_and_deliver(
     db: &TestDb,
     bq: &TestBigQuery,
+    mode: BigQueryWriteMode,
     events: &[Event],
 ) -> (Worker, Vec<Verdict>) {
     db.store.insert_events(events).await.expect("insert");
-    let sink = sink::connect(&bq.sink_config()).await.expect("sink");
+    let sink = sink::connect(&bq.sink_config_in(mode)).await.expect("sink");
     let worker = Worker::new(db.store.clone(), sink, WorkerConfig::default());
     let verdicts = worker
         .process(&deliveries(events, 1))
@@ -228,10 +241,10 @@ async fn store_and_deliver(
 
 #[tokio::test]
 async fn the_worker_loads_deliveries_into_bigquery_once_and_records_done() {
-    let db = TestDb::postgres().await;
-    let bq = TestBigQuery::new().await;
+    let (db, bq) = tokio::join!(TestDb::postgres(), TestBigQuery::new());
     let events = varied_events();
-    let (worker, verdicts) = store_and_deliver(&db, &bq, &events).await;
+    let (worker, verdicts) =
+        store_and_deliver(&db, &bq, BigQueryWriteMode::Streaming, &events).await;
     assert_eq!(verdicts, vec![Verdict::Ack; events.len()]);
     let keys: Vec<_> = events.iter().map(Event::key).collect();
     let statuses = db.store.statuses(&keys).await.expect("statuses");
@@ -257,21 +270,14 @@ async fn the_worker_loads_deliveries_into_bigquery_once_and_records_done() {
     assert_eq!(verdicts, vec![Verdict::Ack; events.len()]);
     assert_eq!(bq.rows().await, written);
 
-    bq.cleanup().await;
-    db.cleanup().await;
+    tokio::join!(bq.cleanup(), db.cleanup());
 }
 
 #[tokio::test]
 async fn the_worker_records_a_refused_row_dead_and_loads_the_rest() {
-    let db = TestDb::postgres().await;
-    let bq = TestBigQuery::new().await;
-    let mut events = varied_events();
-    let far = Utc
-        .with_ymd_and_hms(10_000, 6, 1, 0, 0, 0)
-        .single()
-        .expect("chrono reaches year 10000");
-    events[2].event_ts = far;
-    let (_, verdicts) = store_and_deliver(&db, &bq, &events).await;
+    let (db, bq) = tokio::join!(TestDb::postgres(), TestBigQuery::new());
+    let events = varied_events_the_third_refused();
+    let (_, verdicts) = store_and_deliver(&db, &bq, BigQueryWriteMode::Streaming, &events).await;
     // Refused for good: acknowledged (no point in redelivering) and recorded DEAD.
     assert_eq!(verdicts, vec![Verdict::Ack; 3]);
     let keys: Vec<_> = events.iter().map(Event::key).collect();
@@ -282,8 +288,7 @@ async fn the_worker_records_a_refused_row_dead_and_loads_the_rest() {
     let written: Vec<_> = bq.rows().await.into_iter().map(|r| r.key()).collect();
     assert_eq!(written, vec![keys[0].clone(), keys[1].clone()]);
 
-    bq.cleanup().await;
-    db.cleanup().await;
+    tokio::join!(bq.cleanup(), db.cleanup());
 }
 
 fn config_with_secret(secret_id: &str) -> BigQueryConfig {
@@ -393,17 +398,10 @@ async fn bigquery_storage_write_and_load_write_rows_equal_to_the_events() {
 #[tokio::test]
 async fn bigquery_a_redelivered_batch_adds_no_row_in_storage_write_and_load() {
     for mode in EXACTLY_ONCE_MODES {
-        let db = TestDb::postgres().await;
-        let bq = TestBigQuery::new().await;
+        let (db, bq) = tokio::join!(TestDb::postgres(), TestBigQuery::new());
         let events = varied_events();
         db.store.insert_events(&events).await.expect("insert");
-        let sink = sink::connect(&SinkConfig {
-            sink: sink::SinkKind::Bigquery,
-            local_files: bq.sink_config().local_files,
-            bigquery: bq.config_in(mode),
-        })
-        .await
-        .expect("sink");
+        let sink = sink::connect(&bq.sink_config_in(mode)).await.expect("sink");
         // The first delivery's write, committed; its DONE never recorded.
         let first = rows_of(&events);
         assert_eq!(
@@ -423,8 +421,7 @@ async fn bigquery_a_redelivered_batch_adds_no_row_in_storage_write_and_load() {
             "{mode:?}: {statuses:?}"
         );
         assert_eq!(bq.rows().await, sorted(first), "{mode:?}: no second row");
-        bq.cleanup().await;
-        db.cleanup().await;
+        tokio::join!(bq.cleanup(), db.cleanup());
     }
 }
 
@@ -433,24 +430,9 @@ async fn bigquery_a_redelivered_batch_adds_no_row_in_storage_write_and_load() {
 #[tokio::test]
 async fn bigquery_a_refused_row_is_dead_with_the_reason_in_storage_write_and_load() {
     for mode in EXACTLY_ONCE_MODES {
-        let db = TestDb::postgres().await;
-        let bq = TestBigQuery::new().await;
-        let mut events = varied_events();
-        events[2].event_ts = Utc
-            .with_ymd_and_hms(10_000, 6, 1, 0, 0, 0)
-            .single()
-            .expect("chrono reaches year 10000");
-        db.store.insert_events(&events).await.expect("insert");
-        let sink = bq.sink_in(mode).await;
-        let worker = Worker::new(
-            db.store.clone(),
-            std::sync::Arc::new(sink),
-            WorkerConfig::default(),
-        );
-        let verdicts = worker
-            .process(&deliveries(&events, 1))
-            .await
-            .expect("process");
+        let (db, bq) = tokio::join!(TestDb::postgres(), TestBigQuery::new());
+        let events = varied_events_the_third_refused();
+        let (_, verdicts) = store_and_deliver(&db, &bq, mode, &events).await;
         assert_eq!(verdicts, vec![Verdict::Ack; 3], "{mode:?}");
         let stored = db
             .store
@@ -466,7 +448,6 @@ async fn bigquery_a_refused_row_is_dead_with_the_reason_in_storage_write_and_loa
         );
         let written: Vec<_> = bq.rows().await.into_iter().map(|r| r.key()).collect();
         assert_eq!(written, vec![events[0].key(), events[1].key()], "{mode:?}");
-        bq.cleanup().await;
-        db.cleanup().await;
+        tokio::join!(bq.cleanup(), db.cleanup());
     }
 }

@@ -502,6 +502,15 @@ impl Findings {
     fn assert_none(self, what: &str) {
         assert!(self.0.is_empty(), "{what}:\n  - {}", self.0.join("\n  - "));
     }
+
+    /// `check` run on each manifest of cloudrun/, with the problems it finds.
+    fn of_each_manifest(mut check: impl FnMut(&Manifest, &mut Findings)) -> Findings {
+        let mut findings = Findings::default();
+        for m in manifests() {
+            check(&m, &mut findings);
+        }
+        findings
+    }
 }
 
 fn awaited<'a>(list: &'a [(&'a str, &'a str)], name: &str) -> Option<&'a str> {
@@ -648,8 +657,7 @@ fn every_function_on_cloud_run_has_one_manifest_of_the_right_kind() {
 #[test]
 fn each_manifest_runs_an_existing_function_binary() {
     let code = Code::scan();
-    let mut findings = Findings::default();
-    for m in manifests() {
+    Findings::of_each_manifest(|m, findings| {
         let name = m.name();
         match (code.bins.contains_key(name), awaited(AWAITED_BINS, name)) {
             (true, Some(branch)) => {
@@ -675,8 +683,8 @@ fn each_manifest_runs_an_existing_function_binary() {
         findings.check(image == expected, || {
             format!("{}: image {image:?}, expected {expected:?}", m.file)
         });
-    }
-    findings.assert_none("function binaries");
+    })
+    .assert_none("function binaries");
 }
 
 #[test]
@@ -688,8 +696,7 @@ fn every_environment_variable_is_one_the_function_reads_with_a_value_it_accepts(
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string())),
     );
-    let mut findings = Findings::default();
-    for m in manifests() {
+    Findings::of_each_manifest(|m, findings| {
         let bin = m.name();
         for var in m.env() {
             let name = var["name"].as_str().unwrap_or_default();
@@ -739,15 +746,14 @@ fn every_environment_variable_is_one_the_function_reads_with_a_value_it_accepts(
                 }
             }
         }
-    }
-    findings.assert_none("environment variables");
+    })
+    .assert_none("environment variables");
 }
 
 #[test]
 fn placeholders_are_the_ones_the_deploy_script_substitutes() {
     let script = DeployScript::read();
-    let mut findings = Findings::default();
-    for m in manifests() {
+    let mut findings = Findings::of_each_manifest(|m, findings| {
         for name in placeholders(&m.text) {
             findings.check(script.manifest_vars.contains(&name), || {
                 format!(
@@ -756,7 +762,7 @@ fn placeholders_are_the_ones_the_deploy_script_substitutes() {
                 )
             });
         }
-    }
+    });
     // Each deploy-time placeholder has an example here, each pipeline setting a default.
     let pipeline = pipeline_settings();
     for name in &script.manifest_vars {
@@ -775,8 +781,7 @@ fn placeholders_are_the_ones_the_deploy_script_substitutes() {
 #[test]
 fn services_probe_the_health_routes_and_jobs_have_limits() {
     let code = Code::scan();
-    let mut findings = Findings::default();
-    for m in manifests() {
+    Findings::of_each_manifest(|m, findings| {
         let bin = m.name();
         let c = m.container();
         for limit in ["cpu", "memory"] {
@@ -799,7 +804,7 @@ fn services_probe_the_health_routes_and_jobs_have_limits() {
                 c.get("startupProbe").is_none() && c.get("livenessProbe").is_none(),
                 || format!("{}: Cloud Run jobs take no probes", m.file),
             );
-            continue;
+            return;
         }
         findings.check((1..=3600).contains(&timeout), || {
             format!("{}: timeoutSeconds {timeout}", m.file)
@@ -843,14 +848,16 @@ fn services_probe_the_health_routes_and_jobs_have_limits() {
                 )
             });
         }
-    }
-    findings.assert_none("probes and limits");
+    })
+    .assert_none("probes and limits");
 }
 
 #[test]
 fn nothing_but_ingest_can_be_made_public() {
-    let mut findings = Findings::default();
-    for m in manifests().iter().filter(|m| m.kind() == "Service") {
+    let mut findings = Findings::of_each_manifest(|m, findings| {
+        if m.kind() != "Service" {
+            return;
+        }
         findings.check(
             m.annotation("run.googleapis.com/invoker-iam-disabled") != Some("true"),
             || format!("{}: invoker IAM check disabled makes it public", m.file),
@@ -868,7 +875,7 @@ fn nothing_but_ingest_can_be_made_public() {
                 format!("{}: the worker's ingress must be internal", m.file)
             });
         }
-    }
+    });
     // The only public binding the deploy script can make is ingest's (INGEST_ACCESS=public).
     let script = DeployScript::read();
     findings.check(
@@ -895,9 +902,8 @@ fn nothing_but_ingest_can_be_made_public() {
 
 #[test]
 fn each_function_runs_as_its_own_service_account() {
-    let mut findings = Findings::default();
     let mut accounts = BTreeSet::new();
-    for m in manifests() {
+    Findings::of_each_manifest(|m, findings| {
         let account = m.pod()["serviceAccountName"].as_str().unwrap_or_default();
         findings.check(
             account.starts_with("fluxgate-")
@@ -912,8 +918,8 @@ fn each_function_runs_as_its_own_service_account() {
         findings.check(accounts.insert(account.to_string()), || {
             format!("{}: {account} is shared", m.file)
         });
-    }
-    findings.assert_none("service accounts");
+    })
+    .assert_none("service accounts");
 }
 
 #[test]

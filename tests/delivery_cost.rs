@@ -140,8 +140,7 @@ fn at_most_one_per(requests: usize, what: &str) {
 
 #[tokio::test]
 async fn pubsub_into_bigquery_takes_one_request_per_200_events_at_the_defaults() {
-    let db = TestDb::sqlite().await;
-    let bq = TestBigQuery::new().await;
+    let (db, bq) = tokio::join!(TestDb::sqlite(), TestBigQuery::new());
     let server = PubsubTestServer::start(&[TOPIC]).await;
     let events = kibibyte_events();
     db.store.insert_events(&events).await.expect("insert");
@@ -173,14 +172,12 @@ async fn pubsub_into_bigquery_takes_one_request_per_200_events_at_the_defaults()
     }
     at_most_one_per(insert_all.load(Ordering::SeqCst), "insertAll requests");
     assert_all_done(&db, &bq, &events).await;
-    bq.cleanup().await;
-    db.cleanup().await;
+    tokio::join!(bq.cleanup(), db.cleanup());
 }
 
 #[tokio::test]
 async fn sqs_into_bigquery_takes_one_request_per_200_events_at_the_defaults() {
-    let db = TestDb::sqlite().await;
-    let bq = TestBigQuery::new().await;
+    let (db, bq) = tokio::join!(TestDb::sqlite(), TestBigQuery::new());
     let queue = TestQueue::create().await;
     let events = kibibyte_events();
     db.store.insert_events(&events).await.expect("insert");
@@ -217,6 +214,5 @@ async fn sqs_into_bigquery_takes_one_request_per_200_events_at_the_defaults() {
     at_most_one_per(insert_all.load(Ordering::SeqCst), "insertAll requests");
     assert_all_done(&db, &bq, &events).await;
     queue.delete().await;
-    bq.cleanup().await;
-    db.cleanup().await;
+    tokio::join!(bq.cleanup(), db.cleanup());
 }

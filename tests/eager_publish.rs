@@ -19,7 +19,7 @@ use fluxgate::queue::{InMemoryQueue, InMemoryQueueConfig, PublishResult, Queue, 
 use fluxgate::store::{EventWriter, OutboxStatus};
 use fluxgate_outbox_drain::{Drain, EagerConfig, EagerWriter};
 use fluxgate_tests::pubsub_server::PubsubTestServer;
-use fluxgate_tests::{DbKind, TestDb, event, far_deadline};
+use fluxgate_tests::{DbKind, TestDb, event, far_deadline, per_database};
 use tonic::Code;
 
 const TOPIC: &str = "projects/fluxgate-test/topics/events";
@@ -131,20 +131,7 @@ async fn eager_publish_and_drain_runs_racing_publish_each_event_once(kind: DbKin
     db.cleanup().await;
 }
 
-#[tokio::test]
-async fn eager_publish_races_the_drain_on_postgres() {
-    eager_publish_and_drain_runs_racing_publish_each_event_once(DbKind::Postgres).await;
-}
-
-#[tokio::test]
-async fn eager_publish_races_the_drain_on_mariadb() {
-    eager_publish_and_drain_runs_racing_publish_each_event_once(DbKind::MariaDb).await;
-}
-
-#[tokio::test]
-async fn eager_publish_races_the_drain_on_sqlite() {
-    eager_publish_and_drain_runs_racing_publish_each_event_once(DbKind::Sqlite).await;
-}
+per_database!(#[tokio::test] eager_publish_and_drain_runs_racing_publish_each_event_once: postgres, mariadb, sqlite);
 
 #[tokio::test]
 async fn an_event_eager_publish_cannot_publish_stays_pending_for_the_drain() {

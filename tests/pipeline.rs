@@ -327,12 +327,6 @@ async fn the_worker_records_done_failed_and_dead_and_never_writes_twice() {
     // The declared fake around the real file warehouse (see fluxgate_tests::FlakySink): it
     // fails order.flaky transiently and order.refused permanently.
     let (events, sink) = outcome_events(db.store.as_ref(), warehouse.path()).await;
-    let OutcomeEvents {
-        ok,
-        flaky,
-        last: last_try,
-        refused,
-    } = &events;
     let worker = Worker::new(
         db.store.clone(),
         sink.clone(),
@@ -340,10 +334,10 @@ async fn the_worker_records_done_failed_and_dead_and_never_writes_twice() {
     );
 
     let mut batch = vec![
-        delivery(ok, 1),
-        delivery(flaky, 1),
-        delivery(last_try, 3),
-        delivery(refused, 1),
+        delivery(&events.ok, 1),
+        delivery(&events.flaky, 1),
+        delivery(&events.last, 3),
+        delivery(&events.refused, 1),
     ];
     batch.push(Delivery {
         message_id: "garbage".into(),
@@ -377,12 +371,12 @@ async fn the_worker_records_done_failed_and_dead_and_never_writes_twice() {
     // (at-least-once): one more row, not two.
     sink.heal();
     let verdicts = worker
-        .process(&[delivery(flaky, 2), delivery(ok, 2)])
+        .process(&[delivery(&events.flaky, 2), delivery(&events.ok, 2)])
         .await
         .expect("process");
     assert_eq!(verdicts, vec![Verdict::Ack, Verdict::Ack]);
     assert_eq!(
-        db.stored(&flaky.key()).await.outbox.status,
+        db.stored(&events.flaky.key()).await.outbox.status,
         OutboxStatus::Done
     );
     assert_eq!(warehouse_row_count(warehouse.path()), 2);
@@ -390,9 +384,15 @@ async fn the_worker_records_done_failed_and_dead_and_never_writes_twice() {
     // A redelivered DONE event is acknowledged without touching the warehouse, even while
     // the warehouse would fail it.
     sink.fail_transiently("order.created");
-    let verdicts = worker.process(&[delivery(ok, 3)]).await.expect("process");
+    let verdicts = worker
+        .process(&[delivery(&events.ok, 3)])
+        .await
+        .expect("process");
     assert_eq!(verdicts, vec![Verdict::Ack]);
-    assert_eq!(db.stored(&ok.key()).await.outbox.status, OutboxStatus::Done);
+    assert_eq!(
+        db.stored(&events.ok.key()).await.outbox.status,
+        OutboxStatus::Done
+    );
     assert_eq!(warehouse_row_count(warehouse.path()), 2);
     db.cleanup().await;
 }

@@ -17,16 +17,11 @@ use fluxgate::event::Event;
 use fluxgate::sink::WarehouseRow;
 use fluxgate::sink::bigquery::BigQueryWriteMode;
 use fluxgate_tests::bench::{self, LocalProcess, Sql};
-use fluxgate_tests::{DbKind, TestBigQuery, TestDb, event_with_payload};
+use fluxgate_tests::{DbKind, TestBigQuery, TestDb, WRITE_MODES, event_with_payload};
 use gcp_bigquery_client::model::table_data_insert_all_request::TableDataInsertAllRequest;
 use serde_json::json;
 
 const EVENTS: usize = 20_000;
-const MODES: [BigQueryWriteMode; 3] = [
-    BigQueryWriteMode::StorageWrite,
-    BigQueryWriteMode::Load,
-    BigQueryWriteMode::Streaming,
-];
 
 fn events(count: usize) -> Vec<Event> {
     (0..count)
@@ -145,15 +140,12 @@ async fn plain_client(all: &[Event]) -> (f64, f64) {
 fn main() {
     let count = EVENTS * bench::scale();
     let rounds = bench::rounds();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let runtime = bench::runtime();
     let all = events(count);
     let per_100k = |requests: f64| requests * 100_000.0 / count as f64;
     let load_before = bench::load_average();
     let mut baseline = (0.0_f64, 0.0_f64);
-    let mut best: Vec<(f64, f64)> = vec![(0.0, 0.0); MODES.len()];
+    let mut best: Vec<(f64, f64)> = vec![(0.0, 0.0); WRITE_MODES.len()];
     for round in 1..=rounds {
         runtime.block_on(async {
             let plain_first = round % 2 == 1;
@@ -164,7 +156,7 @@ fn main() {
                     baseline = (rate, requests);
                 }
             }
-            for (i, mode) in MODES.iter().enumerate() {
+            for (i, mode) in WRITE_MODES.iter().enumerate() {
                 let (rate, requests) = through_fluxgate(*mode, &all).await;
                 eprintln!(
                     "round {round}: {} {rate:.0} rows/s, {:.0} requests per 100k",
@@ -195,7 +187,7 @@ fn main() {
         "| mode | rows/s | requests per 100,000 events | rows/s / plain client |".into(),
         "|---|---:|---:|---:|".into(),
     ];
-    for (mode, (rate, requests)) in MODES.iter().zip(&best) {
+    for (mode, (rate, requests)) in WRITE_MODES.iter().zip(&best) {
         table.push(format!(
             "| {} | {rate:.0} | {:.0} | {:.2} |",
             mode.as_str(),

@@ -119,10 +119,7 @@ fn pgbench(url: &str, events: usize) -> Duration {
 fn main() {
     let events = EVENTS * bench::scale();
     let rounds = bench::rounds();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let runtime = bench::runtime();
     let mut table = vec![
         format!(
             "\nDrain + delivery of {events} PENDING events, release fluxgate-local against one raw SQL client, best of {rounds} rounds\n"

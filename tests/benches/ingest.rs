@@ -144,10 +144,7 @@ async fn raw_sql(db: &TestDb, workload: Workload) -> f64 {
 
 fn main() {
     let rounds = bench::rounds();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let runtime = bench::runtime();
     let load_before = bench::load_average();
     let mut rows = Vec::new();
     let mut peak_rss = 0_u64;

@@ -44,6 +44,14 @@ pub fn databases(default: &str) -> Vec<DbKind> {
         .collect()
 }
 
+/// The multi-threaded tokio runtime a benchmark's `main` runs its rounds on.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
 pub fn rate(events: usize, elapsed: Duration) -> f64 {
     events as f64 / elapsed.as_secs_f64()
 }

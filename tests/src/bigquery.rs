@@ -30,6 +30,27 @@ pub const BIGQUERY_PROJECT: &str = "fluxgate-test";
 const DEFAULT_BIGQUERY_URL: &str = "http://127.0.0.1:9050";
 const TABLE: &str = "events";
 
+/// Every way the BigQuery sink writes, for a check to run in each.
+pub const WRITE_MODES: [BigQueryWriteMode; 3] = [
+    BigQueryWriteMode::StorageWrite,
+    BigQueryWriteMode::Load,
+    BigQueryWriteMode::Streaming,
+];
+
+/// Runs `check` in each of the [`WRITE_MODES`], one after the other, and fails naming the mode
+/// in which it failed.
+pub async fn in_each_write_mode<Check>(check: impl Fn(BigQueryWriteMode) -> Check)
+where
+    Check: Future<Output = ()> + Send + 'static,
+{
+    for mode in WRITE_MODES {
+        // A task of its own, so that a failure anywhere in the check is caught here.
+        if let Err(failure) = tokio::spawn(check(mode)).await {
+            panic!("in BigQuery write mode {mode:?}: {failure}");
+        }
+    }
+}
+
 /// A dataset of its own on the emulator for one test. Nothing is created here: the sink under
 /// test creates dataset and table at its first write.
 pub struct TestBigQuery {
@@ -153,13 +174,18 @@ impl TestBigQuery {
 
     /// What the worker reads to write into this test's dataset (streaming inserts).
     pub fn sink_config(&self) -> SinkConfig {
+        self.sink_config_in(BigQueryWriteMode::Streaming)
+    }
+
+    /// What the worker reads to write into this test's dataset in `mode`.
+    pub fn sink_config_in(&self, mode: BigQueryWriteMode) -> SinkConfig {
         SinkConfig {
             sink: SinkKind::Bigquery,
             local_files: LocalFilesConfig {
                 warehouse_dir: std::env::temp_dir(),
                 roll: Default::default(),
             },
-            bigquery: self.config_in(BigQueryWriteMode::Streaming),
+            bigquery: self.config_in(mode),
         }
     }
 

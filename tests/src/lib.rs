@@ -8,7 +8,8 @@
 //!   payload hash, and small helpers for keys and claims.
 //! - [`tenant_key`], [`authenticator`], [`ADMIN_KEY`]: real API keys and authenticators.
 //! - [`TestBigQuery`]: a dataset of its own per test on the bqemulator that `scripts/test.sh`
-//!   starts (`FLUXGATE_TEST_BIGQUERY_URL`), with rows and table metadata read back.
+//!   starts (`FLUXGATE_TEST_BIGQUERY_URL`), with rows and table metadata read back;
+//!   [`in_each_write_mode`] runs one check in each of its [`WRITE_MODES`].
 //! - [`pubsub_server`]: a Pub/Sub gRPC test server (the one mock of the suite; see there why).
 //! - [`FlakySink`]: the one declared fake — a real warehouse that fails chosen rows on demand.
 //! - [`CapturedLog`]: everything a test logs, at every level, in a buffer.
@@ -39,7 +40,9 @@ pub mod pubsub_server;
 pub mod router;
 
 pub use auth::{ADMIN_KEY, auth_config, authenticator, authenticator_with, tenant_key};
-pub use bigquery::{BIGQUERY_PROJECT, BIGQUERY_URL_ENV, TestBigQuery};
+pub use bigquery::{
+    BIGQUERY_PROJECT, BIGQUERY_URL_ENV, TestBigQuery, WRITE_MODES, in_each_write_mode,
+};
 pub use db::{
     DbKind, MYSQL_URL_ENV, POSTGRES_URL_ENV, TEST_DB_ENV, TEST_DB_PREFIX, TestDb, database_config,
     database_exists,

@@ -5,6 +5,7 @@
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
@@ -14,7 +15,8 @@ use fluxgate::sink::{LocalFileSink, Sink, WarehouseRow};
 use fluxgate::store::{ClaimRequest, OutboxStatus, Store};
 use fluxgate_local::LocalConfig;
 use fluxgate_tests::{
-    DbKind, Deadline, TestBigQuery, TestDb, database_config, event, free_port, per_database,
+    DbKind, Deadline, TestBigQuery, TestDb, database_config, event, free_port, in_each_write_mode,
+    per_database,
 };
 use serde_json::{Value, json};
 
@@ -187,6 +189,28 @@ fn sqlite_url(data_dir: &Path) -> String {
     format!("sqlite://{}", data_dir.join("fluxgate.db").display())
 }
 
+/// The store at `url`, opened as local opens it.
+async fn open_store(url: &str) -> Arc<dyn Store> {
+    fluxgate::store::connect(url, &database_config(url))
+        .await
+        .expect("open the database")
+}
+
+/// Posts the batch `body` to `local`, and waits (60 s at most) until each of its events, `keys`,
+/// is DONE in local's SQLite database in `data_dir`, which it answers.
+async fn post_until_done(
+    local: &LocalProcess,
+    data_dir: &Path,
+    body: &Value,
+    keys: &[EventKey],
+) -> Arc<dyn Store> {
+    let (status, answer) = local.post("/v1/events/batch", body).await;
+    assert_eq!(status, 200, "{answer}");
+    let store = open_store(&sqlite_url(data_dir)).await;
+    wait_all_done(store.as_ref(), keys, Duration::from_secs(60)).await;
+    store
+}
+
 /// Every warehouse row's key, and how many rows there are (to see duplicates).
 fn warehouse(data_dir: &Path) -> (usize, HashSet<(String, String)>) {
     let root = data_dir.join("warehouse");
@@ -255,17 +279,25 @@ async fn wait_all_done(store: &dyn Store, keys: &[EventKey], within: Duration) {
     }
 }
 
-fn batch(tenant: &str, count: usize) -> (Value, Vec<EventKey>) {
-    let events: Vec<Value> = (0..count)
-        .map(|i| json!({"tenantId": tenant, "eventId": format!("e{i:05}"), "eventType": "page.viewed", "payload": {"n": i}}))
-        .collect();
-    let keys = (0..count)
-        .map(|i| EventKey {
-            tenant_id: tenant.into(),
-            event_id: format!("e{i:05}"),
+/// The body of a batch of `events`, and the keys they are stored under.
+fn batch_of(events: Vec<Value>) -> (Value, Vec<EventKey>) {
+    let field = |event: &Value, name: &str| event[name].as_str().expect(name).to_owned();
+    let keys = events
+        .iter()
+        .map(|event| EventKey {
+            tenant_id: field(event, "tenantId"),
+            event_id: field(event, "eventId"),
         })
         .collect();
     (json!({ "events": events }), keys)
+}
+
+fn batch(tenant: &str, count: usize) -> (Value, Vec<EventKey>) {
+    batch_of(
+        (0..count)
+            .map(|i| json!({"tenantId": tenant, "eventId": format!("e{i:05}"), "eventType": "page.viewed", "payload": {"n": i}}))
+            .collect(),
+    )
 }
 
 /// The README's first example: post an event, find it in the warehouse folder.
@@ -371,10 +403,7 @@ async fn nothing_is_lost_across(signal: &str) {
     drop(local);
 
     let _restarted = LocalProcess::start(dir.path(), None).await;
-    let url = sqlite_url(dir.path());
-    let store = fluxgate::store::connect(&url, &database_config(&url))
-        .await
-        .expect("open the database");
+    let store = open_store(&sqlite_url(dir.path())).await;
     wait_all_done(store.as_ref(), &keys, Duration::from_secs(30)).await;
     let (rows, stored) = warehouse(dir.path());
     assert_eq!(stored.len(), 300, "every event is in the warehouse");
@@ -397,9 +426,7 @@ async fn a_kill_loses_nothing_and_a_restart_carries_on() {
 async fn a_restart_redelivers_published_rows_without_a_second_warehouse_row() {
     let dir = tempfile::tempdir().expect("tempdir");
     let url = sqlite_url(dir.path());
-    let store = fluxgate::store::connect(&url, &database_config(&url))
-        .await
-        .expect("store");
+    let store = open_store(&url).await;
     let events: Vec<_> = (0..5).map(|i| event("acme", &format!("p{i}"))).collect();
     store.insert_events(&events).await.expect("insert");
     let now = fluxgate::now();
@@ -640,6 +667,35 @@ async fn post_until_answered(
     }
 }
 
+/// Posts `total` events of acme, `batch` a request, each batch until a process answers it
+/// ([`post_until_answered`]), and answers the keys of the events it accepted: each item of an
+/// answer is accepted, or a duplicate of a batch a killed process stored.
+async fn post_through_kills(
+    base: tokio::sync::watch::Receiver<(String, String)>,
+    total: usize,
+    batch: usize,
+) -> Vec<EventKey> {
+    let mut accepted = Vec::new();
+    for first in (0..total).step_by(batch) {
+        let events: Vec<Value> = (first..first + batch)
+            .map(|i| {
+                json!({"tenantId": "acme", "eventId": format!("k{i:07}"),
+                            "eventType": "page.viewed", "payload": {"n": i}})
+            })
+            .collect();
+        let answer = post_until_answered(&base, &json!({ "events": events })).await;
+        for item in answer["items"].as_array().expect("items") {
+            let status = item["status"].as_str().expect("status");
+            assert!(matches!(status, "accepted" | "duplicate"), "{item}");
+            accepted.push(EventKey {
+                tenant_id: "acme".into(),
+                event_id: item["eventId"].as_str().expect("eventId").to_owned(),
+            });
+        }
+    }
+    accepted
+}
+
 /// Batches posted while the process is killed (SIGKILL) and restarted six times, during ingest
 /// and delivery: at the end every accepted event is DONE and in the warehouse exactly once.
 async fn six_kills_lose_and_duplicate_nothing(kind: DbKind) {
@@ -650,27 +706,7 @@ async fn six_kills_lose_and_duplicate_nothing(kind: DbKind) {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut local = LocalProcess::start(dir.path(), database_url).await;
     let (base_tx, base) = tokio::sync::watch::channel((local.base.clone(), local.key.clone()));
-    let poster = tokio::spawn(async move {
-        let mut accepted = Vec::new();
-        for first in (0..total).step_by(BATCH) {
-            let events: Vec<Value> = (first..first + BATCH)
-                .map(|i| {
-                    json!({"tenantId": "acme", "eventId": format!("k{i:07}"),
-                                "eventType": "page.viewed", "payload": {"n": i}})
-                })
-                .collect();
-            let answer = post_until_answered(&base, &json!({ "events": events })).await;
-            for item in answer["items"].as_array().expect("items") {
-                let status = item["status"].as_str().expect("status");
-                assert!(matches!(status, "accepted" | "duplicate"), "{item}");
-                accepted.push(EventKey {
-                    tenant_id: "acme".into(),
-                    event_id: item["eventId"].as_str().expect("eventId").to_owned(),
-                });
-            }
-        }
-        accepted
-    });
+    let poster = tokio::spawn(post_through_kills(base, total, BATCH));
     // Six kills spread over ingest and delivery, each followed by a restart on the same data.
     for kill in 0..6 {
         tokio::time::sleep(Duration::from_millis(if kill < 4 { 1500 } else { 700 })).await;
@@ -686,9 +722,7 @@ async fn six_kills_lose_and_duplicate_nothing(kind: DbKind) {
     assert_eq!(accepted.len(), total, "every batch was answered in the end");
 
     let url = database_url.map_or_else(|| sqlite_url(dir.path()), str::to_owned);
-    let store = fluxgate::store::connect(&url, &database_config(&url))
-        .await
-        .expect("open the database");
+    let store = open_store(&url).await;
     wait_all_done(store.as_ref(), &accepted, Duration::from_secs(600)).await;
     let (rows, stored) = warehouse(dir.path());
     assert_eq!(
@@ -707,7 +741,7 @@ per_database!(#[tokio::test] six_kills_lose_and_duplicate_nothing: sqlite, postg
 
 /// Events with every optional field on some, posted as a client would.
 fn varied_batch(tenant: &str, count: usize) -> (Value, Vec<EventKey>) {
-    let events: Vec<Value> = (0..count)
+    let events = (0..count)
         .map(|i| {
             let mut event = json!({"tenantId": tenant, "eventId": format!("b{i:05}"),
                 "eventType": if i % 2 == 0 { "order.created" } else { "page.viewed" },
@@ -719,13 +753,7 @@ fn varied_batch(tenant: &str, count: usize) -> (Value, Vec<EventKey>) {
             event
         })
         .collect();
-    let keys = (0..count)
-        .map(|i| EventKey {
-            tenant_id: tenant.into(),
-            event_id: format!("b{i:05}"),
-        })
-        .collect();
-    (json!({ "events": events }), keys)
+    batch_of(events)
 }
 
 /// Posted events reach the emulator's table through local in `mode`, and the rows equal the
@@ -735,13 +763,7 @@ async fn bigquery_local_delivers_in(mode: BigQueryWriteMode) {
     let dir = tempfile::tempdir().expect("tempdir");
     let local = LocalProcess::start_with("acme", dir.path(), None, &bq.env_in(mode)).await;
     let (body, keys) = varied_batch("acme", 40);
-    let (status, answer) = local.post("/v1/events/batch", &body).await;
-    assert_eq!(status, 200, "{answer}");
-    let url = sqlite_url(dir.path());
-    let store = fluxgate::store::connect(&url, &database_config(&url))
-        .await
-        .expect("open the database");
-    wait_all_done(store.as_ref(), &keys, Duration::from_secs(60)).await;
+    let store = post_until_done(&local, dir.path(), &body, &keys).await;
 
     let rows = bq.rows().await;
     assert_eq!(rows.len(), keys.len(), "{mode:?}: one row per event");
@@ -761,18 +783,8 @@ async fn bigquery_local_delivers_in(mode: BigQueryWriteMode) {
 }
 
 #[tokio::test]
-async fn bigquery_storage_write_local_delivers_rows_equal_to_the_events() {
-    bigquery_local_delivers_in(BigQueryWriteMode::StorageWrite).await;
-}
-
-#[tokio::test]
-async fn bigquery_load_local_delivers_rows_equal_to_the_events() {
-    bigquery_local_delivers_in(BigQueryWriteMode::Load).await;
-}
-
-#[tokio::test]
-async fn bigquery_streaming_local_delivers_rows_equal_to_the_events() {
-    bigquery_local_delivers_in(BigQueryWriteMode::Streaming).await;
+async fn bigquery_local_delivers_rows_equal_to_the_events_in_each_write_mode() {
+    in_each_write_mode(bigquery_local_delivers_in).await;
 }
 
 /// `FLUXGATE_BIGQUERY_KILL_TEST_EVENTS`, 6,000 by default.
@@ -793,25 +805,7 @@ async fn bigquery_kills_lose_and_duplicate_nothing(mode: BigQueryWriteMode) {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut local = LocalProcess::start_with("acme", dir.path(), None, &env).await;
     let (base_tx, base) = tokio::sync::watch::channel((local.base.clone(), local.key.clone()));
-    let poster = tokio::spawn(async move {
-        let mut accepted = Vec::new();
-        for first in (0..total).step_by(BATCH) {
-            let events: Vec<Value> = (first..first + BATCH)
-                .map(|i| {
-                    json!({"tenantId": "acme", "eventId": format!("k{i:07}"),
-                                "eventType": "page.viewed", "payload": {"n": i}})
-                })
-                .collect();
-            let answer = post_until_answered(&base, &json!({ "events": events })).await;
-            for item in answer["items"].as_array().expect("items") {
-                accepted.push(EventKey {
-                    tenant_id: "acme".into(),
-                    event_id: item["eventId"].as_str().expect("eventId").to_owned(),
-                });
-            }
-        }
-        accepted
-    });
+    let poster = tokio::spawn(post_through_kills(base, total, BATCH));
     // Kills while batches are being written: the table holds some of the events, not all.
     let mut mid_delivery = 0;
     for kill in 0..3 {
@@ -834,10 +828,7 @@ async fn bigquery_kills_lose_and_duplicate_nothing(mode: BigQueryWriteMode) {
     );
     let accepted = poster.await.expect("poster");
     assert_eq!(accepted.len(), total, "every batch was answered in the end");
-    let url = sqlite_url(dir.path());
-    let store = fluxgate::store::connect(&url, &database_config(&url))
-        .await
-        .expect("open the database");
+    let store = open_store(&sqlite_url(dir.path())).await;
     wait_all_done(store.as_ref(), &accepted, Duration::from_secs(300)).await;
     let (rows, distinct) = bq.count().await;
     assert_eq!(
@@ -850,18 +841,8 @@ async fn bigquery_kills_lose_and_duplicate_nothing(mode: BigQueryWriteMode) {
 }
 
 #[tokio::test]
-async fn bigquery_storage_write_kills_lose_and_duplicate_nothing() {
-    bigquery_kills_lose_and_duplicate_nothing(BigQueryWriteMode::StorageWrite).await;
-}
-
-#[tokio::test]
-async fn bigquery_load_kills_lose_and_duplicate_nothing() {
-    bigquery_kills_lose_and_duplicate_nothing(BigQueryWriteMode::Load).await;
-}
-
-#[tokio::test]
-async fn bigquery_streaming_kills_lose_and_duplicate_nothing() {
-    bigquery_kills_lose_and_duplicate_nothing(BigQueryWriteMode::Streaming).await;
+async fn bigquery_kills_lose_and_duplicate_nothing_in_each_write_mode() {
+    in_each_write_mode(bigquery_kills_lose_and_duplicate_nothing).await;
 }
 
 // ---- fluxgate-local with a real queue between drain and worker, as the functions take it:
@@ -875,13 +856,7 @@ async fn local_delivers_through(env: &[(&str, String)]) {
     let dir = tempfile::tempdir().expect("tempdir");
     let local = LocalProcess::start_with("acme", dir.path(), None, env).await;
     let (body, keys) = batch("acme", 120);
-    let (status, answer) = local.post("/v1/events/batch", &body).await;
-    assert_eq!(status, 200, "{answer}");
-    let url = sqlite_url(dir.path());
-    let store = fluxgate::store::connect(&url, &database_config(&url))
-        .await
-        .expect("open the database");
-    wait_all_done(store.as_ref(), &keys, Duration::from_secs(60)).await;
+    post_until_done(&local, dir.path(), &body, &keys).await;
     drop(local);
     let (rows, stored) = warehouse(dir.path());
     assert_eq!((rows, stored.len()), (120, 120), "every event once");
