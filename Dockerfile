@@ -6,8 +6,9 @@
 # fluxgate-outbox-drain, fluxgate-worker, fluxgate-replay, fluxgate-metrics, fluxgate-local.
 # It is also the package's name: the image builds that one package (`-p`), with the cargo
 # features FEATURES (default `gcp`: the Google clients the function calls on Cloud Run, and
-# neither the AWS SDK nor the clients of the other functions). fluxgate-local has no cloud
-# clients: build it with `--build-arg FEATURES=`.
+# neither the AWS SDK nor the clients of the other functions). fluxgate-local always carries
+# every cloud client (SQS, Secrets Manager, Pub/Sub, BigQuery) for whatever queue and warehouse
+# its settings name; its `gcp` feature adds nothing, so the default builds it too.
 #
 # Final image: distroless/cc (glibc, libgcc, CA certificates, a nonroot user, no shell), not a
 # static musl binary. The binaries link glibc from the builder (Debian 12 both sides, so the

@@ -22,5 +22,10 @@ if [ ! -x "$binary" ]; then
   echo "fluxgate: first build of fluxgate-local into $CARGO_TARGET_DIR; this takes several minutes" \
     "(about 4-7 on 2 cores), later starts take seconds." >&2
 fi
+# Only fluxgate-local, with its own features. After scripts/test.sh this still compiles a few
+# minutes once: the test build turns on features of tokio, tonic and regex (dev-dependencies,
+# the test support crate) that this build does not, and cargo compiles a dependency once per
+# feature set (docs/DEVELOPMENT.md, "Caches and disk space"). Matching the tests' features
+# would mean building the test suite here, which a first run on a fresh clone should not pay.
 cargo build -p fluxgate-local
 exec "$binary" "$@"

@@ -1120,6 +1120,28 @@ impl AuthSetup {
                 .any(|l| l == "INGEST_ACCESS=${INGEST_ACCESS:-public}"),
             || "deploy-gcp.sh: ingest must be public by default (INGEST_ACCESS=public)".into(),
         );
+        // Public means Cloud Run lets anyone through to ingest's own key check: the allUsers
+        // invoker binding, made in the `public` branch (and only on ingest, see
+        // nothing_but_ingest_can_be_made_public).
+        let commands = joined_continuations(&script);
+        let public_branch: Vec<&String> = commands
+            .iter()
+            .skip_while(|l| *l != "if [ \"$INGEST_ACCESS\" = public ]; then")
+            .skip(1)
+            .take_while(|l| !matches!(l.as_str(), "else" | "fi") && !l.starts_with("elif "))
+            .collect();
+        findings.check(
+            public_branch.iter().any(|l| {
+                l.contains("add-iam-policy-binding \"$INGEST_SERVICE\"")
+                    && l.contains("--member allUsers")
+                    && l.contains("--role roles/run.invoker")
+            }),
+            || {
+                "deploy-gcp.sh: with INGEST_ACCESS=public, ingest needs the allUsers \
+                 roles/run.invoker binding (add-iam-policy-binding \"$INGEST_SERVICE\")"
+                    .into()
+            },
+        );
         findings.check(
             script.iter().any(|l| l.starts_with("ensure_first_tenant ")),
             || "deploy-gcp.sh does not make the first tenant and key (ensure_first_tenant)".into(),
@@ -1181,6 +1203,28 @@ impl AuthSetup {
     }
 }
 
+/// Shell lines with their `\` continuations joined into one command each (trimmed lines in).
+fn joined_continuations(lines: &[String]) -> Vec<String> {
+    let mut commands = Vec::new();
+    let mut current = String::new();
+    for line in lines {
+        match line.strip_suffix('\\') {
+            Some(start) => {
+                current.push_str(start.trim_end());
+                current.push(' ');
+            }
+            None => {
+                current.push_str(line);
+                commands.push(std::mem::take(&mut current));
+            }
+        }
+    }
+    if !current.is_empty() {
+        commands.push(current);
+    }
+    commands
+}
+
 #[test]
 fn tenants_use_their_keys_on_ingest_and_operators_their_identity_on_replay_and_metrics() {
     let findings = AuthSetup::read().findings();
@@ -1221,6 +1265,18 @@ fn the_authentication_rules_catch_each_mistake() {
         (
             "ingest private by default",
             setup.with("script", "INGEST_ACCESS=${INGEST_ACCESS:-public}", "INGEST_ACCESS=${INGEST_ACCESS:-iam}"),
+        ),
+        (
+            "public ingest without the allUsers invoker binding",
+            setup.with(
+                "script",
+                "    g run services add-iam-policy-binding \"$INGEST_SERVICE\" --region \"$REGION\" --member allUsers --role roles/run.invoker >/dev/null\n",
+                "",
+            ),
+        ),
+        (
+            "the allUsers binding in the iam branch instead",
+            setup.with("script", "if [ \"$INGEST_ACCESS\" = public ]; then", "if [ \"$INGEST_ACCESS\" != public ]; then"),
         ),
         (
             "no first tenant",

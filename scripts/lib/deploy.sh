@@ -77,6 +77,6 @@ The first event (KEY: the tenant's API key, fgk_…):
     -H 'Content-Type: application/json' \\
     -d '{"eventId":"order-1001","eventType":"order.created","payload":{"orderId":1001}}'
   # 202 {"tenantId":"$tenant","eventId":"order-1001","status":"accepted"}
-  curl $url/v1/events/$tenant/order-1001 $auth   # DONE after the next drain run
+  curl $url/v1/events/$tenant/order-1001 $auth   # DONE within seconds (ingest published it)
 EOF
 }

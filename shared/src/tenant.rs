@@ -11,7 +11,7 @@ use crate::error::{Error, FieldError};
 pub const ADMIN_ONLY: &str = "this endpoint needs the admin key, not a tenant's API key: \
      send the FLUXGATE_ADMIN_KEY the function runs with (scripts/dev.sh keeps its own in \
      .fluxgate/admin-key), or, with FLUXGATE_ADMIN_AUTH=platform, call it through the \
-     platform's IAM; see docs/API.md, Admin access";
+     platform's IAM; see \"Tenants, API keys and admin access\" in docs/API.md";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TenantScope {

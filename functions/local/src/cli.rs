@@ -81,8 +81,12 @@ pub async fn run(
         Command::Keys(KeysCommand::Create { tenant, name }) => {
             let issued = key::generate(tenant, name.as_deref(), now)?;
             keys.create_key(&issued.record).await.map_err(|e| match e {
-                Error::NotFound(_) => Error::NotFound(format!(
-                    "tenant {tenant} (create it first: fluxgate-local tenants create {tenant})"
+                // One sentence with what to do; `NotFound` would append "not found" after
+                // the hint. The command is the one a newcomer has: fluxgate-local is not on
+                // the PATH, scripts/dev.sh passes its arguments on.
+                Error::NotFound(_) => Error::WrongState(format!(
+                    "tenant {tenant} does not exist; create it first with \
+                     `scripts/dev.sh tenants create {tenant}`"
                 )),
                 other => other,
             })?;

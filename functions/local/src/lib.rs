@@ -22,7 +22,7 @@ pub mod fault;
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -37,7 +37,7 @@ use fluxgate::api::{self, Api};
 use fluxgate::auth::{AdminAuth, AuthConfig, AuthMode, Authenticator};
 use fluxgate::config::{DrainConfig, Limits, WorkerConfig, parse_duration};
 use fluxgate::dead_letters::DeadLetters;
-use fluxgate::error::Result;
+use fluxgate::error::{Error, Result};
 use fluxgate::queue::{
     InMemoryQueue, InMemoryQueueConfig, PubsubSubscription, Queue, QueueConfig, QueueKind, SqsQueue,
 };
@@ -225,10 +225,23 @@ pub async fn main(config: LocalConfig) -> std::process::ExitCode {
 async fn manage(config: &LocalConfig, command: &cli::Command) -> Result<()> {
     let url = config.database_url();
     if url.starts_with("sqlite:") {
-        std::fs::create_dir_all(&config.data_dir)?;
+        create_data_dir(&config.data_dir)?;
     }
     let store = store::connect(&url, &config.database).await?;
     cli::run(command, store.as_ref(), &mut std::io::stdout()).await
+}
+
+/// Creates the data folder, or says in one sentence which setting to change.
+fn create_data_dir(dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(|e| {
+        Error::setting(
+            "FLUXGATE_DATA_DIR",
+            format!(
+                "cannot create {}: {e}; set FLUXGATE_DATA_DIR (or --data-dir) to a writable folder",
+                dir.display()
+            ),
+        )
+    })
 }
 
 /// Connections this one process keeps to a PostgreSQL or MariaDB server when
@@ -264,7 +277,7 @@ pub async fn run_on(
     config: LocalConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
-    tokio::fs::create_dir_all(&config.data_dir).await?;
+    create_data_dir(&config.data_dir)?;
     let url = config.database_url();
     let store = store::connect(&url, &pooled_for_every_role(&url, &config.database)).await?;
     let queue = LocalQueue::connect(&config).await?;

@@ -12,6 +12,13 @@
 //! Each `curl` must answer, and with the status its comment names (`# 401 …`,
 //! `# HTTP/1.1 202 Accepted`), or with a 2xx when its comment names none. Any other failing
 //! command fails the test too (`set -euo pipefail`).
+//!
+//! In the README, whose Try it runs on a fresh folder, the comments are exact: what a command's
+//! comment (at the end of its last line, or on the `#` lines right after it) shows of its output
+//! must be in that output. That is each JSON member (`"done":1`, `"status":"DEAD"`), each line of
+//! Prometheus text (`# fluxgate_events_dead 1.0`) and each `.fluxgate/…` path; `…` stands for
+//! anything. The reference pages of `docs/` show figures of a bigger run, so there only the
+//! statuses are checked.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -37,9 +44,10 @@ fn pages(root: &Path) -> Vec<PathBuf> {
     all
 }
 
-/// One fenced `sh` block: where it starts, and its lines.
+/// One fenced `sh` block: its page, the line number of its fence, and its lines.
 struct Block {
-    at: String,
+    page: String,
+    fence: usize,
     lines: Vec<String>,
 }
 
@@ -56,7 +64,8 @@ fn sh_blocks(page: &Path, root: &Path) -> Vec<Block> {
         match (&mut current, line.trim_end()) {
             (None, "```sh") => {
                 current = Some(Block {
-                    at: format!("{name}:{}", number + 1),
+                    page: name.clone(),
+                    fence: number + 1,
                     lines: Vec::new(),
                 });
             }
@@ -95,33 +104,264 @@ fn trailing_comment(line: &str) -> Option<&str> {
     line.find(" # ").map(|at| &line[at + 3..])
 }
 
-/// The block as the test runs it: each `curl` command told the status its comment expects.
-fn prepared(block: &Block, port: u16) -> String {
-    let lines = &block.lines;
+/// The quote a shell line leaves open, if any.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Quote {
+    None,
+    Single,
+    Double,
+    /// `$'…'`: backslash escapes inside.
+    AnsiC,
+}
+
+/// The quote open at the end of `line`, given the one open at its start. A `#` after blank
+/// space outside quotes starts a comment.
+fn quote_after(line: &str, mut quote: Quote) -> Quote {
+    let mut chars = line.chars().peekable();
+    let mut after_blank = true;
+    while let Some(c) = chars.next() {
+        match (quote, c) {
+            (Quote::None, '\\') | (Quote::Double | Quote::AnsiC, '\\') => {
+                chars.next();
+            }
+            (Quote::None, '\'') => quote = Quote::Single,
+            (Quote::None, '"') => quote = Quote::Double,
+            (Quote::None, '$') if chars.peek() == Some(&'\'') => {
+                chars.next();
+                quote = Quote::AnsiC;
+            }
+            (Quote::None, '#') if after_blank => return quote,
+            (Quote::Single | Quote::AnsiC, '\'') | (Quote::Double, '"') => quote = Quote::None,
+            _ => {}
+        }
+        after_blank = c.is_whitespace();
+    }
+    quote
+}
+
+/// One command of a block: its first line's index, its lines (a command runs on while a line
+/// ends in a backslash or leaves a quote open), and the comment lines right after it.
+struct Step<'a> {
+    first: usize,
+    lines: &'a [String],
+    shown: &'a [String],
+}
+
+/// The commands of a block, and the lines between them (blank, comments), in order.
+fn steps(lines: &[String]) -> Vec<Result<Step<'_>, &String>> {
+    let is_comment = |l: &String| l.trim_start().starts_with('#');
     let mut out = Vec::new();
     let mut i = 0;
     while i < lines.len() {
+        if lines[i].trim().is_empty() || is_comment(&lines[i]) {
+            out.push(Err(&lines[i]));
+            i += 1;
+            continue;
+        }
         let first = i;
-        // A command runs on while its lines end in a backslash.
-        while lines[i].trim_end().ends_with('\\') && i + 1 < lines.len() {
+        let mut quote = Quote::None;
+        loop {
+            quote = quote_after(&lines[i], quote);
+            let goes_on = quote != Quote::None || lines[i].trim_end().ends_with('\\');
+            if !(goes_on && i + 1 < lines.len()) {
+                break;
+            }
             i += 1;
         }
-        let last = i;
-        let mut command: Vec<String> = lines[first..=last].to_vec();
+        let shown_end = (i + 1..lines.len())
+            .find(|&j| !is_comment(&lines[j]))
+            .unwrap_or(lines.len());
+        out.push(Ok(Step {
+            first,
+            lines: &lines[first..=i],
+            shown: &lines[i + 1..shown_end],
+        }));
+        i += 1;
+    }
+    out
+}
+
+/// Something a command's comment shows of its output.
+#[derive(Debug, PartialEq, Eq)]
+enum Promise {
+    /// These pieces in this order (`…` between them); a number must not go on with more digits.
+    Has { pieces: Vec<String>, number: bool },
+    /// This whole line.
+    Line(String),
+}
+
+impl Promise {
+    fn has(text: &str, number: bool) -> Promise {
+        Promise::Has {
+            pieces: text.split('…').map(str::to_owned).collect(),
+            number,
+        }
+    }
+
+    /// A bash test of the output in `file`, which names the promise when it fails.
+    fn check(&self, file: &str) -> String {
+        let quoted = |text: &str| format!("'{}'", text.replace('\'', r"'\''"));
+        let (test, says) = match self {
+            Promise::Has { pieces, number } => {
+                let pattern = pieces
+                    .iter()
+                    .map(|p| quoted(p))
+                    .collect::<Vec<_>>()
+                    .join("*");
+                let test = if *number {
+                    format!(
+                        r#"[[ $(<"{file}") == *{pattern}[!0-9.]* || $(<"{file}") == *{pattern} ]]"#
+                    )
+                } else {
+                    format!(r#"[[ $(<"{file}") == *{pattern}* ]]"#)
+                };
+                (test, pieces.join("…"))
+            }
+            Promise::Line(line) => (
+                format!(r#"grep -qxF -- {} "{file}""#, quoted(line)),
+                format!("the line {line}"),
+            ),
+        };
+        format!("{test} || fg_broken {}", quoted(&says))
+    }
+}
+
+/// The JSON members in a text (`"key":"value"`, `"key":12`), each with whether its value is a
+/// number. Values that are objects or arrays are skipped (their members are found inside).
+fn json_members(text: &str) -> Vec<(String, bool)> {
+    let chars: Vec<char> = text.chars().collect();
+    let word = |c: char| c.is_ascii_alphanumeric() || c == '_';
+    let mut found = Vec::new();
+    let mut i = 0;
+    while i < chars.len() {
+        if chars[i] == '"' {
+            let key_end = (i + 1..chars.len())
+                .find(|&j| !word(chars[j]))
+                .unwrap_or(chars.len());
+            let value = key_end + 2;
+            if key_end > i + 1 && chars.get(key_end..value) == Some(&['"', ':'][..]) {
+                let end = if chars.get(value) == Some(&'"') {
+                    (value + 1..chars.len())
+                        .find(|&j| chars[j] == '"')
+                        .map(|j| j + 1)
+                } else {
+                    (value..=chars.len())
+                        .find(|&j| {
+                            chars
+                                .get(j)
+                                .is_none_or(|&c| !(word(c) || matches!(c, '.' | '-' | '+')))
+                        })
+                        .filter(|&j| j > value)
+                };
+                if let Some(end) = end {
+                    let member: String = chars[i..end].iter().collect();
+                    let number = chars[value..end]
+                        .iter()
+                        .collect::<String>()
+                        .parse::<f64>()
+                        .is_ok();
+                    found.push((member, number));
+                    i = end;
+                    continue;
+                }
+            }
+        }
+        i += 1;
+    }
+    found
+}
+
+/// A line of Prometheus text: a metric name, maybe labels, a number.
+fn is_sample(line: &str) -> bool {
+    let Some((name, value)) = line.rsplit_once(' ') else {
+        return false;
+    };
+    let bare = name.split('{').next().unwrap_or_default();
+    !bare.is_empty()
+        && bare.chars().all(|c| c.is_ascii_lowercase() || c == '_')
+        && (name == bare || name.ends_with('}'))
+        && value.parse::<f64>().is_ok()
+}
+
+/// What a command's comments show of its output (see the module's comment).
+fn promises(step: &Step) -> Vec<Promise> {
+    let trailing = step.lines.last().and_then(|l| trailing_comment(l));
+    let shown: Vec<&str> = step
+        .shown
+        .iter()
+        .map(|l| l.trim_start().trim_start_matches('#').trim())
+        .collect();
+    let mut found = Vec::new();
+    for text in trailing.into_iter().chain(shown.iter().copied()) {
+        for (member, number) in json_members(text) {
+            found.push(Promise::has(&member, number));
+        }
+        for path in text
+            .split_whitespace()
+            .filter(|w| w.starts_with(".fluxgate/"))
+        {
+            found.push(Promise::has(path, false));
+        }
+    }
+    for line in shown.into_iter().filter(|l| is_sample(l)) {
+        found.push(Promise::Line(line.to_owned()));
+    }
+    found
+}
+
+/// A command as it ran: where the docs have it, its text, and the file its output went to.
+struct Ran {
+    at: String,
+    text: String,
+    output: PathBuf,
+}
+
+/// The block as the test runs it: each `curl` told the status its comment expects, each
+/// command's output kept in a file of `outputs` (and printed), and, with `exact`, checked
+/// against what its comments show.
+fn prepared(block: &Block, port: u16, exact: bool, outputs: &Path, ran: &mut Vec<Ran>) -> String {
+    let mut out = Vec::new();
+    for step in steps(&block.lines) {
+        let step = match step {
+            Ok(step) => step,
+            Err(line) => {
+                out.push(line.clone());
+                continue;
+            }
+        };
+        let at = format!("{}:{}", block.page, block.fence + 1 + step.first);
+        let mut command: Vec<String> = step.lines.to_vec();
         if command[0].trim_start().starts_with("curl ") {
-            let output_comment = lines
-                .get(last + 1)
+            let output_comment = step
+                .shown
+                .first()
                 .filter(|l| l.trim_start().starts_with("# HTTP/"))
                 .map(String::as_str);
-            let expected = trailing_comment(&lines[last])
+            let expected = step
+                .lines
+                .last()
+                .and_then(|l| trailing_comment(l))
                 .and_then(status_in)
                 .or_else(|| output_comment.and_then(status_in));
             if let Some(code) = expected {
                 command[0] = format!("FG_EXPECT={code} {}", command[0]);
             }
         }
+        let file = outputs.join(format!("{}.out", ran.len()));
+        let file_text = file.display().to_string();
+        out.push(format!("echo '>>> {at}' >&2"));
+        out.push("{".into());
         out.extend(command);
-        i += 1;
+        out.push(format!(r#"}} > "{file_text}""#));
+        out.push(format!(r#"cat "{file_text}""#));
+        if exact {
+            out.extend(promises(&step).iter().map(|p| p.check(&file_text)));
+        }
+        ran.push(Ran {
+            at,
+            text: step.lines.join("\n"),
+            output: file,
+        });
     }
     out.join("\n")
         .replace("127.0.0.1:8080", &format!("127.0.0.1:{port}"))
@@ -144,6 +384,10 @@ curl() {
     echo "FAILED: curl $* answered $code; the docs say $want" >&2
     return 1
   }
+}
+fg_broken() {
+  echo "FAILED: the output above lacks what the docs' comment shows: $1" >&2
+  return 1
 }
 "#;
 
@@ -219,6 +463,9 @@ fn every_local_command_of_the_readme_and_the_docs_runs_as_written() {
         );
     }
 
+    let outputs = work.path().join("outputs");
+    std::fs::create_dir_all(&outputs).expect("outputs/");
+    let mut ran = Vec::new();
     let mut script = String::from("set -euo pipefail\n");
     script.push_str(PREAMBLE);
     let mut per_page = Vec::new();
@@ -231,9 +478,10 @@ fn every_local_command_of_the_readme_and_the_docs_runs_as_written() {
             page.file_name().map(|n| n.to_string_lossy().into_owned()),
             blocks.len(),
         ));
+        let exact = page.file_name().is_some_and(|n| n == "README.md");
         for block in blocks {
-            script.push_str(&format!("\necho '>>> {}' >&2\n", block.at));
-            script.push_str(&prepared(&block, port));
+            script.push('\n');
+            script.push_str(&prepared(&block, port, exact, &outputs, &mut ran));
             script.push('\n');
         }
     }
@@ -263,13 +511,23 @@ fn every_local_command_of_the_readme_and_the_docs_runs_as_written() {
     let stderr = String::from_utf8_lossy(&run.stderr);
     assert!(
         run.status.success(),
-        "a documented command failed (the last `>>>` names its block):\n{stderr}\n--- output:\n{stdout}\n--- fluxgate-local:\n{}",
+        "a documented command failed (the last `>>>` names it):\n{stderr}\n--- output:\n{stdout}\n--- fluxgate-local:\n{}",
         log_text()
     );
-    // What the README promises at the end of Try it: the failed event came back DONE.
+    // What the README promises at the end of Try it, in its last command's own output: the
+    // failed event came back DONE.
+    let last = ran
+        .iter()
+        .rfind(|r| r.at.starts_with("README.md:"))
+        .expect("README commands ran");
+    let output = std::fs::read_to_string(&last.output).unwrap_or_default();
     assert!(
-        stdout.contains(r#""eventId":"order-1002""#) && stdout.contains(r#""status":"DONE""#),
-        "{stdout}"
+        last.text.contains("/v1/events/dev/order-1002")
+            && output.contains(r#""eventId":"order-1002""#)
+            && output.contains(r#""status":"DONE""#),
+        "{}: {}\nprinted: {output}",
+        last.at,
+        last.text
     );
     assert!(
         !work.path().join(".fluxgate/fail-warehouse").exists(),
@@ -278,25 +536,73 @@ fn every_local_command_of_the_readme_and_the_docs_runs_as_written() {
 }
 
 #[test]
-fn expected_statuses_are_read_from_the_comments() {
+fn expected_statuses_and_outputs_are_read_from_the_comments() {
     let block = Block {
-        at: "x".into(),
+        page: "README.md".into(),
+        fence: 10,
         lines: [
             "curl -i http://127.0.0.1:8080/v1/events \\",
-            "  -d '{}'",
+            "  -d '{\"a\":1,",
+            "       \"b\":2}'",
             "# HTTP/1.1 202 Accepted   {\"status\":\"accepted\"}",
             "curl http://127.0.0.1:8080/v1/events/dev/x     # no key: 401 problem+json",
-            "curl -H \"$KEY\" http://127.0.0.1:8080/v1/outbox/summary   # {\"done\":1}",
+            "curl -H \"$KEY\" http://127.0.0.1:8080/v1/outbox/summary   # {\"tenantId\":\"dev\",…,\"done\":1,…}",
+            "curl -s http://127.0.0.1:8080/metrics | grep -E '^fluxgate_events_dead '",
+            "# fluxgate_events_dead 1.0",
+            "find .fluxgate/warehouse -name '*.jsonl'   # .fluxgate/warehouse/event_date=…/part-….jsonl",
         ]
         .map(str::to_owned)
         .to_vec(),
     };
-    let text = prepared(&block, 9999);
-    let lines: Vec<&str> = text.lines().collect();
+    let mut ran = Vec::new();
+    let text = prepared(&block, 9999, true, Path::new("/o"), &mut ran);
+    let at: Vec<&str> = ran.iter().map(|r| r.at.as_str()).collect();
+    // The quoted body over two lines is one command, with its output comment after it.
+    assert_eq!(
+        at,
+        [
+            "README.md:11",
+            "README.md:15",
+            "README.md:16",
+            "README.md:17",
+            "README.md:19"
+        ]
+    );
     assert!(
-        lines[0].starts_with("FG_EXPECT=202 curl -i http://127.0.0.1:9999/"),
+        text.contains("{\nFG_EXPECT=202 curl -i http://127.0.0.1:9999/v1/events \\\n  -d '{\"a\":1,\n       \"b\":2}'\n} > \"/o/0.out\""),
         "{text}"
     );
-    assert!(lines[3].starts_with("FG_EXPECT=401 curl "), "{text}");
-    assert!(lines[4].starts_with("curl "), "{text}");
+    assert!(text.contains("FG_EXPECT=401 curl "), "{text}");
+    assert!(text.contains("\ncurl -H \"$KEY\" "), "{text}");
+    for check in [
+        r#"[[ $(<"/o/0.out") == *'"status":"accepted"'* ]] || fg_broken"#,
+        r#"[[ $(<"/o/2.out") == *'"tenantId":"dev"'* ]]"#,
+        r#"[[ $(<"/o/2.out") == *'"done":1'[!0-9.]* || $(<"/o/2.out") == *'"done":1' ]]"#,
+        r#"grep -qxF -- 'fluxgate_events_dead 1.0' "/o/3.out" || fg_broken 'the line fluxgate_events_dead 1.0'"#,
+        r#"[[ $(<"/o/4.out") == *'.fluxgate/warehouse/event_date='*'/part-'*'.jsonl'* ]]"#,
+    ] {
+        assert!(text.contains(check), "no {check} in:\n{text}");
+    }
+    // Prose and the `a`/`b` of the request body are not promises.
+    assert!(!text.contains(r#"'"a":1'"#), "{text}");
+    assert_eq!(text.matches("fg_broken").count(), 5, "{text}");
+}
+
+#[test]
+fn a_string_value_with_an_ellipsis_is_a_pattern() {
+    let members = json_members(r#"order-1002: "status":"DEAD","lastError":"refused by …""#);
+    assert_eq!(
+        members,
+        [
+            (r#""status":"DEAD""#.to_owned(), false),
+            (r#""lastError":"refused by …""#.to_owned(), false),
+        ]
+    );
+    assert_eq!(
+        Promise::has(&members[1].0, false),
+        Promise::Has {
+            pieces: vec![r#""lastError":"refused by "#.into(), "\"".into()],
+            number: false
+        }
+    );
 }

@@ -6,6 +6,11 @@ use std::process::{Command, Output};
 
 /// Runs `fluxgate-local` in a fresh data folder with `env`, and waits for it to give up.
 fn start_with(env: &[(&str, &str)]) -> Output {
+    run_with(env, &[])
+}
+
+/// [`start_with`], with a subcommand's arguments.
+fn run_with(env: &[(&str, &str)], args: &[&str]) -> Output {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut command = Command::new(env!("CARGO_BIN_EXE_fluxgate-local"));
     command
@@ -17,6 +22,7 @@ fn start_with(env: &[(&str, &str)]) -> Output {
     for (name, value) in env {
         command.env(name, value);
     }
+    command.args(args);
     command.output().expect("run fluxgate-local")
 }
 
@@ -52,7 +58,29 @@ type Case<'a> = (&'a [(&'a str, &'a str)], &'a [&'a str], Option<&'a str>);
 /// Settings a person gets wrong, each with what its sentence must say and must not show.
 #[test]
 fn a_bad_setting_is_named_with_what_to_do() {
-    let cases: [Case; 2] = [
+    // A folder setting under a plain file: the folder cannot be created.
+    let file = tempfile::NamedTempFile::new().expect("temp file");
+    let under_file = file.path().join("x").display().to_string();
+    let cannot_create = format!("cannot create {under_file}: ");
+    let cases: [Case; 4] = [
+        (
+            &[("FLUXGATE_DATA_DIR", &under_file), ("PORT", "0")],
+            &[
+                "FLUXGATE_DATA_DIR",
+                &cannot_create,
+                "set FLUXGATE_DATA_DIR (or --data-dir) to a writable folder",
+            ],
+            None,
+        ),
+        (
+            &[("FLUXGATE_WAREHOUSE_DIR", &under_file), ("PORT", "0")],
+            &[
+                "FLUXGATE_WAREHOUSE_DIR",
+                &cannot_create,
+                "set FLUXGATE_WAREHOUSE_DIR to a writable folder",
+            ],
+            None,
+        ),
         (
             &[("FLUXGATE_ADMIN_KEY", "short"), ("PORT", "0")],
             &["FLUXGATE_ADMIN_KEY", "openssl rand -base64 32"],
@@ -77,4 +105,21 @@ fn a_bad_setting_is_named_with_what_to_do() {
             assert!(!line.contains(secret), "{env:?}: {line}");
         }
     }
+}
+
+/// The subcommands make the data folder too (for the SQLite database), with the same sentence.
+#[test]
+fn a_subcommand_names_the_data_dir_it_cannot_create() {
+    let file = tempfile::NamedTempFile::new().expect("temp file");
+    let under_file = file.path().join("x").display().to_string();
+    let line = sentence(&run_with(
+        &[("FLUXGATE_DATA_DIR", &under_file)],
+        &["tenants", "list"],
+    ));
+    assert!(
+        line.starts_with(&format!(
+            "error: setting FLUXGATE_DATA_DIR: cannot create {under_file}: "
+        )) && line.ends_with("; set FLUXGATE_DATA_DIR (or --data-dir) to a writable folder"),
+        "{line}"
+    );
 }

@@ -94,7 +94,15 @@ impl LocalFileSink {
     /// indexes the rows it holds, and starts its writer.
     pub async fn open_with(root: impl Into<PathBuf>, policy: RollPolicy) -> Result<Self> {
         let root = root.into();
-        tokio::fs::create_dir_all(&root).await?;
+        tokio::fs::create_dir_all(&root).await.map_err(|e| {
+            Error::setting(
+                "FLUXGATE_WAREHOUSE_DIR",
+                format!(
+                    "cannot create {}: {e}; set FLUXGATE_WAREHOUSE_DIR to a writable folder",
+                    root.display()
+                ),
+            )
+        })?;
         let scan_root = root.clone();
         let written = tokio::task::spawn_blocking(move || index_existing(&scan_root))
             .await
