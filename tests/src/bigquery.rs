@@ -260,7 +260,13 @@ impl TestBigQuery {
             self.target.project, self.target.dataset, self.target.table
         );
         let mut results = self.query(sql, "count the events table").await;
-        assert!(results.next_row(), "a count has one row");
+        // No row: the table is not there yet (the sink creates it at its first write, and a
+        // test that kills fluxgate-local early can count before that). bqemulator answers a
+        // query of a missing table with no rows and an error where BigQuery answers 404; an
+        // existing table, even empty, answers one row.
+        if !results.next_row() {
+            return (0, 0);
+        }
         let number = |column: &str| {
             results
                 .get_i64_by_name(column)
