@@ -8,6 +8,7 @@
 //! secret's id, never its content.
 
 use std::fmt;
+use std::future::Future;
 
 #[cfg(feature = "secrets-manager")]
 use aws_sdk_secretsmanager::Client;
@@ -102,13 +103,6 @@ impl SecretsManager {
             ))),
         }
     }
-
-    /// The database URL the secret `secret_id` holds: the URL itself, or an RDS-style JSON
-    /// object (see [`database_url_from_secret`]).
-    pub async fn database_url(&self, secret_id: &str) -> Result<SecretString> {
-        let value = self.secret_string(secret_id).await?;
-        database_url_from_secret(secret_id, &value)
-    }
 }
 
 /// One secret string, fetched with a client from the SDK's standard configuration. For a
@@ -138,14 +132,10 @@ pub async fn fetch_secret_string(setting: &'static str, secret_id: &str) -> Resu
 /// when it is set (it wins over `DATABASE_URL`), else `DATABASE_URL`. The functions' `main`s
 /// call this once.
 pub async fn database_url(config: &DatabaseConfig) -> Result<SecretString> {
-    let url = match secret_id(config) {
-        Some(id) => {
-            let value = fetch_secret_string("FLUXGATE_DATABASE_SECRET_ID", id).await?;
-            database_url_from_secret(id, &value)?
-        }
-        None => SecretString::new(config.required_url()?),
-    };
-    with_host_override(url, config.database_host.as_deref())
+    database_url_from(config, |id| {
+        fetch_secret_string("FLUXGATE_DATABASE_SECRET_ID", id)
+    })
+    .await
 }
 
 /// [`database_url`] with the caller's client.
@@ -154,8 +144,21 @@ pub async fn database_url_with(
     secrets: &SecretsManager,
     config: &DatabaseConfig,
 ) -> Result<SecretString> {
+    database_url_from(config, |id| secrets.secret_string(id)).await
+}
+
+/// [`database_url`], the secret's string read by `fetch`: one rule for the functions (a client
+/// from the environment) and for the tests (a client pointed at moto).
+async fn database_url_from<'a, F, Fetched>(
+    config: &'a DatabaseConfig,
+    fetch: F,
+) -> Result<SecretString>
+where
+    F: FnOnce(&'a str) -> Fetched,
+    Fetched: Future<Output = Result<SecretString>>,
+{
     let url = match secret_id(config) {
-        Some(id) => secrets.database_url(id).await?,
+        Some(id) => database_url_from_secret(id, &fetch(id).await?)?,
         None => SecretString::new(config.required_url()?),
     };
     with_host_override(url, config.database_host.as_deref())

@@ -7,6 +7,8 @@ use clap::Args;
 use super::{BigQueryCredentials, BigQueryEndpoints};
 use super::{BigQueryTarget, BigQueryWriteMode};
 use crate::error::{Error, Result};
+#[cfg(feature = "bigquery")]
+use crate::secrets::SecretString;
 #[cfg(all(feature = "bigquery", feature = "secrets-manager"))]
 use crate::secrets::SecretsManager;
 
@@ -107,27 +109,33 @@ impl BigQueryConfig {
     /// `FLUXGATE_BIGQUERY_CREDENTIALS_SECRET_ID` (fetched once, here), else Application
     /// Default Credentials. Reaches Secrets Manager only when a secret is named.
     pub async fn credentials(&self) -> Result<BigQueryCredentials> {
-        match self.key_secret() {
-            Some(secret_id) => Ok(BigQueryCredentials::ServiceAccountKey(
-                crate::secrets::fetch_secret_string(
-                    "FLUXGATE_BIGQUERY_CREDENTIALS_SECRET_ID",
-                    secret_id,
-                )
-                .await?,
-            )),
-            None => Ok(self.credentials_without_secret()),
-        }
+        self.credentials_from(|secret_id| {
+            crate::secrets::fetch_secret_string(
+                "FLUXGATE_BIGQUERY_CREDENTIALS_SECRET_ID",
+                secret_id,
+            )
+        })
+        .await
     }
 
     /// [`Self::credentials`] with the caller's Secrets Manager client.
     #[cfg(feature = "secrets-manager")]
     pub async fn credentials_with(&self, secrets: &SecretsManager) -> Result<BigQueryCredentials> {
-        match self.key_secret() {
-            Some(secret_id) => Ok(BigQueryCredentials::ServiceAccountKey(
-                secrets.secret_string(secret_id).await?,
-            )),
-            None => Ok(self.credentials_without_secret()),
-        }
+        self.credentials_from(|secret_id| secrets.secret_string(secret_id))
+            .await
+    }
+
+    /// [`Self::credentials`], the key's secret read by `fetch`: one rule for the functions and
+    /// for the tests (a client pointed at moto).
+    async fn credentials_from<'a, F, Fetched>(&'a self, fetch: F) -> Result<BigQueryCredentials>
+    where
+        F: FnOnce(&'a str) -> Fetched,
+        Fetched: std::future::Future<Output = Result<SecretString>>,
+    {
+        Ok(match self.key_secret() {
+            Some(secret_id) => BigQueryCredentials::ServiceAccountKey(fetch(secret_id).await?),
+            None => self.credentials_without_secret(),
+        })
     }
 
     /// The key's secret, unless an emulator (which takes any token) is configured.
