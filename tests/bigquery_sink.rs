@@ -99,14 +99,23 @@ async fn rows_written_equal_the_events_in_a_table_partitioned_and_clustered() {
         table.clustering.and_then(|c| c.fields),
         Some(CLUSTERING_FIELDS.map(String::from).to_vec())
     );
-    let names = |fields: &[gcp_bigquery_client::model::table_field_schema::TableFieldSchema]| {
-        fields.iter().map(|f| f.name.clone()).collect::<Vec<_>>()
-    };
-    let expected = events_schema().expect("schema");
-    assert_eq!(
-        names(table.schema.fields().as_deref().expect("fields")),
-        names(expected.fields().as_deref().expect("fields"))
-    );
+    let created: Vec<(String, String)> = table
+        .schema
+        .fields()
+        .as_deref()
+        .expect("fields")
+        .iter()
+        .map(|f| {
+            let kind = serde_json::to_value(&f.r#type).expect("a column type");
+            (f.name.clone(), kind.as_str().unwrap_or_default().to_owned())
+        })
+        .collect();
+    let expected: Vec<(String, String)> = events_schema()
+        .expect("schema")
+        .into_iter()
+        .map(|f| (f.name, f.kind))
+        .collect();
+    assert_eq!(created, expected);
 
     // Another process (a new cold start) finds the table and appends to it.
     let later = rows_of(&[event("acme", "e-later")]);

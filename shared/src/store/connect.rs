@@ -7,13 +7,10 @@ use std::time::Duration;
 use sqlx::mysql::{MySqlConnectOptions, MySqlPoolOptions};
 use sqlx::pool::PoolOptions;
 use sqlx::postgres::PgPoolOptions;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Connection, Database, Executor};
 
 use super::mysql::SESSION_SETUP;
-use super::{
-    DatabaseConfig, MySql, MySqlStore, Postgres, PostgresStore, Sqlite, SqliteStore, Store,
-};
+use super::{DatabaseConfig, MySql, MySqlStore, Postgres, PostgresStore, Store};
 use crate::error::{Error, Result};
 
 /// Connects by the URL's scheme (`postgres://`, `postgresql://`, `mysql://`, `mariadb://`,
@@ -120,31 +117,53 @@ async fn open(url: &str, config: &DatabaseConfig) -> Result<Arc<dyn Store>> {
                 MySqlStore::new(pool, dialect, config.db_migrate).await?,
             ))
         }
-        "sqlite" => {
-            // WAL lets readers work beside the one writer; the busy timeout makes writers
-            // queue instead of failing when the drain, worker and ingest write at once.
-            let options = SqliteConnectOptions::from_str(url)?
-                .create_if_missing(true)
-                .journal_mode(SqliteJournalMode::Wal)
-                .synchronous(SqliteSynchronous::Normal)
-                .busy_timeout(Duration::from_secs(30))
-                .foreign_keys(true);
-            // Always connected at once: the file is local, and creating it early reports a bad
-            // path at start-up.
-            let pool = SqlitePoolOptions::new()
-                .max_connections(config.max_connections())
-                .acquire_timeout(acquire_timeout)
-                .connect_with(options)
-                .await?;
-            Ok(Arc::new(
-                SqliteStore::new(pool, Sqlite, config.db_migrate).await?,
-            ))
-        }
+        #[cfg(feature = "sqlite")]
+        "sqlite" => open_sqlite(url, config, acquire_timeout).await,
+        // The cloud functions are built without SQLite: each Lambda or Cloud Run instance would
+        // have a file of its own, which the other functions never see.
+        #[cfg(not(feature = "sqlite"))]
+        "sqlite" => Err(Error::setting(
+            "DATABASE_URL",
+            "is a SQLite file, which this binary is built without: SQLite is for the \
+             one-process fluxgate-local, where every function shares the file; functions \
+             deployed on their own share a server database (postgres:// or mysql://)",
+        )),
         other => Err(Error::setting(
             "DATABASE_URL",
             format!("scheme {other:?} is not supported (use postgres://, mysql:// or sqlite:)"),
         )),
     }
+}
+
+/// A SQLite file, for fluxgate-local (cargo feature `sqlite` of this crate).
+#[cfg(feature = "sqlite")]
+async fn open_sqlite(
+    url: &str,
+    config: &DatabaseConfig,
+    acquire_timeout: Duration,
+) -> Result<Arc<dyn Store>> {
+    use super::{Sqlite, SqliteStore};
+    use sqlx::sqlite::{
+        SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous,
+    };
+    // WAL lets readers work beside the one writer; the busy timeout makes writers queue
+    // instead of failing when the drain, worker and ingest write at once.
+    let options = SqliteConnectOptions::from_str(url)?
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Normal)
+        .busy_timeout(Duration::from_secs(30))
+        .foreign_keys(true);
+    // Always connected at once: the file is local, and creating it early reports a bad path
+    // at start-up.
+    let pool = SqlitePoolOptions::new()
+        .max_connections(config.max_connections())
+        .acquire_timeout(acquire_timeout)
+        .connect_with(options)
+        .await?;
+    Ok(Arc::new(
+        SqliteStore::new(pool, Sqlite, config.db_migrate).await?,
+    ))
 }
 
 #[cfg(test)]

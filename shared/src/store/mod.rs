@@ -15,6 +15,7 @@ mod postgres;
 mod returning;
 mod rows;
 mod sql_store;
+#[cfg(feature = "sqlite")]
 mod sqlite;
 
 use std::collections::HashMap;
@@ -39,6 +40,7 @@ pub use connect::{connect, redact};
 pub use mysql::{MySql, MySqlClaimMode, MySqlClaimSetting, MySqlStore};
 pub use postgres::{Postgres, PostgresStore};
 pub use sql_store::{Dialect, SqlStore};
+#[cfg(feature = "sqlite")]
 pub use sqlite::{Sqlite, SqliteStore};
 
 /// Where an event is on its way to the warehouse.

@@ -24,6 +24,7 @@ impl RowsAffected for sqlx::postgres::PgQueryResult {
     }
 }
 
+#[cfg(feature = "sqlite")]
 impl RowsAffected for sqlx::sqlite::SqliteQueryResult {
     fn rows_affected(&self) -> u64 {
         self.rows_affected()

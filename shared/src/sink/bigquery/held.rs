@@ -9,15 +9,12 @@
 use std::collections::{BTreeSet, HashSet};
 use std::time::Duration;
 
-use gcp_bigquery_client::Client;
-use gcp_bigquery_client::model::query_parameter::QueryParameter;
-use gcp_bigquery_client::model::query_parameter_type::QueryParameterType;
-use gcp_bigquery_client::model::query_parameter_value::QueryParameterValue;
-use gcp_bigquery_client::model::query_request::QueryRequest;
-use gcp_bigquery_client::model::query_response::ResultSet;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
 
 use super::BigQueryTarget;
 use super::json_row::date;
+use super::rest::{Rest, path};
 use crate::error::{Error, Result};
 use crate::event::EventKey;
 use crate::sink::WarehouseRow;
@@ -28,41 +25,97 @@ const KEYS_PER_QUERY: usize = 1_000;
 /// retried; nothing is written meanwhile).
 const QUERY_TIMEOUT: Duration = Duration::from_secs(20);
 
+/// The `jobs.query` request.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct QueryRequest {
+    query: String,
+    use_legacy_sql: bool,
+    parameter_mode: &'static str,
+    query_parameters: Vec<Value>,
+    timeout_ms: u64,
+    use_query_cache: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    location: Option<String>,
+}
+
+/// The part of a `jobs.query` answer read here: whether it finished, the column names, and
+/// the rows as `{"f": [{"v": …}, …]}` in column order.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct QueryAnswer {
+    job_complete: Option<bool>,
+    schema: Option<Schema>,
+    #[serde(default)]
+    rows: Vec<Row>,
+}
+
+#[derive(Deserialize)]
+struct Schema {
+    fields: Vec<Column>,
+}
+
+#[derive(Deserialize)]
+struct Column {
+    name: String,
+}
+
+#[derive(Deserialize)]
+struct Row {
+    f: Vec<Cell>,
+}
+
+#[derive(Deserialize)]
+struct Cell {
+    v: Value,
+}
+
+impl QueryAnswer {
+    /// `(tenant_id, event_id)` of each row.
+    fn keys(&self) -> Vec<EventKey> {
+        let position = |name: &str| {
+            self.schema
+                .as_ref()
+                .and_then(|s| s.fields.iter().position(|c| c.name == name))
+        };
+        let (Some(tenant), Some(event)) = (position("tenant_id"), position("event_id")) else {
+            return Vec::new();
+        };
+        let text =
+            |row: &Row, at: usize| row.f.get(at).and_then(|c| c.v.as_str()).map(str::to_owned);
+        self.rows
+            .iter()
+            .filter_map(|row| {
+                Some(EventKey {
+                    tenant_id: text(row, tenant)?,
+                    event_id: text(row, event)?,
+                })
+            })
+            .collect()
+    }
+}
+
 /// The keys of `rows` the table holds.
 pub(super) async fn held(
-    client: &Client,
+    rest: &Rest,
     target: &BigQueryTarget,
     rows: &[WarehouseRow],
 ) -> Result<HashSet<EventKey>> {
+    let call = format!("{}/queries", path(&["projects", &target.project]));
     let mut found = HashSet::new();
     for chunk in rows.chunks(KEYS_PER_QUERY) {
         let wanted: HashSet<EventKey> = chunk.iter().map(WarehouseRow::key).collect();
-        let response = client
-            .job()
-            .query(&target.project, request(target, chunk))
+        let answer: QueryAnswer = rest
+            .post(&call, &request(target, chunk))
             .await
-            .map_err(|e| {
-                Error::sink_caused(format!("BigQuery query of held rows in {target}"), e)
-            })?;
-        if response.job_complete == Some(false) {
+            .map_err(|e| e.into_sink_error(format_args!("query of held rows in {target}")))?;
+        if answer.job_complete == Some(false) {
             return Err(Error::sink(format!(
                 "BigQuery query of held rows in {target} did not finish within {QUERY_TIMEOUT:?}"
             )));
         }
-        let mut results = ResultSet::new_from_query_response(response);
-        while results.next_row() {
-            let column = |name: &str| results.get_string_by_name(name).ok().flatten();
-            if let (Some(tenant_id), Some(event_id)) = (column("tenant_id"), column("event_id")) {
-                let key = EventKey {
-                    tenant_id,
-                    event_id,
-                };
-                // The filter is per column, so it may match keys that were not asked for.
-                if wanted.contains(&key) {
-                    found.insert(key);
-                }
-            }
-        }
+        // The filter is per column, so it may match keys that were not asked for.
+        found.extend(answer.keys().into_iter().filter(|key| wanted.contains(key)));
     }
     Ok(found)
 }
@@ -74,57 +127,39 @@ fn request(target: &BigQueryTarget, rows: &[WarehouseRow]) -> QueryRequest {
     let dates: BTreeSet<String> = rows.iter().map(|r| date(&r.event_date)).collect();
     let tenants: BTreeSet<&str> = rows.iter().map(|r| r.tenant_id.as_str()).collect();
     let events: BTreeSet<&str> = rows.iter().map(|r| r.event_id.as_str()).collect();
-    let sql = format!(
+    let query = format!(
         "SELECT DISTINCT tenant_id, event_id FROM `{}.{}.{}` \
          WHERE event_date IN UNNEST(@dates) AND tenant_id IN UNNEST(@tenants) \
          AND event_id IN UNNEST(@events)",
         target.project, target.dataset, target.table
     );
-    let mut request = QueryRequest::new(sql);
-    request.parameter_mode = Some("NAMED".into());
-    request.query_parameters = Some(vec![
-        array_parameter("dates", "DATE", dates.iter().map(String::as_str)),
-        array_parameter("tenants", "STRING", tenants.into_iter()),
-        array_parameter("events", "STRING", events.into_iter()),
-    ]);
-    request.timeout_ms = i32::try_from(QUERY_TIMEOUT.as_millis()).ok();
-    request.use_query_cache = Some(false);
-    if let Some(location) = &target.location {
-        request.location = Some(location.clone());
+    QueryRequest {
+        query,
+        use_legacy_sql: false,
+        parameter_mode: "NAMED",
+        query_parameters: vec![
+            array_parameter("dates", "DATE", dates.iter().map(String::as_str)),
+            array_parameter("tenants", "STRING", tenants.into_iter()),
+            array_parameter("events", "STRING", events.into_iter()),
+        ],
+        timeout_ms: u64::try_from(QUERY_TIMEOUT.as_millis()).unwrap_or(u64::MAX),
+        use_query_cache: false,
+        location: target.location.clone(),
     }
-    request
 }
 
+/// A named `ARRAY<element_type>` query parameter.
 fn array_parameter<'a>(
     name: &str,
     element_type: &str,
     values: impl Iterator<Item = &'a str>,
-) -> QueryParameter {
-    QueryParameter {
-        name: Some(name.to_owned()),
-        parameter_type: Some(QueryParameterType {
-            r#type: "ARRAY".into(),
-            array_type: Some(Box::new(QueryParameterType {
-                r#type: element_type.into(),
-                array_type: None,
-                struct_types: None,
-            })),
-            struct_types: None,
-        }),
-        parameter_value: Some(QueryParameterValue {
-            array_values: Some(
-                values
-                    .map(|v| QueryParameterValue {
-                        array_values: None,
-                        struct_values: None,
-                        value: Some(v.to_owned()),
-                    })
-                    .collect(),
-            ),
-            struct_values: None,
-            value: None,
-        }),
-    }
+) -> Value {
+    let values: Vec<Value> = values.map(|v| json!({ "value": v })).collect();
+    json!({
+        "name": name,
+        "parameterType": { "type": "ARRAY", "arrayType": { "type": element_type } },
+        "parameterValue": { "arrayValues": values },
+    })
 }
 
 #[cfg(test)]
@@ -144,12 +179,27 @@ mod tests {
         };
         let request = request(&target, &[evil, test_row()]);
         assert!(!request.query.contains("OR 1=1"));
-        let parameters = request.query_parameters.expect("parameters");
-        let tenants = parameters[1]
-            .parameter_value
-            .as_ref()
-            .and_then(|v| v.array_values.as_ref())
-            .expect("tenants");
-        assert_eq!(tenants.len(), 2);
+        let tenants = &request.query_parameters[1]["parameterValue"]["arrayValues"];
+        assert_eq!(
+            tenants,
+            &json!([{"value": "acme"}, {"value": "x' OR 1=1 --"}])
+        );
+    }
+
+    #[test]
+    fn answers_are_read_by_column_name() {
+        let answer: QueryAnswer = serde_json::from_value(json!({
+            "jobComplete": true,
+            "schema": {"fields": [{"name": "event_id", "type": "STRING"}, {"name": "tenant_id", "type": "STRING"}]},
+            "rows": [{"f": [{"v": "e1"}, {"v": "acme"}]}, {"f": [{"v": "e2"}, {"v": null}]}],
+        }))
+        .expect("a jobs.query answer");
+        assert_eq!(
+            answer.keys(),
+            vec![EventKey {
+                tenant_id: "acme".into(),
+                event_id: "e1".into()
+            }]
+        );
     }
 }

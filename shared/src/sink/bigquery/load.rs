@@ -12,40 +12,48 @@
 //! the batch is split in halves and each loaded on its own, until the refused row is alone and
 //! answered `Permanent` with BigQuery's reason (extra jobs only when a row is bad).
 //!
-//! Which client: gcp-bigquery-client has no upload (its `bq_load_job` feature loads from
-//! Cloud Storage, which needs a bucket), so the upload is one plain `reqwest` request with the
-//! same credentials (`auth::GoogleAuth`), and the job is then read with the client's
-//! `jobs.get`.
+//! The upload is one `multipart/related` request (no Cloud Storage bucket needed), and the
+//! job is then read with `jobs.get` (`rest.rs`).
 
 use std::time::{Duration, Instant};
 
-use gcp_bigquery_client::Client;
-use gcp_bigquery_client::model::job::Job;
+use serde::Deserialize;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use super::BigQueryTarget;
-use super::auth::GoogleAuth;
 use super::json_row::{encode_line, out_of_range};
-use super::table::status_code;
+use super::rest::{ApiError, ErrorProto, Rest, path};
 use crate::error::{Error, Result};
 use crate::sink::{RowError, RowResult, WarehouseRow};
 
-/// Google's upload root.
-const GOOGLE_ROOT: &str = "https://bigquery.googleapis.com";
 /// Ids of one batch's series tried before giving up (each failed job uses one up).
 const JOB_IDS_PER_BATCH: u32 = 8;
 /// How long a job may run before the call gives up on it; the batch is delivered again and
 /// finds the job by its id.
 const JOB_WAIT: Duration = Duration::from_secs(60);
-/// The upload itself (a batch is a few MB at most).
-const UPLOAD_TIMEOUT: Duration = Duration::from_secs(60);
 
-pub(super) struct Loader {
-    http: reqwest::Client,
-    /// `<root>/upload/bigquery/v2`.
-    upload_base: String,
-    auth: GoogleAuth,
+/// The part of a job resource read here.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Job {
+    job_reference: Option<JobReference>,
+    status: Option<JobStatus>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct JobReference {
+    job_id: Option<String>,
+    location: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct JobStatus {
+    state: Option<String>,
+    error_result: Option<ErrorProto>,
+    errors: Option<Vec<ErrorProto>>,
 }
 
 /// What became of one group of rows.
@@ -61,32 +69,15 @@ enum JobOutcome {
     TableMissing(String),
 }
 
-impl Loader {
-    /// `endpoint` is an emulator's REST root (`http://127.0.0.1:9050`), `None` for Google.
-    pub(super) fn new(endpoint: Option<&str>, auth: GoogleAuth) -> Result<Self> {
-        let root = endpoint
-            .map(|e| {
-                e.trim_end_matches('/')
-                    .trim_end_matches("/bigquery/v2")
-                    .to_owned()
-            })
-            .unwrap_or_else(|| GOOGLE_ROOT.to_owned());
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(5))
-            .timeout(UPLOAD_TIMEOUT)
-            .build()
-            .map_err(|e| Error::dependency_caused("BigQuery upload HTTP client", e))?;
-        Ok(Self {
-            http,
-            upload_base: format!("{root}/upload/bigquery/v2"),
-            auth,
-        })
-    }
+/// Loads batches; one per sink, sharing its REST client.
+pub(super) struct Loader<'a> {
+    pub(super) rest: &'a Rest,
+}
 
+impl Loader<'_> {
     /// Loads the rows (distinct keys) and answers for each; also whether the table is gone.
     pub(super) async fn load(
         &self,
-        client: &Client,
         target: &BigQueryTarget,
         rows: &[WarehouseRow],
     ) -> (Result<Vec<RowResult>>, bool) {
@@ -118,7 +109,7 @@ impl Loader {
                 continue;
             }
             jobs += 1;
-            match self.run(client, target, rows, &lines, &group).await {
+            match self.run(target, rows, &lines, &group).await {
                 JobOutcome::Loaded => {}
                 JobOutcome::Invalid(reason) if group.len() == 1 => {
                     results[group[0]] = Err(RowError::Permanent(format!(
@@ -151,7 +142,6 @@ impl Loader {
     /// Loads one group under its series of job ids.
     async fn run(
         &self,
-        client: &Client,
         target: &BigQueryTarget,
         rows: &[WarehouseRow],
         lines: &[Option<String>],
@@ -168,23 +158,23 @@ impl Loader {
             let job = match self.upload(target, &job_id, &body).await {
                 Ok(Upload::Started(job)) => job,
                 // This batch was loaded (or tried) before: its job tells.
-                Ok(Upload::Exists) => match client
-                    .job()
-                    .get_job(&target.project, &job_id, target.location.as_deref())
-                    .await
-                {
-                    Ok(job) => Box::new(job),
-                    Err(e) => {
-                        return JobOutcome::Failed(Error::sink_caused(
-                            format!("BigQuery jobs.get {job_id}"),
-                            e,
-                        ));
+                Ok(Upload::Exists) => {
+                    match self
+                        .get_job(target, &job_id, target.location.as_deref())
+                        .await
+                    {
+                        Ok(job) => Box::new(job),
+                        Err(e) => {
+                            return JobOutcome::Failed(
+                                e.into_sink_error(format_args!("jobs.get {job_id}")),
+                            );
+                        }
                     }
-                },
+                }
                 Ok(Upload::TableMissing(reason)) => return JobOutcome::TableMissing(reason),
                 Err(error) => return JobOutcome::Failed(error),
             };
-            match wait(client, target, *job).await {
+            match self.wait(target, *job).await {
                 // A failed job keeps its id: a passing failure moves on to the next id.
                 JobOutcome::Transient(reason) => {
                     tracing::warn!(table = %target, %job_id, %reason, "load job failed; trying the batch's next job id");
@@ -198,7 +188,7 @@ impl Loader {
     }
 
     /// `POST /upload/bigquery/v2/projects/P/jobs?uploadType=multipart`: the job resource and
-    /// the NDJSON file in one `multipart/related` body.
+    /// the NDJSON file in one request.
     async fn upload(&self, target: &BigQueryTarget, job_id: &str, ndjson: &str) -> Result<Upload> {
         let mut job_reference = json!({ "projectId": target.project, "jobId": job_id });
         if let Some(location) = &target.location {
@@ -219,54 +209,63 @@ impl Loader {
                 "maxBadRecords": 0,
             }},
         });
-        let boundary = format!("fluxgate-{}", uuid::Uuid::new_v4().simple());
-        let body = format!(
-            "--{boundary}\r\nContent-Type: application/json; charset=UTF-8\r\n\r\n{job}\r\n\
-             --{boundary}\r\nContent-Type: application/octet-stream\r\n\r\n{ndjson}\r\n\
-             --{boundary}--\r\n"
-        );
-        let url = format!(
-            "{}/projects/{}/jobs?uploadType=multipart",
-            self.upload_base,
-            percent_encoding::utf8_percent_encode(
-                &target.project,
-                percent_encoding::NON_ALPHANUMERIC
-            )
-        );
-        let response = self
-            .http
-            .post(url)
-            .headers(self.auth.headers().await?)
-            .header(
-                reqwest::header::CONTENT_TYPE,
-                format!("multipart/related; boundary={boundary}"),
-            )
-            .body(body)
-            .send()
-            .await
-            .map_err(|e| Error::sink_caused(format!("BigQuery load upload into {target}"), e))?;
-        let status = response.status();
-        let text = response
-            .text()
-            .await
-            .map_err(|e| Error::sink_caused(format!("BigQuery load upload into {target}"), e))?;
-        match status.as_u16() {
-            200..=299 => serde_json::from_str(&text)
-                .map(|job| Upload::Started(Box::new(job)))
-                .map_err(|e| {
-                    Error::sink_caused(
-                        format!("BigQuery load upload into {target}: unexpected answer"),
-                        e,
-                    )
-                }),
-            409 => Ok(Upload::Exists),
-            404 => Ok(Upload::TableMissing(format!(
-                "BigQuery load into {target}: 404 {text}"
+        let call = format!("{}/jobs", path(&["projects", &target.project]));
+        match self.rest.upload::<Job>(&call, &job, ndjson).await {
+            Ok(job) => Ok(Upload::Started(Box::new(job))),
+            Err(e) if e.status() == Some(409) => Ok(Upload::Exists),
+            Err(e) if e.status() == Some(404) => Ok(Upload::TableMissing(format!(
+                "BigQuery load into {target}: {e}"
             ))),
-            _ => Err(Error::sink(format!(
-                "BigQuery load upload into {target}: {status} {}",
-                text.chars().take(500).collect::<String>()
-            ))),
+            Err(e) => Err(e.into_sink_error(format_args!("load upload into {target}"))),
+        }
+    }
+
+    /// `GET projects/P/jobs/J?location=L`.
+    async fn get_job(
+        &self,
+        target: &BigQueryTarget,
+        job_id: &str,
+        location: Option<&str>,
+    ) -> Result<Job, ApiError> {
+        let call = path(&["projects", &target.project, "jobs", job_id]);
+        let query: Vec<(&str, &str)> = location.map(|l| ("location", l)).into_iter().collect();
+        self.rest.get(&call, &query).await
+    }
+
+    /// Polls the job until it is done (or [`JOB_WAIT`] passed) and says how it ended.
+    async fn wait(&self, target: &BigQueryTarget, mut job: Job) -> JobOutcome {
+        let started = Instant::now();
+        let mut pause = Duration::from_millis(200);
+        loop {
+            let state = job.status.as_ref().and_then(|s| s.state.as_deref());
+            if state == Some("DONE") {
+                return outcome_of(&job);
+            }
+            let Some(JobReference {
+                job_id: Some(job_id),
+                location,
+            }) = job.job_reference.clone()
+            else {
+                return JobOutcome::Transient("BigQuery answered a load job without its id".into());
+            };
+            if started.elapsed() > JOB_WAIT {
+                return JobOutcome::Transient(format!(
+                    "BigQuery load job {job_id} still running after {JOB_WAIT:?}; the redelivery finds it by its id"
+                ));
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_secs(2));
+            job = match self.get_job(target, &job_id, location.as_deref()).await {
+                Ok(job) => job,
+                Err(e) if e.status() == Some(404) => {
+                    return JobOutcome::Transient(format!("BigQuery load job {job_id} not found"));
+                }
+                Err(e) => {
+                    return JobOutcome::Failed(
+                        e.into_sink_error(format_args!("jobs.get {job_id}")),
+                    );
+                }
+            };
         }
     }
 }
@@ -275,47 +274,6 @@ enum Upload {
     Started(Box<Job>),
     Exists,
     TableMissing(String),
-}
-
-/// Polls the job until it is done (or [`JOB_WAIT`] passed) and says how it ended.
-async fn wait(client: &Client, target: &BigQueryTarget, mut job: Job) -> JobOutcome {
-    let started = Instant::now();
-    let mut pause = Duration::from_millis(200);
-    loop {
-        let state = job.status.as_ref().and_then(|s| s.state.as_deref());
-        if state == Some("DONE") {
-            return outcome_of(&job);
-        }
-        let Some(reference) = job.job_reference.clone() else {
-            return JobOutcome::Transient("BigQuery answered a load job without its id".into());
-        };
-        let Some(job_id) = reference.job_id else {
-            return JobOutcome::Transient("BigQuery answered a load job without its id".into());
-        };
-        if started.elapsed() > JOB_WAIT {
-            return JobOutcome::Transient(format!(
-                "BigQuery load job {job_id} still running after {JOB_WAIT:?}; the redelivery finds it by its id"
-            ));
-        }
-        tokio::time::sleep(pause).await;
-        pause = (pause * 2).min(Duration::from_secs(2));
-        job = match client
-            .job()
-            .get_job(&target.project, &job_id, reference.location.as_deref())
-            .await
-        {
-            Ok(job) => job,
-            Err(e) if status_code(&e) == Some(404) => {
-                return JobOutcome::Transient(format!("BigQuery load job {job_id} not found"));
-            }
-            Err(e) => {
-                return JobOutcome::Failed(Error::sink_caused(
-                    format!("BigQuery jobs.get {job_id}"),
-                    e,
-                ));
-            }
-        };
-    }
 }
 
 /// A done job: loaded, refused as invalid, or failed for a passing reason.

@@ -17,7 +17,8 @@
 //!   than at connect, so a cold start makes no BigQuery call; once seen or created, the process
 //!   remembers it and never asks again.
 //! - Credentials (`auth.rs`): Application Default Credentials, a service-account key JSON (on
-//!   AWS, from Secrets Manager), or none for an emulator.
+//!   AWS, from Secrets Manager), or none for an emulator. The REST calls are `rest.rs`, on
+//!   the same HTTPS client and token cache as google-cloud-auth's own.
 //!
 //! The client is the cargo feature `bigquery` (the worker's builds); the settings and the
 //! target are here without it, so a build without the client can say what is missing.
@@ -31,6 +32,8 @@ mod held;
 mod json_row;
 #[cfg(feature = "bigquery")]
 mod load;
+#[cfg(feature = "bigquery")]
+mod rest;
 #[cfg(feature = "bigquery-storage-write")]
 mod storage_write;
 #[cfg(feature = "bigquery")]
@@ -45,8 +48,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 #[cfg(feature = "bigquery")]
 use async_trait::async_trait;
-#[cfg(feature = "bigquery")]
-use gcp_bigquery_client::Client;
 
 #[cfg(feature = "bigquery")]
 use super::{RowResult, Sink, WarehouseRow};
@@ -59,7 +60,7 @@ use crate::event::EventKey;
 pub use auth::BigQueryCredentials;
 pub use config::BigQueryConfig;
 #[cfg(feature = "bigquery")]
-pub use table::{CLUSTERING_FIELDS, PARTITION_FIELD, events_schema};
+pub use table::{CLUSTERING_FIELDS, PARTITION_FIELD, SchemaField, events_schema};
 
 /// How rows reach the table (`FLUXGATE_BIGQUERY_WRITE_MODE`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -116,14 +117,14 @@ impl std::fmt::Display for BigQueryTarget {
 /// The mode's writer, built once.
 enum Writer {
     Streaming,
-    Load(load::Loader),
+    Load,
     #[cfg(feature = "bigquery-storage-write")]
     StorageWrite(Box<storage_write::StorageWriter>),
 }
 
 #[cfg(feature = "bigquery")]
 pub struct BigQuerySink {
-    client: Client,
+    rest: rest::Rest,
     target: BigQueryTarget,
     writer: Writer,
     /// Set once the table is known to exist; cleared when BigQuery says it is gone.
@@ -154,20 +155,15 @@ impl BigQuerySink {
         endpoints: &BigQueryEndpoints,
         mode: BigQueryWriteMode,
     ) -> Result<Self> {
-        let client = auth::build_client(credentials.clone(), endpoints.rest.as_deref()).await?;
+        let auth = auth::GoogleAuth::new(&credentials)?;
+        let rest = rest::Rest::new(endpoints.rest.as_deref(), auth.clone())?;
         let writer = match mode {
             BigQueryWriteMode::Streaming => Writer::Streaming,
-            BigQueryWriteMode::Load => Writer::Load(load::Loader::new(
-                endpoints.rest.as_deref(),
-                auth::GoogleAuth::new(&credentials)?,
-            )?),
+            BigQueryWriteMode::Load => Writer::Load,
             #[cfg(feature = "bigquery-storage-write")]
-            BigQueryWriteMode::StorageWrite => {
-                Writer::StorageWrite(Box::new(storage_write::StorageWriter::connect(
-                    endpoints.grpc.as_deref(),
-                    auth::GoogleAuth::new(&credentials)?,
-                )?))
-            }
+            BigQueryWriteMode::StorageWrite => Writer::StorageWrite(Box::new(
+                storage_write::StorageWriter::connect(endpoints.grpc.as_deref(), auth)?,
+            )),
             #[cfg(not(feature = "bigquery-storage-write"))]
             BigQueryWriteMode::StorageWrite => {
                 return Err(crate::error::Error::setting(
@@ -179,17 +175,12 @@ impl BigQuerySink {
         };
         tracing::info!(table = %target, mode = mode.as_str(), "BigQuery sink ready");
         Ok(Self {
-            client,
+            rest,
             target,
             writer,
             table_ready: AtomicBool::new(false),
             ensure_lock: tokio::sync::Mutex::new(()),
         })
-    }
-
-    /// The underlying client (tests read rows and table metadata back through it).
-    pub fn client(&self) -> &Client {
-        &self.client
     }
 
     pub fn target(&self) -> &BigQueryTarget {
@@ -204,7 +195,7 @@ impl BigQuerySink {
         if self.table_ready.load(Ordering::Acquire) {
             return Ok(());
         }
-        table::ensure(&self.client, &self.target).await?;
+        table::ensure(&self.rest, &self.target).await?;
         self.table_ready.store(true, Ordering::Release);
         Ok(())
     }
@@ -241,13 +232,13 @@ impl Sink for BigQuerySink {
         }
         self.ensure_table().await?;
         let outcome = match &self.writer {
-            Writer::Streaming => streaming::insert_rows(&self.client, &self.target, rows)
+            Writer::Streaming => streaming::insert_rows(&self.rest, &self.target, rows)
                 .await
                 .into_parts(),
-            Writer::Load(loader) => {
+            Writer::Load => {
                 let (unique, of_row) = first_of_each_key(rows);
-                let (results, table_missing) =
-                    loader.load(&self.client, &self.target, &unique).await;
+                let loader = load::Loader { rest: &self.rest };
+                let (results, table_missing) = loader.load(&self.target, &unique).await;
                 (
                     results.map(|r| of_row.iter().map(|i| r[*i].clone()).collect()),
                     table_missing,
@@ -279,7 +270,7 @@ impl Sink for BigQuerySink {
             return Ok(HashSet::new());
         }
         self.ensure_table().await?;
-        held::held(&self.client, &self.target, rows).await
+        held::held(&self.rest, &self.target, rows).await
     }
 }
 

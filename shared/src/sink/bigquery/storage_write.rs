@@ -521,13 +521,10 @@ mod tests {
 
     #[test]
     fn the_descriptor_names_every_column_of_the_schema_file_in_order() {
-        let schema = events_schema().expect("schema");
-        let columns: Vec<String> = schema
-            .fields()
-            .as_ref()
-            .expect("fields")
-            .iter()
-            .map(|f| f.name.clone())
+        let columns: Vec<String> = events_schema()
+            .expect("schema")
+            .into_iter()
+            .map(|f| f.name)
             .collect();
         let described: Vec<String> = descriptor()
             .field

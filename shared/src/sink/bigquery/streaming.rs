@@ -4,15 +4,12 @@
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 
-use gcp_bigquery_client::Client;
-use gcp_bigquery_client::model::table_data_insert_all_request::TableDataInsertAllRequest;
-use gcp_bigquery_client::model::table_data_insert_all_request_rows::TableDataInsertAllRequestRows;
-use gcp_bigquery_client::model::table_data_insert_all_response::TableDataInsertAllResponse;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::BigQueryTarget;
 use super::json_row::encode;
-use super::table::status_code;
+use super::rest::{ErrorProto, Rest, path};
 use crate::error::{Error, Result};
 use crate::event::EventKey;
 use crate::sink::{RowError, RowResult, WarehouseRow};
@@ -39,10 +36,43 @@ pub(super) fn insert_id(row: &WarehouseRow) -> String {
     }
 }
 
+/// The `tabledata.insertAll` request.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct InsertAll {
+    /// Valid rows are written even when others are invalid; the invalid ones come back in
+    /// `insertErrors`. (Without it BigQuery refuses the whole request and marks the valid rows
+    /// `stopped`.)
+    skip_invalid_rows: bool,
+    rows: Vec<InsertRow>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct InsertRow {
+    insert_id: String,
+    json: serde_json::Value,
+}
+
+/// The `tabledata.insertAll` answer: the rows it refused, by their position in the request.
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct InsertAllAnswer {
+    #[serde(default)]
+    insert_errors: Vec<InsertError>,
+}
+
+#[derive(Deserialize)]
+struct InsertError {
+    index: Option<i64>,
+    #[serde(default)]
+    errors: Vec<ErrorProto>,
+}
+
 /// One encoded row and where it came from.
 struct Encoded {
     index: usize,
-    row: TableDataInsertAllRequestRows,
+    row: InsertRow,
     bytes: usize,
 }
 
@@ -72,7 +102,7 @@ fn split(rows: Vec<Encoded>, max_rows: usize, max_bytes: usize) -> Vec<Vec<Encod
 pub(super) struct Outcome {
     results: Vec<RowResult>,
     /// The first whole-request failure, when every request sent failed as a whole.
-    all_failed: Option<String>,
+    all_failed: Option<Error>,
     /// BigQuery answered 404: the table (or dataset) is gone.
     table_missing: bool,
 }
@@ -82,7 +112,7 @@ impl Outcome {
     /// written), and whether the table is gone.
     pub(super) fn into_parts(self) -> (Result<Vec<RowResult>>, bool) {
         let results = match self.all_failed {
-            Some(error) => Err(Error::sink(error)),
+            Some(error) => Err(error),
             None => Ok(self.results),
         };
         (results, self.table_missing)
@@ -92,7 +122,7 @@ impl Outcome {
 /// Inserts the rows and answers for each, in order. A request that fails as a whole makes its
 /// rows `Transient`; rows of other requests keep their answers (they may have been written).
 pub(super) async fn insert_rows(
-    client: &Client,
+    rest: &Rest,
     target: &BigQueryTarget,
     rows: &[WarehouseRow],
 ) -> Outcome {
@@ -132,41 +162,43 @@ pub(super) async fn insert_rows(
         }
         encoded.push(Encoded {
             index,
-            row: TableDataInsertAllRequestRows {
-                insert_id: Some(id),
+            row: InsertRow {
+                insert_id: id,
                 json,
             },
             bytes,
         });
     }
 
+    let call = format!(
+        "{}/insertAll",
+        path(&[
+            "projects",
+            &target.project,
+            "datasets",
+            &target.dataset,
+            "tables",
+            &target.table
+        ])
+    );
     let mut sent = 0usize;
-    let mut failed: Vec<String> = Vec::new();
+    let mut failed: Vec<Error> = Vec::new();
     let mut table_missing = false;
     for request_rows in split(encoded, MAX_ROWS_PER_REQUEST, MAX_REQUEST_BYTES) {
         sent += 1;
         let indexes: Vec<usize> = request_rows.iter().map(|r| r.index).collect();
-        let mut request = TableDataInsertAllRequest::new();
-        // Valid rows are written even when others are invalid; the invalid ones come back in
-        // insertErrors. (Without it BigQuery refuses the whole request and marks the valid
-        // rows "stopped".)
-        request.skip_invalid_rows();
-        if let Err(e) = request.add_rows(request_rows.into_iter().map(|r| r.row).collect()) {
-            failed.push(format!("BigQuery insertAll into {target}: {e}"));
-            mark_transient(&mut results, &indexes, failed.last());
-            continue;
-        }
-        match client
-            .tabledata()
-            .insert_all(&target.project, &target.dataset, &target.table, request)
-            .await
-        {
-            Ok(response) => apply_insert_errors(&mut results, &indexes, response, target),
+        let request = InsertAll {
+            skip_invalid_rows: true,
+            rows: request_rows.into_iter().map(|r| r.row).collect(),
+        };
+        match rest.post_gzipped::<InsertAllAnswer>(&call, &request).await {
+            Ok(answer) => apply_insert_errors(&mut results, &indexes, answer, target),
             Err(e) => {
-                table_missing |= status_code(&e) == Some(404);
-                tracing::warn!(table = %target, rows = indexes.len(), error = %e, "BigQuery insertAll failed");
-                failed.push(format!("BigQuery insertAll into {target}: {e}"));
-                mark_transient(&mut results, &indexes, failed.last());
+                table_missing |= e.status() == Some(404);
+                let error = e.into_sink_error(format_args!("insertAll into {target}"));
+                tracing::warn!(table = %target, rows = indexes.len(), error = %error.chain(), "BigQuery insertAll failed");
+                mark_transient(&mut results, &indexes, &error.chain());
+                failed.push(error);
             }
         }
     }
@@ -181,10 +213,9 @@ pub(super) async fn insert_rows(
     }
 }
 
-fn mark_transient(results: &mut [RowResult], indexes: &[usize], error: Option<&String>) {
-    let message = error.cloned().unwrap_or_default();
+fn mark_transient(results: &mut [RowResult], indexes: &[usize], message: &str) {
     for &i in indexes {
-        results[i] = Err(RowError::Transient(message.clone()));
+        results[i] = Err(RowError::Transient(message.to_owned()));
     }
 }
 
@@ -194,10 +225,10 @@ fn mark_transient(results: &mut [RowResult], indexes: &[usize], error: Option<&S
 fn apply_insert_errors(
     results: &mut [RowResult],
     indexes: &[usize],
-    response: TableDataInsertAllResponse,
+    answer: InsertAllAnswer,
     target: &BigQueryTarget,
 ) {
-    for insert_error in response.insert_errors.unwrap_or_default() {
+    for insert_error in answer.insert_errors {
         let position = insert_error
             .index
             .and_then(|i| usize::try_from(i).ok())
@@ -206,7 +237,7 @@ fn apply_insert_errors(
             tracing::warn!(table = %target, index = ?insert_error.index, "BigQuery reported an error for a row it was not sent");
             continue;
         };
-        let errors = insert_error.errors.unwrap_or_default();
+        let errors = insert_error.errors;
         let permanent = errors
             .iter()
             .any(|e| e.reason.as_deref() == Some("invalid"));
@@ -239,15 +270,13 @@ fn apply_insert_errors(
 mod tests {
     use super::*;
     use crate::sink::bigquery::json_row::tests::test_row;
-    use gcp_bigquery_client::model::error_proto::ErrorProto;
-    use gcp_bigquery_client::model::table_data_insert_all_response_insert_errors::TableDataInsertAllResponseInsertErrors;
     use serde_json::json;
 
     fn encoded(index: usize, bytes: usize) -> Encoded {
         Encoded {
             index,
-            row: TableDataInsertAllRequestRows {
-                insert_id: None,
+            row: InsertRow {
+                insert_id: String::new(),
                 json: json!({}),
             },
             bytes,
@@ -295,22 +324,13 @@ mod tests {
     #[test]
     fn invalid_rows_are_permanent_and_others_transient() {
         let mut results = vec![Ok(()); 4];
-        let error = |index: i32, reason: &str| TableDataInsertAllResponseInsertErrors {
-            index: Some(index),
-            errors: Some(vec![ErrorProto {
-                reason: Some(reason.into()),
-                message: Some("m".into()),
-                ..ErrorProto::default()
-            }]),
-        };
-        let response = TableDataInsertAllResponse {
-            insert_errors: Some(vec![
-                error(0, "invalid"),
-                error(1, "stopped"),
-                error(7, "invalid"),
-            ]),
-            kind: None,
-        };
+        // As BigQuery answers: `index` is a JSON number, the rest strings.
+        let error = |index: i64, reason: &str| json!({"index": index, "errors": [{"reason": reason, "location": "", "message": "m"}]});
+        let answer: InsertAllAnswer = serde_json::from_value(json!({
+            "kind": "bigquery#tableDataInsertAllResponse",
+            "insertErrors": [error(0, "invalid"), error(1, "stopped"), error(7, "invalid")],
+        }))
+        .expect("an insertAll answer");
         let target = BigQueryTarget {
             project: "p".into(),
             dataset: "d".into(),
@@ -318,7 +338,7 @@ mod tests {
             location: None,
         };
         // The request carried the caller's rows 3 and 1, in that order.
-        apply_insert_errors(&mut results, &[3, 1], response, &target);
+        apply_insert_errors(&mut results, &[3, 1], answer, &target);
         assert!(matches!(results[3], Err(RowError::Permanent(_))));
         assert!(matches!(results[1], Err(RowError::Transient(_))));
         assert_eq!(results[0], Ok(()));

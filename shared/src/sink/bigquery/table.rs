@@ -1,16 +1,11 @@
 //! The events table: its schema (kept in `infra/bigquery/events_schema.json`, the same file the
 //! deploy scripts give to `bq mk`), and creating dataset and table when they are missing.
 
-use gcp_bigquery_client::Client;
-use gcp_bigquery_client::error::BQError;
-use gcp_bigquery_client::model::clustering::Clustering;
-use gcp_bigquery_client::model::dataset::Dataset;
-use gcp_bigquery_client::model::table::Table;
-use gcp_bigquery_client::model::table_field_schema::TableFieldSchema;
-use gcp_bigquery_client::model::table_schema::TableSchema;
-use gcp_bigquery_client::model::time_partitioning::TimePartitioning;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
 
 use super::BigQueryTarget;
+use super::rest::{ApiError, Rest, path};
 use crate::error::{Error, Result};
 
 /// The table's columns in `bq mk --schema` form.
@@ -21,76 +16,98 @@ pub const PARTITION_FIELD: &str = "event_date";
 /// The columns the table is clustered by, in order: most queries filter by tenant, then type.
 pub const CLUSTERING_FIELDS: [&str; 2] = ["tenant_id", "event_type"];
 
-/// The events table's schema, from `infra/bigquery/events_schema.json`.
-pub fn events_schema() -> Result<TableSchema> {
-    let fields: Vec<TableFieldSchema> = serde_json::from_str(SCHEMA_JSON)
-        .map_err(|e| Error::internal_caused("infra/bigquery/events_schema.json", e))?;
-    Ok(TableSchema::new(fields))
+/// One column of the events table, as `bq mk --schema` and the REST API both write it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SchemaField {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub mode: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
 }
 
-fn events_table(target: &BigQueryTarget) -> Result<Table> {
-    Ok(Table::new(
-        &target.project,
-        &target.dataset,
-        &target.table,
-        events_schema()?,
-    )
-    .description("fluxgate events, one row per (tenant_id, event_id)")
-    .time_partitioning(TimePartitioning::per_day().field(PARTITION_FIELD))
-    .clustering(Clustering {
-        fields: Some(CLUSTERING_FIELDS.iter().map(|f| (*f).to_owned()).collect()),
+/// The events table's columns, from `infra/bigquery/events_schema.json`.
+pub fn events_schema() -> Result<Vec<SchemaField>> {
+    serde_json::from_str(SCHEMA_JSON)
+        .map_err(|e| Error::internal_caused("infra/bigquery/events_schema.json", e))
+}
+
+/// The `tables.insert` resource: the schema, one partition per day, clustered.
+fn events_table(target: &BigQueryTarget) -> Result<serde_json::Value> {
+    Ok(json!({
+        "tableReference": {
+            "projectId": target.project,
+            "datasetId": target.dataset,
+            "tableId": target.table,
+        },
+        "description": "fluxgate events, one row per (tenant_id, event_id)",
+        "schema": { "fields": events_schema()? },
+        "timePartitioning": { "type": "DAY", "field": PARTITION_FIELD },
+        "clustering": { "fields": CLUSTERING_FIELDS },
     }))
 }
 
-/// The HTTP status of an error answer from BigQuery, if it was one.
-pub(super) fn status_code(error: &BQError) -> Option<i64> {
-    match error {
-        BQError::ResponseError { error } => Some(error.error.code),
-        _ => None,
-    }
+/// The part of a `tables.get` answer the sink reads.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct TableInfo {
+    time_partitioning: Option<TimePartitioning>,
 }
 
-fn sink_error(what: &str, target: &BigQueryTarget, error: BQError) -> Error {
-    Error::sink_caused(format!("BigQuery {what} for {target}"), error)
+#[derive(Deserialize)]
+struct TimePartitioning {
+    field: Option<String>,
+}
+
+fn sink_error(what: &str, target: &BigQueryTarget, error: ApiError) -> Error {
+    error.into_sink_error(format_args!("{what} for {target}"))
 }
 
 /// Makes sure the table exists: one `tables.get` when it does (the usual case), else creates
 /// the dataset and the table. "Already exists" is success: another instance was quicker.
-pub(super) async fn ensure(client: &Client, target: &BigQueryTarget) -> Result<()> {
-    match client
-        .table()
-        .get(&target.project, &target.dataset, &target.table, None)
+pub(super) async fn ensure(rest: &Rest, target: &BigQueryTarget) -> Result<()> {
+    let project = path(&["projects", &target.project]);
+    let datasets = format!("{project}/datasets");
+    let tables = format!("{datasets}/{}/tables", path(&[&target.dataset]));
+    match rest
+        .get::<TableInfo>(&format!("{tables}/{}", path(&[&target.table])), &[])
         .await
     {
         Ok(table) => {
-            let partitioned_by = table
-                .time_partitioning
-                .as_ref()
-                .and_then(|p| p.field.as_deref());
-            if partitioned_by != Some(PARTITION_FIELD) {
+            let partitioned_by = table.time_partitioning.and_then(|p| p.field);
+            if partitioned_by.as_deref() != Some(PARTITION_FIELD) {
                 // Someone else made it; rows still load, but queries scan more than they need.
                 tracing::warn!(table = %target, ?partitioned_by, "BigQuery table is not partitioned by {PARTITION_FIELD}");
             }
             return Ok(());
         }
-        Err(e) if status_code(&e) == Some(404) => {}
+        Err(e) if e.status() == Some(404) => {}
         Err(e) => return Err(sink_error("tables.get", target, e)),
     }
 
-    let mut dataset = Dataset::new(&target.project, &target.dataset);
+    let mut dataset = json!({
+        "datasetReference": { "projectId": target.project, "datasetId": target.dataset },
+    });
     if let Some(location) = &target.location {
-        dataset = dataset.location(location);
+        dataset["location"] = json!(location);
     }
-    match client.dataset().create(dataset).await {
+    match rest
+        .post::<serde::de::IgnoredAny>(&datasets, &dataset)
+        .await
+    {
         Ok(_) => {
             tracing::info!(project = %target.project, dataset = %target.dataset, "created BigQuery dataset")
         }
-        Err(e) if status_code(&e) == Some(409) => {}
+        Err(e) if e.status() == Some(409) => {}
         Err(e) => return Err(sink_error("datasets.insert", target, e)),
     }
-    match client.table().create(events_table(target)?).await {
+    match rest
+        .post::<serde::de::IgnoredAny>(&tables, &events_table(target)?)
+        .await
+    {
         Ok(_) => tracing::info!(table = %target, "created BigQuery table"),
-        Err(e) if status_code(&e) == Some(409) => {}
+        Err(e) if e.status() == Some(409) => {}
         Err(e) => return Err(sink_error("tables.insert", target, e)),
     }
     Ok(())
@@ -102,17 +119,16 @@ mod tests {
 
     #[test]
     fn the_schema_file_names_the_partition_and_clustering_columns() {
-        let schema = events_schema().expect("the schema file parses");
-        let fields = schema.fields().as_ref().expect("fields");
+        let fields = events_schema().expect("the schema file parses");
         let kind = |name: &str| {
             fields
                 .iter()
                 .find(|f| f.name == name)
-                .map(|f| serde_json::to_value(&f.r#type).expect("type serializes"))
+                .map(|f| f.kind.as_str())
         };
-        assert_eq!(kind(PARTITION_FIELD), Some(serde_json::json!("DATE")));
+        assert_eq!(kind(PARTITION_FIELD), Some("DATE"));
         for field in CLUSTERING_FIELDS {
-            assert_eq!(kind(field), Some(serde_json::json!("STRING")), "{field}");
+            assert_eq!(kind(field), Some("STRING"), "{field}");
         }
     }
 }
