@@ -6,7 +6,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::json_object::JsonObject;
-use crate::sink::WarehouseRow;
+use crate::sink::{RowError, RowResult, WarehouseRow};
 
 /// One row as the events table takes it: timestamps in RFC 3339 with microseconds (BigQuery's
 /// precision), dates as `YYYY-MM-DD`. `J` is how the JSON columns go: insertAll wants strings
@@ -89,6 +89,32 @@ pub(super) fn out_of_range(row: &WarehouseRow) -> Option<String> {
                 "invalid: {column} is in the year {year}; BigQuery takes 0001-01-01 to 9999-12-31"
             )
         })
+}
+
+/// Each row encoded by `encode`, unless it cannot be sent (a date BigQuery does not take, or
+/// JSON that does not encode): the answers, `Permanent` for those rows and `Ok` for the rest,
+/// and the encoded rows with their positions.
+pub(super) fn encode_each<T, E: std::fmt::Display>(
+    rows: &[WarehouseRow],
+    encode: impl Fn(&WarehouseRow) -> std::result::Result<T, E>,
+) -> (Vec<RowResult>, Vec<(usize, T)>) {
+    let mut results: Vec<RowResult> = vec![Ok(()); rows.len()];
+    let mut encoded = Vec::with_capacity(rows.len());
+    for (i, row) in rows.iter().enumerate() {
+        if let Some(reason) = out_of_range(row) {
+            results[i] = Err(RowError::Permanent(format!(
+                "BigQuery refused the row: {reason}"
+            )));
+            continue;
+        }
+        match encode(row) {
+            Ok(value) => encoded.push((i, value)),
+            Err(e) => {
+                results[i] = Err(RowError::Permanent(format!("row cannot be encoded: {e}")));
+            }
+        }
+    }
+    (results, encoded)
 }
 
 #[cfg(test)]

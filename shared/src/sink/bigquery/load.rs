@@ -22,7 +22,7 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use super::BigQueryTarget;
-use super::json_row::{encode_line, out_of_range};
+use super::json_row::{encode_each, encode_line};
 use super::rest::{ApiError, ErrorProto, Rest, path};
 use crate::error::{Error, Result};
 use crate::sink::{RowError, RowResult, WarehouseRow};
@@ -81,23 +81,10 @@ impl Loader<'_> {
         target: &BigQueryTarget,
         rows: &[WarehouseRow],
     ) -> (Result<Vec<RowResult>>, bool) {
-        let mut results: Vec<RowResult> = vec![Ok(()); rows.len()];
-        let mut lines: Vec<Option<String>> = Vec::with_capacity(rows.len());
-        for (i, row) in rows.iter().enumerate() {
-            if let Some(reason) = out_of_range(row) {
-                results[i] = Err(RowError::Permanent(format!(
-                    "BigQuery refused the row: {reason}"
-                )));
-                lines.push(None);
-                continue;
-            }
-            match encode_line(row) {
-                Ok(line) => lines.push(Some(line)),
-                Err(e) => {
-                    results[i] = Err(RowError::Permanent(format!("row cannot be encoded: {e}")));
-                    lines.push(None);
-                }
-            }
+        let (mut results, encoded) = encode_each(rows, encode_line);
+        let mut lines: Vec<Option<String>> = vec![None; rows.len()];
+        for (i, line) in encoded {
+            lines[i] = Some(line);
         }
 
         let mut groups: Vec<Vec<usize>> =

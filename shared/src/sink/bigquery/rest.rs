@@ -136,12 +136,8 @@ impl Rest {
         path: &str,
         body: &impl Serialize,
     ) -> Result<T, ApiError> {
-        let request = self
-            .http
-            .post(format!("{}/{path}", self.base))
-            .header(CONTENT_TYPE, "application/json")
-            .body(serde_json::to_vec(body).map_err(ApiError::Decode)?);
-        self.send(request).await
+        let json = serde_json::to_vec(body).map_err(ApiError::Decode)?;
+        self.send(self.post_json(path, json)).await
     }
 
     /// `POST <v2>/<path>` with a gzip-compressed JSON body: row data is most of what a sink
@@ -157,12 +153,16 @@ impl Rest {
             .finish()
             .map_err(|e| ApiError::Decode(serde_json::Error::io(e)))?;
         let request = self
-            .http
+            .post_json(path, compressed)
+            .header(CONTENT_ENCODING, "gzip");
+        self.send(request).await
+    }
+
+    fn post_json(&self, path: &str, body: Vec<u8>) -> reqwest::RequestBuilder {
+        self.http
             .post(format!("{}/{path}", self.base))
             .header(CONTENT_TYPE, "application/json")
-            .header(CONTENT_ENCODING, "gzip")
-            .body(compressed);
-        self.send(request).await
+            .body(body)
     }
 
     /// `POST <upload v2>/<path>?uploadType=multipart`: a resource and a file in one

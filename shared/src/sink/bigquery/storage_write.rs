@@ -53,7 +53,7 @@ use tonic::transport::Channel;
 
 use super::BigQueryTarget;
 use super::auth::GoogleAuth;
-use super::json_row::out_of_range;
+use super::json_row::encode_each;
 use crate::error::{Error, Result};
 use crate::grpc::{GrpcStatus, lazy_channel};
 use crate::sink::{RowError, RowResult, WarehouseRow};
@@ -230,18 +230,8 @@ impl StorageWriter {
         target: &BigQueryTarget,
         rows: &[WarehouseRow],
     ) -> (Result<Vec<RowResult>>, bool) {
-        let mut results: Vec<RowResult> = vec![Ok(()); rows.len()];
-        let mut encoded: Vec<(usize, Vec<u8>)> = Vec::with_capacity(rows.len());
-        for (i, row) in rows.iter().enumerate() {
-            match out_of_range(row) {
-                Some(reason) => {
-                    results[i] = Err(RowError::Permanent(format!(
-                        "BigQuery refused the row: {reason}"
-                    )))
-                }
-                None => encoded.push((i, encode(row))),
-            }
-        }
+        let (mut results, encoded) =
+            encode_each(rows, |row| Ok::<_, std::convert::Infallible>(encode(row)));
         if encoded.is_empty() {
             return (Ok(results), false);
         }
