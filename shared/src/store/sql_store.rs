@@ -137,7 +137,6 @@ where
     for<'c> &'c mut <D::DB as Database>::Connection: Executor<'c, Database = D::DB>,
     ClaimedRow: for<'r> FromRow<'r, <D::DB as Database>::Row>,
     String: Bind<D::DB>,
-    Option<String>: Bind<D::DB>,
     i32: Bind<D::DB>,
     DateTime<Utc>: Bind<D::DB>,
     SqlStore<D>: OutboxLag,
@@ -214,7 +213,6 @@ where
     for<'c> &'c mut <D::DB as Database>::Connection: Executor<'c, Database = D::DB>,
     KeyStateRow: for<'r> FromRow<'r, <D::DB as Database>::Row>,
     String: Bind<D::DB>,
-    Option<String>: Bind<D::DB>,
     DateTime<Utc>: Bind<D::DB>,
 {
     async fn delivery_states(&self, keys: &[EventKey]) -> Result<HashMap<EventKey, DeliveryState>> {
