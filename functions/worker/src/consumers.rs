@@ -1,8 +1,8 @@
 //! The shape every queue-reading trigger shares: several consumer loops side by side, so that
 //! while one batch waits on the database or the warehouse, others are in flight, each
 //! receiving a batch, handing it to the worker and settling each message by its verdict. A
-//! queue the worker reads itself says only how it receives and how it settles
-//! ([`PulledQueue`]).
+//! queue the worker reads itself says only how it receives, acknowledges and hands a message
+//! back ([`PulledQueue`]); what each verdict becomes is decided here, once.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -24,22 +24,39 @@ pub trait PulledQueue: Send + Sync + 'static {
     /// How long to wait after an empty batch before receiving again (a queue whose receive
     /// already waits for messages needs none).
     const IDLE_PAUSE: Duration = Duration::ZERO;
+    /// Whether a malformed message (one that never becomes an event) is acknowledged with a
+    /// log line, as Pub/Sub's push trigger does; otherwise it is handed back like a retry, and
+    /// the queue's own redrive policy dead-letters it.
+    const ACKNOWLEDGE_MALFORMED: bool = false;
 
     /// The next batch, each message as the worker takes it; empty when none came in time.
     fn receive(&self) -> impl Future<Output = Result<Vec<(Self::Receipt, Delivery)>>> + Send;
 
-    /// Acknowledge or hand back each message, as its verdict says.
-    fn settle(
+    /// Acknowledges (deletes) handled messages, at least one. A failure is only logged: the
+    /// messages come again, and the worker finds them DONE.
+    fn acknowledge_all(&self, receipts: Vec<Self::Receipt>) -> impl Future<Output = ()> + Send;
+
+    /// Hands a message back, to be delivered again after `delay`. A failure is only logged:
+    /// the queue delivers it again on its own terms.
+    fn deliver_again(
         &self,
-        settled: Vec<(Self::Receipt, &Delivery, Verdict)>,
+        receipt: Self::Receipt,
+        delay: Duration,
     ) -> impl Future<Output = ()> + Send;
 
     /// The worker failed the batch as a whole (the database was unreachable): each message is
-    /// to come again.
+    /// to come again; by default each is handed back as for a retry.
     fn batch_failed(
         &self,
         batch: Vec<(Self::Receipt, &Delivery)>,
-    ) -> impl Future<Output = ()> + Send;
+    ) -> impl Future<Output = ()> + Send {
+        async move {
+            for (receipt, delivery) in batch {
+                self.deliver_again(receipt, retry_delay(delivery.receive_count))
+                    .await;
+            }
+        }
+    }
 }
 
 /// `consumers` loops side by side, each receiving a batch from `queue`, handing it to the
@@ -86,13 +103,8 @@ async fn process<Q: PulledQueue>(worker: &Worker, queue: &Q, batch: Vec<(Q::Rece
     let (receipts, deliveries): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
     match worker.process(&deliveries).await {
         Ok(verdicts) => {
-            let settled = receipts
-                .into_iter()
-                .zip(&deliveries)
-                .zip(verdicts)
-                .map(|((receipt, delivery), verdict)| (receipt, delivery, verdict))
-                .collect();
-            queue.settle(settled).await;
+            let settled = receipts.into_iter().zip(&deliveries).zip(verdicts);
+            settle(queue, settled).await;
         }
         Err(e) => {
             tracing::error!(queue = Q::NAME, error = %e.chain(), "worker batch failed; it comes again");
@@ -100,6 +112,33 @@ async fn process<Q: PulledQueue>(worker: &Worker, queue: &Q, batch: Vec<(Q::Rece
                 .batch_failed(receipts.into_iter().zip(&deliveries).collect())
                 .await;
         }
+    }
+}
+
+/// Acknowledges or hands back each message, as its verdict says: the handled ones (and, where
+/// the queue says so, the malformed ones) acknowledged together, the others handed back one by
+/// one after [`retry_delay`].
+async fn settle<'d, Q: PulledQueue>(
+    queue: &Q,
+    settled: impl IntoIterator<Item = ((Q::Receipt, &'d Delivery), Verdict)>,
+) {
+    let mut done = Vec::new();
+    for ((receipt, delivery), verdict) in settled {
+        match verdict {
+            Verdict::Ack => done.push(receipt),
+            Verdict::Malformed(reason) if Q::ACKNOWLEDGE_MALFORMED => {
+                tracing::error!(message_id = %delivery.message_id, %reason, "malformed {} message acknowledged", Q::NAME);
+                done.push(receipt);
+            }
+            Verdict::Retry | Verdict::Malformed(_) => {
+                queue
+                    .deliver_again(receipt, retry_delay(delivery.receive_count))
+                    .await;
+            }
+        }
+    }
+    if !done.is_empty() {
+        queue.acknowledge_all(done).await;
     }
 }
 

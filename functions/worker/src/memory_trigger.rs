@@ -6,8 +6,8 @@ use std::time::Duration;
 use fluxgate::error::Result;
 use fluxgate::queue::{self, InMemoryQueue};
 
-use crate::consumers::{PulledQueue, retry_delay};
-use crate::{Delivery, Verdict};
+use crate::Delivery;
+use crate::consumers::PulledQueue;
 
 /// Messages (packs of events) one consumer hands the worker at once.
 const MESSAGES_PER_BATCH: usize = 32;
@@ -26,21 +26,14 @@ impl PulledQueue for InMemoryQueue {
             .collect())
     }
 
-    async fn settle(&self, settled: Vec<(u64, &Delivery, Verdict)>) {
-        for (receipt, delivery, verdict) in settled {
-            match verdict {
-                Verdict::Ack => self.ack(receipt),
-                Verdict::Retry | Verdict::Malformed(_) => {
-                    self.nack(receipt, retry_delay(delivery.receive_count))
-                }
-            }
+    async fn acknowledge_all(&self, receipts: Vec<u64>) {
+        for receipt in receipts {
+            self.ack(receipt);
         }
     }
 
-    async fn batch_failed(&self, batch: Vec<(u64, &Delivery)>) {
-        for (receipt, delivery) in batch {
-            self.nack(receipt, retry_delay(delivery.receive_count));
-        }
+    async fn deliver_again(&self, receipt: u64, delay: Duration) {
+        self.nack(receipt, delay);
     }
 }
 

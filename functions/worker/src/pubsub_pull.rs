@@ -8,8 +8,8 @@ use std::time::Duration;
 use fluxgate::error::Result;
 use fluxgate::queue::PubsubSubscription;
 
-use crate::consumers::{PulledQueue, retry_delay};
-use crate::{Delivery, Verdict};
+use crate::Delivery;
+use crate::consumers::PulledQueue;
 
 /// Messages per pull, one worker batch.
 const MESSAGES_PER_PULL: u64 = 100;
@@ -23,6 +23,8 @@ impl PulledQueue for PubsubSubscription {
     /// Pub/Sub itself waits before it answers an empty pull; a server that answers at once (a
     /// local one) is not asked again at full speed.
     const IDLE_PAUSE: Duration = Duration::from_millis(100);
+    /// A malformed body never becomes an event: acknowledged, as the push trigger does.
+    const ACKNOWLEDGE_MALFORMED: bool = true;
 
     async fn receive(&self) -> Result<Vec<(String, Delivery)>> {
         let batch = self.pull(MESSAGES_PER_PULL, WAIT).await?;
@@ -42,27 +44,14 @@ impl PulledQueue for PubsubSubscription {
             .collect())
     }
 
-    async fn settle(&self, settled: Vec<(String, &Delivery, Verdict)>) {
-        let mut done = Vec::new();
-        for (ack_id, delivery, verdict) in settled {
-            match verdict {
-                Verdict::Ack => done.push(ack_id),
-                // A malformed body never becomes an event: acknowledged, as the push trigger does.
-                Verdict::Malformed(reason) => {
-                    tracing::error!(message_id = %delivery.message_id, %reason, "malformed Pub/Sub message acknowledged");
-                    done.push(ack_id);
-                }
-                Verdict::Retry => {
-                    self.hand_back(vec![ack_id], retry_delay(delivery.receive_count))
-                        .await;
-                }
-            }
-        }
-        if !done.is_empty()
-            && let Err(e) = self.acknowledge(done).await
-        {
+    async fn acknowledge_all(&self, ack_ids: Vec<String>) {
+        if let Err(e) = self.acknowledge(ack_ids).await {
             tracing::warn!(error = %e.chain(), "handled Pub/Sub messages not acknowledged; they come back and are found DONE");
         }
+    }
+
+    async fn deliver_again(&self, ack_id: String, delay: Duration) {
+        self.hand_back(vec![ack_id], delay).await;
     }
 
     async fn batch_failed(&self, batch: Vec<(String, &Delivery)>) {

@@ -8,8 +8,8 @@ use std::time::Duration;
 use fluxgate::error::Result;
 use fluxgate::queue::SqsQueue;
 
-use crate::consumers::{PulledQueue, retry_delay};
-use crate::{Delivery, Verdict};
+use crate::Delivery;
+use crate::consumers::PulledQueue;
 
 /// SQS hands out at most ten messages per receive.
 const MESSAGES_PER_RECEIVE: i32 = 10;
@@ -36,21 +36,15 @@ impl PulledQueue for SqsQueue {
             .collect())
     }
 
-    async fn settle(&self, settled: Vec<(String, &Delivery, Verdict)>) {
-        let mut done = Vec::new();
-        for (receipt, delivery, verdict) in settled {
-            match verdict {
-                Verdict::Ack => done.push(receipt),
-                Verdict::Retry | Verdict::Malformed(_) => {
-                    let delay = retry_delay(delivery.receive_count);
-                    if let Err(e) = self.retry_after(&receipt, delay).await {
-                        tracing::warn!(error = %e.chain(), "message left to its visibility timeout");
-                    }
-                }
-            }
-        }
-        if let Err(e) = self.delete(&done).await {
+    async fn acknowledge_all(&self, receipts: Vec<String>) {
+        if let Err(e) = self.delete(&receipts).await {
             tracing::warn!(error = %e.chain(), "handled SQS messages not deleted; they come back and are found DONE");
+        }
+    }
+
+    async fn deliver_again(&self, receipt: String, delay: Duration) {
+        if let Err(e) = self.retry_after(&receipt, delay).await {
+            tracing::warn!(error = %e.chain(), "message left to its visibility timeout");
         }
     }
 

@@ -9,7 +9,7 @@
 
 use async_trait::async_trait;
 use aws_sdk_sqs::Client;
-use aws_sdk_sqs::types::{QueueAttributeName, SendMessageBatchRequestEntry};
+use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
 
 use super::{DeadLetters, RedriveReport};
 use crate::error::{Error, Result};
@@ -20,11 +20,10 @@ const VISIBILITY_SECONDS: i32 = 60;
 
 #[derive(Clone)]
 pub struct SqsDeadLetters {
-    client: Client,
-    dead_letter_url: String,
-    /// The dead-letter queue as a queue the worker could read: what deletes resent messages.
+    /// The dead-letter queue: where messages are received, and deleted once resent.
     dead_letters: SqsQueue,
-    queue_url: String,
+    /// The queue they are resent to.
+    queue: SqsQueue,
 }
 
 impl SqsDeadLetters {
@@ -33,12 +32,9 @@ impl SqsDeadLetters {
         dead_letter_url: impl Into<String>,
         queue_url: impl Into<String>,
     ) -> Self {
-        let dead_letter_url = dead_letter_url.into();
         Self {
-            dead_letters: SqsQueue::new(client.clone(), dead_letter_url.clone()),
-            client,
-            dead_letter_url,
-            queue_url: queue_url.into(),
+            dead_letters: SqsQueue::new(client.clone(), dead_letter_url),
+            queue: SqsQueue::new(client, queue_url),
         }
     }
 
@@ -49,22 +45,6 @@ impl SqsDeadLetters {
     ) -> Self {
         let sdk = crate::aws::load_config().await;
         Self::new(Client::new(&sdk), dead_letter_url, queue_url)
-    }
-
-    async fn remaining(&self) -> Option<u64> {
-        let attributes = self
-            .client
-            .get_queue_attributes()
-            .queue_url(&self.dead_letter_url)
-            .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
-            .send()
-            .await
-            .ok()?;
-        attributes
-            .attributes()?
-            .get(&QueueAttributeName::ApproximateNumberOfMessages)?
-            .parse()
-            .ok()
     }
 }
 
@@ -79,10 +59,8 @@ impl DeadLetters for SqsDeadLetters {
         while moved < max {
             let want = (max - moved).min(10) as i32;
             let received = self
-                .client
-                .receive_message()
-                .queue_url(&self.dead_letter_url)
-                .max_number_of_messages(want)
+                .dead_letters
+                .receive_request(want)
                 .message_attribute_names("All")
                 .visibility_timeout(VISIBILITY_SECONDS)
                 .wait_time_seconds(1)
@@ -104,11 +82,8 @@ impl DeadLetters for SqsDeadLetters {
                 entries.push(entry);
             }
             let sent = self
-                .client
-                .send_message_batch()
-                .queue_url(&self.queue_url)
-                .set_entries(Some(entries))
-                .send()
+                .queue
+                .send_batch(entries)
                 .await
                 .map_err(|e| sqs_error("resend to the queue", e))?;
             // Only what SendMessageBatch reported sent leaves the dead-letter queue.
@@ -135,7 +110,7 @@ impl DeadLetters for SqsDeadLetters {
         }
         Ok(RedriveReport {
             moved,
-            remaining: self.remaining().await,
+            remaining: self.dead_letters.approximate_messages().await,
         })
     }
 }

@@ -11,9 +11,9 @@ use chrono::{DateTime, TimeDelta, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use sqlx::types::Json;
-use sqlx::{Database, Executor, FromRow, IntoArguments, QueryBuilder};
+use sqlx::{Database, Executor, FromRow, QueryBuilder};
 
-use super::rows::{self, Bind, KeyStatusRow, RowsAffected};
+use super::rows::{self, Bind, KeyStateRow, RowsAffected};
 use super::sql_store::{Dialect, SqlStore};
 use super::{OutboxLag, OutboxStatus, Readiness};
 use crate::error::Result;
@@ -441,12 +441,9 @@ where
 impl<D: Dialect> OutboxReplay for SqlStore<D>
 where
     for<'c> &'c mut <D::DB as Database>::Connection: Executor<'c, Database = D::DB>,
-    for<'c> &'c sqlx::Pool<D::DB>: Executor<'c, Database = D::DB>,
-    <D::DB as Database>::Arguments: IntoArguments<D::DB>,
-    <D::DB as Database>::QueryResult: RowsAffected,
     CountRow: for<'r> FromRow<'r, <D::DB as Database>::Row>,
     KeyRow: for<'r> FromRow<'r, <D::DB as Database>::Row>,
-    KeyStatusRow: for<'r> FromRow<'r, <D::DB as Database>::Row>,
+    KeyStateRow: for<'r> FromRow<'r, <D::DB as Database>::Row>,
     String: Bind<D::DB>,
     Option<String>: Bind<D::DB>,
     i64: Bind<D::DB>,
@@ -487,10 +484,11 @@ where
             return Ok(ReplayOne::Replayed);
         }
         tx.rollback().await?;
-        let found: Option<KeyStatusRow> = rows::select_statuses::<D::DB>(std::slice::from_ref(key))
-            .build_query_as()
-            .fetch_optional(self.pool())
-            .await?;
+        let found: Option<KeyStateRow> =
+            rows::select_delivery_states::<D::DB>(std::slice::from_ref(key))
+                .build_query_as()
+                .fetch_optional(self.pool())
+                .await?;
         Ok(match found {
             Some(row) => ReplayOne::NotReplayable(rows::parse_status(&row.status)?),
             None => ReplayOne::NotFound,
@@ -572,7 +570,6 @@ where
 impl<D: Dialect> OutboxMetrics for SqlStore<D>
 where
     for<'c> &'c sqlx::Pool<D::DB>: Executor<'c, Database = D::DB>,
-    <D::DB as Database>::Arguments: IntoArguments<D::DB>,
     StatusCountRow: for<'r> FromRow<'r, <D::DB as Database>::Row>,
     TypeCountRow: for<'r> FromRow<'r, <D::DB as Database>::Row>,
     CountRow: for<'r> FromRow<'r, <D::DB as Database>::Row>,
@@ -765,7 +762,6 @@ where
 impl<D: Dialect> OutboxLag for SqlStore<D>
 where
     for<'c> &'c sqlx::Pool<D::DB>: Executor<'c, Database = D::DB>,
-    <D::DB as Database>::Arguments: IntoArguments<D::DB>,
     OldestRow: for<'r> FromRow<'r, <D::DB as Database>::Row>,
     String: Bind<D::DB>,
     DateTime<Utc>: Bind<D::DB>,

@@ -7,7 +7,7 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use sqlx::{Database, Executor, FromRow, IntoArguments, Pool, QueryBuilder};
+use sqlx::{Database, Executor, FromRow, QueryBuilder};
 
 use super::rows::{Bind, RowsAffected};
 use super::sql_store::{Dialect, SqlStore};
@@ -32,7 +32,7 @@ pub struct NewApiKey {
 }
 
 /// A key as listings show it: never its hash.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, FromRow)]
 #[serde(rename_all = "camelCase")]
 pub struct ApiKeyInfo {
     pub key_id: String,
@@ -74,26 +74,12 @@ pub trait ApiKeys: Send + Sync {
     async fn find_active_key(&self, key_id: &str) -> Result<Option<ActiveKey>>;
 }
 
+/// A key as stored: what listings show, and the hash.
 #[derive(FromRow)]
 pub(crate) struct ApiKeyRow {
-    key_id: String,
-    tenant_id: String,
-    name: Option<String>,
+    #[sqlx(flatten)]
+    info: ApiKeyInfo,
     secret_sha256: String,
-    created_at: DateTime<Utc>,
-    revoked_at: Option<DateTime<Utc>>,
-}
-
-impl From<ApiKeyRow> for ApiKeyInfo {
-    fn from(row: ApiKeyRow) -> Self {
-        Self {
-            key_id: row.key_id,
-            tenant_id: row.tenant_id,
-            name: row.name,
-            created_at: row.created_at,
-            revoked_at: row.revoked_at,
-        }
-    }
 }
 
 const KEY_COLUMNS: &str =
@@ -116,9 +102,6 @@ fn is_unique_violation(error: &sqlx::Error) -> bool {
 impl<D: Dialect> ApiKeys for SqlStore<D>
 where
     for<'c> &'c mut <D::DB as Database>::Connection: Executor<'c, Database = D::DB>,
-    for<'c> &'c Pool<D::DB>: Executor<'c, Database = D::DB>,
-    <D::DB as Database>::Arguments: IntoArguments<D::DB>,
-    <D::DB as Database>::QueryResult: RowsAffected,
     ApiKeyRow: for<'r> FromRow<'r, <D::DB as Database>::Row>,
     TenantRecord: for<'r> FromRow<'r, <D::DB as Database>::Row>,
     String: Bind<D::DB>,
@@ -180,7 +163,7 @@ where
         }
         qb.push(" ORDER BY created_at, key_id");
         let rows: Vec<ApiKeyRow> = qb.build_query_as().fetch_all(self.pool()).await?;
-        Ok(rows.into_iter().map(ApiKeyInfo::from).collect())
+        Ok(rows.into_iter().map(|row| row.info).collect())
     }
 
     async fn revoke_key(&self, key_id: &str, now: DateTime<Utc>) -> Result<bool> {
@@ -209,10 +192,10 @@ where
             .fetch_optional(self.pool())
             .await?;
         Ok(row
-            .filter(|row| row.revoked_at.is_none())
+            .filter(|row| row.info.revoked_at.is_none())
             .map(|row| ActiveKey {
-                key_id: row.key_id,
-                tenant_id: row.tenant_id,
+                key_id: row.info.key_id,
+                tenant_id: row.info.tenant_id,
                 secret_sha256: row.secret_sha256,
             }))
     }

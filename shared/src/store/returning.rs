@@ -4,9 +4,9 @@
 
 use std::collections::{HashMap, HashSet};
 
-use sqlx::{Database, Executor, FromRow, IntoArguments};
+use sqlx::{Executor, FromRow};
 
-use super::rows::{self, Bind, KeyHashRow};
+use super::rows::{self, Bind, KeyHashRow, SqlDb};
 use crate::error::Result;
 use crate::event::{Event, EventKey};
 
@@ -15,9 +15,8 @@ pub(crate) async fn stored_hashes<DB>(
     keys: &[EventKey],
 ) -> Result<HashMap<(String, String), String>>
 where
-    DB: Database,
+    DB: SqlDb,
     for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    DB::Arguments: IntoArguments<DB>,
     KeyHashRow: for<'r> FromRow<'r, DB::Row>,
     String: Bind<DB>,
 {

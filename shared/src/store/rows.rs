@@ -13,8 +13,9 @@ use crate::event::{Event, EventKey};
 use crate::json_object::JsonObject;
 
 /// The query results of every supported database say how many rows changed; sqlx has no
-/// trait for it.
-pub(crate) trait RowsAffected {
+/// trait for it. (`pub` in this private module, like [`SqlDb`]: both bound the public
+/// [`Dialect`](super::sql_store::Dialect) trait, and nothing outside the crate names them.)
+pub trait RowsAffected {
     fn rows_affected(&self) -> u64;
 }
 
@@ -37,13 +38,21 @@ impl RowsAffected for sqlx::mysql::MySqlQueryResult {
     }
 }
 
+/// What the store's generic code needs of a database beyond sqlx's [`Database`]: arguments
+/// its queries take, and results that say how many rows changed. Written as bounds on the
+/// associated types, which naming `SqlDb` implies (a `where` clause on a trait would not be
+/// implied, and every generic impl would repeat it).
+pub trait SqlDb: Database<Arguments: IntoArguments<Self>, QueryResult: RowsAffected> {}
+
+impl<DB: Database<Arguments: IntoArguments<DB>, QueryResult: RowsAffected>> SqlDb for DB {}
+
 /// Runs `query` on `pool`; how many rows it changed.
-pub(crate) async fn execute<DB>(pool: &Pool<DB>, mut query: QueryBuilder<DB>) -> Result<u64>
+pub(crate) async fn execute<DB: SqlDb>(
+    pool: &Pool<DB>,
+    mut query: QueryBuilder<DB>,
+) -> sqlx::Result<u64>
 where
-    DB: Database,
     for<'c> &'c Pool<DB>: Executor<'c, Database = DB>,
-    <DB as Database>::Arguments: IntoArguments<DB>,
-    <DB as Database>::QueryResult: RowsAffected,
 {
     Ok(query.build().execute(pool).await?.rows_affected())
 }
@@ -51,17 +60,14 @@ where
 /// Leases due rows with `sql`, one statement whose parameters are, in order, `claim.now`,
 /// `claim.limit`, `claim.owner` and `expires_at` (PostgreSQL's and SQLite's
 /// [`Dialect::lease_due`](super::sql_store::Dialect::lease_due)).
-pub(crate) async fn lease_due<DB>(
+pub(crate) async fn lease_due<DB: SqlDb>(
     pool: &Pool<DB>,
     sql: &'static str,
     claim: &ClaimRequest,
     expires_at: DateTime<Utc>,
 ) -> Result<u64>
 where
-    DB: Database,
     for<'c> &'c Pool<DB>: Executor<'c, Database = DB>,
-    <DB as Database>::Arguments: IntoArguments<DB>,
-    <DB as Database>::QueryResult: RowsAffected,
     DateTime<Utc>: Bind<DB>,
     i64: Bind<DB>,
     String: Bind<DB>,
@@ -137,30 +143,15 @@ pub(crate) struct KeyHashRow {
     pub payload_sha256: String,
 }
 
-#[derive(sqlx::FromRow)]
-pub(crate) struct KeyStatusRow {
-    pub tenant_id: String,
-    pub event_id: String,
-    pub status: String,
-}
-
 /// A key's status and attempts: what the worker reads to tell a first delivery from one that
-/// may repeat a write whose outcome was never recorded.
+/// may repeat a write whose outcome was never recorded (and what a replay that moved nothing
+/// reports the status of).
 #[derive(sqlx::FromRow)]
 pub(crate) struct KeyStateRow {
     pub tenant_id: String,
     pub event_id: String,
     pub status: String,
     pub attempts: i32,
-}
-
-impl KeyStatusRow {
-    pub fn into_key(self) -> EventKey {
-        EventKey {
-            tenant_id: self.tenant_id,
-            event_id: self.event_id,
-        }
-    }
 }
 
 impl TryFrom<ClaimedRow> for super::ClaimedEvent {
@@ -306,15 +297,6 @@ where
     String: Bind<DB>,
 {
     let mut qb = QueryBuilder::new("SELECT tenant_id, event_id, payload_sha256 FROM events WHERE ");
-    push_keys_in(&mut qb, keys);
-    qb
-}
-
-pub(crate) fn select_statuses<DB: Database>(keys: &[EventKey]) -> QueryBuilder<DB>
-where
-    String: Bind<DB>,
-{
-    let mut qb = QueryBuilder::new("SELECT tenant_id, event_id, status FROM outbox WHERE ");
     push_keys_in(&mut qb, keys);
     qb
 }

@@ -6,9 +6,9 @@ use std::collections::HashMap;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::migrate::{Migrate, Migrator};
-use sqlx::{Connection, Database, Executor, FromRow, IntoArguments, Pool};
+use sqlx::{Connection, Database, Executor, FromRow, Pool};
 
-use super::rows::{self, Bind, ClaimedRow, KeyStateRow, KeyStatusRow, RowsAffected, StoredRow};
+use super::rows::{self, Bind, ClaimedRow, KeyStateRow, RowsAffected, SqlDb, StoredRow};
 use super::{
     ApiKeys, ClaimRequest, ClaimedEvent, DeliveryLog, DeliveryOutcome, DeliveryState, EventWriter,
     OutboxClaims, OutboxLag, OutboxMetrics, OutboxReplay, OutboxStatus, PublishRetry, Readiness,
@@ -19,7 +19,7 @@ use crate::event::{Event, EventKey};
 
 #[async_trait]
 pub trait Dialect: Send + Sync + 'static {
-    type DB: Database;
+    type DB: SqlDb;
 
     fn name(&self) -> &'static str;
 
@@ -79,7 +79,9 @@ impl<D: Dialect> SqlStore<D> {
     }
 }
 
-// One impl per role, each bounded by only what its queries need of the database.
+// One impl per role, each bounded by only what its queries need of the database beyond
+// `SqlDb` (which `Dialect::DB` implies). A pool runs queries wherever a connection does, so a
+// role that uses transactions names the connection's `Executor` alone.
 
 #[async_trait]
 impl<D: Dialect> Readiness for SqlStore<D> {
@@ -93,8 +95,6 @@ impl<D: Dialect> Readiness for SqlStore<D> {
 impl<D: Dialect> Store for SqlStore<D>
 where
     for<'c> &'c Pool<D::DB>: Executor<'c, Database = D::DB>,
-    <D::DB as Database>::Arguments: IntoArguments<D::DB>,
-    <D::DB as Database>::QueryResult: RowsAffected,
     DateTime<Utc>: Bind<D::DB>,
     SqlStore<D>: EventWriter + OutboxClaims + DeliveryLog + OutboxReplay + OutboxMetrics + ApiKeys,
 {
@@ -103,11 +103,11 @@ where
     }
 
     async fn requeue_undelivered(&self, now: DateTime<Utc>) -> Result<u64> {
-        rows::execute(&self.pool, rows::requeue_undelivered::<D::DB>(now)).await
+        Ok(rows::execute(&self.pool, rows::requeue_undelivered::<D::DB>(now)).await?)
     }
 
     async fn release_leases(&self, now: DateTime<Utc>) -> Result<u64> {
-        rows::execute(&self.pool, rows::release_leases::<D::DB>(now)).await
+        Ok(rows::execute(&self.pool, rows::release_leases::<D::DB>(now)).await?)
     }
 }
 
@@ -115,7 +115,6 @@ where
 impl<D: Dialect> EventWriter for SqlStore<D>
 where
     for<'c> &'c Pool<D::DB>: Executor<'c, Database = D::DB>,
-    <D::DB as Database>::Arguments: IntoArguments<D::DB>,
     StoredRow: for<'r> FromRow<'r, <D::DB as Database>::Row>,
     String: Bind<D::DB>,
 {
@@ -136,12 +135,8 @@ where
 impl<D: Dialect> OutboxClaims for SqlStore<D>
 where
     for<'c> &'c mut <D::DB as Database>::Connection: Executor<'c, Database = D::DB>,
-    for<'c> &'c Pool<D::DB>: Executor<'c, Database = D::DB>,
-    <D::DB as Database>::Arguments: IntoArguments<D::DB>,
-    <D::DB as Database>::QueryResult: RowsAffected,
     ClaimedRow: for<'r> FromRow<'r, <D::DB as Database>::Row>,
     String: Bind<D::DB>,
-    Option<String>: Bind<D::DB>,
     i32: Bind<D::DB>,
     DateTime<Utc>: Bind<D::DB>,
     SqlStore<D>: OutboxLag,
@@ -216,12 +211,8 @@ where
 impl<D: Dialect> DeliveryLog for SqlStore<D>
 where
     for<'c> &'c mut <D::DB as Database>::Connection: Executor<'c, Database = D::DB>,
-    for<'c> &'c Pool<D::DB>: Executor<'c, Database = D::DB>,
-    <D::DB as Database>::Arguments: IntoArguments<D::DB>,
-    KeyStatusRow: for<'r> FromRow<'r, <D::DB as Database>::Row>,
     KeyStateRow: for<'r> FromRow<'r, <D::DB as Database>::Row>,
     String: Bind<D::DB>,
-    Option<String>: Bind<D::DB>,
     DateTime<Utc>: Bind<D::DB>,
 {
     async fn delivery_states(&self, keys: &[EventKey]) -> Result<HashMap<EventKey, DeliveryState>> {
@@ -249,18 +240,11 @@ where
     }
 
     async fn statuses(&self, keys: &[EventKey]) -> Result<HashMap<EventKey, OutboxStatus>> {
-        let mut found = HashMap::with_capacity(keys.len());
-        for chunk in keys.chunks(rows::CHUNK) {
-            let rows: Vec<KeyStatusRow> = rows::select_statuses::<D::DB>(chunk)
-                .build_query_as()
-                .fetch_all(&self.pool)
-                .await?;
-            for row in rows {
-                let status = rows::parse_status(&row.status)?;
-                found.insert(row.into_key(), status);
-            }
-        }
-        Ok(found)
+        let states = self.delivery_states(keys).await?;
+        Ok(states
+            .into_iter()
+            .map(|(key, state)| (key, state.status))
+            .collect())
     }
 
     async fn record_outcomes(
@@ -300,43 +284,30 @@ where
 /// Runs the UPDATE `statement` makes for each chunk of `keys` (bind-parameter limits), each
 /// one again when the database rolled it back; answers the rows changed. Every such statement
 /// is guarded by the rows' state, so running one twice changes nothing twice.
-async fn update_in_chunks<DB>(
+async fn update_in_chunks<DB: SqlDb>(
     pool: &Pool<DB>,
     keys: &[EventKey],
     statement: impl Fn(&[EventKey]) -> sqlx::QueryBuilder<DB>,
 ) -> Result<u64>
 where
-    DB: Database,
     for<'c> &'c Pool<DB>: Executor<'c, Database = DB>,
-    <DB as Database>::Arguments: IntoArguments<DB>,
-    <DB as Database>::QueryResult: RowsAffected,
 {
-    let statement = &statement;
     let mut changed = 0;
     for chunk in keys.chunks(rows::CHUNK) {
-        changed += retry_when_rolled_back(move || async move {
-            Ok(statement(chunk)
-                .build()
-                .execute(pool)
-                .await?
-                .rows_affected())
-        })
-        .await?;
+        changed += retry_when_rolled_back(|| rows::execute(pool, statement(chunk))).await?;
     }
     Ok(changed)
 }
 
 /// Reads back the `leased` rows that `owner` leased until `expires_at`, events and all.
-async fn read_leased<DB>(
+async fn read_leased<DB: SqlDb>(
     pool: &Pool<DB>,
     owner: &str,
     leased: u64,
     expires_at: DateTime<Utc>,
 ) -> Result<Vec<ClaimedEvent>>
 where
-    DB: Database,
     for<'c> &'c Pool<DB>: Executor<'c, Database = DB>,
-    <DB as Database>::Arguments: IntoArguments<DB>,
     ClaimedRow: for<'r> FromRow<'r, <DB as Database>::Row>,
     String: Bind<DB>,
     DateTime<Utc>: Bind<DB>,

@@ -2,8 +2,8 @@
 
 use async_trait::async_trait;
 use aws_sdk_sqs::Client;
-use aws_sdk_sqs::error::DisplayErrorContext;
-use aws_sdk_sqs::operation::send_message_batch::SendMessageBatchOutput;
+use aws_sdk_sqs::error::{DisplayErrorContext, SdkError};
+use aws_sdk_sqs::operation::send_message_batch::{SendMessageBatchError, SendMessageBatchOutput};
 use aws_sdk_sqs::types::{MessageAttributeValue, SendMessageBatchRequestEntry};
 use tokio::task::JoinSet;
 
@@ -70,20 +70,24 @@ impl SqsQueue {
         &self.queue_url
     }
 
-    /// Sends one request of at most ten entries and answers for each of them, in order.
-    async fn send_group(
-        client: Client,
-        queue_url: String,
+    /// One `SendMessageBatch` request of at most ten entries: the drain's publish, and the
+    /// dead-letter redrive's resend.
+    pub(crate) async fn send_batch(
+        &self,
         entries: Vec<SendMessageBatchRequestEntry>,
-    ) -> Vec<PublishResult> {
-        let count = entries.len();
-        let output = match client
+    ) -> std::result::Result<SendMessageBatchOutput, SdkError<SendMessageBatchError>> {
+        self.client
             .send_message_batch()
-            .queue_url(queue_url)
+            .queue_url(&self.queue_url)
             .set_entries(Some(entries))
             .send()
             .await
-        {
+    }
+
+    /// Sends one request of at most ten entries and answers for each of them, in order.
+    async fn send_group(&self, entries: Vec<SendMessageBatchRequestEntry>) -> Vec<PublishResult> {
+        let count = entries.len();
+        let output = match self.send_batch(entries).await {
             Ok(output) => output,
             Err(err) => {
                 let reason = format!("SQS SendMessageBatch: {}", DisplayErrorContext(&err));
@@ -167,9 +171,9 @@ impl Queue for SqsQueue {
             if entries.is_empty() {
                 continue;
             }
-            let (client, queue_url) = (self.client.clone(), self.queue_url.clone());
+            let queue = self.clone();
             requests.spawn(async move {
-                let sent = Self::send_group(client, queue_url, entries).await;
+                let sent = queue.send_group(entries).await;
                 (indexes, sent)
             });
         }

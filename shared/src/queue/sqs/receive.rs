@@ -5,7 +5,10 @@
 use std::time::Duration;
 
 use aws_sdk_sqs::error::DisplayErrorContext;
-use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, MessageSystemAttributeName};
+use aws_sdk_sqs::operation::receive_message::builders::ReceiveMessageFluentBuilder;
+use aws_sdk_sqs::types::{
+    DeleteMessageBatchRequestEntry, MessageSystemAttributeName, QueueAttributeName,
+};
 
 use super::SqsQueue;
 use crate::error::{Error, Result};
@@ -21,13 +24,19 @@ pub struct SqsReceived {
 }
 
 impl SqsQueue {
-    /// Up to `max` (at most ten) messages, waiting up to `wait` (at most 20 s) for the first.
-    pub async fn receive(&self, max: i32, wait: Duration) -> Result<Vec<SqsReceived>> {
-        let output = self
-            .client
+    /// A `ReceiveMessage` request for up to `max` messages (SQS hands out one to ten): the
+    /// worker's long poll and the dead-letter redrive each add what they need.
+    pub(crate) fn receive_request(&self, max: i32) -> ReceiveMessageFluentBuilder {
+        self.client
             .receive_message()
             .queue_url(&self.queue_url)
             .max_number_of_messages(max.clamp(1, 10))
+    }
+
+    /// Up to `max` (at most ten) messages, waiting up to `wait` (at most 20 s) for the first.
+    pub async fn receive(&self, max: i32, wait: Duration) -> Result<Vec<SqsReceived>> {
+        let output = self
+            .receive_request(max)
             .wait_time_seconds(i32::try_from(wait.as_secs()).unwrap_or(20).min(20))
             .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
             .send()
@@ -91,6 +100,24 @@ impl SqsQueue {
             tracing::warn!(code = failed.code(), "SQS did not delete a handled message");
         }
         Ok(())
+    }
+
+    /// SQS's ApproximateNumberOfMessages: about how many messages wait; `None` when it cannot
+    /// be read.
+    pub(crate) async fn approximate_messages(&self) -> Option<u64> {
+        let attributes = self
+            .client
+            .get_queue_attributes()
+            .queue_url(&self.queue_url)
+            .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
+            .send()
+            .await
+            .ok()?;
+        attributes
+            .attributes()?
+            .get(&QueueAttributeName::ApproximateNumberOfMessages)?
+            .parse()
+            .ok()
     }
 
     /// Makes a message visible again after `delay` (at most 12 hours), for another delivery.
