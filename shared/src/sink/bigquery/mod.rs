@@ -156,7 +156,7 @@ impl BigQuerySink {
         mode: BigQueryWriteMode,
     ) -> Result<Self> {
         let auth = auth::GoogleAuth::new(&credentials)?;
-        let rest = rest::Rest::new(endpoints.rest.as_deref(), auth.clone())?;
+        let rest = rest::Rest::new(endpoints.rest.as_deref(), auth.clone());
         let writer = match mode {
             BigQueryWriteMode::Streaming => Writer::Streaming,
             BigQueryWriteMode::Load => Writer::Load,

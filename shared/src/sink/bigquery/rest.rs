@@ -21,7 +21,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::auth::GoogleAuth;
-use crate::error::{Error, Result};
+use crate::error::Error;
 
 /// Google's REST root.
 const GOOGLE_ROOT: &str = "https://bigquery.googleapis.com";
@@ -48,7 +48,8 @@ pub(super) enum ApiError {
         status: reqwest::StatusCode,
         message: String,
     },
-    /// No answer: connection, TLS or timeout.
+    /// No answer: no HTTPS client (it is built at the first call), or connection, TLS or
+    /// timeout.
     #[error("no answer")]
     Transport(#[source] reqwest::Error),
     /// An answer that is not the JSON the call expects.
@@ -93,7 +94,10 @@ pub(super) fn path(segments: &[&str]) -> String {
 
 /// The REST client: one connection pool and one token cache for every call of a sink.
 pub(super) struct Rest {
-    http: reqwest::Client,
+    /// Built at the first call, not at start: building it reads the system's root
+    /// certificates (rustls-platform-verifier), which would make every cold start pay for a
+    /// client that a Lambda instance may not use before it is frozen.
+    http: tokio::sync::OnceCell<reqwest::Client>,
     /// `<root>/bigquery/v2`.
     base: String,
     /// `<root>/upload/bigquery/v2`.
@@ -103,22 +107,30 @@ pub(super) struct Rest {
 
 impl Rest {
     /// `endpoint` is an emulator's REST root (`http://127.0.0.1:9050`, with or without
-    /// `/bigquery/v2`), `None` for Google. Makes no request.
-    pub(super) fn new(endpoint: Option<&str>, auth: GoogleAuth) -> Result<Self> {
+    /// `/bigquery/v2`), `None` for Google. Makes no request and builds no client yet.
+    pub(super) fn new(endpoint: Option<&str>, auth: GoogleAuth) -> Self {
         // reqwest is built without a crypto provider of its own; it takes the process's.
         crate::tls::install_crypto_provider();
         let root = root_of(endpoint);
-        let http = reqwest::Client::builder()
-            .connect_timeout(CONNECT_TIMEOUT)
-            .timeout(REQUEST_TIMEOUT)
-            .build()
-            .map_err(|e| Error::dependency_caused("BigQuery HTTP client", e))?;
-        Ok(Self {
-            http,
+        Self {
+            http: tokio::sync::OnceCell::new(),
             base: format!("{root}/bigquery/v2"),
             upload_base: format!("{root}/upload/bigquery/v2"),
             auth,
-        })
+        }
+    }
+
+    /// The HTTPS client, built at the first call.
+    async fn http(&self) -> Result<&reqwest::Client, ApiError> {
+        self.http
+            .get_or_try_init(|| async {
+                reqwest::Client::builder()
+                    .connect_timeout(CONNECT_TIMEOUT)
+                    .timeout(REQUEST_TIMEOUT)
+                    .build()
+            })
+            .await
+            .map_err(ApiError::Transport)
     }
 
     /// `GET <v2>/<path>?<query>`.
@@ -127,8 +139,8 @@ impl Rest {
         path: &str,
         query: &[(&str, &str)],
     ) -> Result<T, ApiError> {
-        let request = self.http.get(format!("{}/{path}", self.base)).query(query);
-        self.send(request).await
+        let request = self.http().await?.get(format!("{}/{path}", self.base));
+        self.send(request.query(query)).await
     }
 
     /// `POST <v2>/<path>` with a JSON body.
@@ -138,7 +150,7 @@ impl Rest {
         body: &impl Serialize,
     ) -> Result<T, ApiError> {
         let json = serde_json::to_vec(body).map_err(ApiError::Decode)?;
-        self.send(self.post_json(path, json)).await
+        self.send(self.post_json(path, json).await?).await
     }
 
     /// `POST <v2>/<path>` with a gzip-compressed JSON body: row data is most of what a sink
@@ -158,15 +170,22 @@ impl Rest {
             .map_err(|e| ApiError::Decode(serde_json::Error::io(e)))?;
         let request = self
             .post_json(path, compressed)
+            .await?
             .header(CONTENT_ENCODING, "gzip");
         self.send(request).await
     }
 
-    fn post_json(&self, path: &str, body: Vec<u8>) -> reqwest::RequestBuilder {
-        self.http
+    async fn post_json(
+        &self,
+        path: &str,
+        body: Vec<u8>,
+    ) -> Result<reqwest::RequestBuilder, ApiError> {
+        Ok(self
+            .http()
+            .await?
             .post(format!("{}/{path}", self.base))
             .header(CONTENT_TYPE, "application/json")
-            .body(body)
+            .body(body))
     }
 
     /// `POST <upload v2>/<path>?uploadType=multipart`: a resource and a file in one
@@ -185,7 +204,8 @@ impl Rest {
              --{boundary}--\r\n"
         );
         let request = self
-            .http
+            .http()
+            .await?
             .post(format!("{}/{path}", self.upload_base))
             .query(&[("uploadType", "multipart")])
             .header(
