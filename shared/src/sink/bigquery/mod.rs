@@ -17,8 +17,8 @@
 //!   than at connect, so a cold start makes no BigQuery call; once seen or created, the process
 //!   remembers it and never asks again.
 //! - Credentials (`auth.rs`): Application Default Credentials, a service-account key JSON (on
-//!   AWS, from Secrets Manager), or none for an emulator. The REST calls are `rest.rs`, on
-//!   the same HTTPS client and token cache as google-cloud-auth's own.
+//!   AWS, from Secrets Manager), or none for an emulator. The REST calls are `rest.rs`: JSON
+//!   on reqwest (the version google-cloud-auth brings), with google-cloud-auth's cached token.
 //!
 //! The client is the cargo feature `bigquery` (the worker's builds); the settings and the
 //! target are here without it, so a build without the client can say what is missing.
