@@ -196,8 +196,9 @@ pub(super) async fn insert_rows(
             Err(e) => {
                 table_missing |= e.status() == Some(404);
                 let error = e.into_sink_error(format_args!("insertAll into {target}"));
-                tracing::warn!(table = %target, rows = indexes.len(), error = %error.chain(), "BigQuery insertAll failed");
-                mark_transient(&mut results, &indexes, &error.chain());
+                let message = error.chain();
+                tracing::warn!(table = %target, rows = indexes.len(), error = %message, "BigQuery insertAll failed");
+                mark_transient(&mut results, &indexes, &message);
                 failed.push(error);
             }
         }
