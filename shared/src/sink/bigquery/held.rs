@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 
 use super::BigQueryTarget;
 use super::json_row::date;
-use super::rest::{Rest, path};
+use super::rest::{Encoding, Rest, path};
 use crate::error::{Error, Result};
 use crate::event::EventKey;
 use crate::sink::WarehouseRow;
@@ -106,7 +106,7 @@ pub(super) async fn held(
     for chunk in rows.chunks(KEYS_PER_QUERY) {
         let wanted: HashSet<EventKey> = chunk.iter().map(WarehouseRow::key).collect();
         let answer: QueryAnswer = rest
-            .post(&call, &request(target, chunk))
+            .post(&call, &request(target, chunk), Encoding::Identity)
             .await
             .map_err(|e| e.into_sink_error(format_args!("query of held rows in {target}")))?;
         if answer.job_complete == Some(false) {

@@ -9,7 +9,7 @@ use sha2::{Digest, Sha256};
 
 use super::BigQueryTarget;
 use super::json_row::encode;
-use super::rest::{ErrorProto, Rest, path};
+use super::rest::{Encoding, ErrorProto, Rest, path};
 use crate::error::{Error, Result};
 use crate::event::EventKey;
 use crate::sink::{RowError, RowResult, WarehouseRow};
@@ -191,7 +191,10 @@ pub(super) async fn insert_rows(
             skip_invalid_rows: true,
             rows: request_rows.into_iter().map(|r| r.row).collect(),
         };
-        match rest.post_gzipped::<InsertAllAnswer>(&call, &request).await {
+        match rest
+            .post::<InsertAllAnswer>(&call, &request, Encoding::Gzip)
+            .await
+        {
             Ok(answer) => apply_insert_errors(&mut results, &indexes, answer, target),
             Err(e) => {
                 table_missing |= e.status() == Some(404);

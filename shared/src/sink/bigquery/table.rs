@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::BigQueryTarget;
-use super::rest::{ApiError, Rest, path};
+use super::rest::{ApiError, Encoding, Rest, path};
 use crate::error::{Error, Result};
 
 /// The table's columns in `bq mk --schema` form.
@@ -93,7 +93,7 @@ pub(super) async fn ensure(rest: &Rest, target: &BigQueryTarget) -> Result<()> {
         dataset["location"] = json!(location);
     }
     match rest
-        .post::<serde::de::IgnoredAny>(&datasets, &dataset)
+        .post::<serde::de::IgnoredAny>(&datasets, &dataset, Encoding::Identity)
         .await
     {
         Ok(_) => {
@@ -103,7 +103,7 @@ pub(super) async fn ensure(rest: &Rest, target: &BigQueryTarget) -> Result<()> {
         Err(e) => return Err(sink_error("datasets.insert", target, e)),
     }
     match rest
-        .post::<serde::de::IgnoredAny>(&tables, &events_table(target)?)
+        .post::<serde::de::IgnoredAny>(&tables, &events_table(target)?, Encoding::Identity)
         .await
     {
         Ok(_) => tracing::info!(table = %target, "created BigQuery table"),
