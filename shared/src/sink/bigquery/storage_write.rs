@@ -51,9 +51,9 @@ use tonic::codegen::tokio_stream::wrappers::ReceiverStream;
 use tonic::metadata::{MetadataMap, MetadataValue};
 use tonic::transport::Channel;
 
-use super::BigQueryTarget;
 use super::auth::GoogleAuth;
 use super::json_row::encode_each;
+use super::{BigQueryTarget, events_schema};
 use crate::error::{Error, Result};
 use crate::grpc::{GrpcStatus, lazy_channel};
 use crate::sink::{RowError, RowResult, WarehouseRow};
@@ -66,8 +66,8 @@ const MAX_APPEND_BYTES: usize = 8 * 1024 * 1024;
 /// Deadline of each unary call, and of each append's answer.
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// One row of the events table as the Storage Write API takes it; [`descriptor`] describes
-/// it with the same names and numbers.
+/// One row of the events table as the Storage Write API takes it: the table's columns, each
+/// tagged with its place in the table's schema, as [`descriptor`] numbers them.
 #[derive(Clone, PartialEq, Message)]
 pub(super) struct EventRow {
     #[prost(string, optional, tag = "1")]
@@ -96,38 +96,40 @@ pub(super) struct EventRow {
     ingested_at: Option<i64>,
 }
 
-/// The columns of [`EventRow`], in tag order, with their proto types.
-const COLUMNS: [(&str, Type); 12] = [
-    ("tenant_id", Type::String),
-    ("event_id", Type::String),
-    ("event_type", Type::String),
-    ("event_ts", Type::Int64),
-    ("event_date", Type::Int32),
-    ("source", Type::String),
-    ("payload", Type::String),
-    ("payload_sha256", Type::String),
-    ("metadata", Type::String),
-    ("correlation_id", Type::String),
-    ("received_at", Type::Int64),
-    ("ingested_at", Type::Int64),
-];
-
-/// The writer schema sent with the first append of each stream.
-pub(super) fn descriptor() -> DescriptorProto {
-    DescriptorProto {
-        name: Some("EventRow".into()),
-        field: COLUMNS
-            .iter()
-            .zip(1..)
-            .map(|((name, kind), number)| FieldDescriptorProto {
-                name: Some((*name).into()),
+/// The writer schema sent with the first append of each stream, read from the table's own
+/// schema (`infra/bigquery/events_schema.json`): the column names are the table's, and each
+/// column's number is its place there, which [`EventRow`]'s tags follow.
+pub(super) fn descriptor() -> Result<DescriptorProto> {
+    let field = events_schema()?
+        .into_iter()
+        .zip(1..)
+        .map(|(column, number)| {
+            Ok(FieldDescriptorProto {
                 number: Some(number),
                 label: Some(Label::Optional as i32),
-                r#type: Some(*kind as i32),
+                r#type: Some(proto_type(&column.kind)? as i32),
+                name: Some(column.name),
                 ..Default::default()
             })
-            .collect(),
+        })
+        .collect::<Result<_>>()?;
+    Ok(DescriptorProto {
+        name: Some("EventRow".into()),
+        field,
         ..Default::default()
+    })
+}
+
+/// How a column of a BigQuery type travels in a row: TIMESTAMP as microseconds since the
+/// epoch, DATE as days since it, JSON as its text.
+fn proto_type(kind: &str) -> Result<Type> {
+    match kind {
+        "STRING" | "JSON" => Ok(Type::String),
+        "TIMESTAMP" | "INT64" => Ok(Type::Int64),
+        "DATE" => Ok(Type::Int32),
+        other => Err(Error::internal(format!(
+            "no Storage Write encoding for the BigQuery type {other}"
+        ))),
     }
 }
 
@@ -181,7 +183,7 @@ impl StorageWriter {
         Ok(Self {
             client: BigQueryWriteClient::new(lazy_channel(endpoint, bad)?),
             auth,
-            descriptor: descriptor(),
+            descriptor: descriptor()?,
         })
     }
 
@@ -503,25 +505,76 @@ fn split(rows: Vec<(usize, Vec<u8>)>) -> Vec<Vec<(usize, Vec<u8>)>> {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::HashMap;
+
     use super::*;
-    use crate::sink::bigquery::events_schema;
     use crate::sink::bigquery::json_row::tests::test_row;
     use googleapis_tonic_google_cloud_bigquery_storage_v1::google::cloud::bigquery::storage::v1::RowError as ProtoRowError;
     use googleapis_tonic_google_cloud_bigquery_storage_v1::google::rpc::Status;
 
+    /// What a row's bytes carry, by field number: a varint as a number, a string as text.
+    fn sent_fields(mut bytes: &[u8]) -> HashMap<u32, serde_json::Value> {
+        use prost::encoding::{DecodeContext, WireType, decode_key, decode_varint, string};
+        let mut sent = HashMap::new();
+        while !bytes.is_empty() {
+            let (number, wire_type) = decode_key(&mut bytes).expect("field key");
+            let value = match wire_type {
+                WireType::Varint => (decode_varint(&mut bytes).expect("varint") as i64).into(),
+                WireType::LengthDelimited => {
+                    let mut text = String::new();
+                    string::merge(wire_type, &mut text, &mut bytes, DecodeContext::default())
+                        .expect("string");
+                    text.into()
+                }
+                other => panic!("field {number} sent as {other:?}"),
+            };
+            sent.insert(number, value);
+        }
+        sent
+    }
+
     #[test]
-    fn the_descriptor_names_every_column_of_the_schema_file_in_order() {
-        let columns: Vec<String> = events_schema()
-            .expect("schema")
-            .into_iter()
-            .map(|f| f.name)
-            .collect();
-        let described: Vec<String> = descriptor()
-            .field
-            .iter()
-            .map(|f| f.name.clone().unwrap_or_default())
-            .collect();
-        assert_eq!(described, columns);
+    fn each_column_travels_under_its_descriptor_number_and_type() {
+        let row = WarehouseRow {
+            source: Some("web".into()),
+            metadata: Some(
+                serde_json::json!({"m": 2})
+                    .as_object()
+                    .cloned()
+                    .expect("object")
+                    .into(),
+            ),
+            correlation_id: Some("c-1".into()),
+            ..test_row()
+        };
+        let sent = sent_fields(&encode(&row));
+        // The same row as insertAll takes it, keyed by column name.
+        let named = crate::sink::bigquery::json_row::encode(&row).expect("json row");
+        let descriptor = descriptor().expect("descriptor");
+        assert_eq!(descriptor.field.len(), 12);
+        for field in &descriptor.field {
+            let (name, number) = (field.name(), field.number() as u32);
+            let expected = match (field.r#type(), named.get(name)) {
+                (_, None) => None,
+                (Type::String, Some(text)) => Some(text.clone()),
+                (Type::Int64, Some(text)) => {
+                    let at = chrono::DateTime::parse_from_rfc3339(text.as_str().expect(name));
+                    Some(at.expect(name).timestamp_micros().into())
+                }
+                (Type::Int32, Some(text)) => {
+                    let day =
+                        chrono::NaiveDate::parse_from_str(text.as_str().expect(name), "%Y-%m-%d");
+                    let days = day.expect(name) - chrono::NaiveDate::default();
+                    Some(days.num_days().into())
+                }
+                (other, _) => panic!("{name}: unexpected type {other:?}"),
+            };
+            assert_eq!(
+                sent.get(&number),
+                expected.as_ref(),
+                "{name} (field {number})"
+            );
+        }
     }
 
     #[test]
