@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::extract::{RawQuery, State};
+use axum::extract::State;
 use axum::http::{Method, StatusCode};
 use axum::response::IntoResponse;
 use chrono::{DateTime, TimeDelta, Utc};
@@ -482,7 +482,7 @@ async fn status_of(answer: impl Future<Output = impl IntoResponse>) -> StatusCod
 
 #[tokio::test]
 async fn a_tenant_cannot_read_another_tenants_figures_or_replay() {
-    use fluxgate_metrics::{failed_events, metrics, prometheus_text, summary};
+    use fluxgate_metrics::{Read, failed_events, metrics, prometheus_text, summary};
 
     let db = TestDb::from_env().await;
     let store = db.store.clone();
@@ -492,15 +492,16 @@ async fn a_tenant_cannot_read_another_tenants_figures_or_replay() {
         auth: authenticator(store.clone()).await,
     };
     let on_metrics = || State(metrics_state.clone());
+    let read = |scope, query| Read::new(&metrics_state, scope, query);
     let globex = || TenantScope::Tenant("globex".into());
     let acme = || TenantScope::Tenant("acme".into());
-    let of_acme = || RawQuery(Some("tenantId=acme".to_owned()));
+    let of_acme = Some("tenantId=acme");
 
     // Reads: another tenant's figures are a 404, as if they did not exist.
     let reads = [
-        status_of(summary(on_metrics(), globex(), of_acme())).await,
-        status_of(failed_events(on_metrics(), globex(), of_acme())).await,
-        status_of(metrics(on_metrics(), globex(), of_acme())).await,
+        status_of(summary(read(globex(), of_acme))).await,
+        status_of(failed_events(read(globex(), of_acme))).await,
+        status_of(metrics(read(globex(), of_acme))).await,
     ];
     assert_eq!(
         reads,
@@ -508,13 +509,9 @@ async fn a_tenant_cannot_read_another_tenants_figures_or_replay() {
         "summary, failed events, metrics"
     );
     // Without a tenantId a tenant key sees its own tenant only.
-    let own = failed_events(on_metrics(), globex(), RawQuery(None))
-        .await
-        .expect("own");
+    let own = failed_events(read(globex(), None)).await.expect("own");
     assert_eq!(own.0.total, 0);
-    let own = failed_events(on_metrics(), acme(), RawQuery(None))
-        .await
-        .expect("own");
+    let own = failed_events(read(acme(), None)).await.expect("own");
     assert_eq!(own.0.total, 1);
 
     // Across tenants is for admins.
@@ -677,7 +674,7 @@ async fn every_route_is_in_the_openapi_document_and_nothing_else() {
     let store = db.store.clone();
     check_document(
         "ingest",
-        fluxgate::api::endpoints(&fluxgate_ingest::IngestState::routes()),
+        fluxgate_ingest::IngestState::endpoints(),
         &fluxgate_ingest::IngestState::openapi(),
         fluxgate_ingest::service(
             store.clone(),
@@ -688,14 +685,14 @@ async fn every_route_is_in_the_openapi_document_and_nothing_else() {
     .await;
     check_document(
         "replay",
-        fluxgate::api::endpoints(&fluxgate_replay::ReplayState::routes()),
+        fluxgate_replay::ReplayState::endpoints(),
         &fluxgate_replay::ReplayState::openapi(),
         fluxgate_replay::service(store.clone(), None, authenticator(store.clone()).await),
     )
     .await;
     check_document(
         "metrics",
-        fluxgate::api::endpoints(&fluxgate_metrics::MetricsState::routes()),
+        fluxgate_metrics::MetricsState::endpoints(),
         &fluxgate_metrics::MetricsState::openapi(),
         metrics_app(store.clone()).await,
     )
@@ -711,13 +708,9 @@ async fn every_route_is_in_the_openapi_document_and_nothing_else() {
         Some(queue),
         authenticator(store.clone()).await,
     );
-    let mut all = fluxgate::api::endpoints(&fluxgate_ingest::IngestState::routes());
-    all.extend(fluxgate::api::endpoints(
-        &fluxgate_replay::ReplayState::routes(),
-    ));
-    all.extend(fluxgate::api::endpoints(
-        &fluxgate_metrics::MetricsState::routes(),
-    ));
+    let mut all = fluxgate_ingest::IngestState::endpoints();
+    all.extend(fluxgate_replay::ReplayState::endpoints());
+    all.extend(fluxgate_metrics::MetricsState::endpoints());
     let (status, body, _) = post(&local, "/v1/drain", None).await;
     assert!(
         is_fallback(status, &body),

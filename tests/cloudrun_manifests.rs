@@ -194,13 +194,21 @@ fn rust_files(dir: &Path) -> Vec<PathBuf> {
 }
 
 /// The paths `text` serves: axum's `.route("/x", …)` (also with a `const X: &str = "/x"` of the
-/// same file as the path) and the shared `Route::get("/x", …)` / `Route::post("/x", …)`.
+/// same file as the path), and the `path = "/x"` of each `#[utoipa::path(…)]`: the HTTP functions
+/// route their handlers where those attributes say (`fluxgate::http_api!`).
 fn route_paths(text: &str) -> Vec<String> {
-    let mut paths: Vec<String> = ["Route::get(", "Route::post(", ".route("]
-        .iter()
-        .flat_map(|opener| literals_after(text, opener))
+    let mut paths: Vec<String> = literals_after(text, ".route(")
+        .into_iter()
         .map(|(_, path)| path)
         .collect();
+    for (at, _) in text.match_indices("#[utoipa::path(") {
+        let attribute = &text[at..text[at..].find(")]").map_or(text.len(), |end| at + end)];
+        paths.extend(
+            literals_after(attribute, "path = ")
+                .into_iter()
+                .map(|(_, p)| p),
+        );
+    }
     let is_ident = |c: char| c.is_ascii_alphanumeric() || c == '_';
     for (at, _) in text.match_indices(".route(") {
         let rest = text[at + ".route(".len()..].trim_start();

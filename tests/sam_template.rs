@@ -91,9 +91,9 @@ fn served(routes: BTreeSet<(String, String)>) -> BTreeSet<(String, String)> {
 #[test]
 fn every_route_reaches_a_function_that_serves_it_and_every_endpoint_has_a_route() {
     let routed = routes_by_binary(&template());
-    let ingest = served(api::endpoints(&fluxgate_ingest::IngestState::routes()));
-    let replay = served(api::endpoints(&fluxgate_replay::ReplayState::routes()));
-    let metrics = served(api::endpoints(&fluxgate_metrics::MetricsState::routes()));
+    let ingest = served(fluxgate_ingest::IngestState::endpoints());
+    let replay = served(fluxgate_replay::ReplayState::endpoints());
+    let metrics = served(fluxgate_metrics::MetricsState::endpoints());
     let serves: BTreeMap<&str, &BTreeSet<(String, String)>> = [
         ("fluxgate-ingest", &ingest),
         ("fluxgate-replay", &replay),

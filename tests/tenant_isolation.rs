@@ -366,13 +366,9 @@ async fn every_route_is_isolated(kind: DbKind) {
         .iter()
         .map(|c| (c.method.to_owned(), c.route.to_owned()))
         .collect();
-    let mut routes = fluxgate::api::endpoints(&fluxgate_ingest::IngestState::routes());
-    routes.extend(fluxgate::api::endpoints(
-        &fluxgate_replay::ReplayState::routes(),
-    ));
-    routes.extend(fluxgate::api::endpoints(
-        &fluxgate_metrics::MetricsState::routes(),
-    ));
+    let mut routes = fluxgate_ingest::IngestState::endpoints();
+    routes.extend(fluxgate_replay::ReplayState::endpoints());
+    routes.extend(fluxgate_metrics::MetricsState::endpoints());
     assert_eq!(table, routes, "the table and the functions' routes differ");
     let of = |routes: BTreeSet<(String, String)>, run: &str| -> Vec<Case> {
         cases(run)
@@ -394,18 +390,9 @@ async fn every_route_is_isolated(kind: DbKind) {
         auth().await,
     );
     let keys = (globex.as_str(), acme.as_str());
-    let ingest_cases = of(
-        fluxgate::api::endpoints(&fluxgate_ingest::IngestState::routes()),
-        "ingest",
-    );
-    let replay_cases = of(
-        fluxgate::api::endpoints(&fluxgate_replay::ReplayState::routes()),
-        "replay",
-    );
-    let metrics_cases = of(
-        fluxgate::api::endpoints(&fluxgate_metrics::MetricsState::routes()),
-        "metrics",
-    );
+    let ingest_cases = of(fluxgate_ingest::IngestState::endpoints(), "ingest");
+    let replay_cases = of(fluxgate_replay::ReplayState::endpoints(), "replay");
+    let metrics_cases = of(fluxgate_metrics::MetricsState::endpoints(), "metrics");
     assert_eq!(
         ingest_cases.len() + replay_cases.len() + metrics_cases.len(),
         table.len()

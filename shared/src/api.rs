@@ -1,95 +1,80 @@
-//! One route table per function: the same list builds the axum router and names the endpoints,
-//! so a test can hold the router's endpoints against the OpenAPI document generated from the
-//! handlers' `#[utoipa::path]` attributes (`GET /openapi.json`).
+//! One API per function: each handler is routed at the method and path its `#[utoipa::path]`
+//! names (utoipa-axum's `routes!`), so a path is written once and the router and the OpenAPI
+//! document (`GET /openapi.json`) are built from the same list.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::handler::Handler;
-use axum::http::{HeaderValue, Method, header};
+use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{MethodFilter, MethodRouter, get, on};
+use axum::routing::get;
 use utoipa::openapi::OpenApi as Document;
 use utoipa::{IntoResponses, OpenApi};
+pub use utoipa_axum::router::OpenApiRouter;
+pub use utoipa_axum::routes;
 
 use crate::error::Problem;
 use crate::http;
 use crate::store::Readiness;
 
-/// One endpoint: a method, a path in OpenAPI's spelling (`/v1/events/{tenantId}`, which axum
-/// 0.8 reads the same way), and its handler.
-pub struct Route<S> {
-    pub method: Method,
-    pub path: &'static str,
-    pub handler: MethodRouter<S>,
-}
-
-impl<S: Clone + Send + Sync + 'static> Route<S> {
-    pub fn get<H: Handler<T, S>, T: 'static>(path: &'static str, handler: H) -> Self {
-        Self::on((Method::GET, MethodFilter::GET), path, handler)
-    }
-
-    pub fn post<H: Handler<T, S>, T: 'static>(path: &'static str, handler: H) -> Self {
-        Self::on((Method::POST, MethodFilter::POST), path, handler)
-    }
-
-    /// A route for `method`, as the table names it and as axum routes it.
-    fn on<H: Handler<T, S>, T: 'static>(
-        (method, filter): (Method, MethodFilter),
-        path: &'static str,
-        handler: H,
-    ) -> Self {
-        Self {
-            method,
-            path,
-            handler: on(filter, handler),
-        }
-    }
-}
-
-/// An HTTP function's API, implemented by its state: the route table, which builds the router
-/// and names the endpoints, and the OpenAPI document of the same operations.
+/// An HTTP function's API, implemented by its state (see [`http_api!`](crate::http_api)): its
+/// operations, which build both the router and the OpenAPI document.
 pub trait Api: Clone + Send + Sync + 'static {
     /// The document's title, e.g. "fluxgate metrics".
     const TITLE: &'static str;
 
-    /// The function's own operations: its `#[derive(OpenApi)]` type.
-    type Operations: OpenApi;
-
-    /// Every endpoint of the function, with its handler.
-    fn routes() -> Vec<Route<Self>>;
+    /// Every operation of the function, routed, with its OpenAPI description.
+    fn routes() -> OpenApiRouter<Self>;
 
     /// The function's OpenAPI document, with the common endpoints.
     fn openapi() -> Document {
-        document(Self::TITLE, Self::Operations::openapi())
+        document(Self::TITLE, Self::routes().into_openapi())
+    }
+
+    /// `(METHOD, path)` of every operation the function routes.
+    fn endpoints() -> BTreeSet<(String, String)> {
+        documented(&Self::routes().into_openapi())
     }
 
     /// The function's routes on this state, without health checks or middleware.
     fn into_router(self) -> Router {
-        router(Self::routes()).with_state(self)
+        Self::routes().split_for_parts().0.with_state(self)
     }
 
     /// The function as a whole service: routes, health checks, `/openapi.json`, correlation
     /// ids, problem+json 404s.
     fn into_service(self, readiness: Arc<dyn Readiness>) -> Router {
-        service(self.into_router(), readiness, &Self::openapi())
+        let (routes, own) = Self::routes().split_for_parts();
+        service(
+            routes.with_state(self),
+            readiness,
+            &document(Self::TITLE, own),
+        )
     }
 }
 
-/// The router of a route table (routes of one path with different methods are merged).
-pub fn router<S: Clone + Send + Sync + 'static>(routes: Vec<Route<S>>) -> Router<S> {
-    routes.into_iter().fold(Router::new(), |router, route| {
-        router.route(route.path, route.handler)
-    })
-}
+/// Implements [`Api`] for a function's state: the document's title, the `#[derive(OpenApi)]`
+/// type that holds its tags and schemas, and its handlers, each routed where its
+/// `#[utoipa::path]` says.
+///
+/// ```ignore
+/// fluxgate::http_api!(MetricsState, "fluxgate metrics", MetricsApi => [summary, metrics]);
+/// ```
+#[macro_export]
+macro_rules! http_api {
+    ($state:ty, $title:literal, $operations:ty => [$($($handler:ident)::+),+ $(,)?]) => {
+        impl $crate::api::Api for $state {
+            const TITLE: &'static str = $title;
 
-/// `(METHOD, path)` of every route of a table.
-pub fn endpoints<S>(routes: &[Route<S>]) -> BTreeSet<(String, String)> {
-    routes
-        .iter()
-        .map(|r| (r.method.as_str().to_owned(), r.path.to_owned()))
-        .collect()
+            fn routes() -> $crate::api::OpenApiRouter<Self> {
+                $crate::api::OpenApiRouter::with_openapi(
+                    <$operations as ::utoipa::OpenApi>::openapi(),
+                )
+                $(.routes($crate::api::routes!($($handler)::+)))+
+            }
+        }
+    };
 }
 
 /// `(METHOD, path)` of every operation an OpenAPI document describes.

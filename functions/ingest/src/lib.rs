@@ -15,7 +15,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
-use fluxgate::api::{Api, Route};
+use fluxgate::api::Api;
 use fluxgate::auth::Authenticator;
 use fluxgate::config::Limits;
 use fluxgate::error::{Error, Result};
@@ -57,23 +57,12 @@ pub struct IngestState {
     pub auth: Authenticator,
 }
 
-impl Api for IngestState {
-    const TITLE: &'static str = "fluxgate ingest";
-    type Operations = IngestApi;
-
-    fn routes() -> Vec<Route<Self>> {
-        vec![
-            Route::post("/v1/events", post_event),
-            Route::post("/v1/events/batch", batch::post_batch),
-            Route::post("/v1/events/bulk", batch::post_bulk),
-            Route::get("/v1/events/{tenantId}/{eventId}", get_event),
-        ]
-    }
-}
+fluxgate::http_api!(IngestState, "fluxgate ingest", IngestApi => [
+    post_event, batch::post_batch, batch::post_bulk, get_event,
+]);
 
 #[derive(OpenApi)]
 #[openapi(
-    paths(post_event, batch::post_batch, batch::post_bulk, get_event),
     components(schemas(OutboxStatus)),
     tags((name = "ingest", description = "Events in, stored once per (tenant, event id) with their outbox row"))
 )]

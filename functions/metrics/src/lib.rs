@@ -12,7 +12,8 @@ pub mod report;
 
 use std::sync::Arc;
 
-use axum::extract::{FromRef, RawQuery, State};
+use axum::extract::{FromRef, FromRequestParts, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
@@ -20,18 +21,15 @@ use chrono::TimeDelta;
 use serde::Serialize;
 use utoipa::{IntoParams, OpenApi, ToSchema};
 
-use fluxgate::api::{Api, ReadProblems, Route};
+use fluxgate::api::{Api, ReadProblems};
 use fluxgate::auth::Authenticator;
 use fluxgate::error::{Error, Result};
 use fluxgate::query::{QueryParams, check_range};
 use fluxgate::runtime::{ApiConfig, Function};
-use fluxgate::store::{
-    FailedEvent, Latency, OutboxFilter, OutboxMetrics, OutboxStatus, StatusCounts, Throughput,
-    TypeCount,
-};
+use fluxgate::store::{FailedEvent, OutboxFilter, OutboxMetrics};
 use fluxgate::tenant::TenantScope;
 
-use report::{Counts, LatencyReport, MetricsReport, Summary};
+use report::{MetricsReport, Summary};
 
 /// Latency window of `GET /v1/metrics` without `window`, and of `GET /metrics`.
 pub const DEFAULT_WINDOW: TimeDelta = TimeDelta::minutes(15);
@@ -59,24 +57,12 @@ pub struct MetricsState {
     pub auth: Authenticator,
 }
 
-impl Api for MetricsState {
-    const TITLE: &'static str = "fluxgate metrics";
-    type Operations = MetricsApi;
-
-    fn routes() -> Vec<Route<Self>> {
-        vec![
-            Route::get("/v1/outbox/summary", summary),
-            Route::get("/v1/metrics", metrics),
-            Route::get("/v1/events/failed", failed_events),
-            Route::get("/metrics", prometheus_text),
-        ]
-    }
-}
+fluxgate::http_api!(MetricsState, "fluxgate metrics", MetricsApi => [
+    summary, metrics, failed_events, prometheus_text,
+]);
 
 #[derive(OpenApi)]
 #[openapi(
-    paths(summary, metrics, failed_events, prometheus_text),
-    components(schemas(Summary, MetricsReport, Counts, LatencyReport, Latency, Throughput, StatusCounts, TypeCount, FailedPage, FailedEvent, OutboxStatus)),
     tags((name = "metrics", description = "Outbox figures: counts, lag, latency, throughput, failures"))
 )]
 pub struct MetricsApi;
@@ -90,7 +76,7 @@ pub fn service(store: Arc<dyn OutboxMetrics>, auth: Authenticator) -> Router {
     state.into_service(store)
 }
 
-/// The query parameters that choose the events counted, as documented; [`outbox_filter`]
+/// The query parameters that choose the events counted, as documented; [`Read::filter`]
 /// reads them (through [`QueryParams`], so that a bad one is named in the answer).
 #[derive(IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -105,32 +91,60 @@ struct FilterQuery {
     to: Option<String>,
 }
 
-/// `tenantId`, `from`, `to` of a query, held to what the caller may read.
-fn outbox_filter(scope: &TenantScope, query: &QueryParams) -> Result<OutboxFilter> {
-    let requested = query.text("tenantId")?;
-    let tenant_id = scope.tenant_filter(requested.as_deref())?;
-    let from = query.time("from")?;
-    let to = query.time("to")?;
-    check_range(from, to)?;
-    Ok(OutboxFilter {
-        tenant_id,
-        from,
-        to,
-    })
+/// What a read of figures starts from: the store, who calls, and the query string, whose
+/// parameters each handler names (so that an unknown or bad one is named in the answer).
+pub struct Read {
+    store: Arc<dyn OutboxMetrics>,
+    scope: TenantScope,
+    raw_query: Option<String>,
+}
+
+impl FromRequestParts<MetricsState> for Read {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, state: &MetricsState) -> Result<Self> {
+        let scope = TenantScope::from_request_parts(parts, state).await?;
+        Ok(Self::new(state, scope, parts.uri.query()))
+    }
+}
+
+impl Read {
+    /// A read of `state`'s figures by `scope`, with the query string `raw_query`.
+    pub fn new(state: &MetricsState, scope: TenantScope, raw_query: Option<&str>) -> Self {
+        Self {
+            store: state.store.clone(),
+            scope,
+            raw_query: raw_query.map(str::to_owned),
+        }
+    }
+
+    /// The query's parameters, each of them one of `known`.
+    fn params(&self, known: &[&str]) -> Result<QueryParams> {
+        QueryParams::parse(self.raw_query.as_deref(), known)
+    }
+
+    /// `tenantId`, `from`, `to` of a query, held to what the caller may read.
+    fn filter(&self, query: &QueryParams) -> Result<OutboxFilter> {
+        let requested = query.text("tenantId")?;
+        let tenant_id = self.scope.tenant_filter(requested.as_deref())?;
+        let from = query.time("from")?;
+        let to = query.time("to")?;
+        check_range(from, to)?;
+        Ok(OutboxFilter {
+            tenant_id,
+            from,
+            to,
+        })
+    }
 }
 
 /// Counts per status (pending, published, done, failed, dead) and their total.
 #[utoipa::path(get, path = "/v1/outbox/summary", tag = "metrics",
     params(FilterQuery),
     responses((status = 200, description = "Counts per status", body = Summary), ReadProblems))]
-pub async fn summary(
-    State(state): State<MetricsState>,
-    scope: TenantScope,
-    RawQuery(raw): RawQuery,
-) -> Result<Json<Summary>> {
-    let query = QueryParams::parse(raw.as_deref(), &["tenantId", "from", "to"])?;
-    let filter = outbox_filter(&scope, &query)?;
-    let counts = state.store.status_counts(&filter).await?;
+pub async fn summary(read: Read) -> Result<Json<Summary>> {
+    let filter = read.filter(&read.params(&["tenantId", "from", "to"])?)?;
+    let counts = read.store.status_counts(&filter).await?;
     Ok(Json(Summary::new(&filter, counts)))
 }
 
@@ -139,20 +153,16 @@ pub async fn summary(
     params(FilterQuery,
            ("window" = Option<String>, Query, description = "Latency window ending now, e.g. 15m (default) or 1h; 1m to 7d")),
     responses((status = 200, description = "The figures", body = MetricsReport), ReadProblems))]
-pub async fn metrics(
-    State(state): State<MetricsState>,
-    scope: TenantScope,
-    RawQuery(raw): RawQuery,
-) -> Result<Json<MetricsReport>> {
-    let query = QueryParams::parse(raw.as_deref(), &["tenantId", "from", "to", "window"])?;
-    let filter = outbox_filter(&scope, &query)?;
+pub async fn metrics(read: Read) -> Result<Json<MetricsReport>> {
+    let query = read.params(&["tenantId", "from", "to", "window"])?;
+    let filter = read.filter(&query)?;
     let window = query.duration(
         "window",
         TimeDelta::minutes(1),
         TimeDelta::days(7),
         DEFAULT_WINDOW,
     )?;
-    let report = report::collect(state.store.as_ref(), &filter, window, fluxgate::now()).await?;
+    let report = report::collect(read.store.as_ref(), &filter, window, fluxgate::now()).await?;
     Ok(Json(report))
 }
 
@@ -172,16 +182,14 @@ pub struct FailedPage {
            ("page" = Option<u64>, Query, description = "1-based page (default 1)"),
            ("limit" = Option<u64>, Query, description = "Events per page, 1 to 500 (default 50)")),
     responses((status = 200, description = "One page", body = FailedPage), ReadProblems))]
-pub async fn failed_events(
-    State(state): State<MetricsState>,
-    scope: TenantScope,
-    RawQuery(raw): RawQuery,
-) -> Result<Json<FailedPage>> {
-    let query = QueryParams::parse(raw.as_deref(), &["tenantId", "page", "limit"])?;
-    let tenant = scope.tenant_filter(query.text("tenantId")?.as_deref())?;
+pub async fn failed_events(read: Read) -> Result<Json<FailedPage>> {
+    let query = read.params(&["tenantId", "page", "limit"])?;
+    let tenant = read
+        .scope
+        .tenant_filter(query.text("tenantId")?.as_deref())?;
     let page = query.number("page", 1, 1_000_000, 1)?;
     let limit = query.number("limit", 1, MAX_PAGE_SIZE, DEFAULT_PAGE_SIZE)?;
-    let (items, total) = state
+    let (items, total) = read
         .store
         .failed_events(tenant.as_deref(), (page - 1) * limit, limit as u32)
         .await?;

@@ -14,7 +14,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use utoipa::{OpenApi, ToSchema};
 
-use fluxgate::api::{AdminProblems, Api, Route};
+use fluxgate::api::{AdminProblems, Api};
 use fluxgate::auth::{Admin, Authenticator};
 use fluxgate::dead_letters::{self, DeadLetters, RedriveReport};
 use fluxgate::error::{Error, Result};
@@ -70,24 +70,12 @@ pub struct ReplayState {
     pub auth: Authenticator,
 }
 
-impl Api for ReplayState {
-    const TITLE: &'static str = "fluxgate replay";
-    type Operations = ReplayApi;
-
-    fn routes() -> Vec<Route<Self>> {
-        vec![
-            Route::post("/v1/events/{tenantId}/{eventId}/replay", replay_event),
-            Route::post("/v1/replay", replay_matching),
-            Route::post("/v1/dlq/redrive", redrive),
-            Route::post("/v1/outbox/retry", retry_failed),
-        ]
-    }
-}
+fluxgate::http_api!(ReplayState, "fluxgate replay", ReplayApi => [
+    replay_event, replay_matching, redrive, retry_failed,
+]);
 
 #[derive(OpenApi)]
 #[openapi(
-    paths(replay_event, replay_matching, redrive, retry_failed),
-    components(schemas(ReplayedEvent, ReplayRequest, ReplayAnswer, RedriveRequest, RedriveReport, RetryAnswer, OutboxStatus)),
     tags((name = "replay", description = "FAILED and DEAD events back to PENDING; dead-letter redrive (admin)"))
 )]
 pub struct ReplayApi;
