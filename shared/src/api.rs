@@ -54,22 +54,38 @@ pub trait Api: Clone + Send + Sync + 'static {
     }
 }
 
-/// Implements [`Api`] for a function's state: the document's title, the `#[derive(OpenApi)]`
-/// type that holds its tags and schemas, and its handlers, each routed where its
-/// `#[utoipa::path]` says.
+/// Implements [`Api`] for a function's state: the document's title, the tag its operations
+/// share (and what the document says of it), schemas no operation names but the document
+/// should hold, and the handlers, each routed where its `#[utoipa::path]` says.
 ///
 /// ```ignore
-/// fluxgate::http_api!(MetricsState, "fluxgate metrics", MetricsApi => [summary, metrics]);
+/// fluxgate::http_api! {
+///     MetricsState, "fluxgate metrics",
+///     tag "metrics": "Outbox figures",
+///     routes [summary, metrics],
+/// }
 /// ```
 #[macro_export]
 macro_rules! http_api {
-    ($state:ty, $title:literal, $operations:ty => [$($($handler:ident)::+),+ $(,)?]) => {
+    (
+        $state:ty, $title:literal,
+        tag $tag:literal: $description:literal,
+        $(schemas [$($schema:ty),+ $(,)?],)?
+        routes [$($($handler:ident)::+),+ $(,)?] $(,)?
+    ) => {
         impl $crate::api::Api for $state {
             const TITLE: &'static str = $title;
 
             fn routes() -> $crate::api::OpenApiRouter<Self> {
+                #[derive(::utoipa::OpenApi)]
+                #[openapi(
+                    tags((name = $tag, description = $description))
+                    $(, components(schemas($($schema),+)))?
+                )]
+                struct Operations;
+
                 $crate::api::OpenApiRouter::with_openapi(
-                    <$operations as ::utoipa::OpenApi>::openapi(),
+                    <Operations as ::utoipa::OpenApi>::openapi(),
                 )
                 $(.routes($crate::api::routes!($($handler)::+)))+
             }

@@ -25,7 +25,6 @@ use fluxgate::runtime::{ApiConfig, Function};
 use fluxgate::store::{EventWriter, InsertOutcome, OutboxState, OutboxStatus};
 use fluxgate::tenant::TenantScope;
 use fluxgate_outbox_drain::EagerConfig;
-use utoipa::OpenApi;
 
 /// ingest's settings, from the environment (each also a flag; `--help` lists them).
 #[derive(clap::Parser)]
@@ -57,16 +56,12 @@ pub struct IngestState {
     pub auth: Authenticator,
 }
 
-fluxgate::http_api!(IngestState, "fluxgate ingest", IngestApi => [
-    post_event, batch::post_batch, batch::post_bulk, get_event,
-]);
-
-#[derive(OpenApi)]
-#[openapi(
-    components(schemas(OutboxStatus)),
-    tags((name = "ingest", description = "Events in, stored once per (tenant, event id) with their outbox row"))
-)]
-pub struct IngestApi;
+fluxgate::http_api! {
+    IngestState, "fluxgate ingest",
+    tag "ingest": "Events in, stored once per (tenant, event id) with their outbox row",
+    schemas [OutboxStatus],
+    routes [post_event, batch::post_batch, batch::post_bulk, get_event],
+}
 
 /// ingest as a whole service (see [`Api::into_service`]).
 pub fn service(store: Arc<dyn EventWriter>, limits: Limits, auth: Authenticator) -> Router {

@@ -19,7 +19,7 @@ use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
 use chrono::TimeDelta;
 use serde::Serialize;
-use utoipa::{IntoParams, OpenApi, ToSchema};
+use utoipa::{IntoParams, ToSchema};
 
 use fluxgate::api::{Api, ReadProblems};
 use fluxgate::auth::Authenticator;
@@ -57,15 +57,11 @@ pub struct MetricsState {
     pub auth: Authenticator,
 }
 
-fluxgate::http_api!(MetricsState, "fluxgate metrics", MetricsApi => [
-    summary, metrics, failed_events, prometheus_text,
-]);
-
-#[derive(OpenApi)]
-#[openapi(
-    tags((name = "metrics", description = "Outbox figures: counts, lag, latency, throughput, failures"))
-)]
-pub struct MetricsApi;
+fluxgate::http_api! {
+    MetricsState, "fluxgate metrics",
+    tag "metrics": "Outbox figures: counts, lag, latency, throughput, failures",
+    routes [summary, metrics, failed_events, prometheus_text],
+}
 
 /// metrics as a whole service (see [`Api::into_service`]).
 pub fn service(store: Arc<dyn OutboxMetrics>, auth: Authenticator) -> Router {

@@ -12,7 +12,7 @@ use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use utoipa::{OpenApi, ToSchema};
+use utoipa::ToSchema;
 
 use fluxgate::api::{AdminProblems, Api};
 use fluxgate::auth::{Admin, Authenticator};
@@ -70,15 +70,11 @@ pub struct ReplayState {
     pub auth: Authenticator,
 }
 
-fluxgate::http_api!(ReplayState, "fluxgate replay", ReplayApi => [
-    replay_event, replay_matching, redrive, retry_failed,
-]);
-
-#[derive(OpenApi)]
-#[openapi(
-    tags((name = "replay", description = "FAILED and DEAD events back to PENDING; dead-letter redrive (admin)"))
-)]
-pub struct ReplayApi;
+fluxgate::http_api! {
+    ReplayState, "fluxgate replay",
+    tag "replay": "FAILED and DEAD events back to PENDING; dead-letter redrive (admin)",
+    routes [replay_event, replay_matching, redrive, retry_failed],
+}
 
 /// replay as a whole service (see [`Api::into_service`]).
 pub fn service(
