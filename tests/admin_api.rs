@@ -636,15 +636,15 @@ async fn check_served(
     }
 }
 
-/// Every endpoint of the table plus the common ones is documented, nothing else is, and the
-/// service really serves each documented endpoint (not the problem+json fallback, not a 405).
+/// Every endpoint the function routes plus the common ones is documented, nothing else is, and
+/// the service really serves each documented endpoint (not the problem+json fallback, not a 405).
 async fn check_document(
     name: &str,
-    table: std::collections::BTreeSet<(String, String)>,
+    routed: std::collections::BTreeSet<(String, String)>,
     document: &utoipa::openapi::OpenApi,
     service: Router,
 ) {
-    let mut served = table;
+    let mut served = routed;
     served.extend(fluxgate::api::common_endpoints());
     let documented = fluxgate::api::documented(document);
     assert_eq!(

@@ -56,7 +56,8 @@ pub trait Api: Clone + Send + Sync + 'static {
 
 /// Implements [`Api`] for a function's state: the document's title, the tag its operations
 /// share (and what the document says of it), schemas no operation names but the document
-/// should hold, and the handlers, each routed where its `#[utoipa::path]` says.
+/// should hold, and the handlers, each routed where its `#[utoipa::path]` says. The calling
+/// crate depends on `axum` and `utoipa`, which utoipa-axum's `routes!` names.
 ///
 /// ```ignore
 /// fluxgate::http_api! {
