@@ -13,6 +13,7 @@ use axum::http::{Request, StatusCode, header};
 use chrono::{TimeDelta, Utc};
 use flate2::Compression;
 use flate2::write::GzEncoder;
+use fluxgate::api::Api as _;
 use fluxgate::config::Limits;
 use fluxgate::store::OutboxStatus;
 use fluxgate_tests::{ADMIN_KEY, TestDb, authenticator, key, router};
@@ -630,5 +631,127 @@ async fn health_and_readiness() {
     let api = Api::new(TestDb::postgres().await).await;
     assert_eq!(api.get("/healthz").await.status, StatusCode::OK);
     assert_eq!(api.get("/readyz").await.status, StatusCode::OK);
+    api.db.cleanup().await;
+}
+
+/// The schema `at` (a JSON pointer into the document) stands for, `$ref`s followed.
+fn schema<'d>(document: &'d Value, at: &str) -> &'d Value {
+    let found = document.pointer(at).unwrap_or_else(|| panic!("no {at}"));
+    match found["$ref"].as_str() {
+        Some(target) => schema(document, target.trim_start_matches('#')),
+        None => found,
+    }
+}
+
+/// Holds `value` against the document's schema at `at`: every required property is there,
+/// and every property it has is declared (through `allOf`, nested objects and arrays). The
+/// shape only: the API's own tests check the values.
+fn assert_fits(document: &Value, at: &str, value: &Value, path: &str) {
+    let described = schema(document, at);
+    if let Some(parts) = described["allOf"].as_array() {
+        let mut declared = Vec::new();
+        for (i, part) in parts.iter().enumerate() {
+            let part = match part["$ref"].as_str() {
+                Some(target) => schema(document, target.trim_start_matches('#')),
+                None => &described["allOf"][i],
+            };
+            declared.extend(part["properties"].as_object().into_iter().flatten());
+            for name in part["required"].as_array().into_iter().flatten() {
+                let name = name.as_str().expect("name");
+                assert!(value.get(name).is_some(), "{path}: no required {name}");
+            }
+        }
+        for (name, _) in value.as_object().expect("an object") {
+            assert!(
+                declared.iter().any(|(declared, _)| *declared == name),
+                "{path}.{name} is not in the document"
+            );
+        }
+        return;
+    }
+    for name in described["required"].as_array().into_iter().flatten() {
+        let name = name.as_str().expect("name");
+        assert!(value.get(name).is_some(), "{path}: no required {name}");
+    }
+    let Some(properties) = described["properties"].as_object() else {
+        return;
+    };
+    for (name, field) in value.as_object().expect("an object") {
+        let Some(property) = properties.get(name) else {
+            panic!("{path}.{name} is not in the document");
+        };
+        let nested = property["$ref"].as_str().map(|r| r.trim_start_matches('#'));
+        let items = property["items"]["$ref"]
+            .as_str()
+            .map(|r| r.trim_start_matches('#'));
+        match (nested, items, field) {
+            (Some(target), _, Value::Object(_)) => {
+                assert_fits(document, target, field, &format!("{path}.{name}"))
+            }
+            (_, Some(target), Value::Array(elements)) => {
+                for (i, element) in elements.iter().enumerate() {
+                    let at = format!("{path}.{name}[{i}]");
+                    if element.is_object() {
+                        assert_fits(document, target, element, &at);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_openapi_document_describes_the_bodies_ingest_takes_and_answers() {
+    let document = serde_json::to_value(fluxgate_ingest::IngestState::openapi()).expect("json");
+    let body = |path: &str, method: &str| {
+        format!("/paths/{path}/{method}/requestBody/content/application~1json/schema")
+    };
+    let answer = |path: &str, method: &str, status: &str| {
+        format!("/paths/{path}/{method}/responses/{status}/content/application~1json/schema")
+    };
+    let limits = Limits {
+        max_event_age: TimeDelta::days(100_000),
+        ..Limits::default()
+    };
+    let api = Api::with_limits(TestDb::sqlite().await, limits).await;
+
+    // Every field the API takes, in the body the document describes.
+    let event = json!({"tenantId": "acme", "eventId": "d-1", "eventType": "order.created",
+        "eventTs": "2024-01-15T10:30:00", "source": "shop", "metadata": {"ip": "10.0.0.1"},
+        "payload": {"orderId": 1}});
+    assert_fits(&document, &body("~1v1~1events", "post"), &event, "request");
+    let required = &schema(&document, &body("~1v1~1events", "post"))["required"];
+    assert_eq!(required, &json!(["eventType", "payload"]));
+
+    // Accepted, then the same again: a duplicate.
+    for status in [StatusCode::ACCEPTED, StatusCode::OK] {
+        let answered = api.post_json("/v1/events", event.clone()).await;
+        assert_eq!(answered.status, status, "{}", answered.body);
+        let at = answer("~1v1~1events", "post", status.as_str());
+        assert_fits(&document, &at, &answered.body, status.as_str());
+    }
+
+    let read = api.get("/v1/events/acme/d-1").await;
+    assert_eq!(read.status, StatusCode::OK, "{}", read.body);
+    let get = answer("~1v1~1events~1{tenantId}~1{eventId}", "get", "200");
+    assert_fits(&document, &get, &read.body, "GET");
+
+    let batch = json!([order("d-2"), {"tenantId": "acme", "eventId": "d-3", "eventType": "x"}]);
+    for path in ["batch", "bulk"] {
+        let request = body(&format!("~1v1~1events~1{path}"), "post");
+        assert_fits(&document, &format!("{request}/items"), &batch[0], path);
+        let answered = api
+            .post_json(&format!("/v1/events/{path}"), batch.clone())
+            .await;
+        assert_eq!(answered.status, StatusCode::OK, "{}", answered.body);
+        assert!(
+            answered.body["items"][1]["error"].is_object(),
+            "{}",
+            answered.body
+        );
+        let at = answer(&format!("~1v1~1events~1{path}"), "post", "200");
+        assert_fits(&document, &at, &answered.body, path);
+    }
     api.db.cleanup().await;
 }

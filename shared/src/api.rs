@@ -55,8 +55,8 @@ pub trait Api: Clone + Send + Sync + 'static {
 }
 
 /// Implements [`Api`] for a function's state: the document's title, the tag its operations
-/// share (and what the document says of it), schemas no operation names but the document
-/// should hold, and the handlers, each routed where its `#[utoipa::path]` says. The calling
+/// share (and what the document says of it), and the handlers, each routed where its
+/// `#[utoipa::path]` says; the schemas their bodies name come with them. The calling
 /// crate depends on `axum` and `utoipa`, which utoipa-axum's `routes!` names.
 ///
 /// ```ignore
@@ -71,7 +71,6 @@ macro_rules! http_api {
     (
         $state:ty, $title:literal,
         tag $tag:literal: $description:literal,
-        $(schemas [$($schema:ty),+ $(,)?],)?
         routes [$($($handler:ident)::+),+ $(,)?] $(,)?
     ) => {
         impl $crate::api::Api for $state {
@@ -79,10 +78,7 @@ macro_rules! http_api {
 
             fn routes() -> $crate::api::OpenApiRouter<Self> {
                 #[derive(::utoipa::OpenApi)]
-                #[openapi(
-                    tags((name = $tag, description = $description))
-                    $(, components(schemas($($schema),+)))?
-                )]
+                #[openapi(tags((name = $tag, description = $description)))]
                 struct Operations;
 
                 $crate::api::OpenApiRouter::with_openapi(

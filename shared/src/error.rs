@@ -8,7 +8,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// A rule that one field of the input broke. Carried into problem documents and into the
 /// per-item answers of a batch.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, thiserror::Error, utoipa::ToSchema)]
 #[error("{field} {detail}")]
 pub struct FieldError {
     pub field: String,

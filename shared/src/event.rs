@@ -18,18 +18,33 @@ use crate::tenant::TenantScope;
 /// reported by name by [`EventInput::validate`]; serde still rejects wrong JSON types with the
 /// path of the offending field. `payload` and `metadata` stay the client's text until
 /// [`JsonObject::canonical`] reads them, so no number in them is ever converted.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(
+    as = Event,
+    description = "One event. A field that breaks a rule is a 422 naming it; an unknown field is refused, so a typo is not silently dropped. Text fields take up to 128 characters (FLUXGATE_MAX_FIELD_LENGTH)."
+)]
 pub struct EventInput {
+    /// The tenant: with a tenant key optional, and the key's own; required with the admin
+    /// key. Letters, digits, `-`, `_` and `.`, starting with a letter or digit.
     pub tenant_id: Option<String>,
+    /// Unique per tenant: the idempotency key. A UUIDv7 is made when it is missing.
     pub event_id: Option<String>,
+    #[schema(required = true, value_type = String)]
     pub event_type: Option<String>,
+    /// RFC 3339; without an offset, UTC. Default: the receive time. At most 1825 days back and
+    /// 15 minutes ahead (FLUXGATE_MAX_EVENT_AGE, FLUXGATE_MAX_FUTURE_SKEW).
     pub event_ts: Option<String>,
+    /// A JSON object of at most 128 KiB, kept exactly as sent.
+    #[schema(required = true, value_type = Object)]
     pub payload: Option<Box<RawValue>>,
     pub source: Option<String>,
+    /// A JSON object, kept exactly as sent.
+    #[schema(value_type = Option<Object>)]
     pub metadata: Option<Box<RawValue>>,
     /// Anything else: rejected by name, so a typo such as `timestamp` is not silently dropped.
     #[serde(flatten)]
+    #[schema(ignore)]
     pub unknown: HashMap<String, Value>,
 }
 
@@ -43,8 +58,12 @@ pub struct EventKey {
 
 /// A validated event. Its JSON form is also the queue message body, so a message carries the
 /// whole event and the worker never reads the database to load it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(
+    as = StoredEvent,
+    description = "An event as stored: its fields as sent (the timestamp in UTC), when it was received, the SHA-256 of its canonical payload, and the correlation id of the request that sent it."
+)]
 pub struct Event {
     pub tenant_id: String,
     pub event_id: String,
@@ -53,9 +72,11 @@ pub struct Event {
     pub received_at: DateTime<Utc>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<String>,
+    #[schema(value_type = Object)]
     pub payload: JsonObject,
     pub payload_sha256: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
     pub metadata: Option<JsonObject>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub correlation_id: Option<String>,

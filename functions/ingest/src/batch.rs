@@ -9,6 +9,7 @@ use axum::extract::State;
 use axum::http::HeaderMap;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
+use utoipa::ToSchema;
 
 use chrono::{DateTime, Utc};
 use fluxgate::config::{Limits, over_limit};
@@ -20,7 +21,7 @@ use fluxgate::tenant::TenantScope;
 
 use crate::IngestState;
 
-#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq, ToSchema)]
 #[serde(rename_all = "lowercase")]
 enum ItemStatus {
     Accepted,
@@ -39,8 +40,10 @@ impl From<InsertOutcome> for ItemStatus {
     }
 }
 
-#[derive(Debug, Serialize)]
+/// The answer for one item of a batch, by its place in the batch.
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(as = BatchItem)]
 struct ItemResult {
     index: usize,
     event_id: Option<String>,
@@ -49,7 +52,9 @@ struct ItemResult {
     error: Option<FieldError>,
 }
 
-#[derive(Debug, Default, Serialize)]
+/// How many items of a batch got each answer.
+#[derive(Debug, Default, Serialize, ToSchema)]
+#[schema(as = BatchCounts)]
 struct Counts {
     accepted: usize,
     duplicate: usize,
@@ -57,7 +62,9 @@ struct Counts {
     invalid: usize,
 }
 
-#[derive(Debug, Serialize)]
+/// A batch's answer: counts, and an answer per item in the batch's order.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = BatchAnswer)]
 pub(crate) struct BatchResponse {
     counts: Counts,
     items: Vec<ItemResult>,
@@ -65,9 +72,9 @@ pub(crate) struct BatchResponse {
 
 #[utoipa::path(post, path = "/v1/events/batch", tag = "ingest",
     request_body(description = "A JSON array of events, `{\"events\": [...]}`, or NDJSON: one event per line",
-        content((serde_json::Value = "application/json"), (String = "application/x-ndjson"))),
+        content((Vec<EventInput> = "application/json"), (String = "application/x-ndjson"))),
     responses(
-        (status = 200, description = "An answer per item: accepted, duplicate, conflict or invalid", content_type = "application/json"),
+        (status = 200, description = "An answer per item: accepted, duplicate, conflict or invalid", body = BatchResponse),
         (status = 422, description = "Empty or too many events (`field` is `events`)", content_type = "application/problem+json"),
         (status = 400, description = "Not JSON, not UTF-8, bad gzip", content_type = "application/problem+json"),
         (status = 413, description = "Body too large", content_type = "application/problem+json")))]
@@ -141,9 +148,9 @@ pub(crate) async fn post_batch(
 /// The reference outbox API's name for the same call (clients written for it post a JSON array
 /// here): answered per item exactly like `/v1/events/batch`.
 #[utoipa::path(post, path = "/v1/events/bulk", tag = "ingest",
-    request_body(content = serde_json::Value, description = "A JSON array of events (also `{\"events\": [...]}` or NDJSON, as /v1/events/batch)"),
+    request_body(content = Vec<EventInput>, description = "A JSON array of events (also `{\"events\": [...]}` or NDJSON, as /v1/events/batch)"),
     responses(
-        (status = 200, description = "An answer per item, as /v1/events/batch", content_type = "application/json"),
+        (status = 200, description = "An answer per item, as /v1/events/batch", body = BatchResponse),
         (status = 422, description = "Empty or too many events (`field` is `events`)", content_type = "application/problem+json")))]
 pub(crate) async fn post_bulk(
     state: State<IngestState>,

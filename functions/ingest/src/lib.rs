@@ -22,9 +22,10 @@ use fluxgate::error::{Error, Result};
 use fluxgate::event::{Event, EventInput, EventKey};
 use fluxgate::http::{self as fhttp, BodyFormat, CorrelationId};
 use fluxgate::runtime::{ApiConfig, Function};
-use fluxgate::store::{EventWriter, InsertOutcome, OutboxState, OutboxStatus};
+use fluxgate::store::{EventWriter, InsertOutcome, OutboxState};
 use fluxgate::tenant::TenantScope;
 use fluxgate_outbox_drain::EagerConfig;
+use utoipa::ToSchema;
 
 /// ingest's settings, from the environment (each also a flag; `--help` lists them).
 #[derive(clap::Parser)]
@@ -59,7 +60,6 @@ pub struct IngestState {
 fluxgate::http_api! {
     IngestState, "fluxgate ingest",
     tag "ingest": "Events in, stored once per (tenant, event id) with their outbox row",
-    schemas [OutboxStatus],
     routes [post_event, batch::post_batch, batch::post_bulk, get_event],
 }
 
@@ -73,8 +73,10 @@ pub fn service(store: Arc<dyn EventWriter>, limits: Limits, auth: Authenticator)
     state.into_service(store)
 }
 
-#[derive(Serialize)]
+/// The answer to one event: its key, and whether it was stored now or before.
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(as = AcceptedEvent)]
 struct Accepted<'a> {
     tenant_id: &'a str,
     event_id: &'a str,
@@ -84,10 +86,10 @@ struct Accepted<'a> {
 /// One event. The body: `tenantId`, `eventId` (optional), `eventType`, `eventTs` (optional),
 /// `payload` (a JSON object), `source`, `metadata`.
 #[utoipa::path(post, path = "/v1/events", tag = "ingest",
-    request_body(content = serde_json::Value, description = "One event", content_type = "application/json"),
+    request_body(content = EventInput, description = "One event", content_type = "application/json"),
     responses(
-        (status = 202, description = "Accepted: stored with its outbox row"),
-        (status = 200, description = "A duplicate: the same id with the same payload; nothing new is written"),
+        (status = 202, description = "Accepted: stored with its outbox row", body = Accepted),
+        (status = 200, description = "A duplicate: the same id with the same payload; nothing new is written", body = Accepted),
         (status = 409, description = "The id is taken by a different payload", content_type = "application/problem+json"),
         (status = 422, description = "A field breaks a rule; `field` names it", content_type = "application/problem+json"),
         (status = 400, description = "Not JSON, not UTF-8, bad gzip", content_type = "application/problem+json"),
@@ -151,7 +153,8 @@ fn event_location(event: &Event) -> String {
     )
 }
 
-#[derive(Serialize)]
+/// An event as stored, with its outbox row.
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct EventView {
     #[serde(flatten)]
@@ -164,7 +167,7 @@ struct EventView {
     params(("tenantId" = String, Path, description = "Tenant of the event"),
            ("eventId" = String, Path, description = "Id of the event")),
     responses(
-        (status = 200, description = "The event and its outbox row", content_type = "application/json"),
+        (status = 200, description = "The event and its outbox row", body = EventView),
         (status = 404, description = "No such event (or another tenant's)", content_type = "application/problem+json")))]
 async fn get_event(
     State(state): State<IngestState>,

@@ -99,7 +99,7 @@ impl FromStr for OutboxStatus {
 }
 
 /// The outbox row of one event, as the read API shows it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct OutboxState {
     pub status: OutboxStatus,
