@@ -615,7 +615,9 @@ fn is_fallback(status: StatusCode, body: &Value) -> bool {
             .is_some_and(|d| d.starts_with("route "))
 }
 
-/// `service` really serves each endpoint (not the problem+json fallback, not a 405).
+/// `service` really serves each endpoint (not the problem+json fallback, not a 405), and each
+/// of their paths answers any other method with a 405 (HEAD aside: axum answers it where GET
+/// is served).
 async fn check_served(
     name: &str,
     endpoints: &std::collections::BTreeSet<(String, String)>,
@@ -634,10 +636,30 @@ async fn check_served(
             "{name}: {method} {path} is listed but not served"
         );
     }
+    let paths: std::collections::BTreeSet<&String> = endpoints.iter().map(|(_, p)| p).collect();
+    for path in paths {
+        for method in [
+            Method::GET,
+            Method::POST,
+            Method::PUT,
+            Method::PATCH,
+            Method::DELETE,
+        ] {
+            if endpoints.contains(&(method.to_string(), path.clone())) {
+                continue;
+            }
+            let (status, _, _) = call(service, method.clone(), &concrete(path), None).await;
+            assert_eq!(
+                status,
+                StatusCode::METHOD_NOT_ALLOWED,
+                "{name}: {method} {path} is served, but not listed"
+            );
+        }
+    }
 }
 
-/// Every endpoint the function routes plus the common ones is documented, nothing else is, and
-/// the service really serves each documented endpoint (not the problem+json fallback, not a 405).
+/// The common endpoints are documented beside the function's own, nothing else is, and the
+/// service really serves each documented endpoint and no other method on its paths.
 async fn check_document(
     name: &str,
     routed: std::collections::BTreeSet<(String, String)>,

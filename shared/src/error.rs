@@ -47,6 +47,10 @@ pub enum Error {
     Conflict { tenant_id: String, event_id: String },
     #[error("{0} not found")]
     NotFound(String),
+    /// A route that does not take this method (405; the answer's `Allow` lists the ones it
+    /// does).
+    #[error("{method} is not allowed on {path}")]
+    MethodNotAllowed { method: String, path: String },
     /// The resource exists but is not in a state that allows this (e.g. replaying a DONE event).
     #[error("{0}")]
     WrongState(String),
@@ -231,6 +235,7 @@ impl Error {
             Self::UnsupportedMedia { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Conflict { .. } => StatusCode::CONFLICT,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Self::WrongState(_) => StatusCode::CONFLICT,
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Self::Forbidden(_) | Self::ForbiddenField(_) => StatusCode::FORBIDDEN,
@@ -258,6 +263,7 @@ impl Error {
                 "The event id is taken by a different payload",
             ),
             Self::NotFound(_) => ("not-found", "Not found"),
+            Self::MethodNotAllowed { .. } => ("method-not-allowed", "Method not allowed"),
             Self::WrongState(_) => ("wrong-state", "Not possible in the current state"),
             Self::Unauthorized(_) => ("unauthorized", "Authentication required"),
             Self::Forbidden(_) | Self::ForbiddenField(_) => ("forbidden", "Not allowed"),

@@ -221,7 +221,12 @@ async fn log_error(mut response: Response) -> Response {
 /// A function as a whole HTTP service: its `routes` (with their state), health checks whose
 /// `/readyz` pings `readiness`, problem+json 404s, correlation ids and the access log.
 pub fn service(routes: Router, readiness: Arc<dyn Readiness>) -> Router {
-    with_observability(routes.merge(health_routes(readiness)).fallback(not_found))
+    let routes = routes.merge(health_routes(readiness));
+    with_observability(
+        routes
+            .method_not_allowed_fallback(method_not_allowed)
+            .fallback(not_found),
+    )
 }
 
 /// `GET /healthz` (the process answers) and `GET /readyz` (the database answers too).
@@ -245,6 +250,15 @@ pub(crate) async fn readyz(State(store): State<Arc<dyn Readiness>>) -> impl Into
     match store.ping().await {
         Ok(()) => (StatusCode::OK, "ready").into_response(),
         Err(e) => e.into_response(),
+    }
+}
+
+/// A path served with other methods: problem+json like every other refusal (axum keeps the
+/// `Allow` header it lists them in).
+pub async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> Error {
+    Error::MethodNotAllowed {
+        method: method.to_string(),
+        path: uri.path().to_owned(),
     }
 }
 
