@@ -643,56 +643,71 @@ fn schema<'d>(document: &'d Value, at: &str) -> &'d Value {
     }
 }
 
-/// Holds `value` against the document's schema at `at`: every required property is there,
-/// and every property it has is declared (through `allOf`, nested objects and arrays). The
-/// shape only: the API's own tests check the values.
-fn assert_fits(document: &Value, at: &str, value: &Value, path: &str) {
-    let described = schema(document, at);
-    if let Some(parts) = described["allOf"].as_array() {
-        let mut declared = Vec::new();
-        for (i, part) in parts.iter().enumerate() {
-            let part = match part["$ref"].as_str() {
-                Some(target) => schema(document, target.trim_start_matches('#')),
-                None => &described["allOf"][i],
-            };
-            declared.extend(part["properties"].as_object().into_iter().flatten());
-            for name in part["required"].as_array().into_iter().flatten() {
-                let name = name.as_str().expect("name");
-                assert!(value.get(name).is_some(), "{path}: no required {name}");
-            }
-        }
-        for (name, _) in value.as_object().expect("an object") {
-            assert!(
-                declared.iter().any(|(declared, _)| *declared == name),
-                "{path}.{name} is not in the document"
-            );
-        }
-        return;
+/// The `$ref` a property's schema names: its own, or the one branch of a `oneOf` that has one
+/// (utoipa writes an `Option` of a schema so), or its items'.
+fn referenced(property: &Value) -> Option<&str> {
+    let own = property["$ref"].as_str();
+    let branch = || {
+        property["oneOf"]
+            .as_array()
+            .and_then(|branches| branches.iter().find_map(|b| b["$ref"].as_str()))
+    };
+    own.or_else(branch).map(|r| r.trim_start_matches('#'))
+}
+
+/// The properties an object schema declares and the ones it requires, its `allOf` parts
+/// merged.
+fn declared(document: &Value, described: &Value) -> (Vec<(String, Value)>, Vec<String>) {
+    let mut properties: Vec<(String, Value)> = described["properties"]
+        .as_object()
+        .map(|p| p.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+        .unwrap_or_default();
+    let mut required: Vec<String> = described["required"]
+        .as_array()
+        .map(|r| {
+            r.iter()
+                .filter_map(|n| n.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    for part in described["allOf"].as_array().into_iter().flatten() {
+        let part = match part["$ref"].as_str() {
+            Some(target) => schema(document, target.trim_start_matches('#')),
+            None => part,
+        };
+        let (more, needed) = declared(document, part);
+        properties.extend(more);
+        required.extend(needed);
     }
-    for name in described["required"].as_array().into_iter().flatten() {
-        let name = name.as_str().expect("name");
+    (properties, required)
+}
+
+/// Holds `value` against the document's schema at `at`: every required property is there,
+/// and every property it has is declared, down through nested objects and arrays of them.
+/// The shape only: the API's own tests check the values.
+fn assert_fits(document: &Value, at: &str, value: &Value, path: &str) {
+    let (properties, required) = declared(document, schema(document, at));
+    for name in &required {
         assert!(value.get(name).is_some(), "{path}: no required {name}");
     }
-    let Some(properties) = described["properties"].as_object() else {
-        return;
-    };
     for (name, field) in value.as_object().expect("an object") {
-        let Some(property) = properties.get(name) else {
+        let Some((_, property)) = properties.iter().find(|(declared, _)| declared == name) else {
             panic!("{path}.{name} is not in the document");
         };
-        let nested = property["$ref"].as_str().map(|r| r.trim_start_matches('#'));
-        let items = property["items"]["$ref"]
-            .as_str()
-            .map(|r| r.trim_start_matches('#'));
-        match (nested, items, field) {
-            (Some(target), _, Value::Object(_)) => {
-                assert_fits(document, target, field, &format!("{path}.{name}"))
+        let at = format!("{path}.{name}");
+        match field {
+            Value::Object(_) => {
+                if let Some(target) = referenced(property) {
+                    assert_fits(document, target, field, &at);
+                }
             }
-            (_, Some(target), Value::Array(elements)) => {
+            Value::Array(elements) => {
+                let Some(target) = referenced(&property["items"]) else {
+                    continue;
+                };
                 for (i, element) in elements.iter().enumerate() {
-                    let at = format!("{path}.{name}[{i}]");
                     if element.is_object() {
-                        assert_fits(document, target, element, &at);
+                        assert_fits(document, target, element, &format!("{at}[{i}]"));
                     }
                 }
             }
@@ -739,8 +754,12 @@ async fn the_openapi_document_describes_the_bodies_ingest_takes_and_answers() {
 
     let batch = json!([order("d-2"), {"tenantId": "acme", "eventId": "d-3", "eventType": "x"}]);
     for path in ["batch", "bulk"] {
-        let request = body(&format!("~1v1~1events~1{path}"), "post");
-        assert_fits(&document, &format!("{request}/items"), &batch[0], path);
+        // Both JSON forms the document gives: the array, and the object holding it.
+        let forms = schema(&document, &body(&format!("~1v1~1events~1{path}"), "post"));
+        let list = referenced(&forms["oneOf"][0]["items"]).expect("the array form");
+        let wrapped = referenced(&forms["oneOf"][1]["properties"]["events"]["items"]);
+        assert_eq!(wrapped, Some(list), "{forms}");
+        assert_fits(&document, list, &batch[0], path);
         let answered = api
             .post_json(&format!("/v1/events/{path}"), batch.clone())
             .await;

@@ -54,10 +54,17 @@ pub trait Api: Clone + Send + Sync + 'static {
     }
 }
 
+/// What [`http_api!`](crate::http_api) expands to names, so that the calling crate needs no
+/// dependency of its own on them.
+#[doc(hidden)]
+pub mod __private {
+    pub use axum;
+    pub use utoipa;
+}
+
 /// Implements [`Api`] for a function's state: the document's title, the tag its operations
 /// share (and what the document says of it), and the handlers, each routed where its
-/// `#[utoipa::path]` says; the schemas their bodies name come with them. The calling
-/// crate depends on `axum` and `utoipa`, which utoipa-axum's `routes!` names.
+/// `#[utoipa::path]` says; the schemas their bodies name come with them.
 ///
 /// ```ignore
 /// fluxgate::http_api! {
@@ -77,13 +84,17 @@ macro_rules! http_api {
             const TITLE: &'static str = $title;
 
             fn routes() -> $crate::api::OpenApiRouter<Self> {
-                #[derive(::utoipa::OpenApi)]
+                // utoipa-axum's `routes!` and utoipa's derive name these two crates by name.
+                use $crate::api::__private::{axum, utoipa};
+
+                #[derive(utoipa::OpenApi)]
                 #[openapi(tags((name = $tag, description = $description)))]
                 struct Operations;
 
                 $crate::api::OpenApiRouter::with_openapi(
-                    <Operations as ::utoipa::OpenApi>::openapi(),
+                    <Operations as utoipa::OpenApi>::openapi(),
                 )
+                // One handler per `routes!`: given several, it would route each at every path.
                 $(.routes($crate::api::routes!($($handler)::+)))+
             }
         }

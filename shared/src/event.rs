@@ -25,8 +25,8 @@ use crate::tenant::TenantScope;
     description = "One event. A field that breaks a rule is a 422 naming it; an unknown field is refused, so a typo is not silently dropped. Text fields take up to 128 characters (FLUXGATE_MAX_FIELD_LENGTH)."
 )]
 pub struct EventInput {
-    /// The tenant: with a tenant key optional, and the key's own; required with the admin
-    /// key. Letters, digits, `-`, `_` and `.`, starting with a letter or digit.
+    /// The tenant: with a tenant key optional, and the key's own (another is a 403); required
+    /// with the admin key. Letters, digits, `-`, `_` and `.`, starting with a letter or digit.
     pub tenant_id: Option<String>,
     /// Unique per tenant: the idempotency key. A UUIDv7 is made when it is missing.
     pub event_id: Option<String>,
@@ -35,11 +35,12 @@ pub struct EventInput {
     /// RFC 3339; without an offset, UTC. Default: the receive time. At most 1825 days back and
     /// 15 minutes ahead (FLUXGATE_MAX_EVENT_AGE, FLUXGATE_MAX_FUTURE_SKEW).
     pub event_ts: Option<String>,
-    /// A JSON object of at most 128 KiB, kept exactly as sent.
+    /// A JSON object of at most 128 KiB (FLUXGATE_MAX_PAYLOAD_BYTES). Its numbers keep the
+    /// digits sent; it is stored as canonical text (keys sorted, no insignificant whitespace).
     #[schema(required = true, value_type = Object)]
     pub payload: Option<Box<RawValue>>,
     pub source: Option<String>,
-    /// A JSON object, kept exactly as sent.
+    /// A JSON object, under the same limit and kept the same way as `payload`.
     #[schema(value_type = Option<Object>)]
     pub metadata: Option<Box<RawValue>>,
     /// Anything else: rejected by name, so a typo such as `timestamp` is not silently dropped.
@@ -61,7 +62,7 @@ pub struct EventKey {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 #[schema(
-    as = StoredEvent,
+    as = EventRecord,
     description = "An event as stored: its fields as sent (the timestamp in UTC), when it was received, the SHA-256 of its canonical payload, and the correlation id of the request that sent it."
 )]
 pub struct Event {

@@ -62,6 +62,22 @@ struct Counts {
     invalid: usize,
 }
 
+/// A JSON batch body, as the document describes it (`json_items` reads the body itself, so
+/// that each item stays text until it is checked).
+#[derive(Deserialize, ToSchema)]
+#[serde(untagged)]
+#[schema(
+    as = EventBatch,
+    description = "A JSON batch: an array of events, or an object whose `events` is one."
+)]
+#[allow(dead_code)] // never built: it describes the body
+enum BatchBody {
+    /// The events, in order.
+    Events(Vec<EventInput>),
+    /// The same, as the `events` of an object.
+    Wrapped { events: Vec<EventInput> },
+}
+
 /// A batch's answer: counts, and an answer per item in the batch's order.
 #[derive(Debug, Serialize, ToSchema)]
 #[schema(as = BatchAnswer)]
@@ -72,12 +88,15 @@ pub(crate) struct BatchResponse {
 
 #[utoipa::path(post, path = "/v1/events/batch", tag = "ingest",
     request_body(description = "A JSON array of events, `{\"events\": [...]}`, or NDJSON: one event per line",
-        content((Vec<EventInput> = "application/json"), (String = "application/x-ndjson"))),
+        content((BatchBody = "application/json"), (String = "application/x-ndjson"))),
     responses(
         (status = 200, description = "An answer per item: accepted, duplicate, conflict or invalid", body = BatchResponse),
         (status = 422, description = "Empty or too many events (`field` is `events`)", content_type = "application/problem+json"),
         (status = 400, description = "Not JSON, not UTF-8, bad gzip", content_type = "application/problem+json"),
-        (status = 413, description = "Body too large", content_type = "application/problem+json")))]
+        (status = 403, description = "An item names another tenant than the key's; nothing is written", content_type = "application/problem+json"),
+        (status = 413, description = "Body too large", content_type = "application/problem+json"),
+        (status = 415, description = "Neither JSON nor NDJSON", content_type = "application/problem+json"),
+        (status = 503, description = "The database is unavailable; nothing was written", content_type = "application/problem+json")))]
 pub(crate) async fn post_batch(
     State(state): State<IngestState>,
     scope: TenantScope,
@@ -148,10 +167,16 @@ pub(crate) async fn post_batch(
 /// The reference outbox API's name for the same call (clients written for it post a JSON array
 /// here): answered per item exactly like `/v1/events/batch`.
 #[utoipa::path(post, path = "/v1/events/bulk", tag = "ingest",
-    request_body(content = Vec<EventInput>, description = "A JSON array of events (also `{\"events\": [...]}` or NDJSON, as /v1/events/batch)"),
+    request_body(description = "A JSON array of events (also `{\"events\": [...]}` or NDJSON, as /v1/events/batch)",
+        content((BatchBody = "application/json"), (String = "application/x-ndjson"))),
     responses(
         (status = 200, description = "An answer per item, as /v1/events/batch", body = BatchResponse),
-        (status = 422, description = "Empty or too many events (`field` is `events`)", content_type = "application/problem+json")))]
+        (status = 422, description = "Empty or too many events (`field` is `events`)", content_type = "application/problem+json"),
+        (status = 400, description = "Not JSON, not UTF-8, bad gzip", content_type = "application/problem+json"),
+        (status = 403, description = "An item names another tenant than the key's; nothing is written", content_type = "application/problem+json"),
+        (status = 413, description = "Body too large", content_type = "application/problem+json"),
+        (status = 415, description = "Neither JSON nor NDJSON", content_type = "application/problem+json"),
+        (status = 503, description = "The database is unavailable; nothing was written", content_type = "application/problem+json")))]
 pub(crate) async fn post_bulk(
     state: State<IngestState>,
     scope: TenantScope,

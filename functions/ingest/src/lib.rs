@@ -80,7 +80,22 @@ pub fn service(store: Arc<dyn EventWriter>, limits: Limits, auth: Authenticator)
 struct Accepted<'a> {
     tenant_id: &'a str,
     event_id: &'a str,
+    /// `accepted` (202) or `duplicate` (200); the same id with a different payload is a 409
+    /// problem instead.
+    #[schema(value_type = AcceptedStatus)]
     status: InsertOutcome,
+}
+
+/// `status` of an [`Accepted`] answer, for the document.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+#[schema(description = "Whether the event was stored now or before.")]
+#[allow(dead_code)] // never built: it describes `status`
+enum AcceptedStatus {
+    /// Stored now, with its outbox row (202).
+    Accepted,
+    /// Stored before with the same payload; nothing written (200).
+    Duplicate,
 }
 
 /// One event. The body: `tenantId`, `eventId` (optional), `eventType`, `eventTs` (optional),
@@ -93,8 +108,10 @@ struct Accepted<'a> {
         (status = 409, description = "The id is taken by a different payload", content_type = "application/problem+json"),
         (status = 422, description = "A field breaks a rule; `field` names it", content_type = "application/problem+json"),
         (status = 400, description = "Not JSON, not UTF-8, bad gzip", content_type = "application/problem+json"),
+        (status = 403, description = "`tenantId` is not the key's tenant; nothing is written", content_type = "application/problem+json"),
         (status = 413, description = "Body too large", content_type = "application/problem+json"),
-        (status = 415, description = "Not application/json", content_type = "application/problem+json")))]
+        (status = 415, description = "Not application/json", content_type = "application/problem+json"),
+        (status = 503, description = "The database is unavailable; nothing was written", content_type = "application/problem+json")))]
 async fn post_event(
     State(state): State<IngestState>,
     scope: TenantScope,
