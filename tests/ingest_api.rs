@@ -344,6 +344,23 @@ async fn unreadable_bodies_are_refused() {
 }
 
 #[tokio::test]
+async fn a_method_the_path_does_not_take_is_a_405_problem_naming_the_ones_it_does() {
+    let api = Api::new(TestDb::sqlite().await).await;
+    let request = Request::put("/v1/events")
+        .header(header::AUTHORIZATION, format!("Bearer {ADMIN_KEY}"))
+        .body(Body::from("{}"))
+        .expect("request");
+    let answer = router::send(&api.app, request).await;
+    assert_eq!(answer.status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(answer.content_type(), "application/problem+json");
+    assert_eq!(answer.header("allow"), Some("POST"));
+    let body: Value = serde_json::from_slice(&answer.body).expect("a problem document");
+    assert_eq!(body["detail"], "PUT is not allowed on /v1/events");
+    assert_eq!(body["status"], 405);
+    api.db.cleanup().await;
+}
+
+#[tokio::test]
 async fn limits_are_enforced_before_anything_is_written() {
     let limits = Limits {
         max_body_bytes: 2_000,
