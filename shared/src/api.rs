@@ -63,8 +63,9 @@ pub mod __private {
 }
 
 /// Implements [`Api`] for a function's state: the document's title, the tag its operations
-/// share (and what the document says of it), and the handlers, each routed where its
-/// `#[utoipa::path]` says; the schemas their bodies name come with them.
+/// share (and what the document says of it), schemas to list beside the ones utoipa collects
+/// from the handlers (it does not collect those an `IntoResponses` type names), and the
+/// handlers, each routed where its `#[utoipa::path]` says.
 ///
 /// ```ignore
 /// fluxgate::http_api! {
@@ -78,6 +79,7 @@ macro_rules! http_api {
     (
         $state:ty, $title:literal,
         tag $tag:literal: $description:literal,
+        $(schemas [$($schema:path),+ $(,)?],)?
         routes [$($($handler:ident)::+),+ $(,)?] $(,)?
     ) => {
         impl $crate::api::Api for $state {
@@ -88,7 +90,10 @@ macro_rules! http_api {
                 use $crate::api::__private::{axum, utoipa};
 
                 #[derive(utoipa::OpenApi)]
-                #[openapi(tags((name = $tag, description = $description)))]
+                #[openapi(
+                    tags((name = $tag, description = $description))
+                    $(, components(schemas($($schema),+)))?
+                )]
                 struct Operations;
 
                 $crate::api::OpenApiRouter::with_openapi(

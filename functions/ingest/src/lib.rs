@@ -18,14 +18,14 @@ use serde::Serialize;
 use fluxgate::api::Api;
 use fluxgate::auth::Authenticator;
 use fluxgate::config::Limits;
-use fluxgate::error::{Error, Result};
+use fluxgate::error::{Error, Problem, Result};
 use fluxgate::event::{Event, EventInput, EventKey};
 use fluxgate::http::{self as fhttp, BodyFormat, CorrelationId};
 use fluxgate::runtime::{ApiConfig, Function};
 use fluxgate::store::{EventWriter, InsertOutcome, OutboxState};
 use fluxgate::tenant::TenantScope;
 use fluxgate_outbox_drain::EagerConfig;
-use utoipa::ToSchema;
+use utoipa::{IntoResponses, ToSchema};
 
 /// ingest's settings, from the environment (each also a flag; `--help` lists them).
 #[derive(clap::Parser)]
@@ -60,6 +60,7 @@ pub struct IngestState {
 fluxgate::http_api! {
     IngestState, "fluxgate ingest",
     tag "ingest": "Events in, stored once per (tenant, event id) with their outbox row",
+    schemas [batch::BatchResponse],
     routes [post_event, batch::post_batch, batch::post_bulk, get_event],
 }
 
@@ -98,6 +99,27 @@ enum AcceptedStatus {
     Duplicate,
 }
 
+/// What every write of events may answer besides its own answers.
+#[derive(IntoResponses)]
+#[allow(dead_code)] // never built: it describes the answers
+pub(crate) enum WriteProblems {
+    /// Not JSON, not UTF-8, bad gzip
+    #[response(status = 400, content_type = "application/problem+json")]
+    Malformed(Problem),
+    /// A `tenantId` that is not the key's tenant; nothing is written
+    #[response(status = 403, content_type = "application/problem+json")]
+    ForeignTenant(Problem),
+    /// Body too large
+    #[response(status = 413, content_type = "application/problem+json")]
+    TooLarge(Problem),
+    /// A content type or encoding it does not read
+    #[response(status = 415, content_type = "application/problem+json")]
+    Unsupported(Problem),
+    /// The database is unavailable; nothing was written
+    #[response(status = 503, content_type = "application/problem+json")]
+    Unavailable(Problem),
+}
+
 /// One event. The body: `tenantId`, `eventId` (optional), `eventType`, `eventTs` (optional),
 /// `payload` (a JSON object), `source`, `metadata`.
 #[utoipa::path(post, path = "/v1/events", tag = "ingest",
@@ -107,11 +129,7 @@ enum AcceptedStatus {
         (status = 200, description = "A duplicate: the same id with the same payload; nothing new is written", body = Accepted),
         (status = 409, description = "The id is taken by a different payload", content_type = "application/problem+json"),
         (status = 422, description = "A field breaks a rule; `field` names it", content_type = "application/problem+json"),
-        (status = 400, description = "Not JSON, not UTF-8, bad gzip", content_type = "application/problem+json"),
-        (status = 403, description = "`tenantId` is not the key's tenant; nothing is written", content_type = "application/problem+json"),
-        (status = 413, description = "Body too large", content_type = "application/problem+json"),
-        (status = 415, description = "Not application/json", content_type = "application/problem+json"),
-        (status = 503, description = "The database is unavailable; nothing was written", content_type = "application/problem+json")))]
+        WriteProblems))]
 async fn post_event(
     State(state): State<IngestState>,
     scope: TenantScope,
