@@ -865,6 +865,21 @@ async fn sqs_dead_letters_are_redriven_to_the_queue() {
 
 /// Every client operation says how its key is sent and that it may answer 401; the health
 /// checks and the document stay open; the batch takes NDJSON as well as JSON.
+/// Every `$ref` in `json`.
+fn references(json: &Value) -> Vec<&str> {
+    match json {
+        Value::Object(map) => map
+            .iter()
+            .flat_map(|(key, value)| match (key.as_str(), value) {
+                ("$ref", Value::String(target)) => vec![target.as_str()],
+                _ => references(value),
+            })
+            .collect(),
+        Value::Array(items) => items.iter().flat_map(references).collect(),
+        _ => Vec::new(),
+    }
+}
+
 #[test]
 fn the_openapi_documents_describe_api_keys_and_the_batch_formats() {
     let common = fluxgate::api::common_endpoints();
@@ -875,6 +890,12 @@ fn the_openapi_documents_describe_api_keys_and_the_batch_formats() {
         ("local", fluxgate_local::openapi()),
     ] {
         let json = serde_json::to_value(&document).expect("document");
+        for target in references(&json) {
+            assert!(
+                json.pointer(target.trim_start_matches('#')).is_some(),
+                "{name}: {target} is referenced but not in the document"
+            );
+        }
         let schemes = &json["components"]["securitySchemes"];
         assert_eq!(
             schemes["bearerApiKey"]["scheme"], "bearer",
