@@ -41,6 +41,20 @@ pub fn is_warehouse_part(path: &Path) -> bool {
 /// [`is_warehouse_part`]), by event id, each with its partition columns put back from the
 /// Hive-style path.
 pub fn warehouse_file_rows(root: &Path) -> HashMap<String, Vec<Value>> {
+    // A running sink renames a part when it rolls (`.part-….jsonl.open` to `part-….jsonl`), so
+    // a file listed may be gone when it is read: it is there under its new name, and a second
+    // look finds it. A rename is atomic, so no row is ever in neither file.
+    for _ in 0..10 {
+        match read_warehouse(root) {
+            Ok(rows) => return rows,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => panic!("read the warehouse under {}: {e}", root.display()),
+        }
+    }
+    panic!("the warehouse under {} kept changing", root.display())
+}
+
+fn read_warehouse(root: &Path) -> std::io::Result<HashMap<String, Vec<Value>>> {
     let mut rows: HashMap<String, Vec<Value>> = HashMap::new();
     for path in files_under(root) {
         if is_warehouse_part(&path) {
@@ -50,7 +64,7 @@ pub fn warehouse_file_rows(root: &Path) -> HashMap<String, Vec<Value>> {
                 .filter_map(|part| part.to_str()?.split_once('='))
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect();
-            for line in std::fs::read_to_string(&path).expect("read").lines() {
+            for line in std::fs::read_to_string(&path)?.lines() {
                 let mut row: Value = serde_json::from_str(line).expect("row");
                 for (column, value) in &partitions {
                     row[column] = json!(value);
@@ -60,7 +74,7 @@ pub fn warehouse_file_rows(root: &Path) -> HashMap<String, Vec<Value>> {
             }
         }
     }
-    rows
+    Ok(rows)
 }
 
 /// How many rows the local-file warehouse under `root` holds, of every event.
