@@ -651,13 +651,20 @@ async fn health_and_readiness() {
     api.db.cleanup().await;
 }
 
-/// The schema `at` (a JSON pointer into the document) stands for, `$ref`s followed.
-fn schema<'d>(document: &'d Value, at: &str) -> &'d Value {
-    let found = document.pointer(at).unwrap_or_else(|| panic!("no {at}"));
+/// `found`, or what its `$ref`s lead to in the document.
+fn resolved<'d>(document: &'d Value, found: &'d Value) -> &'d Value {
     match found["$ref"].as_str() {
         Some(target) => schema(document, target.trim_start_matches('#')),
         None => found,
     }
+}
+
+/// The schema `at` (a JSON pointer into the document) stands for, `$ref`s followed.
+fn schema<'d>(document: &'d Value, at: &str) -> &'d Value {
+    resolved(
+        document,
+        document.pointer(at).unwrap_or_else(|| panic!("no {at}")),
+    )
 }
 
 /// The `$ref` a property's schema names: its own, or the one branch of a `oneOf` that has one
@@ -674,25 +681,22 @@ fn referenced(property: &Value) -> Option<&str> {
 
 /// The properties an object schema declares and the ones it requires, its `allOf` parts
 /// merged.
-fn declared(document: &Value, described: &Value) -> (Vec<(String, Value)>, Vec<String>) {
-    let mut properties: Vec<(String, Value)> = described["properties"]
+fn declared<'d>(
+    document: &'d Value,
+    described: &'d Value,
+) -> (Vec<(&'d String, &'d Value)>, Vec<&'d Value>) {
+    let mut properties: Vec<_> = described["properties"]
         .as_object()
-        .map(|p| p.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
-        .unwrap_or_default();
-    let mut required: Vec<String> = described["required"]
+        .into_iter()
+        .flatten()
+        .collect();
+    let mut required: Vec<_> = described["required"]
         .as_array()
-        .map(|r| {
-            r.iter()
-                .filter_map(|n| n.as_str().map(str::to_owned))
-                .collect()
-        })
-        .unwrap_or_default();
+        .into_iter()
+        .flatten()
+        .collect();
     for part in described["allOf"].as_array().into_iter().flatten() {
-        let part = match part["$ref"].as_str() {
-            Some(target) => schema(document, target.trim_start_matches('#')),
-            None => part,
-        };
-        let (more, needed) = declared(document, part);
+        let (more, needed) = declared(document, resolved(document, part));
         properties.extend(more);
         required.extend(needed);
     }
@@ -704,11 +708,12 @@ fn declared(document: &Value, described: &Value) -> (Vec<(String, Value)>, Vec<S
 /// The shape only: the API's own tests check the values.
 fn assert_fits(document: &Value, at: &str, value: &Value, path: &str) {
     let (properties, required) = declared(document, schema(document, at));
-    for name in &required {
+    for name in required {
+        let name = name.as_str().expect("a property name");
         assert!(value.get(name).is_some(), "{path}: no required {name}");
     }
     for (name, field) in value.as_object().expect("an object") {
-        let Some((_, property)) = properties.iter().find(|(declared, _)| declared == name) else {
+        let Some((_, property)) = properties.iter().find(|(declared, _)| *declared == name) else {
             panic!("{path}.{name} is not in the document");
         };
         let at = format!("{path}.{name}");
